@@ -1,0 +1,38 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+SHELL := /usr/bin/env bash
+
+.PHONY: test demo demo-down env-up env-down tools crds lint unit
+
+## make test: build the tools (cached), bring up the environment, lint and run every test, bring it down.
+test:
+	hack/test.sh
+
+## make demo: the operator against a local control plane with examples/ applied; stays up.
+demo:
+	hack/demo.sh
+
+## make demo-down: stop everything `make demo` started.
+demo-down:
+	hack/env-down.sh demo
+
+## make tools: build kube-apiserver, kubectl, etcd, consul and helm once into the cache.
+tools:
+	hack/tools/build.sh >/dev/null
+
+env-up:
+	hack/env-up.sh test
+
+env-down:
+	hack/env-down.sh test
+
+## make crds: regenerate crds/ from the Rust types.
+crds:
+	cargo run --quiet -- crds --out-dir crds
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+## make unit: the tests that need no environment.
+unit:
+	cargo test --lib --bins

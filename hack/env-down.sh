@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Stops every process of an environment started by env-up.sh (and any operator the
+# demo or tests started in it) and removes its directory.
+#
+# usage: hack/env-down.sh [NAME]     (NAME defaults to "test")
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/lib/common.sh"
+
+name="${1:-test}"
+dir="$(env_dir "$name")"
+[[ -d "$dir" ]] || exit 0
+
+pids=()
+if [[ -f "$dir/pids" ]]; then
+  while read -r pid _; do pids+=("$pid"); done <"$dir/pids"
+fi
+# Anything else still holding the environment's files: operators, kubectl proxies.
+while read -r pid; do pids+=("$pid"); done < <(pgrep -f -- "$dir" || true)
+
+signal_all() {
+  local sig="$1" pid
+  for pid in "${pids[@]}"; do
+    # Each service runs in its own session: signal the whole process group.
+    kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
+  done
+}
+
+alive() {
+  local pid
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then return 0; fi
+  done
+  return 1
+}
+
+if ((${#pids[@]})); then
+  signal_all TERM
+  deadline=$((SECONDS + 15))
+  while alive && ((SECONDS < deadline)); do sleep 0.2; done
+  if alive; then
+    log "some processes ignored SIGTERM; killing them"
+    signal_all KILL
+    sleep 0.5
+  fi
+fi
+rm -rf "$dir"
+log "environment $name is down"

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Brings up a throw-away control plane and its backends for tests and the demo:
+# etcd + kube-apiserver (RBAC and ValidatingAdmissionPolicy on, TLS on loopback,
+# static-token users), PostgreSQL, a Consul dev agent and moto's AWS server.
+# Waits until each answers, then writes $dir/env with what tests and the demo read.
+#
+# usage: hack/env-up.sh [NAME]     (NAME defaults to "test"; prints the env file path)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/lib/common.sh"
+
+name="${1:-test}"
+dir="$(env_dir "$name")"
+if [[ -f "$dir/pids" ]]; then
+  log "environment $name is already up; stopping it first"
+  "$here/env-down.sh" "$name"
+fi
+rm -rf "$dir"
+mkdir -p "$dir"
+chmod 755 "$dir"
+
+bin="$("$here/tools/build.sh")"
+export PATH="$bin:$PATH"
+
+etcd_port="$(free_port)"
+etcd_peer_port="$(free_port)"
+api_port="$(free_port)"
+pg_port="$(free_port)"
+consul_port="$(free_port)"
+moto_port="$(free_port)"
+
+log "starting etcd on 127.0.0.1:$etcd_port"
+start etcd "$bin/etcd" \
+  --name summit-test \
+  --data-dir "$dir/etcd" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" \
+  --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+  --initial-cluster "summit-test=http://127.0.0.1:$etcd_peer_port" \
+  --unsafe-no-fsync \
+  --log-level warn
+
+log "starting PostgreSQL on 127.0.0.1:$pg_port"
+pg="$(pg_bindir)"
+cd "$dir"  # the postgres user must be able to enter the working directory
+mkdir -p "$dir/postgres"
+if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir/postgres"; fi
+"${pg_user[@]}" "$pg/initdb" -D "$dir/postgres/data" -U summit -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
+  || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+start postgres "${pg_user[@]}" "$pg/postgres" -D "$dir/postgres/data" \
+  -c listen_addresses=127.0.0.1 -p "$pg_port" -k "$dir/postgres" \
+  -c fsync=off -c synchronous_commit=off -c full_page_writes=off
+
+log "starting Consul on 127.0.0.1:$consul_port"
+start consul "$bin/consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 \
+  -hcl "ports { http = $consul_port, dns = -1, grpc = -1, serf_lan = $(free_port), serf_wan = $(free_port), server = $(free_port) }" \
+  -log-level warn
+
+log "starting moto (AWS Secrets Manager) on 127.0.0.1:$moto_port"
+start moto python3 -m moto.server -H 127.0.0.1 -p "$moto_port"
+
+"$here/lib/apiserver-certs.sh" "$dir"
+log "starting kube-apiserver on https://127.0.0.1:$api_port"
+wait_until 60 etcd curl -sf "http://127.0.0.1:$etcd_port/health"
+start kube-apiserver "$bin/kube-apiserver" \
+  --etcd-servers "http://127.0.0.1:$etcd_port" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
+  --client-ca-file "$dir/pki/ca.crt" \
+  --token-auth-file "$dir/tokens.csv" \
+  --authorization-mode RBAC \
+  --enable-admission-plugins ValidatingAdmissionPolicy \
+  --disable-admission-plugins ServiceAccount \
+  --service-account-issuer https://kubernetes.default.svc \
+  --service-account-key-file "$dir/pki/sa.pub" \
+  --service-account-signing-key-file "$dir/pki/sa.key" \
+  --service-cluster-ip-range 10.96.0.0/24 \
+  --allow-privileged=true \
+  --v 0
+
+admin_token="$(awk -F, '$2 == "admin" { print $1 }' "$dir/tokens.csv")"
+cat >"$dir/kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+  - name: summit-$name
+    cluster:
+      server: https://127.0.0.1:$api_port
+      certificate-authority: $dir/pki/ca.crt
+users:
+  - name: admin
+    user:
+      token: $admin_token
+contexts:
+  - name: summit-$name
+    context: {cluster: summit-$name, user: admin}
+current-context: summit-$name
+KUBECONFIG
+
+export KUBECONFIG="$dir/kubeconfig"
+wait_until 90 kube-apiserver kubectl get --raw /readyz
+wait_until 60 PostgreSQL "$pg/pg_isready" -h 127.0.0.1 -p "$pg_port" -U summit
+wait_until 60 Consul curl -sf "http://127.0.0.1:$consul_port/v1/status/leader"
+wait_until 60 moto curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+"$pg/psql" -h 127.0.0.1 -p "$pg_port" -U summit -d postgres -qc "CREATE DATABASE summit" >/dev/null
+
+{
+  echo "# written by hack/env-up.sh $name; read by tests and the demo"
+  echo "SUMMIT_ENV_NAME=$name"
+  echo "SUMMIT_ENV_DIR=$dir"
+  echo "SUMMIT_TOOLS_BIN=$bin"
+  echo "KUBECONFIG=$dir/kubeconfig"
+  echo "KUBE_APISERVER=https://127.0.0.1:$api_port"
+  echo "KUBE_CA_FILE=$dir/pki/ca.crt"
+  echo "DATABASE_URL=postgres://summit@127.0.0.1:$pg_port/summit"
+  echo "CONSUL_HTTP_ADDR=http://127.0.0.1:$consul_port"
+  echo "AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port"
+  echo "AWS_REGION=us-east-1"
+  echo "AWS_ACCESS_KEY_ID=testing"
+  echo "AWS_SECRET_ACCESS_KEY=testing"
+  while IFS=, read -r token user _; do
+    echo "SUMMIT_TOKEN_${user^^}=$token"
+  done <"$dir/tokens.csv"
+} >"$dir/env"
+log "environment $name is up: source $dir/env"
+echo "$dir/env"

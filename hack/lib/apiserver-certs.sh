@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Writes the PKI and static-token users of a test apiserver into $1:
+# a CA, a serving certificate for 127.0.0.1/localhost, the service-account key pair,
+# and tokens.csv with an admin in system:masters and the users tests act as.
+set -euo pipefail
+dir="$1"
+mkdir -p "$dir/pki"
+cd "$dir/pki"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=summit-test-ca" \
+  -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+  -keyout apiserver.key -out apiserver.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >san.ext
+openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+  -extfile san.ext -out apiserver.crt 2>/dev/null
+openssl genrsa -out sa.key 2048 2>/dev/null
+openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+
+token() { openssl rand -hex 16; }
+{
+  echo "$(token),admin,admin,\"system:masters\""
+  # Requester, approvers and an outsider: tests grant them RBAC as each test needs.
+  echo "$(token),alice,alice,\"summit:developers\""
+  echo "$(token),bob,bob,\"summit:approvers\""
+  echo "$(token),carol,carol,\"summit:approvers\""
+  echo "$(token),mallory,mallory"
+} >"$dir/tokens.csv"
+chmod 600 "$dir/tokens.csv"

@@ -1,0 +1,238 @@
+//! ConfigChange: a proposed change to one ConfigEntry in one environment, and its
+//! approval workflow.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, preserved_object};
+
+/// A proposal to move one environment of a ConfigEntry to new content: full new base
+/// `data`, a JSON merge `patch` on the current version, or `rollbackTo` an old version.
+/// It goes `Pending → Approved → Applied`, or ends `Rejected`, `Failed`, `Superseded`
+/// or `Expired`. The proposal cannot be edited after creation; approvals can only be
+/// added.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "config.summit.io",
+    version = "v1alpha1",
+    kind = "ConfigChange",
+    namespaced,
+    status = "ConfigChangeStatus",
+    shortname = "cc",
+    category = "summit",
+    doc = "A proposed, approvable change to one environment of a ConfigEntry.",
+    printcolumn(name = "Entry", type_ = "string", json_path = ".spec.configEntry"),
+    printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environment"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Approvals",
+        type_ = "string",
+        description = "Approvals counted / required",
+        json_path = ".status.approvalsSummary"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "integer",
+        description = "Version this change produced",
+        json_path = ".status.resultingVersion"
+    ),
+    printcolumn(name = "Requester", type_ = "string", json_path = ".spec.requestedBy"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.message"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("[has(self.data), has(self.patch), has(self.rollbackTo)].filter(x, x).size() == 1")
+        .message("set exactly one of data, patch and rollbackTo"),
+    validation = Rule::new(
+        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo)"
+    ).message("the proposal (data, patch, rollbackTo) is immutable: create a new ConfigChange instead"),
+    validation = Rule::new("!has(oldSelf.approvals) || has(self.approvals)")
+        .message("approvals cannot be removed"),
+    validation = Rule::new("!has(oldSelf.rejection) || has(self.rejection)")
+        .message("a rejection cannot be withdrawn")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigChangeSpec {
+    /// Name of the ConfigEntry, in this namespace, that this change applies to.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("configEntry is immutable"))]
+    pub config_entry: String,
+
+    /// The environment this change moves.
+    #[schemars(length(min = 1, max = 50), regex(pattern = ENVIRONMENT_PATTERN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("environment is immutable"))]
+    pub environment: String,
+
+    /// Full new base data. Becomes `Superseded` if another version is recorded before
+    /// this change applies.
+    #[schemars(schema_with = "preserved_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+
+    /// A JSON merge patch (RFC 7386) on the newest version's base data, re-validated
+    /// against the newest version when it applies.
+    #[schemars(schema_with = "preserved_object")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Value>,
+
+    /// Make a new version with the content of this earlier version. History is never
+    /// rewritten.
+    #[schemars(range(min = 1))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<i64>,
+
+    /// Why this change is made; recorded in the audit trail.
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("message is immutable"))]
+    pub message: String,
+
+    /// The user who requested the change. The admission policy requires it to be the
+    /// user creating the object; the CLI fills it in.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("requestedBy is immutable"))]
+    pub requested_by: String,
+
+    /// Approvals, appended one at a time by the approvers themselves.
+    #[schemars(length(max = 32))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(
+        merge_strategy = ListMerge::Atomic,
+        validation = Rule::new("self.size() >= oldSelf.size() && oldSelf.all(a, a in self)")
+            .message("approvals can only be appended: recorded approvals cannot be removed or changed")
+    )]
+    pub approvals: Vec<Approval>,
+
+    /// A rejection, which is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("a recorded rejection cannot be changed"))]
+    pub rejection: Option<Rejection>,
+}
+
+/// One approval of a ConfigChange.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The approving user; the admission policy requires it to be the user adding it.
+    #[schemars(length(min = 1, max = 253))]
+    pub approver: String,
+
+    /// When the approval was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<Time>,
+
+    /// What the approver checked, or any remark.
+    #[schemars(length(max = 1024))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The rejection of a ConfigChange.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// The rejecting user; the admission policy requires it to be the user adding it.
+    #[schemars(length(min = 1, max = 253))]
+    pub rejected_by: String,
+
+    /// Why the change was rejected.
+    #[schemars(length(min = 1, max = 4096))]
+    pub reason: String,
+
+    /// When the change was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_at: Option<Time>,
+}
+
+/// Where a ConfigChange stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ChangePhase {
+    /// Waiting for approvals.
+    Pending,
+    /// Approved, about to be applied.
+    Approved,
+    /// Live as `status.resultingVersion`.
+    Applied,
+    /// Rejected; final.
+    Rejected,
+    /// Cannot apply (invalid against the schema, unknown entry or version); final.
+    Failed,
+    /// Another version was recorded first, and this change replaces the whole data; final.
+    Superseded,
+    /// Not approved before the environment's `pendingExpiry`; final.
+    Expired,
+}
+
+/// Observed state of a ConfigChange.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigChangeStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Validated` and `Ready`, in the standard Kubernetes shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Where the change stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ChangePhase>,
+
+    /// The version the proposal was made against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<i64>,
+
+    /// The version this change produced once applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resulting_version: Option<i64>,
+
+    /// Approvals that satisfy the environment's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_counted: Option<i32>,
+
+    /// Approvals the environment's policy requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_required: Option<i32>,
+
+    /// `counted/required`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_summary: Option<String>,
+
+    /// Approvals that do not count, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_approvals: Vec<IgnoredApproval>,
+
+    /// Why the proposal cannot apply, one entry per problem, each naming the JSON path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_errors: Vec<String>,
+
+    /// When the approvals were complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<Time>,
+
+    /// When the change went live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Time>,
+
+    /// When the change reached a final phase other than `Applied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}
+
+/// An approval that does not count toward the policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoredApproval {
+    /// The approver.
+    pub approver: String,
+    /// Why it does not count, e.g. not in the environment's approvers.
+    pub reason: String,
+}

@@ -1,0 +1,14 @@
+//! `config.summit.io/v1alpha1`: ConfigEntry, ConfigChange, SecretRotationPolicy and
+//! DriftCheck, with the status and condition types they share.
+
+mod common;
+mod config_change;
+mod config_entry;
+mod drift_check;
+mod secret_rotation_policy;
+
+pub use common::*;
+pub use config_change::*;
+pub use config_entry::*;
+pub use drift_check::*;
+pub use secret_rotation_policy::*;

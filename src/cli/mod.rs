@@ -1,0 +1,105 @@
+//! The `summit-config` command line: `operator` runs the controllers, `crds` prints the
+//! CustomResourceDefinitions; the people-facing command table follows in later issues.
+
+mod crds;
+
+use std::{error::Error as _, fmt, net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{controller, telemetry};
+
+/// Versioned, validated, approved and audited configuration and secrets for Kubernetes.
+#[derive(Parser, Debug)]
+#[command(name = "summit-config", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
+    Operator(OperatorArgs),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
+    Crds {
+        /// Write `<crd-name>.yaml` files into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// How the operator runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    #[arg(long, env = "SUMMIT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Kubeconfig file to use instead of `$KUBECONFIG`, `~/.kube/config` or the
+    /// in-cluster service account.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch only this namespace instead of the whole cluster.
+    #[arg(long, env = "SUMMIT_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "SUMMIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long to wait for the CRDs to be established before giving up, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub crd_wait_seconds: u64,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything a command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Crds(#[from] crds::Error),
+    #[error(transparent)]
+    Operator(#[from] controller::Error),
+    #[error("cannot start logging: {0}")]
+    Logging(String),
+}
+
+impl Error {
+    /// The error and its causes on one line, for stderr.
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
+    }
+}
+
+/// Displays an error followed by each of its sources.
+pub struct ErrorChain<'a>(&'a Error);
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Crds { out_dir } => Ok(crds::print(out_dir.as_deref())?),
+        Command::Operator(args) => {
+            telemetry::init_logging(args.log_format).map_err(Error::Logging)?;
+            Ok(controller::run(args).await?)
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! What every reconcile shares, built once at start-up.
+
+use std::sync::Arc;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{
+    Api, Client, Resource,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+use super::{FIELD_MANAGER, backoff::Backoff};
+use crate::telemetry::Metrics;
+
+/// The client, event recorder, metrics and configuration of the running operator.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// The only namespace watched, when the operator is scoped to one.
+    pub namespace: Option<String>,
+    pub backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            namespace,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// The API of kind `K` across what the operator watches.
+    pub fn watched<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// The API of kind `K` in one namespace.
+    pub fn namespaced<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Publishes an Event about `object`. Events are best effort: a failure is logged,
+    /// never allowed to fail the reconcile.
+    pub async fn publish<K>(&self, object: &K, type_: EventType, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "cannot publish Event");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Errors of the reconcile loops.
+
+use std::time::Duration;
+
+/// Everything a reconcile or the operator's start-up can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create a Kubernetes client")]
+    Connect(#[source] kube::Error),
+
+    #[error("cannot read kubeconfig {path}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+
+    #[error("no Kubernetes configuration: set KUBECONFIG, pass --kubeconfig, or run in a cluster")]
+    InferConfig(#[source] kube::config::InferConfigError),
+
+    #[error("the CRD {name} was not established within {waited:?}: install crds/ first")]
+    CrdMissing { name: String, waited: Duration },
+
+    #[error("cannot watch the CRD {name}")]
+    CrdWait {
+        name: String,
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
+
+    #[error("cannot serve HTTP endpoints")]
+    Http(#[source] std::io::Error),
+
+    #[error("the HTTP server stopped")]
+    HttpStopped,
+
+    #[error("Kubernetes API request failed: {action}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("cannot encode status")]
+    EncodeStatus(#[source] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A stable short label for metrics and Events.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Connect(_) | Error::Kubeconfig { .. } | Error::InferConfig(_) => "Connect",
+            Error::CrdMissing { .. } | Error::CrdWait { .. } => "CrdMissing",
+            Error::Http(_) | Error::HttpStopped => "Http",
+            Error::Kube { .. } => "KubeApi",
+            Error::EncodeStatus(_) => "EncodeStatus",
+        }
+    }
+
+    /// Whether retrying later may succeed without anyone changing the object.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Error::EncodeStatus(_))
+    }
+
+    /// Wraps a kube error with what was being done.
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube { action, source }
+    }
+}

@@ -1,0 +1,188 @@
+//! The reconcile loops, one per kind, and what they share.
+
+mod backoff;
+mod config_change;
+mod config_entry;
+mod context;
+mod drift_check;
+mod error;
+mod secret_rotation_policy;
+mod status;
+
+use std::{
+    fmt::Debug,
+    future::Future,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    NamespaceResourceScope,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config, Resource, ResourceExt,
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        Controller,
+        controller::Action,
+        wait::{await_condition, conditions},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+
+pub use context::Context;
+pub use error::{Error, Result};
+
+use crate::{
+    api,
+    cli::OperatorArgs,
+    telemetry::{self, FailureLabels, Health, KindLabels, Metrics},
+};
+
+/// The name the operator writes under: its server-side apply field manager and the
+/// reporting controller of its Events.
+pub const FIELD_MANAGER: &str = "summit-config";
+
+/// Runs every controller until SIGTERM or Ctrl-C.
+pub async fn run(args: OperatorArgs) -> Result<()> {
+    let client = connect(args.kubeconfig.as_deref()).await?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        ready: false.into(),
+    });
+    let http = tokio::spawn(telemetry::serve(args.http_addr, health.clone()));
+
+    wait_for_crds(&client, Duration::from_secs(args.crd_wait_seconds)).await?;
+    let ctx = Arc::new(Context::new(client, metrics, args.namespace.clone()));
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "controllers starting");
+
+    tokio::select! {
+        _ = async {
+            tokio::join!(
+                run_controller(ctx.clone(), config_entry::reconcile, config_entry::error_policy),
+                run_controller(ctx.clone(), config_change::reconcile, config_change::error_policy),
+                run_controller(
+                    ctx.clone(),
+                    secret_rotation_policy::reconcile,
+                    secret_rotation_policy::error_policy,
+                ),
+                run_controller(ctx.clone(), drift_check::reconcile, drift_check::error_policy),
+            )
+        } => {}
+        served = http => match served {
+            Ok(Err(source)) => return Err(Error::Http(source)),
+            _ => return Err(Error::HttpStopped),
+        },
+    }
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// A client from the given kubeconfig, or by the usual rules: `$KUBECONFIG`,
+/// `~/.kube/config`, then the in-cluster service account.
+async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| Error::Kubeconfig {
+                    path: path.display().to_string(),
+                    source,
+                })?
+        }
+        None => Config::infer().await.map_err(Error::InferConfig)?,
+    };
+    Client::try_from(config).map_err(Error::Connect)
+}
+
+/// Waits until the apiserver serves every summit-config CRD.
+async fn wait_for_crds(client: &Client, limit: Duration) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in api::crds() {
+        let name = crd.metadata.name.unwrap_or_default();
+        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        match tokio::time::timeout(limit, established).await {
+            Ok(Ok(_)) => tracing::debug!(crd = %name, "established"),
+            Ok(Err(source)) => return Err(Error::CrdWait { name, source }),
+            Err(_) => return Err(Error::CrdMissing { name, waited: limit }),
+        }
+    }
+    Ok(())
+}
+
+/// Runs one controller for kind `K` with the shared context until shutdown.
+async fn run_controller<K, R, F>(ctx: Arc<Context>, reconcile: R, error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    R: FnMut(Arc<K>, Arc<Context>) -> F,
+    F: Future<Output = Result<Action>> + Send + 'static,
+{
+    let api = ctx.watched::<K>();
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        })
+        .await;
+}
+
+/// Wraps one reconcile with its metrics, and resets the object's backoff on success.
+async fn observed<K, F>(kind: &'static str, object: &K, ctx: &Context, reconcile: F) -> Result<Action>
+where
+    K: Resource,
+    F: Future<Output = Result<Action>>,
+{
+    let started = Instant::now();
+    let labels = KindLabels { kind };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let result = reconcile.await;
+    ctx.metrics
+        .reconcile_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.backoff.reset(&object_key(object));
+    }
+    result
+}
+
+/// Shared error policy: an invalid object waits for a change; anything else retries with
+/// exponential backoff and jitter.
+fn requeue_after_error<K: Resource>(kind: &'static str, object: &K, error: &Error, ctx: &Context) -> Action {
+    ctx.metrics
+        .failures
+        .get_or_create(&FailureLabels {
+            kind,
+            reason: error.label(),
+        })
+        .inc();
+    if !error.is_transient() {
+        tracing::warn!(kind, name = %object.name_any(), %error, "reconcile failed; waiting for a change");
+        return Action::await_change();
+    }
+    let delay = ctx.backoff.next(&object_key(object));
+    tracing::warn!(kind, name = %object.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn object_key<K: Resource>(object: &K) -> String {
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+}

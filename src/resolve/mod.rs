@@ -1,0 +1,123 @@
+//! Turning a ConfigEntry's spec into each environment's content: config id checks,
+//! JSON merge of overrides, and JSON Schema validation. Pure functions only.
+
+mod config_id;
+mod merge;
+mod schema;
+
+pub use config_id::{ConfigIdError, validate_config_id};
+pub use merge::merge_patch;
+pub use schema::{CompiledSchema, SchemaError, Violation, json_path};
+
+use serde_json::Value;
+
+use crate::api::v1alpha1::ConfigEntrySpec;
+
+/// One environment's resolved content: base data with its overrides merged in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedEnvironment {
+    pub name: String,
+    pub content: Value,
+}
+
+/// Merges every environment's overrides onto the base data.
+pub fn resolve_environments(spec: &ConfigEntrySpec) -> Vec<ResolvedEnvironment> {
+    spec.environments
+        .iter()
+        .map(|environment| {
+            let mut content = spec.data.clone();
+            if let Some(overrides) = &environment.overrides {
+                merge_patch(&mut content, overrides);
+            }
+            ResolvedEnvironment {
+                name: environment.name.clone(),
+                content,
+            }
+        })
+        .collect()
+}
+
+/// A violation found in one environment's resolved content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvironmentViolation {
+    pub environment: String,
+    pub violation: Violation,
+}
+
+impl std::fmt::Display for EnvironmentViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "environment {:?}: {}", self.environment, self.violation)
+    }
+}
+
+/// Validates every environment's resolved content against the schema, returning every
+/// violation in environment order.
+pub fn validate_environments(
+    schema: &CompiledSchema,
+    environments: &[ResolvedEnvironment],
+) -> Vec<EnvironmentViolation> {
+    environments
+        .iter()
+        .flat_map(|environment| {
+            schema
+                .violations(&environment.content)
+                .into_iter()
+                .map(|violation| EnvironmentViolation {
+                    environment: environment.name.clone(),
+                    violation,
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(yaml: &str) -> ConfigEntrySpec {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn each_environment_gets_its_own_overrides() {
+        let spec = spec(
+            r#"
+configId: payments/database
+data: {pool: {min: 1, max: 10}, host: db}
+environments:
+  - name: development
+  - name: production
+    overrides: {pool: {max: 50}, host: null}
+"#,
+        );
+        let resolved = resolve_environments(&spec);
+        assert_eq!(resolved[0].content, json!({"pool": {"min": 1, "max": 10}, "host": "db"}));
+        assert_eq!(resolved[1].content, json!({"pool": {"min": 1, "max": 50}}));
+    }
+
+    #[test]
+    fn a_violation_names_the_environment_and_the_path() {
+        let spec = spec(
+            r#"
+configId: payments/database
+data: {pool: {max: 10}}
+environments:
+  - name: development
+  - name: production
+    overrides: {pool: {max: 500}}
+"#,
+        );
+        let schema = CompiledSchema::compile(&json!({
+            "type": "object",
+            "properties": {"pool": {"properties": {"max": {"type": "integer", "maximum": 100}}}}
+        }))
+        .unwrap();
+        let violations = validate_environments(&schema, &resolve_environments(&spec));
+        assert_eq!(violations.len(), 1);
+        assert_eq!(
+            violations[0].to_string(),
+            "environment \"production\": $.pool.max: 500 is greater than the maximum of 100"
+        );
+    }
+}

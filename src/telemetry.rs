@@ -1,0 +1,140 @@
+//! Logging, metrics and the operator's HTTP endpoints (`/healthz`, `/readyz`, `/metrics`).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::cli::LogFormat;
+
+/// Starts logging to stderr. `RUST_LOG` chooses the level (default `info`).
+pub fn init_logging(format: LogFormat) -> Result<(), String> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new("info,kube=warn"))
+        .map_err(|e| e.to_string())?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_current_span(true).with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub kind: &'static str,
+    pub target: &'static str,
+}
+
+/// The operator's Prometheus metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<KindLabels, Counter>,
+    pub failures: Family<FailureLabels, Counter>,
+    pub reconcile_seconds: Family<KindLabels, Histogram>,
+    /// Writes the operator made to the apiserver, by what it wrote; steady state adds none.
+    pub apiserver_writes: Family<WriteLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("summit_config");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let reconcile_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+        });
+        let apiserver_writes = Family::<WriteLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by kind and reason",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile, by kind",
+            reconcile_seconds.clone(),
+        );
+        registry.register(
+            "apiserver_writes",
+            "Writes to the apiserver, by kind and target",
+            apiserver_writes.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            reconcile_seconds,
+            apiserver_writes,
+        }
+    }
+}
+
+impl Metrics {
+    /// The metrics in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// What the HTTP endpoints report.
+pub struct Health {
+    pub metrics: Arc<Metrics>,
+    /// Set once the CRDs are established and the controllers run.
+    pub ready: AtomicBool,
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` until the process ends.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(health);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    axum::serve(listener, app).await
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for CRDs")
+    }
+}
+
+async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    (
+        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        health.metrics.render(),
+    )
+}

@@ -1,0 +1,184 @@
+//! What the integration tests share: the environment hack/env-up.sh started, clients
+//! acting as its users, a namespace per test, the operator as a child process, and
+//! bounded polling.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+
+/// The variables hack/env-up.sh wrote.
+pub struct TestEnv {
+    vars: HashMap<String, String>,
+}
+
+/// The running environment. Fails the test with instructions when there is none.
+pub fn env() -> &'static TestEnv {
+    static ENV: OnceLock<TestEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = std::env::var("SUMMIT_ENV_FILE")
+            .unwrap_or_else(|_| "/tmp/summit-config/test/env".to_owned());
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+            panic!(
+                "no test environment at {path} ({error}): run `make test`, or `hack/env-up.sh` \
+                 and set SUMMIT_ENV_FILE to the path it prints"
+            )
+        });
+        let vars = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        TestEnv { vars }
+    })
+}
+
+impl TestEnv {
+    pub fn var(&self, name: &str) -> &str {
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from the environment file"))
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        PathBuf::from(self.var("KUBECONFIG"))
+    }
+
+    /// A client acting as the admin (system:masters).
+    pub async fn admin(&self) -> Client {
+        self.client_with(|_| {}).await
+    }
+
+    /// A client acting as one of the static-token users: alice, bob, carol, mallory.
+    pub async fn client_as(&self, user: &str) -> Client {
+        let token = self.var(&format!("SUMMIT_TOKEN_{}", user.to_uppercase())).to_owned();
+        self.client_with(move |kubeconfig| {
+            for auth in &mut kubeconfig.auth_infos {
+                if let Some(info) = auth.auth_info.as_mut() {
+                    info.token = Some(token.clone().into());
+                }
+            }
+        })
+        .await
+    }
+
+    async fn client_with(&self, edit: impl FnOnce(&mut Kubeconfig)) -> Client {
+        let mut kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        edit(&mut kubeconfig);
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is usable");
+        Client::try_from(config).expect("client")
+    }
+
+    /// The real kubectl, pointed at the environment as the admin.
+    pub fn kubectl(&self) -> Command {
+        let mut command = Command::new(format!("{}/kubectl", self.var("SUMMIT_TOOLS_BIN")));
+        command.env("KUBECONFIG", self.kubeconfig());
+        command
+    }
+}
+
+/// Installs (or updates) the CRDs with server-side apply and waits until they are served.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in summit_config::api::crds() {
+        let name = crd.metadata.name.clone().expect("CRD name");
+        crds.patch(
+            &name,
+            &PatchParams::apply("summit-config-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("apply CRD {name}: {error}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established within 30s"))
+        .expect("watch CRD");
+    }
+}
+
+/// Creates a fresh namespace for one test, named after it.
+pub async fn namespace(client: &Client, test: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{}-{}-{}",
+        test.replace('_', "-").chars().take(40).collect::<String>(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|error| panic!("create namespace {name}: {error}"));
+    name
+}
+
+/// The operator binary running as a child process, watching one namespace; killed on drop.
+pub struct Operator {
+    child: Child,
+}
+
+impl Operator {
+    pub fn start(namespace: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
+            .args(["operator", "--http-addr", "127.0.0.1:0", "--namespace", namespace])
+            .arg("--kubeconfig")
+            .arg(env().kubeconfig())
+            .env("RUST_LOG", "info,summit_config=debug")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the operator");
+        Self { child }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `probe` until it returns `Some`, for at most `limit`; panics with `what` otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
