@@ -17,6 +17,8 @@ if [[ -f "$dir/pids" ]]; then
 fi
 rm -rf "$dir"
 mkdir -p "$dir"
+# A half-started environment is worse than none: stop whatever started on failure.
+trap 'status=$?; if ((status != 0)); then log "env-up failed; logs were in $dir"; "$here/env-down.sh" "$name"; fi' EXIT
 chmod 755 "$dir"
 
 bin="$("$here/tools/build.sh")"
@@ -76,6 +78,7 @@ start kube-apiserver "$bin/kube-apiserver" \
   --service-account-key-file "$dir/pki/sa.pub" \
   --service-account-signing-key-file "$dir/pki/sa.key" \
   --service-cluster-ip-range 10.96.0.0/24 \
+  --endpoint-reconciler-type none \
   --allow-privileged=true \
   --v 0
 

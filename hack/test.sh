@@ -22,5 +22,5 @@ env_file="$(hack/env-up.sh test)"
 trap 'hack/env-down.sh test' EXIT
 log "environment up after $((SECONDS - started))s"
 
-SUMMIT_ENV_FILE="$env_file" cargo test --all-targets --locked
+SUMMIT_ENV_FILE="$env_file" cargo test --all-targets --locked --no-fail-fast
 log "make test passed in $((SECONDS - started))s"

@@ -20,9 +20,18 @@ fn committed_crds_match_the_rust_types() {
     }
     let present: BTreeSet<String> = fs::read_dir(&dir)
         .expect("crds/ exists")
-        .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
-    assert_eq!(present, expected_files, "crds/ holds files no type generates");
+    assert_eq!(
+        present, expected_files,
+        "crds/ holds files no type generates"
+    );
 }
 
 #[test]
@@ -60,6 +69,10 @@ fn every_field_is_described() {
         undescribed(&schema["openAPIV3Schema"], "", &mut found);
         // Condition's fields come described from k8s-openapi.
         found.retain(|path| !path.contains(".conditions[]"));
-        assert!(found.is_empty(), "{} fields lack a description: {found:?}", crd.spec.names.kind);
+        assert!(
+            found.is_empty(),
+            "{} fields lack a description: {found:?}",
+            crd.spec.names.kind
+        );
     }
 }

@@ -14,9 +14,29 @@ go_version="$(go env GOVERSION)"
 bin="$cache/bin"
 mkdir -p "$bin"
 
+# Linker flags per tool. Kubernetes binaries learn their own version only from -X
+# flags; without them they call themselves v0.0.0-master, which kubectl and helm
+# cannot parse.
+ldflags_for() {
+  local name="$1" dir="$here/$1"
+  local flags=""
+  if [[ $name == kubernetes ]]; then
+    local version minor
+    version="$(cd "$dir" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+    minor="$(cut -d. -f2 <<<"$version")"
+    local pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+      flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
+  fi
+  printf "%s" "${flags# }"
+}
+
 build_tool() {
-  local name="$1" dir="$here/$1" key out
-  key="$(cat "$dir/go.mod" "$dir/go.sum" <(echo "$go_version") | sha256sum | cut -c1-16)"
+  local name="$1" dir="$here/$1" key out ldflags
+  ldflags="$(ldflags_for "$name")"
+  key="$(cat "$dir/go.mod" "$dir/go.sum" <(echo "$go_version") <(echo -n "$ldflags") | sha256sum | cut -c1-16)"
   out="$cache/$name-$key"
   if [[ ! -f "$out/.complete" ]]; then
     echo "building $name ($key) with $go_version; this happens once per pin" >&2
@@ -24,7 +44,7 @@ build_tool() {
     mkdir -p "$out.tmp"
     local started=$SECONDS
     (cd "$dir" && GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-      go build -trimpath -ldflags='-s -w' -o "$out.tmp/" tool)
+      go build -trimpath -ldflags="-s -w $ldflags" -o "$out.tmp/" tool)
     touch "$out.tmp/.complete"
     rm -rf "$out"
     mv "$out.tmp" "$out"

@@ -70,7 +70,10 @@ mod tests {
         backoff.next("a");
         backoff.next("a");
         let third = backoff.next("a");
-        assert!(third >= Duration::from_secs(4) && third <= Duration::from_secs(5), "{third:?}");
+        assert!(
+            third >= Duration::from_secs(4) && third <= Duration::from_secs(5),
+            "{third:?}"
+        );
         backoff.reset("a");
         assert!(backoff.next("a") < Duration::from_secs(2));
     }

@@ -30,7 +30,9 @@ async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action
         .namespaced::<ConfigEntry>(&namespace)
         .get_opt(entry_name)
         .await
-        .map_err(Error::kube(format!("read ConfigEntry {namespace}/{entry_name}")))?;
+        .map_err(Error::kube(format!(
+            "read ConfigEntry {namespace}/{entry_name}"
+        )))?;
     let verdict = check_target(change, entry.as_ref());
     status::report_validation(ctx, KIND, change, change.status.as_ref(), &verdict).await?;
     // A ConfigEntry applied after its change (GitOps tools apply in any order) is
@@ -46,11 +48,23 @@ fn check_target(change: &ConfigChange, entry: Option<&ConfigEntry>) -> Result<St
     let entry_name = &change.spec.config_entry;
     let entry = entry.ok_or_else(|| Invalid {
         reason: "EntryNotFound",
-        message: format!("spec.configEntry: ConfigEntry {entry_name:?} does not exist in this namespace"),
+        message: format!(
+            "spec.configEntry: ConfigEntry {entry_name:?} does not exist in this namespace"
+        ),
     })?;
     let environment = &change.spec.environment;
-    if !entry.spec.environments.iter().any(|e| &e.name == environment) {
-        let known: Vec<&str> = entry.spec.environments.iter().map(|e| e.name.as_str()).collect();
+    if !entry
+        .spec
+        .environments
+        .iter()
+        .any(|e| &e.name == environment)
+    {
+        let known: Vec<&str> = entry
+            .spec
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
         return Err(Invalid {
             reason: "EnvironmentNotFound",
             message: format!(
@@ -59,7 +73,9 @@ fn check_target(change: &ConfigChange, entry: Option<&ConfigEntry>) -> Result<St
             ),
         });
     }
-    Ok(format!("targets environment {environment:?} of ConfigEntry {entry_name:?}"))
+    Ok(format!(
+        "targets environment {environment:?} of ConfigEntry {entry_name:?}"
+    ))
 }
 
 #[cfg(test)]
@@ -101,7 +117,11 @@ spec:
     fn a_missing_entry_is_named() {
         let invalid = check_target(&change(CHANGE), None).unwrap_err();
         assert_eq!(invalid.reason, "EntryNotFound");
-        assert!(invalid.message.contains("\"payments\" does not exist"), "{}", invalid.message);
+        assert!(
+            invalid.message.contains("\"payments\" does not exist"),
+            "{}",
+            invalid.message
+        );
     }
 
     #[test]

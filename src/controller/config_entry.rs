@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
+use futures::Stream;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{ResourceExt, runtime::controller::Action};
+use kube::{
+    ResourceExt,
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+};
 use serde_json::Value;
 use tracing::instrument;
 
@@ -34,34 +38,52 @@ pub fn error_policy(entry: Arc<ConfigEntry>, error: &Error, ctx: Arc<Context>) -
 async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Action> {
     let namespace = entry.namespace().unwrap_or_default();
     let schema = match &entry.spec.schema_ref {
-        Some(reference) => {
-            let config_maps = ctx.namespaced::<ConfigMap>(&namespace);
-            let config_map = config_maps
-                .get_opt(&reference.name)
-                .await
-                .map_err(Error::kube(format!("read schema ConfigMap {namespace}/{}", reference.name)))?;
-            SchemaSource::Referenced {
-                name: reference.name.clone(),
-                key: reference.key.clone(),
-                text: config_map.and_then(|cm| cm.data.and_then(|mut data| data.remove(&reference.key))),
-            }
-        }
+        Some(reference) => SchemaSource::Referenced {
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+            text: ctx
+                .schema_config_map(&namespace, &reference.name)
+                .and_then(|cm| cm.data.as_ref()?.get(&reference.key).cloned()),
+        },
         None => SchemaSource::Inline(entry.spec.schema.clone()),
     };
     let validation = validate(&entry.spec, schema);
     status::report_validation(ctx, KIND, entry, entry.status.as_ref(), &validation).await?;
 
-    // A schema kept in a ConfigMap that does not exist yet may appear later.
-    Ok(match validation {
-        Err(Invalid {
-            reason: REASON_SCHEMA_NOT_FOUND,
-            ..
-        }) => Action::requeue(std::time::Duration::from_secs(30)),
-        _ => Action::await_change(),
-    })
+    // Schema ConfigMaps are watched: a change to one triggers its entries.
+    Ok(Action::await_change())
 }
 
+/// Label that marks a ConfigMap as holding JSON Schemas for `schemaRef`. Only labelled
+/// ConfigMaps are watched, so the operator never caches unrelated ConfigMaps.
+pub const SCHEMA_LABEL: &str = "config.summit.io/schema";
+
 const REASON_SCHEMA_NOT_FOUND: &str = "SchemaNotFound";
+
+/// Re-validates every entry whose `schemaRef` names a schema ConfigMap when it changes.
+pub fn watch_schemas(
+    controller: Controller<ConfigEntry>,
+    schema_events: impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static,
+) -> Controller<ConfigEntry> {
+    let entries = controller.store();
+    controller.watches_stream(schema_events, move |config_map| {
+        let namespace = config_map.namespace();
+        let name = config_map.name_any();
+        entries
+            .state()
+            .into_iter()
+            .filter(|entry| {
+                entry.namespace() == namespace
+                    && entry
+                        .spec
+                        .schema_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name)
+            })
+            .map(|entry| ObjectRef::from_obj(entry.as_ref()))
+            .collect::<Vec<_>>()
+    })
+}
 
 /// Where the entry's schema comes from, already read.
 enum SchemaSource {
@@ -92,7 +114,7 @@ fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Inva
             let origin = format!("ConfigMap {name} key {key:?} (spec.schemaRef)");
             let text = text.ok_or_else(|| Invalid {
                 reason: REASON_SCHEMA_NOT_FOUND,
-                message: format!("{origin} does not exist"),
+                message: format!("{origin} does not exist, or lacks the label {SCHEMA_LABEL}"),
             })?;
             let schema = serde_yaml_ng::from_str::<Value>(&text).map_err(|error| Invalid {
                 reason: "InvalidSchema",
@@ -118,10 +140,17 @@ fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Inva
         ));
     }
     let mut message = format!("{} violation(s) of {origin}: ", violations.len());
-    let listed: Vec<String> = violations.iter().take(LISTED_VIOLATIONS).map(ToString::to_string).collect();
+    let listed: Vec<String> = violations
+        .iter()
+        .take(LISTED_VIOLATIONS)
+        .map(ToString::to_string)
+        .collect();
     message.push_str(&listed.join("; "));
     if violations.len() > LISTED_VIOLATIONS {
-        message.push_str(&format!("; and {} more", violations.len() - LISTED_VIOLATIONS));
+        message.push_str(&format!(
+            "; and {} more",
+            violations.len() - LISTED_VIOLATIONS
+        ));
     }
     Err(Invalid {
         reason: "SchemaViolation",
@@ -172,10 +201,18 @@ environments:
         let source = SchemaSource::Referenced {
             name: "schemas".into(),
             key: "database.yaml".into(),
-            text: Some("type: object\nproperties: {pool: {properties: {max: {maximum: 100}}}}".into()),
+            text: Some(
+                "type: object\nproperties: {pool: {properties: {max: {maximum: 100}}}}".into(),
+            ),
         };
         let failure = validate(&spec(SPEC), source).unwrap_err();
-        assert!(failure.message.contains("ConfigMap schemas key \"database.yaml\""), "{}", failure.message);
+        assert!(
+            failure
+                .message
+                .contains("ConfigMap schemas key \"database.yaml\""),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
@@ -191,9 +228,16 @@ environments:
 
     #[test]
     fn an_invalid_schema_is_reported_as_such() {
-        let failure = validate(&spec(SPEC), SchemaSource::Inline(Some(json!({"type": 12})))).unwrap_err();
+        let failure =
+            validate(&spec(SPEC), SchemaSource::Inline(Some(json!({"type": 12})))).unwrap_err();
         assert_eq!(failure.reason, "InvalidSchema");
-        assert!(failure.message.starts_with("spec.schema is not a valid JSON Schema"), "{}", failure.message);
+        assert!(
+            failure
+                .message
+                .starts_with("spec.schema is not a valid JSON Schema"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]
@@ -207,7 +251,15 @@ environments: [{name: dev}]
         );
         let schema = json!({"additionalProperties": {"type": "string"}});
         let failure = validate(&spec, SchemaSource::Inline(Some(schema))).unwrap_err();
-        assert!(failure.message.starts_with("7 violation(s)"), "{}", failure.message);
-        assert!(failure.message.ends_with("; and 2 more"), "{}", failure.message);
+        assert!(
+            failure.message.starts_with("7 violation(s)"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.ends_with("; and 2 more"),
+            "{}",
+            failure.message
+        );
     }
 }

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
 use kube::{
     Api, Client, Resource,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::{
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+    },
 };
 
 use super::{FIELD_MANAGER, backoff::Backoff};
@@ -19,10 +22,18 @@ pub struct Context {
     /// The only namespace watched, when the operator is scoped to one.
     pub namespace: Option<String>,
     pub backoff: Backoff,
+    /// ConfigMaps labelled as JSON Schemas, from a watch: entries read their
+    /// `schemaRef` here instead of asking the apiserver.
+    pub schema_config_maps: Store<ConfigMap>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        namespace: Option<String>,
+        schema_config_maps: Store<ConfigMap>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -33,6 +44,7 @@ impl Context {
             metrics,
             namespace,
             backoff: Backoff::default(),
+            schema_config_maps,
         }
     }
 
@@ -53,6 +65,12 @@ impl Context {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// A schema ConfigMap from the watch cache.
+    pub fn schema_config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        self.schema_config_maps
+            .get(&ObjectRef::new(name).within(namespace))
     }
 
     /// Publishes an Event about `object`. Events are best effort: a failure is logged,

@@ -20,8 +20,14 @@ const SHORTEST_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn reconcile(check: Arc<DriftCheck>, ctx: Arc<Context>) -> Result<Action> {
     observed(KIND, check.as_ref(), &ctx, async {
         let verdict = check_interval(&check.spec);
-        status::report_validation(ctx.as_ref(), KIND, check.as_ref(), check.status.as_ref(), &verdict)
-            .await?;
+        status::report_validation(
+            ctx.as_ref(),
+            KIND,
+            check.as_ref(),
+            check.status.as_ref(),
+            &verdict,
+        )
+        .await?;
         Ok(Action::await_change())
     })
     .await
@@ -62,6 +68,9 @@ mod tests {
     #[test]
     fn an_interval_under_ten_seconds_is_refused() {
         let invalid = check_interval(&spec("interval: 5s")).unwrap_err();
-        assert_eq!(invalid.message, "spec.interval 5s is shorter than the 10s minimum");
+        assert_eq!(
+            invalid.message,
+            "spec.interval 5s is shorter than the 10s minimum"
+        );
     }
 }

@@ -18,15 +18,16 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::{
-    NamespaceResourceScope,
+    NamespaceResourceScope, api::core::v1::ConfigMap,
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config, Resource, ResourceExt,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
+        reflector,
         wait::{await_condition, conditions},
         watcher,
     },
@@ -57,21 +58,40 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     let http = tokio::spawn(telemetry::serve(args.http_addr, health.clone()));
 
     wait_for_crds(&client, Duration::from_secs(args.crd_wait_seconds)).await?;
-    let ctx = Arc::new(Context::new(client, metrics, args.namespace.clone()));
+    let (schema_config_maps, schema_writer) = reflector::store();
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics,
+        args.namespace.clone(),
+        schema_config_maps,
+    ));
+    let schema_events = watcher(
+        ctx.watched::<ConfigMap>(),
+        watcher::Config::default().labels(config_entry::SCHEMA_LABEL),
+    )
+    .default_backoff()
+    .reflect(schema_writer)
+    .touched_objects();
     health.ready.store(true, Ordering::Relaxed);
-    tracing::info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "controllers starting");
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        "controllers starting"
+    );
 
     tokio::select! {
         _ = async {
             tokio::join!(
-                run_controller(ctx.clone(), config_entry::reconcile, config_entry::error_policy),
-                run_controller(ctx.clone(), config_change::reconcile, config_change::error_policy),
+                run_controller(ctx.clone(), config_entry::reconcile, config_entry::error_policy, |c| {
+                    config_entry::watch_schemas(c, schema_events)
+                }),
+                run_controller(ctx.clone(), config_change::reconcile, config_change::error_policy, |c| c),
                 run_controller(
                     ctx.clone(),
                     secret_rotation_policy::reconcile,
                     secret_rotation_policy::error_policy,
+                    |c| c,
                 ),
-                run_controller(ctx.clone(), drift_check::reconcile, drift_check::error_policy),
+                run_controller(ctx.clone(), drift_check::reconcile, drift_check::error_policy, |c| c),
             )
         } => {}
         served = http => match served {
@@ -113,15 +133,25 @@ async fn wait_for_crds(client: &Client, limit: Duration) -> Result<()> {
         match tokio::time::timeout(limit, established).await {
             Ok(Ok(_)) => tracing::debug!(crd = %name, "established"),
             Ok(Err(source)) => return Err(Error::CrdWait { name, source }),
-            Err(_) => return Err(Error::CrdMissing { name, waited: limit }),
+            Err(_) => {
+                return Err(Error::CrdMissing {
+                    name,
+                    waited: limit,
+                });
+            }
         }
     }
     Ok(())
 }
 
-/// Runs one controller for kind `K` with the shared context until shutdown.
-async fn run_controller<K, R, F>(ctx: Arc<Context>, reconcile: R, error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action)
-where
+/// Runs one controller for kind `K` with the shared context until shutdown; `extend`
+/// adds the kind's secondary watches.
+async fn run_controller<K, R, F>(
+    ctx: Arc<Context>,
+    reconcile: R,
+    error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action,
+    extend: impl FnOnce(Controller<K>) -> Controller<K>,
+) where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + Debug
@@ -133,19 +163,27 @@ where
     F: Future<Output = Result<Action>> + Send + 'static,
 {
     let api = ctx.watched::<K>();
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "controller event");
-            }
-        })
-        .await;
+    extend(Controller::new(
+        api,
+        watcher::Config::default().any_semantic(),
+    ))
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "controller event");
+        }
+    })
+    .await;
 }
 
 /// Wraps one reconcile with its metrics, and resets the object's backoff on success.
-async fn observed<K, F>(kind: &'static str, object: &K, ctx: &Context, reconcile: F) -> Result<Action>
+async fn observed<K, F>(
+    kind: &'static str,
+    object: &K,
+    ctx: &Context,
+    reconcile: F,
+) -> Result<Action>
 where
     K: Resource,
     F: Future<Output = Result<Action>>,
@@ -166,7 +204,12 @@ where
 
 /// Shared error policy: an invalid object waits for a change; anything else retries with
 /// exponential backoff and jitter.
-fn requeue_after_error<K: Resource>(kind: &'static str, object: &K, error: &Error, ctx: &Context) -> Action {
+fn requeue_after_error<K: Resource>(
+    kind: &'static str,
+    object: &K,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
     ctx.metrics
         .failures
         .get_or_create(&FailureLabels {
@@ -184,5 +227,9 @@ fn requeue_after_error<K: Resource>(kind: &'static str, object: &K, error: &Erro
 }
 
 fn object_key<K: Resource>(object: &K) -> String {
-    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
 }

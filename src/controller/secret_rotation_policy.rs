@@ -20,8 +20,14 @@ const DEFAULT_MINIMUM_INTERVAL: &str = "1h";
 pub async fn reconcile(policy: Arc<SecretRotationPolicy>, ctx: Arc<Context>) -> Result<Action> {
     observed(KIND, policy.as_ref(), &ctx, async {
         let verdict = check_schedule(&policy.spec);
-        status::report_validation(ctx.as_ref(), KIND, policy.as_ref(), policy.status.as_ref(), &verdict)
-            .await?;
+        status::report_validation(
+            ctx.as_ref(),
+            KIND,
+            policy.as_ref(),
+            policy.status.as_ref(),
+            &verdict,
+        )
+        .await?;
         Ok(Action::await_change())
     })
     .await
@@ -43,7 +49,10 @@ fn check_schedule(spec: &SecretRotationPolicySpec) -> Result<String, Invalid> {
     let interval = parse("rotationInterval", &spec.rotation_interval)?;
     let grace_text = spec.grace_period.as_deref().unwrap_or(DEFAULT_GRACE_PERIOD);
     let grace = parse("gracePeriod", grace_text)?;
-    let minimum_text = spec.minimum_interval.as_deref().unwrap_or(DEFAULT_MINIMUM_INTERVAL);
+    let minimum_text = spec
+        .minimum_interval
+        .as_deref()
+        .unwrap_or(DEFAULT_MINIMUM_INTERVAL);
     let minimum = parse("minimumInterval", minimum_text)?;
     if grace >= interval {
         return Err(Invalid {
@@ -92,13 +101,22 @@ mod tests {
     fn a_grace_period_as_long_as_the_interval_is_refused() {
         let invalid = check_schedule(&spec("rotationInterval: 7d")).unwrap_err();
         assert_eq!(invalid.reason, "InvalidSchedule");
-        assert!(invalid.message.starts_with("spec.gracePeriod 7d must be shorter"), "{}", invalid.message);
+        assert!(
+            invalid
+                .message
+                .starts_with("spec.gracePeriod 7d must be shorter"),
+            "{}",
+            invalid.message
+        );
     }
 
     #[test]
     fn a_minimum_interval_longer_than_the_interval_is_refused() {
-        let invalid =
-            check_schedule(&spec("rotationInterval: 30m\ngracePeriod: 5m")).unwrap_err();
-        assert!(invalid.message.contains("spec.minimumInterval 1h"), "{}", invalid.message);
+        let invalid = check_schedule(&spec("rotationInterval: 30m\ngracePeriod: 5m")).unwrap_err();
+        assert!(
+            invalid.message.contains("spec.minimumInterval 1h"),
+            "{}",
+            invalid.message
+        );
     }
 }

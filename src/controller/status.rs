@@ -27,7 +27,10 @@ pub async fn apply_status<K, S>(
     status: &S,
 ) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
@@ -41,9 +44,15 @@ where
         "status": serde_json::to_value(status).map_err(Error::EncodeStatus)?,
     });
     ctx.namespaced::<K>(&namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
         .await
-        .map_err(Error::kube(format!("apply status of {kind} {namespace}/{name}")))?;
+        .map_err(Error::kube(format!(
+            "apply status of {kind} {namespace}/{name}"
+        )))?;
     ctx.metrics
         .apiserver_writes
         .get_or_create(&WriteLabels {
@@ -97,10 +106,15 @@ pub async fn report_validation<K, S>(
     verdict: &Result<String, Invalid>,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
     S: ObjectStatus,
 {
-    use crate::api::v1alpha1::{CONDITION_VALIDATED, ConditionUpdate, find_condition, upsert_condition};
+    use crate::api::v1alpha1::{
+        CONDITION_VALIDATED, ConditionUpdate, find_condition, upsert_condition,
+    };
     use kube::runtime::events::EventType;
 
     let generation = object.meta().generation;

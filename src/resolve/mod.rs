@@ -92,7 +92,10 @@ environments:
 "#,
         );
         let resolved = resolve_environments(&spec);
-        assert_eq!(resolved[0].content, json!({"pool": {"min": 1, "max": 10}, "host": "db"}));
+        assert_eq!(
+            resolved[0].content,
+            json!({"pool": {"min": 1, "max": 10}, "host": "db"})
+        );
         assert_eq!(resolved[1].content, json!({"pool": {"min": 1, "max": 50}}));
     }
 

@@ -46,7 +46,9 @@ impl CompiledSchema {
         jsonschema::validator_for(schema)
             .map(|validator| Self { validator })
             .map_err(|error| SchemaError {
-                path: json_path(error.schema_path().as_str()),
+                // The schema is the instance its meta-schema validates: the instance
+                // path is where in the user's schema the problem is.
+                path: json_path(error.instance_path().as_str()),
                 message: error.to_string(),
             })
     }
@@ -111,7 +113,10 @@ mod tests {
         .unwrap();
         let violations = schema.violations(&json!({"ports": [80, 0]}));
         let rendered: Vec<String> = violations.iter().map(ToString::to_string).collect();
-        assert!(rendered.contains(&"$: \"host\" is a required property".to_owned()), "{rendered:?}");
+        assert!(
+            rendered.contains(&"$: \"host\" is a required property".to_owned()),
+            "{rendered:?}"
+        );
         assert!(
             rendered.contains(&"$.ports[1]: 0 is less than the minimum of 1".to_owned()),
             "{rendered:?}"
@@ -126,10 +131,15 @@ mod tests {
 
     #[test]
     fn an_invalid_schema_is_refused_with_its_path() {
-        let error = CompiledSchema::compile(&json!({"type": "object", "properties": {"a": {"type": "strnig"}}}))
-            .err()
-            .unwrap();
-        assert!(error.to_string().starts_with("not a valid JSON Schema: "), "{error}");
+        let error = CompiledSchema::compile(
+            &json!({"type": "object", "properties": {"a": {"type": "strnig"}}}),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            error.to_string().starts_with("not a valid JSON Schema: "),
+            "{error}"
+        );
         assert!(error.path.contains("properties"), "{error:?}");
     }
 

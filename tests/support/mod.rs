@@ -71,7 +71,9 @@ impl TestEnv {
 
     /// A client acting as one of the static-token users: alice, bob, carol, mallory.
     pub async fn client_as(&self, user: &str) -> Client {
-        let token = self.var(&format!("SUMMIT_TOKEN_{}", user.to_uppercase())).to_owned();
+        let token = self
+            .var(&format!("SUMMIT_TOKEN_{}", user.to_uppercase()))
+            .to_owned();
         self.client_with(move |kubeconfig| {
             for auth in &mut kubeconfig.auth_infos {
                 if let Some(info) = auth.auth_info.as_mut() {
@@ -147,7 +149,13 @@ pub struct Operator {
 impl Operator {
     pub fn start(namespace: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
-            .args(["operator", "--http-addr", "127.0.0.1:0", "--namespace", namespace])
+            .args([
+                "operator",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--namespace",
+                namespace,
+            ])
             .arg("--kubeconfig")
             .arg(env().kubeconfig())
             .env("RUST_LOG", "info,summit_config=debug")

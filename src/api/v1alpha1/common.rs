@@ -34,7 +34,9 @@ pub fn preserved_object(_: &mut SchemaGenerator) -> Schema {
 
 /// Parses a duration written as in [`DURATION_PATTERN`].
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let invalid = || DurationError { text: text.to_owned() };
+    let invalid = || DurationError {
+        text: text.to_owned(),
+    };
     let unit_at = text.len().checked_sub(1).ok_or_else(invalid)?;
     let (number, unit) = text.split_at(unit_at);
     let number: u64 = number.parse().map_err(|_| invalid())?;
@@ -165,7 +167,10 @@ mod tests {
     fn durations_without_a_known_unit_are_refused() {
         for text in ["", "d", "10", "10w", "1.5h", "-1h", "h10"] {
             let error = parse_duration(text).unwrap_err();
-            assert!(error.to_string().contains("is not a duration"), "{text}: {error}");
+            assert!(
+                error.to_string().contains("is not a duration"),
+                "{text}: {error}"
+            );
         }
     }
 

@@ -13,6 +13,10 @@ use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, p
 /// It goes `Pending → Approved → Applied`, or ends `Rejected`, `Failed`, `Superseded`
 /// or `Expired`. The proposal cannot be edited after creation; approvals can only be
 /// added.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats type_ and json_path by design"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "config.summit.io",
@@ -24,7 +28,11 @@ use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, p
     category = "summit",
     doc = "A proposed, approvable change to one environment of a ConfigEntry.",
     printcolumn(name = "Entry", type_ = "string", json_path = ".spec.configEntry"),
-    printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environment"),
+    printcolumn(
+        name = "Environment",
+        type_ = "string",
+        json_path = ".spec.environment"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Approvals",
@@ -39,7 +47,11 @@ use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, p
         json_path = ".status.resultingVersion"
     ),
     printcolumn(name = "Requester", type_ = "string", json_path = ".spec.requestedBy"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(
         name = "Message",
         type_ = "string",

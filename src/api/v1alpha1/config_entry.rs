@@ -24,6 +24,10 @@ pub const RESERVED_CONFIG_ID_SEGMENTS: [&str; 3] = ["latest", "versions", "appli
 /// A configuration with a schema, base data and per-environment overrides. Every change
 /// to its content is recorded as an immutable version and projected into ConfigMaps and
 /// Secrets per environment, once the environment's approval policy allows it.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats type_ and json_path by design"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "config.summit.io",
@@ -57,7 +61,11 @@ pub const RESERVED_CONFIG_ID_SEGMENTS: [&str; 3] = ["latest", "versions", "appli
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(
         name = "Message",
         type_ = "string",

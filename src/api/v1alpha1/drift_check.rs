@@ -10,6 +10,10 @@ use super::common::{Condition, DURATION_PATTERN, ENVIRONMENT_PATTERN, OBJECT_NAM
 /// Periodically compares the recorded applied version of ConfigEntries (expected) with
 /// every copy of it (ConfigMaps, Secrets, Consul keys, Postgres applied state), reports
 /// what differs and, in `Remediate` mode, restores it.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats type_ and json_path by design"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "config.summit.io",
@@ -23,13 +27,21 @@ use super::common::{Condition, DURATION_PATTERN, ENVIRONMENT_PATTERN, OBJECT_NAM
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.remediation"),
     printcolumn(name = "Drifted", type_ = "boolean", json_path = ".status.drifted"),
     printcolumn(name = "Findings", type_ = "integer", json_path = ".status.driftCount"),
-    printcolumn(name = "Last Check", type_ = "date", json_path = ".status.lastCheckTime"),
+    printcolumn(
+        name = "Last Check",
+        type_ = "date",
+        json_path = ".status.lastCheckTime"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!(has(self.entries) && has(self.selector))").message(
     "set at most one of entries and selector"

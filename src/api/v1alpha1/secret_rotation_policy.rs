@@ -11,6 +11,10 @@ use super::common::{
 /// Rotates one secret in a provider on a schedule or on demand: a new value is made,
 /// projected beside the previous one for the grace period, and the previous one is
 /// retired once the grace period has passed and every restart target runs the new value.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats type_ and json_path by design"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "config.summit.io",
@@ -23,15 +27,31 @@ use super::common::{
     doc = "A rotation schedule and projection for one secret.",
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretId"),
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
-    printcolumn(name = "Interval", type_ = "string", json_path = ".spec.rotationInterval"),
-    printcolumn(name = "Last Rotation", type_ = "date", json_path = ".status.lastRotationTime"),
-    printcolumn(name = "Next Rotation", type_ = "string", json_path = ".status.nextRotationTime"),
+    printcolumn(
+        name = "Interval",
+        type_ = "string",
+        json_path = ".spec.rotationInterval"
+    ),
+    printcolumn(
+        name = "Last Rotation",
+        type_ = "date",
+        json_path = ".status.lastRotationTime"
+    ),
+    printcolumn(
+        name = "Next Rotation",
+        type_ = "string",
+        json_path = ".status.nextRotationTime"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!(has(self.generator) && has(self.rotationFunction))").message(
     "set at most one of generator and rotationFunction"
