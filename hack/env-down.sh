@@ -26,20 +26,24 @@ signal_all() {
   done
 }
 
+# Whether any of the processes still runs (an exited child not yet reaped by its
+# parent is a zombie: it holds nothing and counts as gone).
 alive() {
-  local pid
+  local pid state
   for pid in "${pids[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then return 0; fi
+    state="$(ps -o stat= -p "$pid" 2>/dev/null || true)"
+    if [[ -n $state && $state != Z* ]]; then return 0; fi
   done
   return 1
 }
 
 if ((${#pids[@]})); then
   signal_all TERM
-  deadline=$((SECONDS + 15))
+  deadline=$((SECONDS + 5))
   while alive && ((SECONDS < deadline)); do sleep 0.2; done
   if alive; then
-    log "some processes ignored SIGTERM; killing them"
+    # kube-apiserver drains for a long time on SIGTERM; a throw-away environment
+    # has nothing worth draining for.
     signal_all KILL
     sleep 0.5
   fi

@@ -19,7 +19,22 @@ cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked --no-run
 
 env_file="$(hack/env-up.sh test)"
-trap 'hack/env-down.sh test' EXIT
+dir="$(env_dir test)"
+on_exit() {
+  local status=$?
+  if ((status != 0)); then
+    # The environment and its logs go away with env-down: show the operators' last
+    # words first, so a failure in CI can be read.
+    local f
+    for f in "$dir"/operator-*.log; do
+      [[ -f $f ]] || continue
+      echo "==> last lines of $f" >&2
+      tail -n 40 "$f" >&2
+    done
+  fi
+  hack/env-down.sh test
+}
+trap on_exit EXIT
 log "environment up after $((SECONDS - started))s"
 
 SUMMIT_ENV_FILE="$env_file" cargo test --all-targets --locked --no-fail-fast
