@@ -33,6 +33,11 @@ on_exit() {
     done
   fi
   hack/env-down.sh test
+  # make test promises to leave nothing running.
+  if pgrep -af -- "$dir" >&2; then
+    log "error: the processes above outlived the environment"
+    exit 1
+  fi
 }
 trap on_exit EXIT
 log "environment up after $((SECONDS - started))s"

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub reconcile_seconds: Family<KindLabels, Histogram>,
     /// Writes the operator made to the apiserver, by what it wrote; steady state adds none.
     pub apiserver_writes: Family<WriteLabels, Counter>,
+    /// Versions recorded.
+    pub versions_recorded: Counter,
 }
 
 impl Default for Metrics {
@@ -76,6 +78,12 @@ impl Default for Metrics {
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
         });
         let apiserver_writes = Family::<WriteLabels, Counter>::default();
+        let versions_recorded = Counter::default();
+        registry.register(
+            "versions_recorded",
+            "Versions recorded",
+            versions_recorded.clone(),
+        );
         registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -98,6 +106,7 @@ impl Default for Metrics {
             failures,
             reconcile_seconds,
             apiserver_writes,
+            versions_recorded,
         }
     }
 }

@@ -45,6 +45,28 @@ pub struct OperatorArgs {
     #[arg(long, env = "SUMMIT_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// PostgreSQL URL of the durable record (versions, audit trail, applied state).
+    /// Without it, versions live in memory only and are lost on restart: a demo mode.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Address of the Consul agent whose KV store receives every version, e.g.
+    /// `http://127.0.0.1:8500`. Needs --database-url.
+    #[arg(long, env = "CONSUL_HTTP_ADDR")]
+    pub consul_addr: Option<String>,
+
+    /// Consul key prefix under which versions are kept.
+    #[arg(long, env = "SUMMIT_CONSUL_PREFIX", default_value = "summit/config")]
+    pub consul_prefix: String,
+
+    /// A namespace, besides an entry's own, that projections may target; repeat for more.
+    #[arg(
+        long = "allow-target-namespace",
+        env = "SUMMIT_ALLOWED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub allowed_namespaces: Vec<String>,
+
     /// Log format.
     #[arg(long, env = "SUMMIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

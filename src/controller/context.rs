@@ -1,6 +1,6 @@
 //! What every reconcile shares, built once at start-up.
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
 use kube::{
@@ -12,7 +12,7 @@ use kube::{
 };
 
 use super::{FIELD_MANAGER, backoff::Backoff};
-use crate::telemetry::Metrics;
+use crate::{store::Stores, telemetry::Metrics};
 
 /// The client, event recorder, metrics and configuration of the running operator.
 pub struct Context {
@@ -25,26 +25,41 @@ pub struct Context {
     /// ConfigMaps labelled as JSON Schemas, from a watch: entries read their
     /// `schemaRef` here instead of asking the apiserver.
     pub schema_config_maps: Store<ConfigMap>,
+    /// ConfigMaps the operator projected, from a label-selected watch.
+    pub managed_config_maps: Store<ConfigMap>,
+    /// Versions and applied state.
+    pub stores: Arc<Stores>,
+    /// Namespaces besides an entry's own that projections may target.
+    pub allowed_namespaces: BTreeSet<String>,
+}
+
+/// The parts of a [`Context`] that are made before it.
+pub struct Parts {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub namespace: Option<String>,
+    pub schema_config_maps: Store<ConfigMap>,
+    pub managed_config_maps: Store<ConfigMap>,
+    pub stores: Arc<Stores>,
+    pub allowed_namespaces: BTreeSet<String>,
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        metrics: Arc<Metrics>,
-        namespace: Option<String>,
-        schema_config_maps: Store<ConfigMap>,
-    ) -> Self {
+    pub fn new(parts: Parts, pod_name: Option<String>) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance: pod_name,
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            metrics,
-            namespace,
+            recorder: Recorder::new(parts.client.clone(), reporter),
+            client: parts.client,
+            metrics: parts.metrics,
+            namespace: parts.namespace,
             backoff: Backoff::default(),
-            schema_config_maps,
+            schema_config_maps: parts.schema_config_maps,
+            managed_config_maps: parts.managed_config_maps,
+            stores: parts.stores,
+            allowed_namespaces: parts.allowed_namespaces,
         }
     }
 
@@ -70,6 +85,12 @@ impl Context {
     /// A schema ConfigMap from the watch cache.
     pub fn schema_config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
         self.schema_config_maps
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A projected ConfigMap from the watch cache.
+    pub fn managed_config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        self.managed_config_maps
             .get(&ObjectRef::new(name).within(namespace))
     }
 

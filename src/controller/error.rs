@@ -28,6 +28,9 @@ pub enum Error {
         source: kube::runtime::wait::Error,
     },
 
+    #[error("{0}")]
+    Configuration(String),
+
     #[error("cannot serve HTTP endpoints")]
     Http(#[source] std::io::Error),
 
@@ -43,6 +46,18 @@ pub enum Error {
 
     #[error("cannot encode status")]
     EncodeStatus(#[source] serde_json::Error),
+
+    #[error(transparent)]
+    Store(crate::store::Error),
+
+    #[error("a watch cache closed; the operator is shutting down")]
+    CacheClosed,
+
+    #[error("Consul is behind PostgreSQL; retrying until it catches up")]
+    ConsulBehind,
+
+    #[error("a projection could not be applied; see the entry's status")]
+    ProjectionFailed,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,14 +69,23 @@ impl Error {
             Error::Connect(_) | Error::Kubeconfig { .. } | Error::InferConfig(_) => "Connect",
             Error::CrdMissing { .. } | Error::CrdWait { .. } => "CrdMissing",
             Error::Http(_) | Error::HttpStopped => "Http",
+            Error::Configuration(_) => "Configuration",
             Error::Kube { .. } => "KubeApi",
             Error::EncodeStatus(_) => "EncodeStatus",
+            Error::Store(error) => error.label(),
+            Error::ConsulBehind => "ConsulBehind",
+            Error::CacheClosed => "CacheClosed",
+            Error::ProjectionFailed => "ProjectionFailed",
         }
     }
 
     /// Whether retrying later may succeed without anyone changing the object.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Error::EncodeStatus(_))
+        match self {
+            Error::EncodeStatus(_) => false,
+            Error::Store(error) => error.is_transient(),
+            _ => true,
+        }
     }
 
     /// Wraps a kube error with what was being done.

@@ -37,9 +37,14 @@ use serde::de::DeserializeOwned;
 pub use context::Context;
 pub use error::{Error, Result};
 
+use reqwest::Url;
+use sqlx::postgres::PgConnectOptions;
+
 use crate::{
     api,
     cli::OperatorArgs,
+    project::{LABEL_MANAGED_BY, MANAGED_BY},
+    store::{Stores, StoresConfig},
     telemetry::{self, FailureLabels, Health, KindLabels, Metrics},
 };
 
@@ -57,13 +62,28 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     });
     let http = tokio::spawn(telemetry::serve(args.http_addr, health.clone()));
 
+    let stores = Arc::new(Stores::new(stores_config(&args)?).map_err(Error::Store)?);
+    if !stores.is_durable() {
+        tracing::warn!(
+            "no --database-url: versions are kept in memory only and are lost when the operator \
+             restarts; use this for demos only"
+        );
+    }
     wait_for_crds(&client, Duration::from_secs(args.crd_wait_seconds)).await?;
+
     let (schema_config_maps, schema_writer) = reflector::store();
+    let (managed_config_maps, managed_writer) = reflector::store();
     let ctx = Arc::new(Context::new(
-        client,
-        metrics,
-        args.namespace.clone(),
-        schema_config_maps,
+        context::Parts {
+            client,
+            metrics,
+            namespace: args.namespace.clone(),
+            schema_config_maps,
+            managed_config_maps,
+            stores,
+            allowed_namespaces: args.allowed_namespaces.iter().cloned().collect(),
+        },
+        std::env::var("POD_NAME").ok(),
     ));
     let schema_events = watcher(
         ctx.watched::<ConfigMap>(),
@@ -71,6 +91,13 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     )
     .default_backoff()
     .reflect(schema_writer)
+    .touched_objects();
+    let projected_events = watcher(
+        ctx.watched::<ConfigMap>(),
+        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
+    )
+    .default_backoff()
+    .reflect(managed_writer)
     .touched_objects();
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -82,7 +109,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         _ = async {
             tokio::join!(
                 run_controller(ctx.clone(), config_entry::reconcile, config_entry::error_policy, |c| {
-                    config_entry::watch_schemas(c, schema_events)
+                    config_entry::watches(c, schema_events, projected_events)
                 }),
                 run_controller(ctx.clone(), config_change::reconcile, config_change::error_policy, |c| c),
                 run_controller(
@@ -101,6 +128,38 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     }
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// Which backends to use, from the command line.
+fn stores_config(args: &OperatorArgs) -> Result<StoresConfig> {
+    let database = args
+        .database_url
+        .as_deref()
+        .map(|url| {
+            url.parse::<PgConnectOptions>().map_err(|source| {
+                Error::Configuration(format!("--database-url does not parse: {source}"))
+            })
+        })
+        .transpose()?;
+    let consul = args
+        .consul_addr
+        .as_deref()
+        .map(|address| {
+            let with_scheme = if address.contains("://") {
+                address.to_owned()
+            } else {
+                format!("http://{address}")
+            };
+            Url::parse(&with_scheme)
+                .map(|url| (url, args.consul_prefix.clone()))
+                .map_err(|source| {
+                    Error::Configuration(format!(
+                        "--consul-addr {address:?} does not parse: {source}"
+                    ))
+                })
+        })
+        .transpose()?;
+    Ok(StoresConfig { database, consul })
 }
 
 /// A client from the given kubeconfig, or by the usual rules: `$KUBECONFIG`,

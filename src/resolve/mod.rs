@@ -1,13 +1,17 @@
 //! Turning a ConfigEntry's spec into each environment's content: config id checks,
 //! JSON merge of overrides, and JSON Schema validation. Pure functions only.
 
+mod canonical;
 mod config_id;
 mod merge;
 mod schema;
+mod snapshot;
 
+pub use canonical::{canonical_json, checksum};
 pub use config_id::{ConfigIdError, validate_config_id};
 pub use merge::merge_patch;
 pub use schema::{CompiledSchema, SchemaError, Violation, json_path};
+pub use snapshot::Snapshot;
 
 use serde_json::Value;
 

@@ -1,4 +1,194 @@
-//! The version store: PostgreSQL (history and audit), Consul (distribution), the
-//! in-memory store, and the composite that orders and degrades them.
+//! The version store: PostgreSQL (history and audit, the arbiter of version numbers),
+//! Consul (distribution), the in-memory store, and the composite that orders and
+//! degrades them.
 //!
-//! Filled in with versions (issue 3); nothing here yet.
+//! A version is immutable: a snapshot of a config's base data, every environment's
+//! overrides and its secret references, with the checksum of that snapshot. Which
+//! version is live is recorded per environment as the applied state.
+
+mod composite;
+mod consul;
+mod memory;
+mod postgres;
+
+use std::future::Future;
+
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use crate::resolve::Snapshot;
+
+pub use composite::{ConsulSync, Stores, StoresConfig};
+pub use consul::ConsulStore;
+pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
+
+/// Where a version came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "camelCase")]
+pub enum Source {
+    /// A ConfigEntry's spec (Git, `kubectl apply`).
+    Spec,
+    /// An imperative ConfigChange.
+    Change { change: String },
+}
+
+/// A version about to be recorded; the store decides its number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewVersion {
+    pub config_id: String,
+    /// The ConfigEntry (`namespace/name`) that owns the config id.
+    pub owner: String,
+    pub snapshot: Snapshot,
+    pub checksum: String,
+    pub source: Source,
+    pub created_by: String,
+    pub message: String,
+}
+
+/// A recorded, immutable version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Version {
+    pub config_id: String,
+    pub version: i64,
+    pub owner: String,
+    pub snapshot: Snapshot,
+    pub checksum: String,
+    #[serde(flatten)]
+    pub source: Source,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub message: String,
+}
+
+/// The answer to recording a version: the version, and whether this call created it
+/// (false when the same content was already the latest of its source).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    pub version: Version,
+    pub created: bool,
+}
+
+/// Which version is live in one environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedState {
+    pub config_id: String,
+    pub environment: String,
+    pub version: i64,
+    /// Checksum of the environment's resolved content.
+    pub checksum: String,
+    pub applied_at: Timestamp,
+}
+
+/// A move of one environment to a version, with who asked and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Application {
+    pub config_id: String,
+    pub environment: String,
+    pub version: i64,
+    pub checksum: String,
+    pub actor: String,
+    pub message: String,
+}
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("PostgreSQL is unavailable: {action}")]
+    Postgres {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot apply database migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("Consul is unavailable: {action}")]
+    Consul {
+        action: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Consul answered {status} to {action}")]
+    ConsulStatus { action: String, status: u16 },
+    #[error("Consul key {key} holds something that is not a summit-config record: {reason}")]
+    ConsulValue { key: String, reason: String },
+    #[error(
+        "config id {config_id} belongs to ConfigEntry {owner}; {claimant} cannot record versions for it"
+    )]
+    Owned {
+        config_id: String,
+        owner: String,
+        claimant: String,
+    },
+    #[error(
+        "{config_id} version {version} differs in {backend} from the recorded version; refusing to overwrite it"
+    )]
+    Diverged {
+        config_id: String,
+        version: i64,
+        backend: &'static str,
+    },
+    #[error("cannot encode a version as JSON")]
+    Encode(#[source] serde_json::Error),
+    #[error(
+        "Consul is configured without PostgreSQL: versions need PostgreSQL to number them durably"
+    )]
+    ConsulWithoutPostgres,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A stable short label for metrics, conditions and Events.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Postgres { .. } | Error::Migrate(_) => "PostgresUnavailable",
+            Error::Consul { .. } | Error::ConsulStatus { .. } => "ConsulUnavailable",
+            Error::ConsulValue { .. } | Error::Diverged { .. } => "BackendDiverged",
+            Error::Owned { .. } => "ConfigIdOwned",
+            Error::Encode(_) => "Encode",
+            Error::ConsulWithoutPostgres => "Configuration",
+        }
+    }
+
+    /// Whether retrying later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Postgres { .. } | Error::Consul { .. } | Error::ConsulStatus { .. }
+        )
+    }
+}
+
+/// A store of versions and applied state.
+///
+/// `record_version` decides version numbers and is idempotent: recording content whose
+/// checksum equals the latest version of the same source returns that version instead
+/// of making a new one, so a retry after an ambiguous failure never makes two.
+/// `store_version` keeps a version numbered elsewhere (replication).
+pub trait VersionStore: Send + Sync {
+    fn record_version(&self, new: &NewVersion) -> impl Future<Output = Result<Recorded>> + Send;
+
+    fn store_version(&self, version: &Version) -> impl Future<Output = Result<()>> + Send;
+
+    /// Moves an environment to a version; returns false when it already was there.
+    fn apply(&self, application: &Application) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Records the applied state exactly as given (replication).
+    fn store_applied(&self, applied: &AppliedState) -> impl Future<Output = Result<()>> + Send;
+
+    fn latest(&self, config_id: &str) -> impl Future<Output = Result<Option<Version>>> + Send;
+
+    fn version(
+        &self,
+        config_id: &str,
+        version: i64,
+    ) -> impl Future<Output = Result<Option<Version>>> + Send;
+
+    /// Every version of a config id, oldest first.
+    fn versions(&self, config_id: &str) -> impl Future<Output = Result<Vec<Version>>> + Send;
+
+    fn applied(&self, config_id: &str) -> impl Future<Output = Result<Vec<AppliedState>>> + Send;
+}

@@ -147,21 +147,26 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Starts the operator for `namespace` with the environment's PostgreSQL and Consul,
+    /// logging at debug level to `$SUMMIT_ENV_DIR/operator-<namespace>.log`.
     pub fn start(namespace: &str) -> Self {
+        let log_path =
+            PathBuf::from(env().var("SUMMIT_ENV_DIR")).join(format!("operator-{namespace}.log"));
+        let log = std::fs::File::create(&log_path).expect("create the operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
-            .args([
-                "operator",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--namespace",
-                namespace,
-            ])
+            .args(["operator", "--http-addr", "127.0.0.1:0"])
+            .args(["--namespace", namespace])
             .arg("--kubeconfig")
             .arg(env().kubeconfig())
+            .args(["--database-url", env().var("DATABASE_URL")])
+            .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
             .env("RUST_LOG", "info,summit_config=debug")
             .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
             .spawn()
             .expect("start the operator");
+        eprintln!("operator for {namespace} logs to {}", log_path.display());
         Self { child }
     }
 }
@@ -171,6 +176,34 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A connection pool to the environment's PostgreSQL.
+pub async fn postgres() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(env().var("DATABASE_URL"))
+        .await
+        .expect("connect to PostgreSQL")
+}
+
+/// A Consul KV key's value (decoded) and modify index, read consistently.
+pub async fn consul_get(key: &str) -> Option<(serde_json::Value, u64)> {
+    use base64::Engine;
+    let url = format!("{}/v1/kv/{key}?consistent", env().var("CONSUL_HTTP_ADDR"));
+    let response = reqwest::get(&url).await.expect("reach Consul");
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return None;
+    }
+    let entries: Vec<serde_json::Value> = response.json().await.expect("Consul JSON");
+    let entry = entries.into_iter().next()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(entry["Value"].as_str()?)
+        .expect("base64");
+    Some((
+        serde_json::from_slice(&raw).expect("JSON value"),
+        entry["ModifyIndex"].as_u64()?,
+    ))
 }
 
 /// Polls `probe` until it returns `Some`, for at most `limit`; panics with `what` otherwise.

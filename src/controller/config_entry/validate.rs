@@ -1,43 +1,30 @@
-//! The ConfigEntry reconcile loop: validate the schema and every environment's
-//! resolved content, and report it in `status`.
+//! Validation of a ConfigEntry: its config id, its schema, and every environment's
+//! resolved content against that schema.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
-use futures::Stream;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{
-    ResourceExt,
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
-};
+use kube::ResourceExt;
 use serde_json::Value;
-use tracing::instrument;
 
-use super::{
-    Context, Error, Result, observed, requeue_after_error,
-    status::{self, Invalid},
-};
 use crate::{
     api::v1alpha1::{ConfigEntry, ConfigEntrySpec},
+    controller::{Context, status::Invalid},
     resolve::{self, CompiledSchema},
 };
-
-const KIND: &str = "ConfigEntry";
 
 /// How many violations a condition message lists before it summarises the rest.
 const LISTED_VIOLATIONS: usize = 5;
 
-#[instrument(skip_all, fields(namespace = entry.namespace().unwrap_or_default(), name = entry.name_any()))]
-pub async fn reconcile(entry: Arc<ConfigEntry>, ctx: Arc<Context>) -> Result<Action> {
-    observed(KIND, entry.as_ref(), &ctx, reconcile_entry(&entry, &ctx)).await
-}
+/// Label that marks a ConfigMap as holding JSON Schemas for `schemaRef`. Only labelled
+/// ConfigMaps are watched, so the operator never caches unrelated ConfigMaps.
+pub const SCHEMA_LABEL: &str = "config.summit.io/schema";
 
-pub fn error_policy(entry: Arc<ConfigEntry>, error: &Error, ctx: Arc<Context>) -> Action {
-    requeue_after_error(KIND, entry.as_ref(), error, &ctx)
-}
+pub const REASON_SCHEMA_NOT_FOUND: &str = "SchemaNotFound";
 
-async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Action> {
+/// Reads the entry's schema: inline, or from the watched schema ConfigMaps.
+pub fn schema_source(entry: &ConfigEntry, ctx: &Context) -> SchemaSource {
     let namespace = entry.namespace().unwrap_or_default();
-    let schema = match &entry.spec.schema_ref {
+    match &entry.spec.schema_ref {
         Some(reference) => SchemaSource::Referenced {
             name: reference.name.clone(),
             key: reference.key.clone(),
@@ -46,47 +33,11 @@ async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Action> {
                 .and_then(|cm| cm.data.as_ref()?.get(&reference.key).cloned()),
         },
         None => SchemaSource::Inline(entry.spec.schema.clone()),
-    };
-    let validation = validate(&entry.spec, schema);
-    status::report_validation(ctx, KIND, entry, entry.status.as_ref(), &validation).await?;
-
-    // Schema ConfigMaps are watched: a change to one triggers its entries.
-    Ok(Action::await_change())
-}
-
-/// Label that marks a ConfigMap as holding JSON Schemas for `schemaRef`. Only labelled
-/// ConfigMaps are watched, so the operator never caches unrelated ConfigMaps.
-pub const SCHEMA_LABEL: &str = "config.summit.io/schema";
-
-const REASON_SCHEMA_NOT_FOUND: &str = "SchemaNotFound";
-
-/// Re-validates every entry whose `schemaRef` names a schema ConfigMap when it changes.
-pub fn watch_schemas(
-    controller: Controller<ConfigEntry>,
-    schema_events: impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static,
-) -> Controller<ConfigEntry> {
-    let entries = controller.store();
-    controller.watches_stream(schema_events, move |config_map| {
-        let namespace = config_map.namespace();
-        let name = config_map.name_any();
-        entries
-            .state()
-            .into_iter()
-            .filter(|entry| {
-                entry.namespace() == namespace
-                    && entry
-                        .spec
-                        .schema_ref
-                        .as_ref()
-                        .is_some_and(|r| r.name == name)
-            })
-            .map(|entry| ObjectRef::from_obj(entry.as_ref()))
-            .collect::<Vec<_>>()
-    })
+    }
 }
 
 /// Where the entry's schema comes from, already read.
-enum SchemaSource {
+pub enum SchemaSource {
     Inline(Option<Value>),
     Referenced {
         name: String,
@@ -95,9 +46,26 @@ enum SchemaSource {
     },
 }
 
+/// Why an entry does not validate, and which environments are at fault (none when the
+/// fault is the entry's, such as its schema).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub invalid: Invalid,
+    pub environments: BTreeSet<String>,
+}
+
+impl From<Invalid> for Refusal {
+    fn from(invalid: Invalid) -> Self {
+        Self {
+            invalid,
+            environments: BTreeSet::new(),
+        }
+    }
+}
+
 /// Validates the config id, the schema and every environment's resolved content.
 /// Returns the `Validated` message on success.
-fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Invalid> {
+pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Refusal> {
     resolve::validate_config_id(&spec.config_id).map_err(|error| Invalid {
         reason: "InvalidConfigId",
         message: format!("spec.configId: {error}"),
@@ -152,9 +120,12 @@ fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Inva
             violations.len() - LISTED_VIOLATIONS
         ));
     }
-    Err(Invalid {
-        reason: "SchemaViolation",
-        message,
+    Err(Refusal {
+        invalid: Invalid {
+            reason: "SchemaViolation",
+            message,
+        },
+        environments: violations.into_iter().map(|v| v.environment).collect(),
     })
 }
 
@@ -189,9 +160,9 @@ environments:
     #[test]
     fn a_violation_names_environment_and_path() {
         let failure = validate(&spec(SPEC), SchemaSource::Inline(Some(schema()))).unwrap_err();
-        assert_eq!(failure.reason, "SchemaViolation");
+        assert_eq!(failure.invalid.reason, "SchemaViolation");
         assert_eq!(
-            failure.message,
+            failure.invalid.message,
             "1 violation(s) of spec.schema: environment \"production\": $.pool.max: 500 is greater than the maximum of 100"
         );
     }
@@ -208,10 +179,11 @@ environments:
         let failure = validate(&spec(SPEC), source).unwrap_err();
         assert!(
             failure
+                .invalid
                 .message
                 .contains("ConfigMap schemas key \"database.yaml\""),
             "{}",
-            failure.message
+            failure.invalid.message
         );
     }
 
@@ -223,20 +195,21 @@ environments:
             text: None,
         };
         let failure = validate(&spec(SPEC), source).unwrap_err();
-        assert_eq!(failure.reason, REASON_SCHEMA_NOT_FOUND);
+        assert_eq!(failure.invalid.reason, REASON_SCHEMA_NOT_FOUND);
     }
 
     #[test]
     fn an_invalid_schema_is_reported_as_such() {
         let failure =
             validate(&spec(SPEC), SchemaSource::Inline(Some(json!({"type": 12})))).unwrap_err();
-        assert_eq!(failure.reason, "InvalidSchema");
+        assert_eq!(failure.invalid.reason, "InvalidSchema");
         assert!(
             failure
+                .invalid
                 .message
                 .starts_with("spec.schema is not a valid JSON Schema"),
             "{}",
-            failure.message
+            failure.invalid.message
         );
     }
 
@@ -252,14 +225,14 @@ environments: [{name: dev}]
         let schema = json!({"additionalProperties": {"type": "string"}});
         let failure = validate(&spec, SchemaSource::Inline(Some(schema))).unwrap_err();
         assert!(
-            failure.message.starts_with("7 violation(s)"),
+            failure.invalid.message.starts_with("7 violation(s)"),
             "{}",
-            failure.message
+            failure.invalid.message
         );
         assert!(
-            failure.message.ends_with("; and 2 more"),
+            failure.invalid.message.ends_with("; and 2 more"),
             "{}",
-            failure.message
+            failure.invalid.message
         );
     }
 }

@@ -1,0 +1,466 @@
+//! One pass of the ConfigEntry pipeline.
+
+use std::collections::BTreeSet;
+
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::Value;
+
+use super::{
+    KIND,
+    project::apply_config_map,
+    report::{EnvironmentOutcome, Live, Report, SyncOutcome, build_status},
+    validate::{self, Refusal},
+};
+use crate::{
+    api::v1alpha1::{
+        CONDITION_VALIDATED, ConfigEntry, ConfigFormat, EnvironmentPhase, EnvironmentSpec,
+        find_condition,
+    },
+    controller::{Context, Error, FIELD_MANAGER, Result, status},
+    project::{ProjectedConfigMap, RenderError, render},
+    resolve::{Snapshot, checksum},
+    store::{Application, NewVersion, Source, Version},
+};
+
+/// One environment, fully rendered from the spec before anything is written.
+struct Plan<'s> {
+    spec: &'s EnvironmentSpec,
+    /// Checksum of the environment's resolved content.
+    checksum: String,
+    format: ConfigFormat,
+    namespace: String,
+    name: String,
+    data: std::collections::BTreeMap<String, String>,
+}
+
+pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Action> {
+    // Decisions below read the watch caches; start only once they hold the cluster.
+    let caches = async {
+        ctx.schema_config_maps.wait_until_ready().await?;
+        ctx.managed_config_maps.wait_until_ready().await
+    };
+    caches.await.map_err(|_| Error::CacheClosed)?;
+    let mut report = Report {
+        generation: entry.metadata.generation,
+        validated: Ok(String::new()),
+        latest: None,
+        environments: Vec::new(),
+        sync: None,
+    };
+
+    // Validate and render everything first: the whole result validates or nothing changes.
+    let snapshot = Snapshot::from_spec(&entry.spec);
+    let checked = validate::validate(&entry.spec, validate::schema_source(entry, ctx))
+        .and_then(|message| Ok((message, plan(entry, &snapshot, ctx)?)));
+    let (message, plans) = match checked {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            report.validated = Err((refusal.invalid.reason, refusal.invalid.message.clone()));
+            report.environments = unchanged_environments(entry, &refusal.environments);
+            finish(ctx, entry, &report).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    report.validated = Ok(message);
+
+    // Record: PostgreSQL decides the version number, in one transaction with its audit row.
+    let config_id = entry.spec.config_id.clone();
+    let new_version = NewVersion {
+        config_id: config_id.clone(),
+        owner: format!(
+            "{}/{}",
+            entry.namespace().unwrap_or_default(),
+            entry.name_any()
+        ),
+        checksum: snapshot.checksum(),
+        snapshot: snapshot.clone(),
+        source: Source::Spec,
+        created_by: spec_author(entry),
+        message: format!(
+            "spec of ConfigEntry {} (generation {})",
+            entry.name_any(),
+            entry.metadata.generation.unwrap_or(0)
+        ),
+    };
+    let stored = async {
+        let recorded = ctx.stores.record(&new_version).await?;
+        let applied = ctx.stores.applied(&config_id).await?;
+        Ok::<_, crate::store::Error>((recorded, applied))
+    }
+    .await;
+    let (recorded, applied) = match stored {
+        Ok(stored) => stored,
+        Err(error) => {
+            report.sync = Some(SyncOutcome {
+                synced: false,
+                reason: error.label(),
+                message: format!(
+                    "{error}: no new version is recorded or applied until it answers; what is live stays live"
+                ),
+            });
+            report.environments = unchanged_environments(entry, &BTreeSet::new());
+            finish(ctx, entry, &report).await?;
+            return Err(Error::Store(error));
+        }
+    };
+    let latest = &recorded.version;
+    if recorded.created {
+        ctx.metrics.versions_recorded.inc();
+        ctx.publish(
+            entry,
+            EventType::Normal,
+            "VersionRecorded",
+            format!(
+                "recorded version {} of {config_id} (checksum {})",
+                latest.version,
+                &latest.checksum[..12]
+            ),
+        )
+        .await;
+    }
+    report.latest = Some((latest.version, latest.checksum.clone()));
+
+    // Move each environment whose content changed and whose policy lets it.
+    for plan in &plans {
+        let current = applied.iter().find(|a| a.environment == plan.spec.name);
+        let outcome = if current.is_some_and(|c| c.checksum == plan.checksum) {
+            EnvironmentOutcome {
+                name: plan.spec.name.clone(),
+                phase: EnvironmentPhase::Applied,
+                live: current.map(Live::from),
+                pending_version: None,
+                message: None,
+            }
+        } else if auto_approves(plan.spec) {
+            let application = Application {
+                config_id: config_id.clone(),
+                environment: plan.spec.name.clone(),
+                version: latest.version,
+                checksum: plan.checksum.clone(),
+                actor: new_version.created_by.clone(),
+                message: format!(
+                    "applied version {} to {} (auto-approved)",
+                    latest.version, plan.spec.name
+                ),
+            };
+            if let Err(error) = ctx.stores.apply(&application).await {
+                report.sync = Some(SyncOutcome {
+                    synced: false,
+                    reason: error.label(),
+                    message: format!(
+                        "{error}: version {} is recorded but not applied yet",
+                        latest.version
+                    ),
+                });
+                finish(ctx, entry, &report).await?;
+                return Err(Error::Store(error));
+            }
+            ctx.publish(
+                entry,
+                EventType::Normal,
+                "Applied",
+                application.message.clone(),
+            )
+            .await;
+            let applied_now = ctx.stores.applied(&config_id).await.map_err(Error::Store)?;
+            EnvironmentOutcome {
+                name: plan.spec.name.clone(),
+                phase: EnvironmentPhase::Applied,
+                live: applied_now
+                    .iter()
+                    .find(|a| a.environment == plan.spec.name)
+                    .map(Live::from),
+                pending_version: None,
+                message: None,
+            }
+        } else {
+            EnvironmentOutcome {
+                name: plan.spec.name.clone(),
+                phase: EnvironmentPhase::PendingApproval,
+                live: current.map(Live::from),
+                pending_version: Some(latest.version),
+                message: Some(format!(
+                    "version {} waits for {} approval(s); the live version stays",
+                    latest.version,
+                    required_approvals(plan.spec)
+                )),
+            }
+        };
+        report.environments.push(outcome);
+    }
+
+    // Project what is live in each environment.
+    for (plan, outcome) in plans.iter().zip(report.environments.iter_mut()) {
+        let Some(live) = &outcome.live else { continue };
+        let data = if live.checksum == plan.checksum {
+            Ok(plan.data.clone())
+        } else {
+            live_data(ctx, &config_id, live.version, plan).await
+        };
+        let projected = match data {
+            Ok(data) => {
+                let projection = ProjectedConfigMap {
+                    namespace: plan.namespace.clone(),
+                    name: plan.name.clone(),
+                    environment: plan.spec.name.clone(),
+                    version: live.version,
+                    checksum: live.checksum.clone(),
+                    data,
+                };
+                apply_config_map(ctx, entry, &projection)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| error.to_string())
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = projected {
+            outcome.phase = EnvironmentPhase::Degraded;
+            outcome.message = Some(format!("projection failed: {error}"));
+        }
+    }
+
+    // Consul follows; while it is down, applying goes on and it catches up later.
+    let consul = ctx.stores.sync_consul(&config_id).await;
+    let consul_behind = matches!(consul, Some(Err(_)));
+    report.sync = Some(match consul {
+        None if ctx.stores.is_durable() => SyncOutcome {
+            synced: true,
+            reason: "Recorded",
+            message: format!("PostgreSQL holds version {}", latest.version),
+        },
+        None => SyncOutcome {
+            synced: true,
+            reason: "InMemoryOnly",
+            message: "versions are kept in memory only and are lost when the operator restarts"
+                .into(),
+        },
+        Some(Ok(_)) => SyncOutcome {
+            synced: true,
+            reason: "Recorded",
+            message: format!("PostgreSQL and Consul hold version {}", latest.version),
+        },
+        Some(Err(error)) => SyncOutcome {
+            synced: false,
+            reason: "ConsulBehind",
+            message: format!(
+                "Consul is behind ({error}); applying continues and Consul catches up when it answers"
+            ),
+        },
+    });
+    finish(ctx, entry, &report).await?;
+    if consul_behind {
+        return Err(Error::ConsulBehind);
+    }
+    if report
+        .environments
+        .iter()
+        .any(|e| e.phase == EnvironmentPhase::Degraded)
+    {
+        return Err(Error::ProjectionFailed);
+    }
+    Ok(Action::await_change())
+}
+
+/// Writes the status the report describes (only if it changed) and publishes an Event
+/// when the validation verdict changes.
+async fn finish(ctx: &Context, entry: &ConfigEntry, report: &Report) -> Result<()> {
+    let current = entry.status.as_ref();
+    let next = build_status(current, report, status::now());
+    let before = current
+        .and_then(|s| find_condition(&s.conditions, CONDITION_VALIDATED))
+        .map(|c| (c.status == "True", c.message.clone()));
+    let after = match &report.validated {
+        Ok(message) => (true, message.clone()),
+        Err((_, message)) => (false, message.clone()),
+    };
+    status::apply_status(ctx, KIND, entry, current, &next).await?;
+    if before.as_ref() != Some(&after) {
+        let (type_, reason) = if after.0 {
+            (EventType::Normal, "Validated")
+        } else {
+            (EventType::Warning, "ValidationFailed")
+        };
+        ctx.publish(entry, type_, reason, after.1).await;
+    }
+    Ok(())
+}
+
+/// Renders every environment of the spec, and checks where it may be projected.
+fn plan<'e>(
+    entry: &'e ConfigEntry,
+    snapshot: &Snapshot,
+    ctx: &Context,
+) -> Result<Vec<Plan<'e>>, Refusal> {
+    let namespace = entry.namespace().unwrap_or_default();
+    let mut plans = Vec::new();
+    let mut failures = Vec::new();
+    let mut at_fault = BTreeSet::new();
+    for environment in &entry.spec.environments {
+        let content = snapshot.resolve(&environment.name).unwrap_or(Value::Null);
+        let target = environment.config_map.as_ref();
+        let format = target.and_then(|t| t.format).unwrap_or(ConfigFormat::Json);
+        let target_namespace = target
+            .and_then(|t| t.namespace.clone())
+            .unwrap_or_else(|| namespace.clone());
+        let name = target
+            .and_then(|t| t.name.clone())
+            .unwrap_or_else(|| format!("{}-{}", entry.name_any(), environment.name));
+        if target_namespace != namespace && !ctx.allowed_namespaces.contains(&target_namespace) {
+            failures.push(format!(
+                "environment {:?}: target namespace {target_namespace:?} is not allowed; the operator projects into an entry's own namespace and those it is configured to allow",
+                environment.name
+            ));
+            at_fault.insert(environment.name.clone());
+            continue;
+        }
+        match render(&content, format) {
+            Ok(data) => plans.push(Plan {
+                spec: environment,
+                checksum: checksum(&content),
+                format,
+                namespace: target_namespace,
+                name,
+                data,
+            }),
+            Err(error) => {
+                failures.push(format!("environment {:?}: {error}", environment.name));
+                at_fault.insert(environment.name.clone());
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Ok(plans);
+    }
+    let reason = if failures.iter().any(|f| f.contains("is not allowed")) {
+        "TargetNotAllowed"
+    } else {
+        "RenderFailed"
+    };
+    Err(Refusal {
+        invalid: status::Invalid {
+            reason,
+            message: failures.join("; "),
+        },
+        environments: at_fault,
+    })
+}
+
+/// The rendered content of an older version still live in an environment.
+async fn live_data(
+    ctx: &Context,
+    config_id: &str,
+    version: i64,
+    plan: &Plan<'_>,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let found: Option<Version> = ctx
+        .stores
+        .version(config_id, version)
+        .await
+        .map_err(|e| e.to_string())?;
+    let content = found
+        .and_then(|v| v.snapshot.resolve(&plan.spec.name))
+        .ok_or_else(|| format!("version {version} has no content for {}", plan.spec.name))?;
+    render(&content, plan.format).map_err(|e: RenderError| e.to_string())
+}
+
+/// Environments as the previous status left them, those at fault marked `Invalid`.
+fn unchanged_environments(
+    entry: &ConfigEntry,
+    at_fault: &BTreeSet<String>,
+) -> Vec<EnvironmentOutcome> {
+    let previous = entry
+        .status
+        .as_ref()
+        .map(|s| s.environments.as_slice())
+        .unwrap_or_default();
+    entry
+        .spec
+        .environments
+        .iter()
+        .map(|environment| {
+            let before = previous.iter().find(|p| p.name == environment.name);
+            let invalid = at_fault.contains(&environment.name);
+            EnvironmentOutcome {
+                name: environment.name.clone(),
+                phase: if invalid {
+                    EnvironmentPhase::Invalid
+                } else {
+                    before
+                        .and_then(|b| b.phase)
+                        .unwrap_or(EnvironmentPhase::Degraded)
+                },
+                live: before.and_then(Live::from_status),
+                pending_version: before.and_then(|b| b.pending_version),
+                message: if invalid {
+                    Some("does not validate; the live version stays".into())
+                } else {
+                    before.and_then(|b| b.message.clone())
+                },
+            }
+        })
+        .collect()
+}
+
+fn auto_approves(environment: &EnvironmentSpec) -> bool {
+    match &environment.approval {
+        None => true,
+        Some(policy) => policy.auto_approve == Some(true) || policy.required_approvals == Some(0),
+    }
+}
+
+fn required_approvals(environment: &EnvironmentSpec) -> i32 {
+    environment
+        .approval
+        .as_ref()
+        .and_then(|p| p.required_approvals)
+        .unwrap_or(1)
+}
+
+/// Who last changed the spec, as far as the apiserver tells: the field manager of the
+/// newest write to the object itself (not its status), e.g. `kubectl-client-side-apply`
+/// or `argocd-controller`.
+fn spec_author(entry: &ConfigEntry) -> String {
+    entry
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter(|f| f.manager.as_deref() != Some(FIELD_MANAGER))
+        .max_by_key(|f| f.time.as_ref().map(|t| t.0))
+        .and_then(|f| f.manager.clone())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(yaml: &str) -> EnvironmentSpec {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn environments_without_a_policy_apply_at_once() {
+        assert!(auto_approves(&environment("name: development")));
+        assert!(auto_approves(&environment(
+            "{name: development, approval: {autoApprove: true}}"
+        )));
+        assert!(auto_approves(&environment(
+            "{name: development, approval: {requiredApprovals: 0}}"
+        )));
+    }
+
+    #[test]
+    fn a_policy_without_auto_approval_waits_for_one_approval_at_least() {
+        let production = environment("{name: production, approval: {approvers: [bob]}}");
+        assert!(!auto_approves(&production));
+        assert_eq!(required_approvals(&production), 1);
+        let two = environment("{name: production, approval: {requiredApprovals: 2}}");
+        assert_eq!(required_approvals(&two), 2);
+    }
+}

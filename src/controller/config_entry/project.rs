@@ -1,0 +1,99 @@
+//! Applying an entry's projections to the cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    api::v1alpha1::ConfigEntry,
+    controller::{Context, Error, FIELD_MANAGER, Result},
+    project::{ProjectedConfigMap, desired_config_map, needs_apply},
+    telemetry::WriteLabels,
+};
+
+/// Makes the ConfigMap of `projection` exactly what the operator wants, comparing with
+/// the watch cache first so that an unchanged projection costs no request. Returns
+/// whether it wrote.
+pub async fn apply_config_map(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    projection: &ProjectedConfigMap,
+) -> Result<bool> {
+    let desired = desired_config_map(entry, projection);
+    let live = ctx.managed_config_map(&projection.namespace, &projection.name);
+    if !needs_apply(live.as_deref(), &desired) {
+        return Ok(false);
+    }
+    let api = ctx.namespaced::<ConfigMap>(&projection.namespace);
+    let describe = || {
+        format!(
+            "apply ConfigMap {}/{}",
+            projection.namespace, projection.name
+        )
+    };
+    api.patch(
+        &projection.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(Error::kube(describe()))?;
+    ctx.count_write("ConfigEntry", "configmap");
+
+    // Keys someone else added are not ours to own through apply: remove them explicitly,
+    // so the ConfigMap holds exactly the rendered content.
+    if let Some(extra) = foreign_keys(live.as_deref(), &projection.data) {
+        api.patch(
+            &projection.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": extra})),
+        )
+        .await
+        .map_err(Error::kube(describe()))?;
+        ctx.count_write("ConfigEntry", "configmap");
+    }
+    Ok(true)
+}
+
+/// The data keys of `live` that the render does not have, as a merge patch removing them.
+fn foreign_keys(live: Option<&ConfigMap>, rendered: &BTreeMap<String, String>) -> Option<Value> {
+    let extra: Map<String, Value> = live?
+        .data
+        .as_ref()?
+        .keys()
+        .filter(|key| !rendered.contains_key(*key))
+        .map(|key| (key.clone(), Value::Null))
+        .collect();
+    (!extra.is_empty()).then_some(Value::Object(extra))
+}
+
+/// Counts a write to the apiserver, for the steady-state check.
+impl Context {
+    pub fn count_write(&self, kind: &'static str, target: &'static str) {
+        self.metrics
+            .apiserver_writes
+            .get_or_create(&WriteLabels { kind, target })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_added_by_hand_are_found() {
+        let live: ConfigMap = serde_json::from_value(json!({
+            "data": {"config.json": "{}", "injected": "x"}
+        }))
+        .unwrap();
+        let rendered = BTreeMap::from([("config.json".to_owned(), "{}".to_owned())]);
+        assert_eq!(
+            foreign_keys(Some(&live), &rendered),
+            Some(json!({"injected": null}))
+        );
+        assert_eq!(foreign_keys(None, &rendered), None);
+    }
+}

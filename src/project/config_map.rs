@@ -1,0 +1,167 @@
+//! The ConfigMap an environment projects into, as the operator wants it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::{Resource, ResourceExt};
+
+use crate::api::v1alpha1::ConfigEntry;
+
+/// Value of [`LABEL_MANAGED_BY`] on everything the operator projects; the operator
+/// watches only objects carrying it.
+pub const MANAGED_BY: &str = "summit-config";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_ENVIRONMENT: &str = "config.summit.io/environment";
+/// `namespace/name` of the ConfigEntry a projected object belongs to.
+pub const ANNOTATION_ENTRY: &str = "config.summit.io/entry";
+pub const ANNOTATION_CONFIG_ID: &str = "config.summit.io/config-id";
+pub const ANNOTATION_VERSION: &str = "config.summit.io/version";
+pub const ANNOTATION_CHECKSUM: &str = "config.summit.io/checksum";
+
+/// One environment's projection: where it goes and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectedConfigMap {
+    pub namespace: String,
+    pub name: String,
+    pub environment: String,
+    pub version: i64,
+    pub checksum: String,
+    pub data: BTreeMap<String, String>,
+}
+
+/// The whole ConfigMap for a projection, labelled, annotated and, in the entry's own
+/// namespace, owned by the entry (objects in other namespaces cannot be owned; the
+/// entry's finalizer removes them).
+pub fn desired_config_map(entry: &ConfigEntry, projection: &ProjectedConfigMap) -> ConfigMap {
+    let entry_namespace = entry.namespace().unwrap_or_default();
+    let owner_references = (projection.namespace == entry_namespace)
+        .then(|| entry.controller_owner_ref(&()))
+        .flatten()
+        .map(|owner| vec![owner]);
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(projection.name.clone()),
+            namespace: Some(projection.namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+                (LABEL_ENVIRONMENT.to_owned(), projection.environment.clone()),
+            ])),
+            annotations: Some(BTreeMap::from([
+                (
+                    ANNOTATION_ENTRY.to_owned(),
+                    format!("{entry_namespace}/{}", entry.name_any()),
+                ),
+                (
+                    ANNOTATION_CONFIG_ID.to_owned(),
+                    entry.spec.config_id.clone(),
+                ),
+                (
+                    ANNOTATION_VERSION.to_owned(),
+                    projection.version.to_string(),
+                ),
+                (ANNOTATION_CHECKSUM.to_owned(), projection.checksum.clone()),
+            ])),
+            owner_references,
+            ..ObjectMeta::default()
+        },
+        data: Some(projection.data.clone()),
+        ..ConfigMap::default()
+    }
+}
+
+/// Whether the live ConfigMap differs from the desired one in anything the operator
+/// owns; other managers' labels and annotations are left alone.
+pub fn needs_apply(live: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
+    let Some(live) = live else {
+        return true;
+    };
+    let contains = |live: &Option<BTreeMap<String, String>>,
+                    want: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
+    };
+    live.data.clone().unwrap_or_default() != desired.data.clone().unwrap_or_default()
+        || live.binary_data.as_ref().is_some_and(|b| !b.is_empty())
+        || !contains(&live.metadata.labels, &desired.metadata.labels)
+        || !contains(&live.metadata.annotations, &desired.metadata.annotations)
+        || desired
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|want| {
+                !live
+                    .owner_references()
+                    .iter()
+                    .any(|have| have.uid == want.uid)
+            })
+        || live.meta().deletion_timestamp.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> ConfigEntry {
+        serde_yaml_ng::from_str(
+            r#"
+apiVersion: config.summit.io/v1alpha1
+kind: ConfigEntry
+metadata: {name: payments, namespace: team, uid: 1234-5678}
+spec: {configId: payments, data: {}, environments: [{name: production}]}
+"#,
+        )
+        .unwrap()
+    }
+
+    fn projection(namespace: &str) -> ProjectedConfigMap {
+        ProjectedConfigMap {
+            namespace: namespace.into(),
+            name: "payments-production".into(),
+            environment: "production".into(),
+            version: 3,
+            checksum: "abc".into(),
+            data: BTreeMap::from([("config.json".into(), "{}\n".into())]),
+        }
+    }
+
+    #[test]
+    fn a_projection_in_the_entrys_namespace_is_owned_by_it() {
+        let desired = desired_config_map(&entry(), &projection("team"));
+        let owners = desired.metadata.owner_references.unwrap();
+        assert_eq!(owners[0].uid, "1234-5678");
+        assert_eq!(owners[0].controller, Some(true));
+        let annotations = desired.metadata.annotations.unwrap();
+        assert_eq!(annotations[ANNOTATION_VERSION], "3");
+        assert_eq!(annotations[ANNOTATION_ENTRY], "team/payments");
+    }
+
+    #[test]
+    fn a_projection_elsewhere_has_no_owner() {
+        let desired = desired_config_map(&entry(), &projection("shared"));
+        assert!(desired.metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn only_differences_in_what_the_operator_owns_need_an_apply() {
+        let desired = desired_config_map(&entry(), &projection("team"));
+        assert!(needs_apply(None, &desired));
+        let mut live = desired.clone();
+        live.metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".into(), "payments".into());
+        assert!(
+            !needs_apply(Some(&live), &desired),
+            "someone else's label is not drift"
+        );
+        live.data
+            .get_or_insert_default()
+            .insert("config.json".into(), "{\"edited\": true}".into());
+        assert!(
+            needs_apply(Some(&live), &desired),
+            "an edited value is repaired"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The composite store the controllers use: PostgreSQL decides and records (or the
+//! in-memory store, in a demo without a database), Consul follows, and reads fall back
+//! to the last answer cached in memory while the primary is down.
+
+use reqwest::Url;
+use sqlx::postgres::PgConnectOptions;
+
+use super::{
+    Application, AppliedState, ConsulStore, Error, MemoryStore, NewVersion, PostgresStore,
+    Recorded, Result, Version, VersionStore,
+};
+
+/// Which backends to use, parsed once at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct StoresConfig {
+    pub database: Option<PgConnectOptions>,
+    pub consul: Option<(Url, String)>,
+}
+
+enum Primary {
+    Postgres(PostgresStore),
+    Memory,
+}
+
+/// What bringing Consul up to date did.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConsulSync {
+    pub versions_written: usize,
+    pub applied_written: usize,
+}
+
+/// PostgreSQL → Consul, with an in-memory cache (or in-memory only).
+pub struct Stores {
+    primary: Primary,
+    consul: Option<ConsulStore>,
+    cache: MemoryStore,
+}
+
+impl Stores {
+    pub fn new(config: StoresConfig) -> Result<Self> {
+        let primary = match config.database {
+            Some(options) => Primary::Postgres(PostgresStore::connect_lazy(options)),
+            None if config.consul.is_some() => return Err(Error::ConsulWithoutPostgres),
+            None => Primary::Memory,
+        };
+        let consul = config
+            .consul
+            .map(|(address, prefix)| {
+                ConsulStore::new(address, &prefix).map_err(|source| Error::Consul {
+                    action: "create an HTTP client".into(),
+                    source,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            primary,
+            consul,
+            cache: MemoryStore::default(),
+        })
+    }
+
+    /// Whether versions survive a restart of the operator.
+    pub fn is_durable(&self) -> bool {
+        matches!(self.primary, Primary::Postgres(_))
+    }
+
+    pub fn has_consul(&self) -> bool {
+        self.consul.is_some()
+    }
+
+    /// Records a version in the primary store. Nothing is applied without this.
+    pub async fn record(&self, new: &NewVersion) -> Result<Recorded> {
+        let recorded = match &self.primary {
+            Primary::Postgres(postgres) => postgres.record_version(new).await?,
+            Primary::Memory => self.cache.record_version(new).await?,
+        };
+        if matches!(self.primary, Primary::Postgres(_)) {
+            self.cache.store_version(&recorded.version).await?;
+        }
+        Ok(recorded)
+    }
+
+    /// Moves an environment to a version in the primary store (with its audit row).
+    pub async fn apply(&self, application: &Application) -> Result<bool> {
+        match &self.primary {
+            Primary::Postgres(postgres) => {
+                let changed = postgres.apply(application).await?;
+                self.cache.apply(application).await?;
+                Ok(changed)
+            }
+            Primary::Memory => self.cache.apply(application).await,
+        }
+    }
+
+    /// The latest version, from the primary, or the cache while it is down.
+    pub async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
+        match &self.primary {
+            Primary::Postgres(postgres) => match postgres.latest(config_id).await {
+                Ok(latest) => Ok(latest),
+                Err(error) => match self.cache.latest(config_id).await? {
+                    Some(cached) => Ok(Some(cached)),
+                    None => Err(error),
+                },
+            },
+            Primary::Memory => self.cache.latest(config_id).await,
+        }
+    }
+
+    /// One version, from the primary, or the cache while it is down.
+    pub async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
+        match &self.primary {
+            Primary::Postgres(postgres) => match postgres.version(config_id, version).await {
+                Ok(found) => {
+                    if let Some(found) = &found {
+                        self.cache.store_version(found).await?;
+                    }
+                    Ok(found)
+                }
+                Err(error) => {
+                    let cached = self.cache.version(config_id, version).await?;
+                    if cached.is_some() {
+                        Ok(cached)
+                    } else {
+                        Err(error)
+                    }
+                }
+            },
+            Primary::Memory => self.cache.version(config_id, version).await,
+        }
+    }
+
+    /// The applied state per environment, from the primary, or the cache while it is down.
+    pub async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
+        match &self.primary {
+            Primary::Postgres(postgres) => match postgres.applied(config_id).await {
+                Ok(applied) => {
+                    for state in &applied {
+                        self.cache.store_applied(state).await?;
+                    }
+                    Ok(applied)
+                }
+                Err(error) => {
+                    let cached = self.cache.applied(config_id).await?;
+                    if cached.is_empty() {
+                        Err(error)
+                    } else {
+                        Ok(cached)
+                    }
+                }
+            },
+            Primary::Memory => self.cache.applied(config_id).await,
+        }
+    }
+
+    /// Brings Consul up to the primary's versions and applied state for one config id,
+    /// writing only what is missing or behind. `None` when Consul is not configured.
+    pub async fn sync_consul(&self, config_id: &str) -> Option<Result<ConsulSync>> {
+        let consul = self.consul.as_ref()?;
+        Some(self.sync_into(consul, config_id).await)
+    }
+
+    async fn sync_into(&self, consul: &ConsulStore, config_id: &str) -> Result<ConsulSync> {
+        let mut report = ConsulSync::default();
+        let recorded = match &self.primary {
+            Primary::Postgres(postgres) => postgres.versions(config_id).await?,
+            Primary::Memory => self.cache.versions(config_id).await?,
+        };
+        let mirrored = consul.versions(config_id).await?;
+        for version in &recorded {
+            if !mirrored.iter().any(|m| m.version == version.version) {
+                consul.store_version(version).await?;
+                report.versions_written += 1;
+            }
+        }
+        if let Some(latest) = recorded.last()
+            && consul
+                .latest(config_id)
+                .await?
+                .is_none_or(|l| l.version < latest.version)
+        {
+            consul.store_version(latest).await?;
+        }
+        let applied = self.applied(config_id).await?;
+        let mirrored = consul.applied(config_id).await?;
+        for state in &applied {
+            let current = mirrored.iter().find(|m| m.environment == state.environment);
+            if current.is_none_or(|m| m.version != state.version || m.checksum != state.checksum) {
+                consul.store_applied(state).await?;
+                report.applied_written += 1;
+            }
+        }
+        Ok(report)
+    }
+}

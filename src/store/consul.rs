@@ -1,0 +1,297 @@
+//! Consul KV: the real-time copy, in the seed's layout under a configurable prefix:
+//! `{prefix}/{configId}/latest`, `.../versions/{n}` and `.../applied/{environment}`.
+//! Every write is a check-and-set on the key's modify index, and every read that a
+//! write depends on is `?consistent`, so a stale writer never overwrites newer state.
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use reqwest::{Client, StatusCode, Url};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::{
+    Application, AppliedState, Error, NewVersion, Recorded, Result, Version, VersionStore,
+};
+
+/// How often a check-and-set that lost a race is retried before giving up.
+const CAS_ATTEMPTS: usize = 5;
+
+/// Versions and applied state in Consul's KV store.
+pub struct ConsulStore {
+    http: Client,
+    base: Url,
+    prefix: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Entry {
+    key: String,
+    value: Option<String>,
+    modify_index: u64,
+}
+
+impl ConsulStore {
+    /// A store talking to the agent at `address` (e.g. `http://127.0.0.1:8500`).
+    pub fn new(address: Url, prefix: &str) -> Result<Self, reqwest::Error> {
+        let http = Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()?;
+        Ok(Self {
+            http,
+            base: address,
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    fn key(&self, config_id: &str, rest: &str) -> String {
+        format!("{}/{config_id}/{rest}", self.prefix)
+    }
+
+    fn url(&self, key: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!("/v1/kv/{key}"));
+        url
+    }
+
+    /// Reads entries at `key` (recursively when asked), consistently.
+    async fn read(&self, key: &str, recurse: bool) -> Result<Vec<Entry>> {
+        let mut url = self.url(key);
+        url.query_pairs_mut().append_pair("consistent", "");
+        if recurse {
+            url.query_pairs_mut().append_pair("recurse", "");
+        }
+        let action = || format!("read {key}");
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| Error::Consul {
+                action: action(),
+                source,
+            })?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(Vec::new()),
+            status if status.is_success() => {
+                response.json().await.map_err(|source| Error::Consul {
+                    action: action(),
+                    source,
+                })
+            }
+            status => Err(Error::ConsulStatus {
+                action: action(),
+                status: status.as_u16(),
+            }),
+        }
+    }
+
+    async fn read_one<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>> {
+        let entry = self
+            .read(key, false)
+            .await?
+            .into_iter()
+            .find(|e| e.key == key);
+        entry.map(|e| Ok((decode(&e)?, e.modify_index))).transpose()
+    }
+
+    /// Writes `value` at `key` only if the key's modify index is still `index`
+    /// (0: only if the key does not exist). Returns whether it was written.
+    async fn check_and_set<T: Serialize>(&self, key: &str, value: &T, index: u64) -> Result<bool> {
+        let mut url = self.url(key);
+        url.query_pairs_mut().append_pair("cas", &index.to_string());
+        let body = serde_json::to_vec(value).map_err(Error::Encode)?;
+        let action = || format!("write {key}");
+        let response = self
+            .http
+            .put(url)
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| Error::Consul {
+                action: action(),
+                source,
+            })?;
+        if !response.status().is_success() {
+            return Err(Error::ConsulStatus {
+                action: action(),
+                status: response.status().as_u16(),
+            });
+        }
+        let text = response.text().await.map_err(|source| Error::Consul {
+            action: action(),
+            source,
+        })?;
+        Ok(text.trim() == "true")
+    }
+
+    /// Points `latest` at `version` unless it already points at that or a newer one.
+    async fn advance_latest(&self, version: &Version) -> Result<()> {
+        let key = self.key(&version.config_id, "latest");
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.read_one::<Version>(&key).await?;
+            if current
+                .as_ref()
+                .is_some_and(|(latest, _)| latest.version >= version.version)
+            {
+                return Ok(());
+            }
+            let index = current.map_or(0, |(_, index)| index);
+            if self.check_and_set(&key, version, index).await? {
+                return Ok(());
+            }
+        }
+        Err(Error::ConsulStatus {
+            action: format!("advance {key}: lost {CAS_ATTEMPTS} check-and-set races"),
+            status: 409,
+        })
+    }
+
+    /// Writes an applied state with check-and-set unless the key already holds it.
+    async fn write_applied(&self, applied: &AppliedState) -> Result<bool> {
+        let key = self.key(
+            &applied.config_id,
+            &format!("applied/{}", applied.environment),
+        );
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.read_one::<AppliedState>(&key).await?;
+            if current.as_ref().is_some_and(|(state, _)| {
+                state.version == applied.version && state.checksum == applied.checksum
+            }) {
+                return Ok(false);
+            }
+            let index = current.map_or(0, |(_, index)| index);
+            if self.check_and_set(&key, applied, index).await? {
+                return Ok(true);
+            }
+        }
+        Err(Error::ConsulStatus {
+            action: format!("write {key}: lost {CAS_ATTEMPTS} check-and-set races"),
+            status: 409,
+        })
+    }
+}
+
+fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T> {
+    let invalid = |reason: String| Error::ConsulValue {
+        key: entry.key.clone(),
+        reason,
+    };
+    let raw = entry
+        .value
+        .as_deref()
+        .ok_or_else(|| invalid("the key is empty".into()))?;
+    let bytes = STANDARD.decode(raw).map_err(|e| invalid(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))
+}
+
+impl VersionStore for ConsulStore {
+    /// Consul numbers versions itself only when it is the sole store; the operator
+    /// always lets PostgreSQL decide and replicates with `store_version`.
+    async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
+        for _ in 0..CAS_ATTEMPTS {
+            let latest = self.latest(&new.config_id).await?;
+            if let Some(latest) = &latest
+                && latest.checksum == new.checksum
+                && latest.source == new.source
+            {
+                return Ok(Recorded {
+                    version: latest.clone(),
+                    created: false,
+                });
+            }
+            let version = Version {
+                config_id: new.config_id.clone(),
+                version: latest.map_or(1, |v| v.version + 1),
+                owner: new.owner.clone(),
+                snapshot: new.snapshot.clone(),
+                checksum: new.checksum.clone(),
+                source: new.source.clone(),
+                created_by: new.created_by.clone(),
+                created_at: k8s_openapi::jiff::Timestamp::now(),
+                message: new.message.clone(),
+            };
+            let key = self.key(&new.config_id, &format!("versions/{}", version.version));
+            if self.check_and_set(&key, &version, 0).await? {
+                self.advance_latest(&version).await?;
+                return Ok(Recorded {
+                    version,
+                    created: true,
+                });
+            }
+        }
+        Err(Error::ConsulStatus {
+            action: format!(
+                "number a version of {}: lost {CAS_ATTEMPTS} races",
+                new.config_id
+            ),
+            status: 409,
+        })
+    }
+
+    async fn store_version(&self, version: &Version) -> Result<()> {
+        let key = self.key(&version.config_id, &format!("versions/{}", version.version));
+        if !self.check_and_set(&key, version, 0).await? {
+            // Versions are immutable: an existing key must hold the same content.
+            let existing = self.read_one::<Version>(&key).await?;
+            if existing.is_some_and(|(v, _)| v.checksum != version.checksum) {
+                return Err(Error::Diverged {
+                    config_id: version.config_id.clone(),
+                    version: version.version,
+                    backend: "consul",
+                });
+            }
+        }
+        self.advance_latest(version).await
+    }
+
+    async fn apply(&self, application: &Application) -> Result<bool> {
+        self.write_applied(&AppliedState {
+            config_id: application.config_id.clone(),
+            environment: application.environment.clone(),
+            version: application.version,
+            checksum: application.checksum.clone(),
+            applied_at: k8s_openapi::jiff::Timestamp::now(),
+        })
+        .await
+    }
+
+    async fn store_applied(&self, applied: &AppliedState) -> Result<()> {
+        self.write_applied(applied).await.map(|_| ())
+    }
+
+    async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
+        Ok(self
+            .read_one::<Version>(&self.key(config_id, "latest"))
+            .await?
+            .map(|(version, _)| version))
+    }
+
+    async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
+        Ok(self
+            .read_one::<Version>(&self.key(config_id, &format!("versions/{version}")))
+            .await?
+            .map(|(version, _)| version))
+    }
+
+    async fn versions(&self, config_id: &str) -> Result<Vec<Version>> {
+        let entries = self.read(&self.key(config_id, "versions/"), true).await?;
+        let mut versions = entries
+            .iter()
+            .map(decode::<Version>)
+            .collect::<Result<Vec<_>>>()?;
+        versions.sort_by_key(|v| v.version);
+        Ok(versions)
+    }
+
+    async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
+        let entries = self.read(&self.key(config_id, "applied/"), true).await?;
+        let mut applied = entries
+            .iter()
+            .map(decode::<AppliedState>)
+            .collect::<Result<Vec<_>>>()?;
+        applied.sort_by(|a, b| a.environment.cmp(&b.environment));
+        Ok(applied)
+    }
+}
