@@ -56,7 +56,7 @@ start postgres "${pg_user[@]}" "$pg/postgres" -D "$dir/postgres/data" \
 
 log "starting Consul on 127.0.0.1:$consul_port"
 start consul "$bin/consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 \
-  -hcl "ports { http = $consul_port, dns = -1, grpc = -1, serf_lan = $(free_port), serf_wan = $(free_port), server = $(free_port) }" \
+  -hcl "ports { http = $consul_port, dns = -1, grpc = -1, grpc_tls = -1, serf_lan = $(free_port), serf_wan = $(free_port), server = $(free_port) }" \
   -log-level warn
 
 log "starting moto (AWS Secrets Manager) on 127.0.0.1:$moto_port"

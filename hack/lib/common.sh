@@ -27,11 +27,13 @@ wait_until() {
 }
 
 # start NAME COMMAND...: runs COMMAND in its own session with output to $dir/NAME.log,
-# and records its pid so env-down.sh can stop it.
+# records its pid so env-down.sh can stop it, and its command line in $dir/NAME.cmd so
+# env-ctl.sh can start it again after a fault test stopped it.
 start() {
   local name="$1"
   shift
-  setsid "$@" >"$dir/$name.log" 2>&1 </dev/null &
+  printf '%q ' "$@" >"$dir/$name.cmd"
+  setsid "$@" >>"$dir/$name.log" 2>&1 </dev/null &
   echo "$! $name" >>"$dir/pids"
 }
 
