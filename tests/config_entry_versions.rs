@@ -506,3 +506,90 @@ async fn env_and_yaml_formats_render_as_asked() {
     assert_eq!(data["POOL_MAX"], "10");
     let _ = &s.client;
 }
+
+#[tokio::test]
+async fn a_restart_target_rolls_once_per_content_change() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let s = setup("restart").await;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "payments-api"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "payments-api"}},
+            "template": {
+                "metadata": {"labels": {"app": "payments-api"}},
+                "spec": {"containers": [{"name": "api", "image": "registry.invalid/payments:1"}]},
+            },
+        },
+    }))
+    .expect("deployment");
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
+
+    let spec = entry(
+        &s.ns,
+        json!({
+            "data": {"pool": {"max": 10}},
+            "environments": [{"name": "production", "restartTargets": [{"kind": "Deployment", "name": "payments-api"}]}],
+        }),
+    );
+    s.entries
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("create entry");
+    let annotation = "checksum.config.summit.io/payments";
+    let checksum_of = |deployment: &Deployment| {
+        deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(annotation)
+            .cloned()
+    };
+    let first = eventually("the deployment to carry the checksum", WAIT, || async {
+        let deployment = deployments.get("payments-api").await.ok()?;
+        checksum_of(&deployment).map(|sum| (sum, deployment.metadata.generation))
+    })
+    .await;
+    let live = converged(&s.entries, 1).await.status.unwrap().environments[0]
+        .checksum
+        .clone();
+    assert_eq!(
+        Some(first.0.clone()),
+        live,
+        "the annotation is the live checksum"
+    );
+
+    // A content change rolls it exactly once.
+    let edit = json!({"spec": {"data": {"pool": {"max": 20}}}});
+    s.entries
+        .patch("payments", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit");
+    let second = eventually("the deployment to roll", WAIT, || async {
+        let deployment = deployments.get("payments-api").await.ok()?;
+        let sum = checksum_of(&deployment)?;
+        (sum != first.0).then_some((sum, deployment.metadata.generation))
+    })
+    .await;
+    assert_eq!(
+        second.1,
+        first.1.map(|g| g + 1),
+        "one new generation per content change"
+    );
+
+    // An edit that changes no content does not roll it.
+    let edit = json!({"spec": {"description": "words only"}});
+    s.entries
+        .patch("payments", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit");
+    converged(&s.entries, 3).await;
+    let after = deployments.get("payments-api").await.unwrap();
+    assert_eq!(after.metadata.generation, second.1);
+}

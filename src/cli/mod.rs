@@ -67,6 +67,10 @@ pub struct OperatorArgs {
     )]
     pub allowed_namespaces: Vec<String>,
 
+    /// Restarts of one workload are at least this many seconds apart.
+    #[arg(long, env = "SUMMIT_RESTART_INTERVAL_SECONDS", default_value_t = 30)]
+    pub restart_interval_seconds: u64,
+
     /// Log format.
     #[arg(long, env = "SUMMIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

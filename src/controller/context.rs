@@ -31,6 +31,8 @@ pub struct Context {
     pub stores: Arc<Stores>,
     /// Namespaces besides an entry's own that projections may target.
     pub allowed_namespaces: BTreeSet<String>,
+    /// Keeps restarts of each workload apart.
+    pub restarts: super::config_entry::RestartLimiter,
 }
 
 /// The parts of a [`Context`] that are made before it.
@@ -42,6 +44,7 @@ pub struct Parts {
     pub managed_config_maps: Store<ConfigMap>,
     pub stores: Arc<Stores>,
     pub allowed_namespaces: BTreeSet<String>,
+    pub restart_interval: std::time::Duration,
 }
 
 impl Context {
@@ -60,6 +63,7 @@ impl Context {
             managed_config_maps: parts.managed_config_maps,
             stores: parts.stores,
             allowed_namespaces: parts.allowed_namespaces,
+            restarts: super::config_entry::RestartLimiter::new(parts.restart_interval),
         }
     }
 

@@ -82,6 +82,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             managed_config_maps,
             stores,
             allowed_namespaces: args.allowed_namespaces.iter().cloned().collect(),
+            restart_interval: Duration::from_secs(args.restart_interval_seconds),
         },
         std::env::var("POD_NAME").ok(),
     ));
@@ -251,6 +252,10 @@ where
     let labels = KindLabels { kind };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let result = reconcile.await;
+    match &result {
+        Ok(action) => tracing::debug!(?action, "reconciled"),
+        Err(error) => tracing::debug!(%error, "reconcile failed"),
+    }
     ctx.metrics
         .reconcile_seconds
         .get_or_create(&labels)

@@ -160,6 +160,7 @@ impl Operator {
             .arg(env().kubeconfig())
             .args(["--database-url", env().var("DATABASE_URL")])
             .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
+            .args(["--restart-interval-seconds", "1"])
             .env("RUST_LOG", "info,summit_config=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

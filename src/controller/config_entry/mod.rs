@@ -6,6 +6,7 @@
 mod pipeline;
 mod project;
 mod report;
+mod restart;
 mod validate;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use kube::{
 };
 use tracing::instrument;
 
+pub use restart::RestartLimiter;
 pub use validate::SCHEMA_LABEL;
 
 use super::{Context, Error, Result, observed, requeue_after_error};

@@ -12,6 +12,7 @@ use super::{
     KIND,
     project::apply_config_map,
     report::{EnvironmentOutcome, Live, Report, SyncOutcome, build_status},
+    restart::{Restart, restart, restart_annotation},
     validate::{self, Refusal},
 };
 use crate::{
@@ -108,6 +109,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     };
     let latest = &recorded.version;
     if recorded.created {
+        tracing::info!(%config_id, version = latest.version, "version recorded");
         ctx.metrics.versions_recorded.inc();
         ctx.publish(
             entry,
@@ -158,6 +160,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 finish(ctx, entry, &report).await?;
                 return Err(Error::Store(error));
             }
+            tracing::info!(%config_id, environment = %plan.spec.name, version = latest.version, "applied");
             ctx.publish(
                 entry,
                 EventType::Normal,
@@ -192,7 +195,8 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         report.environments.push(outcome);
     }
 
-    // Project what is live in each environment.
+    // Project what is live in each environment, and restart what consumes it.
+    let mut retry_after = None;
     for (plan, outcome) in plans.iter().zip(report.environments.iter_mut()) {
         let Some(live) = &outcome.live else { continue };
         let data = if live.checksum == plan.checksum {
@@ -220,6 +224,35 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         if let Err(error) = projected {
             outcome.phase = EnvironmentPhase::Degraded;
             outcome.message = Some(format!("projection failed: {error}"));
+            continue;
+        }
+        let annotation = restart_annotation(&entry.name_any());
+        for target in &plan.spec.restart_targets {
+            let workload = format!("{:?} {}/{}", target.kind, plan.namespace, target.name);
+            match restart(ctx, &plan.namespace, target, &annotation, &live.checksum).await {
+                Ok(Restart::Current) => {}
+                Ok(Restart::Rolled) => {
+                    tracing::info!(%workload, version = live.version, "restarted");
+                    let note = format!(
+                        "restarting {workload} for version {} of {}",
+                        live.version, plan.spec.name
+                    );
+                    ctx.publish(entry, EventType::Normal, "Restarted", note)
+                        .await;
+                }
+                Ok(Restart::Deferred(wait)) => {
+                    tracing::info!(%workload, ?wait, "restart deferred by the rate limit");
+                    retry_after =
+                        Some(retry_after.map_or(wait, |r: std::time::Duration| r.min(wait)));
+                }
+                Ok(Restart::Missing) => {
+                    outcome.message = Some(format!("restart target {workload} does not exist"));
+                }
+                Err(error) => {
+                    outcome.phase = EnvironmentPhase::Degraded;
+                    outcome.message = Some(format!("cannot restart {workload}: {error}"));
+                }
+            }
         }
     }
 
@@ -262,7 +295,8 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     {
         return Err(Error::ProjectionFailed);
     }
-    Ok(Action::await_change())
+    // A restart held back by the rate limit is retried once it is allowed.
+    Ok(retry_after.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Writes the status the report describes (only if it changed) and publishes an Event
