@@ -150,9 +150,18 @@ impl Operator {
     /// Starts the operator for `namespace` with the environment's PostgreSQL and Consul,
     /// logging at debug level to `$SUMMIT_ENV_DIR/operator-<namespace>.log`.
     pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[])
+    }
+
+    /// Like [`Operator::start`], with extra command-line arguments.
+    pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
         let log_path =
             PathBuf::from(env().var("SUMMIT_ENV_DIR")).join(format!("operator-{namespace}.log"));
-        let log = std::fs::File::create(&log_path).expect("create the operator log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open the operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
             .args(["operator", "--http-addr", "127.0.0.1:0"])
             .args(["--namespace", namespace])
@@ -161,6 +170,7 @@ impl Operator {
             .args(["--database-url", env().var("DATABASE_URL")])
             .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
             .args(["--restart-interval-seconds", "1"])
+            .args(extra)
             .env("RUST_LOG", "info,summit_config=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -170,6 +180,26 @@ impl Operator {
         eprintln!("operator for {namespace} logs to {}", log_path.display());
         Self { child }
     }
+}
+
+impl Operator {
+    /// Kills the operator with SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Stops (SIGKILL) or starts one service of the environment: `postgres`, `consul`, ...
+pub fn env_ctl(action: &str, service: &str) {
+    let dir = PathBuf::from(env().var("SUMMIT_ENV_DIR"));
+    let root = dir.parent().expect("environment root");
+    let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/env-ctl.sh"))
+        .args([env().var("SUMMIT_ENV_NAME"), action, service])
+        .env("SUMMIT_ENV_ROOT", root)
+        .status()
+        .expect("run hack/env-ctl.sh");
+    assert!(status.success(), "env-ctl.sh {action} {service} failed");
 }
 
 impl Drop for Operator {
