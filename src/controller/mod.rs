@@ -41,7 +41,7 @@ use reqwest::Url;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::{
-    api,
+    api::{self, v1alpha1::ConfigEntry},
     cli::OperatorArgs,
     project::{LABEL_MANAGED_BY, MANAGED_BY},
     store::{Stores, StoresConfig},
@@ -100,6 +100,18 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     .default_backoff()
     .reflect(managed_writer)
     .touched_objects();
+    let entry_controller = controller_for::<ConfigEntry>(&ctx);
+    let config_map_triggers = config_entry::config_map_triggers(
+        entry_controller.store(),
+        schema_events,
+        projected_events,
+    );
+    // Reconciles read these caches: fill them first.
+    let caches = async {
+        ctx.schema_config_maps.wait_until_ready().await?;
+        ctx.managed_config_maps.wait_until_ready().await
+    };
+    caches.await.map_err(|_| Error::CacheClosed)?;
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
@@ -109,17 +121,30 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     tokio::select! {
         _ = async {
             tokio::join!(
-                run_controller(ctx.clone(), config_entry::reconcile, config_entry::error_policy, |c| {
-                    config_entry::watches(c, schema_events, projected_events)
-                }),
-                run_controller(ctx.clone(), config_change::reconcile, config_change::error_policy, |c| c),
                 run_controller(
+                    entry_controller.reconcile_on(config_map_triggers),
+                    ctx.clone(),
+                    config_entry::reconcile,
+                    config_entry::error_policy,
+                ),
+                run_controller(
+                    controller_for(&ctx),
+                    ctx.clone(),
+                    config_change::reconcile,
+                    config_change::error_policy,
+                ),
+                run_controller(
+                    controller_for(&ctx),
                     ctx.clone(),
                     secret_rotation_policy::reconcile,
                     secret_rotation_policy::error_policy,
-                    |c| c,
                 ),
-                run_controller(ctx.clone(), drift_check::reconcile, drift_check::error_policy, |c| c),
+                run_controller(
+                    controller_for(&ctx),
+                    ctx.clone(),
+                    drift_check::reconcile,
+                    drift_check::error_policy,
+                ),
             )
         } => {}
         served = http => match served {
@@ -204,13 +229,29 @@ async fn wait_for_crds(client: &Client, limit: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Runs one controller for kind `K` with the shared context until shutdown; `extend`
-/// adds the kind's secondary watches.
+/// A controller for kind `K` over what the operator watches.
+fn controller_for<K>(ctx: &Context) -> Controller<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    Controller::new(
+        ctx.watched::<K>(),
+        watcher::Config::default().any_semantic(),
+    )
+}
+
+/// Runs one controller with the shared context until shutdown.
 async fn run_controller<K, R, F>(
+    controller: Controller<K>,
     ctx: Arc<Context>,
     reconcile: R,
     error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action,
-    extend: impl FnOnce(Controller<K>) -> Controller<K>,
 ) where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -222,19 +263,15 @@ async fn run_controller<K, R, F>(
     R: FnMut(Arc<K>, Arc<Context>) -> F,
     F: Future<Output = Result<Action>> + Send + 'static,
 {
-    let api = ctx.watched::<K>();
-    extend(Controller::new(
-        api,
-        watcher::Config::default().any_semantic(),
-    ))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "controller event");
-        }
-    })
-    .await;
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        })
+        .await;
 }
 
 /// Wraps one reconcile with its metrics, and resets the object's backoff on success.

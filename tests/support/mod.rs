@@ -163,7 +163,13 @@ impl Operator {
             .open(&log_path)
             .expect("open the operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
-            .args(["operator", "--http-addr", "127.0.0.1:0"])
+            .arg("operator")
+            .args(
+                (!extra.contains(&"--http-addr"))
+                    .then_some(["--http-addr", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--namespace", namespace])
             .arg("--kubeconfig")
             .arg(env().kubeconfig())

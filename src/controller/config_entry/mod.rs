@@ -11,11 +11,15 @@ mod validate;
 
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     ResourceExt,
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use tracing::instrument;
 
@@ -42,38 +46,45 @@ pub fn error_policy(entry: Arc<ConfigEntry>, error: &Error, ctx: Arc<Context>) -
     requeue_after_error(KIND, entry.as_ref(), error, &ctx)
 }
 
-/// Adds the entry controller's secondary watches: schema ConfigMaps re-validate the
-/// entries that reference them, and a projected ConfigMap edited or deleted by hand
-/// brings its entry back to repair it.
-pub fn watches(
-    controller: Controller<ConfigEntry>,
+/// Drives the ConfigMap watches the entry controller reads (schema ConfigMaps, and the
+/// ConfigMaps it projected) in tasks of their own, and turns their events into
+/// reconcile requests: a schema ConfigMap re-validates the entries that reference it,
+/// and a projected ConfigMap edited or deleted by hand brings its entry back to repair
+/// it. The caches fill before any reconcile needs them, and a busy controller never
+/// holds them back.
+pub fn config_map_triggers(
+    entries: Store<ConfigEntry>,
     schema_events: impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static,
     projected_events: impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static,
-) -> Controller<ConfigEntry> {
-    let entries = controller.store();
-    controller
-        .watches_stream(schema_events, move |config_map| {
-            let namespace = config_map.namespace();
-            let name = config_map.name_any();
-            entries
-                .state()
-                .into_iter()
-                .filter(|entry| {
-                    entry.namespace() == namespace
-                        && entry
-                            .spec
-                            .schema_ref
-                            .as_ref()
-                            .is_some_and(|r| r.name == name)
-                })
-                .map(|entry| ObjectRef::from_obj(entry.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(projected_events, |config_map| {
-            let owner = config_map.annotations().get(ANNOTATION_ENTRY).cloned();
-            owner.and_then(|owner| {
-                let (namespace, name) = owner.split_once('/')?;
-                Some(ObjectRef::<ConfigEntry>::new(name).within(namespace))
-            })
-        })
+) -> impl Stream<Item = ObjectRef<ConfigEntry>> + Send + 'static {
+    let (sender, receiver) = futures::channel::mpsc::unbounded();
+    let schema_sender = sender.clone();
+    tokio::spawn(schema_events.for_each(move |event| {
+        let Ok(config_map) = event else {
+            return std::future::ready(());
+        };
+        let namespace = config_map.namespace();
+        let name = config_map.name_any();
+        for entry in entries.state() {
+            let references = entry
+                .spec
+                .schema_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name);
+            if references && entry.namespace() == namespace {
+                let _ = schema_sender.unbounded_send(ObjectRef::from_obj(entry.as_ref()));
+            }
+        }
+        std::future::ready(())
+    }));
+    tokio::spawn(projected_events.for_each(move |event| {
+        let owner = event
+            .ok()
+            .and_then(|config_map| config_map.annotations().get(ANNOTATION_ENTRY).cloned());
+        if let Some((namespace, name)) = owner.as_deref().and_then(|o| o.split_once('/')) {
+            let _ = sender.unbounded_send(ObjectRef::new(name).within(namespace));
+        }
+        std::future::ready(())
+    }));
+    receiver
 }

@@ -38,12 +38,6 @@ struct Plan<'s> {
 }
 
 pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Action> {
-    // Decisions below read the watch caches; start only once they hold the cluster.
-    let caches = async {
-        ctx.schema_config_maps.wait_until_ready().await?;
-        ctx.managed_config_maps.wait_until_ready().await
-    };
-    caches.await.map_err(|_| Error::CacheClosed)?;
     let mut report = Report {
         generation: entry.metadata.generation,
         validated: Ok(String::new()),
