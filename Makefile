@@ -1,7 +1,7 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: test demo demo-down env-up env-down tools crds lint unit
+.PHONY: test demo demo-down env-up env-down tools crds lint unit bench
 
 ## make test: build the tools (cached), bring up the environment, lint and run every test, bring it down.
 test:
@@ -36,3 +36,8 @@ lint:
 ## make unit: the tests that need no environment.
 unit:
 	cargo test --lib --bins
+
+## make bench [ENTRIES=N]: converge N entries (1,000 by default) from cold and print the figures.
+ENTRIES ?= 1000
+bench:
+	hack/bench.sh $(ENTRIES)

@@ -11,7 +11,7 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -67,6 +67,24 @@ pub struct Metrics {
     pub apiserver_writes: Family<WriteLabels, Counter>,
     /// Versions recorded.
     pub versions_recorded: Counter,
+    /// Time to move one environment to a version: the applied-state write and the projection.
+    pub apply_seconds: Histogram,
+    /// 1 while a backend answered its last request, 0 after it failed.
+    pub backend_up: Family<BackendLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: &'static str,
+}
+
+impl Metrics {
+    /// Records whether a backend answered.
+    pub fn backend(&self, backend: &'static str, up: bool) {
+        self.backend_up
+            .get_or_create(&BackendLabels { backend })
+            .set(i64::from(up));
+    }
 }
 
 impl Default for Metrics {
@@ -79,6 +97,18 @@ impl Default for Metrics {
         });
         let apiserver_writes = Family::<WriteLabels, Counter>::default();
         let versions_recorded = Counter::default();
+        let apply_seconds = Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
+        let backend_up = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "apply_duration_seconds",
+            "Time to apply a version to one environment, projection included",
+            apply_seconds.clone(),
+        );
+        registry.register(
+            "backend_up",
+            "Whether a backend (postgres, consul) answered its last request",
+            backend_up.clone(),
+        );
         registry.register(
             "versions_recorded",
             "Versions recorded",
@@ -107,6 +137,8 @@ impl Default for Metrics {
             reconcile_seconds,
             apiserver_writes,
             versions_recorded,
+            apply_seconds,
+            backend_up,
         }
     }
 }

@@ -189,6 +189,11 @@ impl Operator {
 }
 
 impl Operator {
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the operator with SIGKILL, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

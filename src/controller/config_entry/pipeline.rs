@@ -86,6 +86,14 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         Ok::<_, crate::store::Error>((recorded, applied))
     }
     .await;
+    ctx.metrics.backend(
+        if ctx.stores.is_durable() {
+            "postgres"
+        } else {
+            "memory"
+        },
+        stored.is_ok(),
+    );
     let (recorded, applied) = match stored {
         Ok(stored) => stored,
         Err(error) => {
@@ -120,6 +128,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     report.latest = Some((latest.version, latest.checksum.clone()));
 
     // Move each environment whose content changed and whose policy lets it.
+    let mut moved_at = std::collections::HashMap::new();
     for plan in &plans {
         let current = applied.iter().find(|a| a.environment == plan.spec.name);
         let outcome = if current.is_some_and(|c| c.checksum == plan.checksum) {
@@ -131,6 +140,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 message: None,
             }
         } else if auto_approves(plan.spec) {
+            moved_at.insert(plan.spec.name.clone(), std::time::Instant::now());
             let application = Application {
                 config_id: config_id.clone(),
                 environment: plan.spec.name.clone(),
@@ -220,6 +230,11 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
             outcome.message = Some(format!("projection failed: {error}"));
             continue;
         }
+        if let Some(started) = moved_at.get(&plan.spec.name) {
+            ctx.metrics
+                .apply_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         let annotation = restart_annotation(&entry.name_any());
         for target in &plan.spec.restart_targets {
             let workload = format!("{:?} {}/{}", target.kind, plan.namespace, target.name);
@@ -252,6 +267,9 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
 
     // Consul follows; while it is down, applying goes on and it catches up later.
     let consul = ctx.stores.sync_consul(&config_id).await;
+    if let Some(result) = &consul {
+        ctx.metrics.backend("consul", result.is_ok());
+    }
     let consul_behind = matches!(consul, Some(Err(_)));
     report.sync = Some(match consul {
         None if ctx.stores.is_durable() => SyncOutcome {
