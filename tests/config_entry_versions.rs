@@ -593,3 +593,68 @@ async fn a_restart_target_rolls_once_per_content_change() {
     let after = deployments.get("payments-api").await.unwrap();
     assert_eq!(after.metadata.generation, second.1);
 }
+
+#[tokio::test]
+async fn deleting_an_entry_removes_its_projections_and_its_backend_state_on_request() {
+    let s = setup("deletion").await;
+    let config_id = format!("tests/{}", s.ns);
+    let mut spec = payments(&s.ns);
+    spec.spec.deletion_policy = Some(summit_config::api::v1alpha1::DeletionPolicy::Delete);
+    s.entries
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("create");
+    converged(&s.entries, 1).await;
+    let prefix = format!("summit/config/{config_id}");
+    assert!(
+        consul_get(&format!("{prefix}/applied/development"))
+            .await
+            .is_some()
+    );
+
+    s.entries
+        .delete("payments", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the entry to be gone", WAIT, || async {
+        s.entries
+            .get_opt("payments")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for name in ["payments-development", "payments-production"] {
+        assert!(
+            s.config_maps.get_opt(name).await.unwrap().is_none(),
+            "{name} was left behind"
+        );
+    }
+    assert!(consul_get(&format!("{prefix}/latest")).await.is_none());
+    assert!(
+        consul_get(&format!("{prefix}/applied/development"))
+            .await
+            .is_none()
+    );
+    let pool = postgres().await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM config_applied_state WHERE config_id = $1",
+            &config_id
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM config_versions WHERE config_id = $1",
+            &config_id
+        )
+        .await,
+        1,
+        "history stays"
+    );
+}

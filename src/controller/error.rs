@@ -50,6 +50,9 @@ pub enum Error {
     #[error(transparent)]
     Store(crate::store::Error),
 
+    #[error("cannot add or remove the finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
     #[error("a watch cache closed; the operator is shutting down")]
     CacheClosed,
 
@@ -75,6 +78,7 @@ impl Error {
             Error::Store(error) => error.label(),
             Error::ConsulBehind => "ConsulBehind",
             Error::CacheClosed => "CacheClosed",
+            Error::Finalizer(_) => "Finalizer",
             Error::ProjectionFailed => "ProjectionFailed",
         }
     }

@@ -152,6 +152,19 @@ impl Stores {
         }
     }
 
+    /// Removes a config id's applied state (primary and cache) and Consul keys, for a
+    /// ConfigEntry deleted with `deletionPolicy: Delete`. Versions and audit stay.
+    pub async fn forget(&self, config_id: &str, actor: &str) -> Result<()> {
+        if let Primary::Postgres(postgres) = &self.primary {
+            postgres.forget(config_id, actor).await?;
+        }
+        self.cache.forget(config_id);
+        if let Some(consul) = &self.consul {
+            consul.forget(config_id).await?;
+        }
+        Ok(())
+    }
+
     /// Brings Consul up to the primary's versions and applied state for one config id,
     /// writing only what is missing or behind. `None` when Consul is not configured.
     pub async fn sync_consul(&self, config_id: &str) -> Option<Result<ConsulSync>> {

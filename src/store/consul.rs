@@ -173,6 +173,37 @@ impl ConsulStore {
     }
 }
 
+impl ConsulStore {
+    /// Removes a config id's keys (`latest`, `versions/`, `applied/`); keys of other
+    /// config ids below it are left alone.
+    pub async fn forget(&self, config_id: &str) -> Result<()> {
+        for (rest, recurse) in [("latest", false), ("versions/", true), ("applied/", true)] {
+            let key = self.key(config_id, rest);
+            let mut url = self.url(&key);
+            if recurse {
+                url.query_pairs_mut().append_pair("recurse", "");
+            }
+            let action = || format!("delete {key}");
+            let response = self
+                .http
+                .delete(url)
+                .send()
+                .await
+                .map_err(|source| Error::Consul {
+                    action: action(),
+                    source,
+                })?;
+            if !response.status().is_success() {
+                return Err(Error::ConsulStatus {
+                    action: action(),
+                    status: response.status().as_u16(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T> {
     let invalid = |reason: String| Error::ConsulValue {
         key: entry.key.clone(),

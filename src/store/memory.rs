@@ -29,6 +29,13 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Removes a config id's applied state.
+    pub fn forget(&self, config_id: &str) {
+        self.lock().applied.retain(|(id, _), _| id != config_id);
+    }
+}
+
 impl VersionStore for MemoryStore {
     async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
         let mut state = self.lock();

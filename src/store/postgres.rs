@@ -68,6 +68,38 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Removes a config id's applied state, with an audit row naming who and why.
+    /// Versions and the audit trail stay.
+    pub async fn forget(&self, config_id: &str, actor: &str) -> Result<()> {
+        let mut tx = self.begin_locked(config_id).await?;
+        let latest: Option<i32> =
+            sqlx::query_scalar("SELECT MAX(version) FROM config_versions WHERE config_id = $1")
+                .bind(config_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(failed("read the latest version"))?;
+        sqlx::query("DELETE FROM config_applied_state WHERE config_id = $1")
+            .bind(config_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("delete the applied state"))?;
+        if let Some(latest) = latest {
+            insert_audit(
+                &mut tx,
+                config_id,
+                i64::from(latest),
+                actor,
+                "ConfigEntry deleted with deletionPolicy Delete",
+                json!({"event": "deleted"}),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(failed("commit a deletion"))?;
+        Ok(())
+    }
+}
+
 const VERSION_COLUMNS: &str =
     "config_id, version, config, overrides, checksum, metadata, created_at, created_by";
 

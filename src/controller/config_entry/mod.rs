@@ -3,6 +3,7 @@
 //! Consul up to date → status. Nothing is written unless every environment validates
 //! and renders.
 
+mod cleanup;
 mod pipeline;
 mod project;
 mod report;
@@ -17,6 +18,7 @@ use kube::{
     ResourceExt,
     runtime::{
         controller::Action,
+        finalizer::{self, Event as FinalizerEvent, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -33,13 +35,22 @@ pub const KIND: &str = "ConfigEntry";
 
 #[instrument(skip_all, fields(namespace = entry.namespace().unwrap_or_default(), name = entry.name_any()))]
 pub async fn reconcile(entry: Arc<ConfigEntry>, ctx: Arc<Context>) -> Result<Action> {
-    observed(
-        KIND,
-        entry.as_ref(),
-        &ctx,
-        pipeline::reconcile_entry(&entry, &ctx),
-    )
-    .await
+    let api = ctx.namespaced::<ConfigEntry>(&entry.namespace().unwrap_or_default());
+    let work = finalizer(&api, cleanup::FINALIZER, entry.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(entry) => pipeline::reconcile_entry(&entry, &ctx).await,
+            FinalizerEvent::Cleanup(entry) => cleanup::cleanup(&entry, &ctx)
+                .await
+                .map(|()| Action::await_change()),
+        }
+    });
+    let work = async {
+        work.await.map_err(|error| match error {
+            finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+            other => Error::Finalizer(Box::new(other)),
+        })
+    };
+    observed(KIND, entry.as_ref(), &ctx, work).await
 }
 
 pub fn error_policy(entry: Arc<ConfigEntry>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -347,14 +347,12 @@ fn plan<'e>(
     let mut at_fault = BTreeSet::new();
     for environment in &entry.spec.environments {
         let content = snapshot.resolve(&environment.name).unwrap_or(Value::Null);
-        let target = environment.config_map.as_ref();
-        let format = target.and_then(|t| t.format).unwrap_or(ConfigFormat::Json);
-        let target_namespace = target
-            .and_then(|t| t.namespace.clone())
-            .unwrap_or_else(|| namespace.clone());
-        let name = target
-            .and_then(|t| t.name.clone())
-            .unwrap_or_else(|| format!("{}-{}", entry.name_any(), environment.name));
+        let format = environment
+            .config_map
+            .as_ref()
+            .and_then(|t| t.format)
+            .unwrap_or(ConfigFormat::Json);
+        let (target_namespace, name) = config_map_target(entry, environment);
         if target_namespace != namespace && !ctx.allowed_namespaces.contains(&target_namespace) {
             failures.push(format!(
                 "environment {:?}: target namespace {target_namespace:?} is not allowed; the operator projects into an entry's own namespace and those it is configured to allow",
@@ -393,6 +391,19 @@ fn plan<'e>(
         },
         environments: at_fault,
     })
+}
+
+/// Where an environment's ConfigMap goes: its target, or `<entry>-<environment>` in
+/// the entry's namespace.
+pub fn config_map_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
+    let target = environment.config_map.as_ref();
+    let namespace = target
+        .and_then(|t| t.namespace.clone())
+        .unwrap_or_else(|| entry.namespace().unwrap_or_default());
+    let name = target
+        .and_then(|t| t.name.clone())
+        .unwrap_or_else(|| format!("{}-{}", entry.name_any(), environment.name));
+    (namespace, name)
 }
 
 /// The rendered content of an older version still live in an environment.
