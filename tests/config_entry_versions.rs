@@ -658,3 +658,42 @@ async fn deleting_an_entry_removes_its_projections_and_its_backend_state_on_requ
         "history stays"
     );
 }
+
+#[tokio::test]
+async fn a_removed_environment_takes_its_config_map_with_it() {
+    let s = setup("removed-environment").await;
+    s.entries
+        .create(&PostParams::default(), &payments(&s.ns))
+        .await
+        .expect("create");
+    converged(&s.entries, 1).await;
+    assert!(
+        s.config_maps
+            .get_opt("payments-production")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let edit = json!({"spec": {"environments": [{"name": "development"}]}});
+    s.entries
+        .patch("payments", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit");
+    eventually("the production ConfigMap to go", WAIT, || async {
+        s.config_maps
+            .get_opt("payments-production")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        s.config_maps
+            .get_opt("payments-development")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -319,12 +319,27 @@ fn requeue_after_error<K: Resource>(
         })
         .inc();
     if !error.is_transient() {
-        tracing::warn!(kind, name = %object.name_any(), %error, "reconcile failed; waiting for a change");
+        tracing::warn!(kind, name = %object.name_any(), error = %Chain(error), "reconcile failed; waiting for a change");
         return Action::await_change();
     }
     let delay = ctx.backoff.next(&object_key(object));
-    tracing::warn!(kind, name = %object.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    tracing::warn!(kind, name = %object.name_any(), error = %Chain(error), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// An error and its causes on one line, for logs.
+struct Chain<'e>(&'e Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 fn object_key<K: Resource>(object: &K) -> String {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     ResourceExt,
     runtime::{controller::Action, events::EventType},
@@ -21,7 +22,7 @@ use crate::{
         find_condition,
     },
     controller::{Context, Error, FIELD_MANAGER, Result, status},
-    project::{ProjectedConfigMap, RenderError, render},
+    project::{ANNOTATION_ENTRY, ProjectedConfigMap, RenderError, render},
     resolve::{Snapshot, checksum},
     store::{Application, NewVersion, Source, Version},
 };
@@ -265,6 +266,10 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         }
     }
 
+    // Projections nothing in the spec asks for any more (a removed environment, a
+    // renamed target) go away.
+    remove_stale_projections(ctx, entry, &plans).await?;
+
     // Consul follows; while it is down, applying goes on and it catches up later.
     let consul = ctx.stores.sync_consul(&config_id).await;
     if let Some(result) = &consul {
@@ -309,6 +314,54 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     }
     // A restart held back by the rate limit is retried once it is allowed.
     Ok(retry_after.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Deletes ConfigMaps this entry projected that no current plan targets.
+async fn remove_stale_projections(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    plans: &[Plan<'_>],
+) -> Result<()> {
+    let owner = format!(
+        "{}/{}",
+        entry.namespace().unwrap_or_default(),
+        entry.name_any()
+    );
+    let stale: Vec<(String, String)> = ctx
+        .managed_config_maps
+        .state()
+        .iter()
+        .filter(|cm| cm.annotations().get(ANNOTATION_ENTRY) == Some(&owner))
+        .map(|cm| (cm.namespace().unwrap_or_default(), cm.name_any()))
+        .filter(|(namespace, name)| {
+            !plans
+                .iter()
+                .any(|p| &p.namespace == namespace && &p.name == name)
+        })
+        .collect();
+    for (namespace, name) in stale {
+        let deleted = ctx
+            .namespaced::<ConfigMap>(&namespace)
+            .delete(&name, &Default::default())
+            .await;
+        match deleted {
+            Ok(_) => {}
+            // The cache may still hold one that is already gone.
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(error) => {
+                return Err(Error::kube(format!(
+                    "delete stale ConfigMap {namespace}/{name}"
+                ))(error));
+            }
+        }
+        ctx.count_write(KIND, "configmap");
+        let note = format!(
+            "removed ConfigMap {namespace}/{name}: no environment projects into it any more"
+        );
+        ctx.publish(entry, EventType::Normal, "ProjectionRemoved", note)
+            .await;
+    }
+    Ok(())
 }
 
 /// Writes the status the report describes (only if it changed) and publishes an Event
