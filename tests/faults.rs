@@ -192,7 +192,11 @@ async fn postgres_down_nothing_new_is_applied_until_it_returns() {
             .filter(|c| c == &json!({"v": 2}))
     })
     .await;
-    assert_eq!(latest_version(&entries).await, Some(2));
+    // Status is written after the projection: wait for it rather than race it.
+    eventually("status to report version 2", WAIT, || async {
+        (latest_version(&entries).await == Some(2)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
