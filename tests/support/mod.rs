@@ -213,6 +213,37 @@ pub fn env_ctl(action: &str, service: &str) {
     assert!(status.success(), "env-ctl.sh {action} {service} failed");
 }
 
+/// A service stopped by a fault test; started again when the guard is dropped, so a
+/// failing test never leaves the environment broken for the tests after it.
+pub struct Stopped {
+    service: &'static str,
+    running: bool,
+}
+
+/// Stops `service` (SIGKILL) until [`Stopped::start`] or the end of the scope.
+pub fn stop(service: &'static str) -> Stopped {
+    env_ctl("stop", service);
+    Stopped {
+        service,
+        running: false,
+    }
+}
+
+impl Stopped {
+    pub fn start(mut self) {
+        env_ctl("start", self.service);
+        self.running = true;
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if !self.running {
+            env_ctl("start", self.service);
+        }
+    }
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
