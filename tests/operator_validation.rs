@@ -27,13 +27,14 @@ fn schema() -> Value {
     })
 }
 
-fn entry(overrides: Value) -> ConfigEntry {
+/// An entry with a config id of its namespace's own, so tests never share one.
+fn entry(ns: &str, overrides: Value) -> ConfigEntry {
     serde_json::from_value(json!({
         "apiVersion": "config.summit.io/v1alpha1",
         "kind": "ConfigEntry",
         "metadata": {"name": "payments"},
         "spec": {
-            "configId": "payments/database",
+            "configId": format!("validation/{ns}"),
             "schema": schema(),
             "data": {"pool": {"max": 10}},
             "environments": [
@@ -92,7 +93,7 @@ async fn a_schema_violation_names_the_environment_and_the_path() {
     entries
         .create(
             &PostParams::default(),
-            &entry(json!({"pool": {"max": 500}})),
+            &entry(&ns, json!({"pool": {"max": 500}})),
         )
         .await
         .expect("create entry");
@@ -140,7 +141,7 @@ async fn an_invalid_schema_and_a_schema_from_a_config_map_are_reported() {
     let _operator = Operator::start(&ns);
     let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
 
-    let mut broken = entry(json!({}));
+    let mut broken = entry(&ns, json!({}));
     broken.spec.schema =
         Some(json!({"type": "object", "properties": {"pool": {"type": "strnig"}}}));
     entries
@@ -203,7 +204,7 @@ async fn every_controller_reports_its_observed_generation() {
 
     let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
     entries
-        .create(&PostParams::default(), &entry(json!({})))
+        .create(&PostParams::default(), &entry(&ns, json!({})))
         .await
         .expect("entry");
 
