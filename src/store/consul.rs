@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use reqwest::{Client, StatusCode, Url};
+use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
@@ -62,26 +62,26 @@ impl ConsulStore {
         if recurse {
             url.query_pairs_mut().append_pair("recurse", "");
         }
-        let action = || format!("read {key}");
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|source| Error::Consul {
-                action: action(),
-                source,
-            })?;
+        let Some(response) = self.send(self.http.get(url), format!("read {key}")).await? else {
+            return Ok(Vec::new());
+        };
+        response.json().await.map_err(|source| Error::Consul {
+            action: format!("read {key}"),
+            source,
+        })
+    }
+
+    /// Sends a request; `None` for 404, an error for any other failure.
+    async fn send(&self, request: RequestBuilder, action: String) -> Result<Option<Response>> {
+        let response = request.send().await.map_err(|source| Error::Consul {
+            action: action.clone(),
+            source,
+        })?;
         match response.status() {
-            StatusCode::NOT_FOUND => Ok(Vec::new()),
-            status if status.is_success() => {
-                response.json().await.map_err(|source| Error::Consul {
-                    action: action(),
-                    source,
-                })
-            }
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => Ok(Some(response)),
             status => Err(Error::ConsulStatus {
-                action: action(),
+                action,
                 status: status.as_u16(),
             }),
         }
@@ -102,27 +102,22 @@ impl ConsulStore {
         let mut url = self.url(key);
         url.query_pairs_mut().append_pair("cas", &index.to_string());
         let body = serde_json::to_vec(value).map_err(Error::Encode)?;
-        let action = || format!("write {key}");
+        let action = format!("write {key}");
         let response = self
-            .http
-            .put(url)
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| Error::Consul {
-                action: action(),
-                source,
-            })?;
-        if !response.status().is_success() {
-            return Err(Error::ConsulStatus {
-                action: action(),
-                status: response.status().as_u16(),
-            });
-        }
-        let text = response.text().await.map_err(|source| Error::Consul {
-            action: action(),
-            source,
-        })?;
+            .send(self.http.put(url).body(body), action.clone())
+            .await?;
+        let text = match response {
+            Some(response) => response
+                .text()
+                .await
+                .map_err(|source| Error::Consul { action, source })?,
+            None => {
+                return Err(Error::ConsulStatus {
+                    action,
+                    status: 404,
+                });
+            }
+        };
         Ok(text.trim() == "true")
     }
 
@@ -183,22 +178,8 @@ impl ConsulStore {
             if recurse {
                 url.query_pairs_mut().append_pair("recurse", "");
             }
-            let action = || format!("delete {key}");
-            let response = self
-                .http
-                .delete(url)
-                .send()
-                .await
-                .map_err(|source| Error::Consul {
-                    action: action(),
-                    source,
-                })?;
-            if !response.status().is_success() {
-                return Err(Error::ConsulStatus {
-                    action: action(),
-                    status: response.status().as_u16(),
-                });
-            }
+            self.send(self.http.delete(url), format!("delete {key}"))
+                .await?;
         }
         Ok(())
     }
