@@ -22,7 +22,7 @@ use kube::{
 };
 use serde_json::json;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, env, eventually, install_crds, namespace};
+use support::{Operator, env, eventually, install_crds, namespace, operator_writes};
 
 #[tokio::main]
 async fn main() {
@@ -95,17 +95,7 @@ async fn main() {
     .await;
     let elapsed = started.elapsed();
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics");
-    let writes: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("summit_config_apiserver_writes_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let writes = operator_writes(port).await;
     let peak_rss = proc_status(operator.pid(), "VmHWM:");
     drop(operator);
 

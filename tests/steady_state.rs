@@ -12,7 +12,7 @@ use kube::{
 };
 use serde_json::json;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, env, eventually, install_crds, namespace, postgres};
+use support::{Operator, env, eventually, install_crds, namespace, operator_writes, postgres};
 
 const ENTRIES: usize = 200;
 const IDLE: Duration = Duration::from_secs(60);
@@ -54,20 +54,6 @@ async fn resource_versions(
         );
     }
     versions
-}
-
-/// The operator's count of its own apiserver writes.
-async fn operator_writes(port: u16) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("scrape metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|line| line.starts_with("summit_config_apiserver_writes_total"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Consul's index of everything under a prefix: it moves with any write there.

@@ -229,17 +229,31 @@ async fn wait_for_crds(client: &Client, limit: Duration) -> Result<()> {
     Ok(())
 }
 
-/// A controller for kind `K` over what the operator watches.
-fn controller_for<K>(ctx: &Context) -> Controller<K>
-where
+/// What a kind needs to be watched and reconciled.
+trait Kind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Kind for K where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + Debug
         + DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// A controller for kind `K` over what the operator watches.
+fn controller_for<K: Kind>(ctx: &Context) -> Controller<K> {
     Controller::new(
         ctx.watched::<K>(),
         watcher::Config::default().any_semantic(),
@@ -247,19 +261,12 @@ where
 }
 
 /// Runs one controller with the shared context until shutdown.
-async fn run_controller<K, R, F>(
+async fn run_controller<K: Kind, R, F>(
     controller: Controller<K>,
     ctx: Arc<Context>,
     reconcile: R,
     error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action,
 ) where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
     R: FnMut(Arc<K>, Arc<Context>) -> F,
     F: Future<Output = Result<Action>> + Send + 'static,
 {

@@ -279,6 +279,20 @@ pub async fn consul_get(key: &str) -> Option<(serde_json::Value, u64)> {
     ))
 }
 
+/// The operator's own count of its apiserver writes, scraped from /metrics on `port`.
+pub async fn operator_writes(port: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with("summit_config_apiserver_writes_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Polls `probe` until it returns `Some`, for at most `limit`; panics with `what` otherwise.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
