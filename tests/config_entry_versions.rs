@@ -564,6 +564,14 @@ async fn a_restart_target_rolls_once_per_content_change() {
         live,
         "the annotation is the live checksum"
     );
+    // This environment has no controller-manager or kubelet: the test plays their part
+    // and reports the rollout finished, and status follows.
+    assert_eq!(consumers(&s.entries).await, (Some(0), Some(1)), "rolling");
+    finish_rollout(&deployments, "payments-api").await;
+    eventually("status to count the rolled-out consumer", WAIT, || async {
+        (consumers(&s.entries).await == (Some(1), Some(1))).then_some(())
+    })
+    .await;
 
     // A content change rolls it exactly once.
     let edit = json!({"spec": {"data": {"pool": {"max": 20}}}});
@@ -582,6 +590,15 @@ async fn a_restart_target_rolls_once_per_content_change() {
         first.1.map(|g| g + 1),
         "one new generation per content change"
     );
+    eventually("the new content's rollout to be pending", WAIT, || async {
+        (consumers(&s.entries).await == (Some(0), Some(1))).then_some(())
+    })
+    .await;
+    finish_rollout(&deployments, "payments-api").await;
+    eventually("status to count the rolled-out consumer", WAIT, || async {
+        (consumers(&s.entries).await == (Some(1), Some(1))).then_some(())
+    })
+    .await;
 
     // An edit that changes no content does not roll it.
     let edit = json!({"spec": {"description": "words only"}});
@@ -592,6 +609,30 @@ async fn a_restart_target_rolls_once_per_content_change() {
     converged(&s.entries, 3).await;
     let after = deployments.get("payments-api").await.unwrap();
     assert_eq!(after.metadata.generation, second.1);
+}
+
+/// The production environment's `(consumersReady, consumersTotal)`.
+async fn consumers(entries: &Api<ConfigEntry>) -> (Option<i32>, Option<i32>) {
+    let entry = entries.get("payments").await.expect("read entry");
+    let status = entry.status.unwrap_or_default();
+    status
+        .environments
+        .first()
+        .map_or((None, None), |e| (e.consumers_ready, e.consumers_total))
+}
+
+/// Writes what the deployment controller and kubelet would once every replica runs
+/// the newest template.
+async fn finish_rollout(deployments: &Api<k8s_openapi::api::apps::v1::Deployment>, name: &str) {
+    let deployment = deployments.get(name).await.expect("read deployment");
+    let status = json!({"status": {
+        "observedGeneration": deployment.metadata.generation,
+        "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+    }});
+    deployments
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("report the rollout");
 }
 
 #[tokio::test]

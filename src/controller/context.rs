@@ -11,7 +11,7 @@ use kube::{
     },
 };
 
-use super::{FIELD_MANAGER, backoff::Backoff};
+use super::{FIELD_MANAGER, backoff::Backoff, workloads::Workloads};
 use crate::{store::Stores, telemetry::Metrics};
 
 /// The client, event recorder, metrics and configuration of the running operator.
@@ -33,6 +33,8 @@ pub struct Context {
     pub allowed_namespaces: BTreeSet<String>,
     /// Keeps restarts of each workload apart.
     pub restarts: super::config_entry::RestartLimiter,
+    /// Deployments, StatefulSets and DaemonSets, from watches: the restart targets.
+    pub workloads: Workloads,
 }
 
 /// The parts of a [`Context`] that are made before it.
@@ -45,6 +47,7 @@ pub struct Parts {
     pub stores: Arc<Stores>,
     pub allowed_namespaces: BTreeSet<String>,
     pub restart_interval: std::time::Duration,
+    pub workloads: Workloads,
 }
 
 impl Context {
@@ -64,6 +67,7 @@ impl Context {
             stores: parts.stores,
             allowed_namespaces: parts.allowed_namespaces,
             restarts: super::config_entry::RestartLimiter::new(parts.restart_interval),
+            workloads: parts.workloads,
         }
     }
 
@@ -84,6 +88,11 @@ impl Context {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Whether the operator's watches see `namespace`.
+    pub fn watches(&self, namespace: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|n| n == namespace)
     }
 
     /// A schema ConfigMap from the watch cache.

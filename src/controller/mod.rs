@@ -8,6 +8,7 @@ mod drift_check;
 mod error;
 mod secret_rotation_policy;
 mod status;
+mod workloads;
 
 use std::{
     fmt::Debug,
@@ -36,12 +37,16 @@ use serde::de::DeserializeOwned;
 
 pub use context::Context;
 pub use error::{Error, Result};
+use workloads::Workloads;
 
 use reqwest::Url;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::{
-    api::{self, v1alpha1::ConfigEntry},
+    api::{
+        self,
+        v1alpha1::{ConfigEntry, WorkloadKind},
+    },
     cli::OperatorArgs,
     project::{LABEL_MANAGED_BY, MANAGED_BY},
     store::{Stores, StoresConfig},
@@ -73,6 +78,9 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
 
     let (schema_config_maps, schema_writer) = reflector::store();
     let (managed_config_maps, managed_writer) = reflector::store();
+    let (deployments, deployment_writer) = reflector::store();
+    let (stateful_sets, stateful_set_writer) = reflector::store();
+    let (daemon_sets, daemon_set_writer) = reflector::store();
     let ctx = Arc::new(Context::new(
         context::Parts {
             client,
@@ -83,6 +91,11 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             stores,
             allowed_namespaces: args.allowed_namespaces.iter().cloned().collect(),
             restart_interval: Duration::from_secs(args.restart_interval_seconds),
+            workloads: Workloads {
+                deployments,
+                stateful_sets,
+                daemon_sets,
+            },
         },
         std::env::var("POD_NAME").ok(),
     ));
@@ -100,16 +113,29 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     .default_backoff()
     .reflect(managed_writer)
     .touched_objects();
+    // Restart targets: a rollout's progress shows in the status of the entries that
+    // restart it.
+    let workload_events = futures::stream::select(
+        futures::stream::select(
+            workload_watch(&ctx, deployment_writer, WorkloadKind::Deployment),
+            workload_watch(&ctx, stateful_set_writer, WorkloadKind::StatefulSet),
+        ),
+        workload_watch(&ctx, daemon_set_writer, WorkloadKind::DaemonSet),
+    );
     let entry_controller = controller_for::<ConfigEntry>(&ctx);
-    let config_map_triggers = config_entry::config_map_triggers(
-        entry_controller.store(),
-        schema_events,
-        projected_events,
+    let triggers = futures::stream::select(
+        config_entry::config_map_triggers(
+            entry_controller.store(),
+            schema_events,
+            projected_events,
+        ),
+        config_entry::workload_triggers(entry_controller.store(), workload_events),
     );
     // Reconciles read these caches: fill them first.
     let caches = async {
         ctx.schema_config_maps.wait_until_ready().await?;
-        ctx.managed_config_maps.wait_until_ready().await
+        ctx.managed_config_maps.wait_until_ready().await?;
+        ctx.workloads.wait_until_ready().await
     };
     caches.await.map_err(|_| Error::CacheClosed)?;
     health.ready.store(true, Ordering::Relaxed);
@@ -122,7 +148,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         _ = async {
             tokio::join!(
                 run_controller(
-                    entry_controller.reconcile_on(config_map_triggers),
+                    entry_controller.reconcile_on(triggers),
                     ctx.clone(),
                     config_entry::reconcile,
                     config_entry::error_policy,
@@ -154,6 +180,29 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     }
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// A watch of one workload kind that fills its cache, as a stream of the workloads it
+/// saw change.
+fn workload_watch<K: Kind>(
+    ctx: &Context,
+    writer: reflector::store::Writer<K>,
+    kind: WorkloadKind,
+) -> impl futures::Stream<Item = (WorkloadKind, String, String)> + Send + 'static {
+    watcher(
+        ctx.watched::<K>(),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects()
+    .filter_map(move |event| {
+        std::future::ready(
+            event
+                .ok()
+                .map(|w| (kind, w.namespace().unwrap_or_default(), w.name_any())),
+        )
+    })
 }
 
 /// Which backends to use, from the command line.

@@ -29,7 +29,10 @@ pub use restart::RestartLimiter;
 pub use validate::SCHEMA_LABEL;
 
 use super::{Context, Error, Result, observed, requeue_after_error};
-use crate::{api::v1alpha1::ConfigEntry, project::ANNOTATION_ENTRY};
+use crate::{
+    api::v1alpha1::{ConfigEntry, WorkloadKind},
+    project::ANNOTATION_ENTRY,
+};
 
 pub const KIND: &str = "ConfigEntry";
 
@@ -94,6 +97,36 @@ pub fn config_map_triggers(
             .and_then(|config_map| config_map.annotations().get(ANNOTATION_ENTRY).cloned());
         if let Some((namespace, name)) = owner.as_deref().and_then(|o| o.split_once('/')) {
             let _ = sender.unbounded_send(ObjectRef::new(name).within(namespace));
+        }
+        std::future::ready(())
+    }));
+    receiver
+}
+
+/// Drives the workload watches in a task of their own (as for ConfigMaps) and turns
+/// changes of workloads into reconcile requests for the entries that name them as
+/// restart targets, so that a rollout's progress reaches their status.
+pub fn workload_triggers(
+    entries: Store<ConfigEntry>,
+    workloads: impl Stream<Item = (WorkloadKind, String, String)> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<ConfigEntry>> + Send + 'static {
+    let (sender, receiver) = futures::channel::mpsc::unbounded();
+    tokio::spawn(workloads.for_each(move |(kind, namespace, name)| {
+        let restarting = entries
+            .state()
+            .into_iter()
+            .filter(|entry| {
+                entry.spec.environments.iter().any(|environment| {
+                    pipeline::config_map_target(entry, environment).0 == namespace
+                        && environment
+                            .restart_targets
+                            .iter()
+                            .any(|t| t.kind == kind && t.name == name)
+                })
+            })
+            .map(|entry| ObjectRef::from_obj(entry.as_ref()));
+        for entry in restarting {
+            let _ = sender.unbounded_send(entry);
         }
         std::future::ready(())
     }));

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{
     KIND,
     project::apply_config_map,
-    report::{EnvironmentOutcome, Live, Report, SyncOutcome, build_status},
+    report::{Consumers, EnvironmentOutcome, Live, Report, SyncOutcome, build_status},
     restart::{Restart, restart, restart_annotation},
     validate::{self, Refusal},
 };
@@ -138,6 +138,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 phase: EnvironmentPhase::Applied,
                 live: current.map(Live::from),
                 pending_version: None,
+                consumers: None,
                 message: None,
             }
         } else if auto_approves(plan.spec) {
@@ -182,6 +183,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     .find(|a| a.environment == plan.spec.name)
                     .map(Live::from),
                 pending_version: None,
+                consumers: None,
                 message: None,
             }
         } else {
@@ -190,6 +192,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 phase: EnvironmentPhase::PendingApproval,
                 live: current.map(Live::from),
                 pending_version: Some(latest.version),
+                consumers: None,
                 message: Some(format!(
                     "version {} waits for {} approval(s); the live version stays",
                     latest.version,
@@ -237,10 +240,12 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 .observe(started.elapsed().as_secs_f64());
         }
         let annotation = restart_annotation(&entry.name_any());
+        let mut running = 0;
         for target in &plan.spec.restart_targets {
             let workload = format!("{:?} {}/{}", target.kind, plan.namespace, target.name);
             match restart(ctx, &plan.namespace, target, &annotation, &live.checksum).await {
-                Ok(Restart::Current) => {}
+                Ok(Restart::Current { running: true }) => running += 1,
+                Ok(Restart::Current { running: false }) => {}
                 Ok(Restart::Rolled) => {
                     tracing::info!(%workload, version = live.version, "restarted");
                     let note = format!(
@@ -263,6 +268,12 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     outcome.message = Some(format!("cannot restart {workload}: {error}"));
                 }
             }
+        }
+        if !plan.spec.restart_targets.is_empty() {
+            outcome.consumers = Some(Consumers {
+                running,
+                total: plan.spec.restart_targets.len(),
+            });
         }
     }
 
@@ -505,6 +516,7 @@ fn unchanged_environments(
                 },
                 live: before.and_then(Live::from_status),
                 pending_version: before.and_then(|b| b.pending_version),
+                consumers: before.and_then(Consumers::from_status),
                 message: if invalid {
                     Some("does not validate; the live version stays".into())
                 } else {

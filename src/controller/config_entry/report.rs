@@ -19,7 +19,26 @@ pub struct EnvironmentOutcome {
     pub live: Option<Live>,
     /// A newer version waiting for approval.
     pub pending_version: Option<i64>,
+    /// The restart targets, and how many of them run the live content.
+    pub consumers: Option<Consumers>,
     pub message: Option<String>,
+}
+
+/// How many of an environment's restart targets have rolled out its live content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Consumers {
+    pub running: usize,
+    pub total: usize,
+}
+
+impl Consumers {
+    /// What the previous status said, for reconciles that learn nothing new.
+    pub fn from_status(status: &EnvironmentStatus) -> Option<Self> {
+        Some(Self {
+            running: usize::try_from(status.consumers_ready?).ok()?,
+            total: usize::try_from(status.consumers_total?).ok()?,
+        })
+    }
 }
 
 /// The version live in an environment.
@@ -147,10 +166,14 @@ fn environment_status(
         applied_at: outcome.live.as_ref().and_then(|l| l.applied_at.clone()),
         pending_version: outcome.pending_version,
         pending_change: previous.and_then(|p| p.pending_change.clone()),
-        consumers_ready: previous.and_then(|p| p.consumers_ready),
-        consumers_total: previous.and_then(|p| p.consumers_total),
+        consumers_ready: outcome.consumers.map(|c| count(c.running)),
+        consumers_total: outcome.consumers.map(|c| count(c.total)),
         message: outcome.message.clone(),
     }
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Whole seconds, as the apiserver stores times, so an unchanged status compares equal.
@@ -261,6 +284,7 @@ mod tests {
                     phase: EnvironmentPhase::Applied,
                     live: Some(Live::from(&applied("development", 2))),
                     pending_version: None,
+                    consumers: None,
                     message: None,
                 },
                 EnvironmentOutcome {
@@ -268,6 +292,7 @@ mod tests {
                     phase: EnvironmentPhase::PendingApproval,
                     live: Some(Live::from(&applied("production", 1))),
                     pending_version: Some(2),
+                    consumers: None,
                     message: Some("waiting for 2 approvals".into()),
                 },
             ],

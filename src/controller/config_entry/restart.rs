@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::{
     api::v1alpha1::{RestartTarget, WorkloadKind},
-    controller::{Context, Error, FIELD_MANAGER, Result},
+    controller::{Context, Error, FIELD_MANAGER, Result, workloads::Workloads},
 };
 
 /// The pod template annotation an entry writes; one per entry, so that several
@@ -60,8 +60,8 @@ impl RestartLimiter {
 /// What happened to one restart target.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Restart {
-    /// It already runs the checksum.
-    Current,
+    /// Its pod template already carries the checksum; `running` once every pod runs it.
+    Current { running: bool },
     /// Its pod template now carries the checksum; it rolls.
     Rolled,
     /// It restarted recently; try again after this long.
@@ -88,18 +88,30 @@ pub async fn restart(
     checksum: &str,
 ) -> Result<Restart> {
     let resource = api_resource(target.kind);
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     let describe = || format!("{} {namespace}/{}", resource.kind, target.name);
-    let Some(workload) = api
-        .get_opt(&target.name)
+    let cached = ctx.workloads.get(target.kind, namespace, &target.name);
+    if let Some(workload) = &cached
+        && workload.carries(annotation, checksum)
+    {
+        return Ok(Restart::Current {
+            running: workload.rolled_out,
+        });
+    }
+    if cached.is_none() && ctx.watches(namespace) {
+        return Ok(Restart::Missing);
+    }
+    // The cache may not have seen the operator's own last restart yet, and namespaces
+    // outside the watch have no cache: ask before rolling anything.
+    let Some(workload) = Workloads::fetch(&ctx.client, target.kind, namespace, &target.name)
         .await
         .map_err(Error::kube(format!("read {}", describe())))?
     else {
         return Ok(Restart::Missing);
     };
-    let current = workload.data["spec"]["template"]["metadata"]["annotations"][annotation].as_str();
-    if current == Some(checksum) {
-        return Ok(Restart::Current);
+    if workload.carries(annotation, checksum) {
+        return Ok(Restart::Current {
+            running: workload.rolled_out,
+        });
     }
     let key = describe();
     if let Err(wait) = ctx.restarts.try_acquire(&key, Instant::now()) {
@@ -111,6 +123,7 @@ pub async fn restart(
         "metadata": {"name": target.name},
         "spec": {"template": {"metadata": {"annotations": {annotation: checksum}}}},
     });
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     api.patch(
         &target.name,
         &PatchParams::apply(FIELD_MANAGER).force(),
