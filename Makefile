@@ -25,9 +25,9 @@ env-up:
 env-down:
 	hack/env-down.sh test
 
-## make crds: regenerate crds/ from the Rust types.
+## make crds: regenerate the chart's CRDs (crds/ links to them) from the Rust types.
 crds:
-	cargo run --quiet -- crds --out-dir crds
+	cargo run --quiet -- crds --out-dir charts/summit-config/crds
 
 lint:
 	cargo fmt --check

@@ -11,18 +11,20 @@
 mod support;
 
 use std::{
+    collections::HashSet,
     net::TcpListener,
     time::{Duration, Instant},
 };
 
 use futures::{StreamExt, stream};
 use kube::{
-    Api,
-    api::{ListParams, PostParams},
+    Api, ResourceExt,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, env, eventually, install_crds, namespace, operator_writes};
+use support::{Operator, env, install_crds, namespace, operator_writes};
 
 #[tokio::main]
 async fn main() {
@@ -78,21 +80,34 @@ async fn main() {
         .port();
     let started = Instant::now();
     let operator = Operator::start_with(&ns, &["--http-addr", &format!("127.0.0.1:{port}")]);
+    // Follow the entries with a watch rather than listing them over and over: at
+    // 10,000 entries the lists would cost the apiserver more than the operator does.
     let limit = Duration::from_secs(120 + entries as u64 / 5);
-    eventually("every entry to converge", limit, || async {
-        let list = api.list(&ListParams::default()).await.ok()?;
-        let done = list
-            .items
-            .iter()
-            .filter(|e| {
-                e.status.as_ref().is_some_and(|s| {
-                    s.latest_version == Some(1) && s.observed_generation == Some(1)
-                })
-            })
-            .count();
-        (done == entries).then_some(())
-    })
-    .await;
+    let mut converged = HashSet::new();
+    let mut changes = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let watching = async {
+        while converged.len() < entries {
+            let entry = changes
+                .next()
+                .await
+                .expect("the watch goes on")
+                .expect("watch entries");
+            let done = entry
+                .status
+                .as_ref()
+                .is_some_and(|s| s.latest_version == Some(1) && s.observed_generation == Some(1));
+            if done {
+                converged.insert(entry.name_any());
+            }
+        }
+    };
+    tokio::time::timeout(limit, watching)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("timed out after {limit:?} waiting for every entry to converge")
+        });
     let elapsed = started.elapsed();
 
     let writes = operator_writes(port).await;

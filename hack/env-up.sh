@@ -109,6 +109,10 @@ wait_until 60 PostgreSQL "$pg/pg_isready" -h 127.0.0.1 -p "$pg_port" -U summit
 wait_until 60 Consul curl -sf "http://127.0.0.1:$consul_port/v1/status/leader"
 wait_until 60 moto curl -sf "http://127.0.0.1:$moto_port/moto-api/"
 "$pg/psql" -h 127.0.0.1 -p "$pg_port" -U summit -d postgres -qc "CREATE DATABASE summit" >/dev/null
+# The chart's CRDs, roles and admission policy, as a cluster would have them; the
+# operator itself runs from the build (no kubelet here to run its Deployment).
+helm upgrade --install summit-config "$here/../charts/summit-config" \
+  --namespace summit-system --create-namespace --set operator.enabled=false >/dev/null
 
 {
   echo "# written by hack/env-up.sh $name; read by tests and the demo"

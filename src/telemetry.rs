@@ -71,6 +71,23 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// 1 while a backend answered its last request, 0 after it failed.
     pub backend_up: Family<BackendLabels, Gauge>,
+    /// Seconds from a ConfigChange's request to its approval, and to its application.
+    pub approval_seconds: Family<StageLabels, Histogram>,
+    /// ConfigChanges waiting for approval, by environment.
+    pub pending_changes: Family<EnvironmentLabels, Gauge>,
+    /// ConfigChanges pending for longer than a day.
+    pub stalled_changes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `approved` or `applied`.
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnvironmentLabels {
+    pub environment: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +116,34 @@ impl Default for Metrics {
         let versions_recorded = Counter::default();
         let apply_seconds = Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
         let backend_up = Family::<BackendLabels, Gauge>::default();
+        let approval_seconds = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                60.0,
+                300.0,
+                900.0,
+                3600.0,
+                4.0 * 3600.0,
+                86400.0,
+                7.0 * 86400.0,
+            ])
+        });
+        let pending_changes = Family::<EnvironmentLabels, Gauge>::default();
+        let stalled_changes = Gauge::default();
+        registry.register(
+            "approval_latency_seconds",
+            "Seconds from a ConfigChange's request to its approval (stage=approved) and to its application (stage=applied)",
+            approval_seconds.clone(),
+        );
+        registry.register(
+            "pending_changes",
+            "ConfigChanges waiting for approval, by environment",
+            pending_changes.clone(),
+        );
+        registry.register(
+            "stalled_changes",
+            "ConfigChanges waiting for approval for more than a day",
+            stalled_changes.clone(),
+        );
         registry.register(
             "apply_duration_seconds",
             "Time to apply a version to one environment, projection included",
@@ -139,6 +184,9 @@ impl Default for Metrics {
             versions_recorded,
             apply_seconds,
             backend_up,
+            approval_seconds,
+            pending_changes,
+            stalled_changes,
         }
     }
 }

@@ -1,46 +1,751 @@
-//! The ConfigChange reconcile loop. This first version checks that the change names an
-//! existing ConfigEntry and one of its environments; the approval workflow builds on it.
+//! The ConfigChange reconcile loop: an approval workflow. A change is checked as soon
+//! as it exists, so nobody approves what can never apply; it counts the approvals its
+//! environment's policy accepts; once satisfied it applies through the version store (a
+//! new version, or the recorded spec version it promotes, then the applied state with
+//! its audit row) and has its entry project it. `Applied`, `Rejected`, `Failed`,
+//! `Superseded` and `Expired` are final. The `approval_workflows` table mirrors it all.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use kube::{ResourceExt, runtime::controller::Action};
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::{Value, json};
 use tracing::instrument;
 
 use super::{
-    Context, Error, Result, observed, requeue_after_error,
-    status::{self, Invalid},
+    Context, Error, Result,
+    config_entry::validate::{compile, schema_source},
+    observed, requeue_after_error,
+    status::{self, Invalid, now},
 };
-use crate::api::v1alpha1::{ConfigChange, ConfigEntry};
+use crate::{
+    api::v1alpha1::{
+        CONDITION_READY, CONDITION_VALIDATED, ChangePhase, ConditionUpdate, ConfigChange,
+        ConfigChangeSpec, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,
+        IgnoredApproval, parse_duration, upsert_condition,
+    },
+    project::render,
+    resolve::{Snapshot, checksum, merge_patch},
+    store::{self, Application, NewVersion, Source, Version, Workflow, WorkflowApproval},
+    telemetry::{EnvironmentLabels, StageLabels},
+};
 
 const KIND: &str = "ConfigChange";
 
+/// A pending change older than this counts as stalled.
+const STALLED_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 #[instrument(skip_all, fields(namespace = change.namespace().unwrap_or_default(), name = change.name_any()))]
 pub async fn reconcile(change: Arc<ConfigChange>, ctx: Arc<Context>) -> Result<Action> {
-    observed(KIND, change.as_ref(), &ctx, reconcile_change(&change, &ctx)).await
+    let result = observed(KIND, change.as_ref(), &ctx, reconcile_change(&change, &ctx)).await;
+    refresh_pending_metrics(&ctx);
+    result
 }
 
 pub fn error_policy(change: Arc<ConfigChange>, error: &Error, ctx: Arc<Context>) -> Action {
     requeue_after_error(KIND, change.as_ref(), error, &ctx)
 }
 
+/// Where this reconcile leaves the change.
+#[derive(Debug, Default)]
+struct Decision {
+    phase: Option<ChangePhase>,
+    /// The `Ready` condition's reason and message (and the Event's, on a transition).
+    reason: &'static str,
+    message: String,
+    /// `Validated`: `Ok(message)` or the reason it failed.
+    validated: Option<Result<String, Invalid>>,
+    base_version: Option<i64>,
+    resulting_version: Option<i64>,
+    validation_errors: Vec<String>,
+    approvals: Option<Approvals>,
+    /// Who ended the change, for the audit trail.
+    ended_by: Option<String>,
+    requeue: Option<Duration>,
+}
+
+impl Decision {
+    fn waiting(reason: &'static str, message: String) -> Self {
+        Self {
+            phase: Some(ChangePhase::Pending),
+            reason,
+            message,
+            ..Self::default()
+        }
+    }
+
+    fn end(phase: ChangePhase, reason: &'static str, message: String) -> Self {
+        Self {
+            phase: Some(phase),
+            reason,
+            message,
+            ..Self::default()
+        }
+    }
+
+    fn failed(invalid: Invalid) -> Self {
+        Self {
+            phase: Some(ChangePhase::Failed),
+            reason: invalid.reason,
+            message: invalid.message.clone(),
+            validated: Some(Err(invalid)),
+            ..Self::default()
+        }
+    }
+}
+
 async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action> {
+    let current = change.status.clone().unwrap_or_default();
+    if current.phase.is_some_and(is_final) {
+        return Ok(Action::await_change());
+    }
     let namespace = change.namespace().unwrap_or_default();
-    let entry_name = &change.spec.config_entry;
-    let entry = ctx
-        .namespaced::<ConfigEntry>(&namespace)
-        .get_opt(entry_name)
+    let entry = ctx.entry(&namespace, &change.spec.config_entry);
+    let decision = match check_target(change, entry.as_deref()) {
+        // GitOps tools apply in any order: wait for the entry to appear.
+        Err(invalid) if entry.is_none() => Decision {
+            validated: Some(Err(Invalid {
+                reason: invalid.reason,
+                message: invalid.message.clone(),
+            })),
+            ..Decision::waiting(invalid.reason, invalid.message)
+        },
+        Err(invalid) => Decision::failed(invalid),
+        Ok(_) => {
+            let entry = entry.as_deref().ok_or(Error::CacheClosed)?;
+            decide(change, entry, &current, ctx).await?
+        }
+    };
+    let requeue = decision.requeue;
+    finish(change, entry.as_deref(), &current, decision, ctx).await?;
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The workflow's step for a change whose entry and environment exist.
+async fn decide(
+    change: &ConfigChange,
+    entry: &ConfigEntry,
+    current: &ConfigChangeStatus,
+    ctx: &Context,
+) -> Result<Decision> {
+    let environment = entry
+        .spec
+        .environments
+        .iter()
+        .find(|e| e.name == change.spec.environment)
+        .ok_or(Error::CacheClosed)?;
+    let config_id = &entry.spec.config_id;
+    let Some(latest) = ctx.stores.latest(config_id).await.map_err(Error::Store)? else {
+        return Ok(Decision::waiting(
+            "NoVersionYet",
+            format!(
+                "ConfigEntry {} has recorded no version yet",
+                entry.name_any()
+            ),
+        ));
+    };
+    let base = current
+        .base_version
+        .or(change.spec.version)
+        .unwrap_or(latest.version);
+    let with_base = |mut decision: Decision| {
+        decision.base_version = Some(base);
+        decision
+    };
+
+    let proposal = match propose(change, entry, &latest, base, ctx).await? {
+        Ok(proposal) => proposal,
+        Err(decision) => return Ok(with_base(decision)),
+    };
+    let Some(content) = proposal.snapshot.resolve(&environment.name) else {
+        return Ok(with_base(Decision::failed(Invalid {
+            reason: "EnvironmentNotInVersion",
+            message: format!(
+                "spec.environment: the proposed version has no environment {:?}",
+                environment.name
+            ),
+        })));
+    };
+    if let Err(decision) = check_content(&content, entry, environment, ctx) {
+        return Ok(with_base(*decision));
+    }
+    let validated = Some(Ok(format!(
+        "the proposed content of {} satisfies the entry's schema",
+        environment.name
+    )));
+
+    if let Some(rejection) = &change.spec.rejection {
+        return Ok(with_base(Decision {
+            validated,
+            ended_by: Some(rejection.rejected_by.clone()),
+            ..Decision::end(
+                ChangePhase::Rejected,
+                "Rejected",
+                format!(
+                    "rejected by {}: {}",
+                    rejection.rejected_by, rejection.reason
+                ),
+            )
+        }));
+    }
+    let waited = age(change);
+    let expiry = environment
+        .approval
+        .as_ref()
+        .and_then(|p| p.pending_expiry.as_deref())
+        .and_then(|text| parse_duration(text).ok());
+    let approvals = count_approvals(&change.spec, environment);
+    if approvals.counted.len() < approvals.required {
+        if let Some(expiry) = expiry
+            && waited >= expiry
+        {
+            return Ok(with_base(Decision {
+                validated,
+                approvals: Some(approvals),
+                ..Decision::end(
+                    ChangePhase::Expired,
+                    "Expired",
+                    format!(
+                        "not approved within {} (the environment's pendingExpiry)",
+                        environment
+                            .approval
+                            .as_ref()
+                            .and_then(|p| p.pending_expiry.clone())
+                            .unwrap_or_default()
+                    ),
+                )
+            }));
+        }
+        let message = format!(
+            "waiting for {} more approval(s) of {} required",
+            approvals.required - approvals.counted.len(),
+            approvals.required
+        );
+        return Ok(with_base(Decision {
+            validated,
+            approvals: Some(approvals),
+            requeue: expiry.map(|e| e.saturating_sub(waited) + Duration::from_secs(1)),
+            ..Decision::waiting("WaitingForApproval", message)
+        }));
+    }
+
+    // Approved: record (or take the promoted version), then move the environment.
+    let change_id = change_id(change);
+    if current.approved_at.is_none() {
+        ctx.metrics
+            .approval_seconds
+            .get_or_create(&StageLabels { stage: "approved" })
+            .observe(waited.as_secs_f64());
+    }
+    sync_workflow(
+        change,
+        entry,
+        base,
+        &approvals,
+        ChangePhase::Approved,
+        None,
+        ctx,
+    )
+    .await?;
+    let version = match proposal.promoted {
+        Some(version) => version,
+        None => {
+            let new = NewVersion {
+                config_id: config_id.clone(),
+                owner: format!(
+                    "{}/{}",
+                    entry.namespace().unwrap_or_default(),
+                    entry.name_any()
+                ),
+                checksum: proposal.snapshot.checksum(),
+                snapshot: proposal.snapshot.clone(),
+                source: Source::Change {
+                    change: change_id.clone(),
+                },
+                created_by: change.spec.requested_by.clone(),
+                message: change.spec.message.clone(),
+                based_on: change.spec.data.is_some().then_some(base),
+            };
+            match ctx.stores.record(&new).await {
+                Ok(recorded) => {
+                    if recorded.created {
+                        ctx.metrics.versions_recorded.inc();
+                    }
+                    recorded.version
+                }
+                Err(store::Error::Superseded { latest, .. }) => {
+                    return Ok(with_base(Decision {
+                        validated,
+                        approvals: Some(approvals),
+                        ..superseded(base, latest)
+                    }));
+                }
+                Err(error) => return Err(Error::Store(error)),
+            }
+        }
+    };
+    let approvers: Vec<&str> = approvals.counted.iter().map(String::as_str).collect();
+    let application = Application {
+        config_id: config_id.clone(),
+        environment: environment.name.clone(),
+        version: version.version,
+        checksum: checksum(&content),
+        actor: if approvers.is_empty() {
+            change.spec.requested_by.clone()
+        } else {
+            approvers.join(",")
+        },
+        message: format!(
+            "ConfigChange {change_id}: {} (requested by {}, {})",
+            change.spec.message,
+            change.spec.requested_by,
+            if approvers.is_empty() {
+                "auto-approved".to_owned()
+            } else {
+                format!("approved by {}", approvers.join(", "))
+            }
+        ),
+    };
+    ctx.stores.apply(&application).await.map_err(Error::Store)?;
+    ctx.reconcile_entry(&entry.namespace().unwrap_or_default(), &entry.name_any());
+    ctx.metrics
+        .approval_seconds
+        .get_or_create(&StageLabels { stage: "applied" })
+        .observe(age(change).as_secs_f64());
+    Ok(with_base(Decision {
+        validated,
+        resulting_version: Some(version.version),
+        approvals: Some(approvals),
+        ..Decision::end(
+            ChangePhase::Applied,
+            "Applied",
+            format!(
+                "version {} is live in {}",
+                version.version, environment.name
+            ),
+        )
+    }))
+}
+
+fn superseded(base: i64, latest: i64) -> Decision {
+    Decision::end(
+        ChangePhase::Superseded,
+        "Superseded",
+        format!(
+            "proposed against version {base}, but version {latest} was recorded since; propose again against the newest version"
+        ),
+    )
+}
+
+/// What a change proposes: a snapshot, and the recorded version itself when it
+/// promotes one as it is.
+struct Proposal {
+    snapshot: Snapshot,
+    promoted: Option<Version>,
+}
+
+/// Builds the proposed content, or the final decision when there is none to build.
+async fn propose(
+    change: &ConfigChange,
+    entry: &ConfigEntry,
+    latest: &Version,
+    base: i64,
+    ctx: &Context,
+) -> Result<Result<Proposal, Decision>> {
+    let spec = &change.spec;
+    let config_id = &entry.spec.config_id;
+    let mut snapshot = latest.snapshot.clone();
+    // A retry after this change recorded its version must not supersede itself.
+    let own = matches!(&latest.source, Source::Change { change: id } if *id == change_id(change));
+    if own {
+        return Ok(Ok(Proposal {
+            snapshot,
+            promoted: Some(latest.clone()),
+        }));
+    }
+    if let Some(data) = &spec.data {
+        if latest.version != base {
+            return Ok(Err(superseded(base, latest.version)));
+        }
+        snapshot.data = data.clone();
+    } else if let Some(patch) = &spec.patch {
+        merge_patch(&mut snapshot.data, patch);
+    } else if let Some(wanted) = spec.rollback_to.or(spec.version) {
+        let spec_version = entry.status.as_ref().and_then(|s| s.latest_version);
+        if spec.version.is_some()
+            && let Some(newer) = spec_version.filter(|v| *v > wanted)
+        {
+            return Ok(Err(Decision::end(
+                ChangePhase::Superseded,
+                "Superseded",
+                format!(
+                    "the ConfigEntry's spec has recorded version {newer} since version {wanted}"
+                ),
+            )));
+        }
+        let Some(version) = ctx
+            .stores
+            .version(config_id, wanted)
+            .await
+            .map_err(Error::Store)?
+        else {
+            let field = if spec.version.is_some() {
+                "spec.version"
+            } else {
+                "spec.rollbackTo"
+            };
+            return Ok(Err(Decision::failed(Invalid {
+                reason: "VersionNotFound",
+                message: format!(
+                    "{field}: {config_id} has no version {wanted} (the newest is {})",
+                    latest.version
+                ),
+            })));
+        };
+        if spec.version.is_some() {
+            return Ok(Ok(Proposal {
+                snapshot: version.snapshot.clone(),
+                promoted: Some(version),
+            }));
+        }
+        snapshot = version.snapshot;
+    }
+    Ok(Ok(Proposal {
+        snapshot,
+        promoted: None,
+    }))
+}
+
+/// Checks the proposed content of the environment against the entry's schema, and that
+/// it renders into the environment's ConfigMap.
+fn check_content(
+    content: &Value,
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+    ctx: &Context,
+) -> Result<(), Box<Decision>> {
+    let schema = compile(schema_source(entry, ctx)).map_err(|i| Box::new(Decision::failed(i)))?;
+    if let Some((schema, origin)) = schema {
+        let violations = schema.violations(content);
+        if !violations.is_empty() {
+            let errors: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            return Err(Box::new(Decision {
+                validation_errors: errors.clone(),
+                ..Decision::failed(Invalid {
+                    reason: "SchemaViolation",
+                    message: format!(
+                        "the proposed content of {} violates {origin}: {}",
+                        environment.name,
+                        errors.join("; ")
+                    ),
+                })
+            }));
+        }
+    }
+    let format = environment
+        .config_map
+        .as_ref()
+        .and_then(|t| t.format)
+        .unwrap_or(ConfigFormat::Json);
+    render(content, format).map_err(|error| {
+        Box::new(Decision::failed(Invalid {
+            reason: "RenderFailed",
+            message: format!(
+                "the proposed content of {} cannot be projected: {error}",
+                environment.name
+            ),
+        }))
+    })?;
+    Ok(())
+}
+
+/// The approvals a change holds, and which of them the environment's policy counts.
+#[derive(Debug, Default, PartialEq)]
+struct Approvals {
+    required: usize,
+    counted: Vec<String>,
+    ignored: Vec<IgnoredApproval>,
+}
+
+fn count_approvals(spec: &ConfigChangeSpec, environment: &EnvironmentSpec) -> Approvals {
+    let policy = environment.approval.as_ref();
+    let users: Vec<&String> = policy
+        .map(|p| p.approvers.iter().collect())
+        .unwrap_or_default();
+    let groups: Vec<&String> = policy
+        .map(|p| p.approver_groups.iter().collect())
+        .unwrap_or_default();
+    let mut approvals = Approvals {
+        required: usize::try_from(environment.required_approvals()).unwrap_or(0),
+        ..Approvals::default()
+    };
+    let mut seen = BTreeSet::new();
+    for approval in &spec.approvals {
+        let who = &approval.approver;
+        let ignored = |reason: String| IgnoredApproval {
+            approver: who.clone(),
+            reason,
+        };
+        if *who == spec.requested_by {
+            approvals.ignored.push(ignored(
+                "the requester cannot approve their own change".into(),
+            ));
+        } else if !seen.insert(who.clone()) {
+            approvals
+                .ignored
+                .push(ignored("counted once already".into()));
+        } else if (!users.is_empty() || !groups.is_empty())
+            && !users.contains(&who)
+            && !approval.groups.iter().any(|g| groups.contains(&g))
+        {
+            approvals.ignored.push(ignored(format!(
+                "not among the approvers of {} (users: {}; groups: {})",
+                environment.name,
+                list(&users),
+                list(&groups)
+            )));
+        } else {
+            approvals.counted.push(who.clone());
+        }
+    }
+    approvals
+}
+
+fn list(names: &[&String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn is_final(phase: ChangePhase) -> bool {
+    !matches!(phase, ChangePhase::Pending | ChangePhase::Approved)
+}
+
+fn change_id(change: &ConfigChange) -> String {
+    format!(
+        "{}/{}",
+        change.namespace().unwrap_or_default(),
+        change.name_any()
+    )
+}
+
+/// How long ago the change was created.
+fn age(change: &ConfigChange) -> Duration {
+    change
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|created| {
+            let seconds = now().0.as_second() - created.0.as_second();
+            Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+        })
+        .unwrap_or_default()
+}
+
+fn proposal(spec: &ConfigChangeSpec) -> Value {
+    match (&spec.data, &spec.patch, spec.rollback_to, spec.version) {
+        (Some(data), ..) => json!({"kind": "data", "environment": spec.environment, "data": data}),
+        (_, Some(patch), ..) => {
+            json!({"kind": "patch", "environment": spec.environment, "patch": patch})
+        }
+        (_, _, Some(version), _) => {
+            json!({"kind": "rollbackTo", "environment": spec.environment, "version": version})
+        }
+        (_, _, _, version) => {
+            json!({"kind": "version", "environment": spec.environment, "version": version})
+        }
+    }
+}
+
+fn phase_name(phase: ChangePhase) -> String {
+    format!("{phase:?}").to_lowercase()
+}
+
+/// Mirrors the change in `approval_workflows`, with audit rows for each new step.
+async fn sync_workflow(
+    change: &ConfigChange,
+    entry: &ConfigEntry,
+    base: i64,
+    approvals: &Approvals,
+    phase: ChangePhase,
+    ended: Option<(&str, &str)>,
+    ctx: &Context,
+) -> Result<()> {
+    let workflow = Workflow {
+        change_id: change_id(change),
+        config_id: entry.spec.config_id.clone(),
+        environment: change.spec.environment.clone(),
+        base_version: base,
+        proposal: proposal(&change.spec),
+        requested_by: change.spec.requested_by.clone(),
+        requested_at: change
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or_else(|| now().0, |t| t.0),
+        message: change.spec.message.clone(),
+        approvals: change
+            .spec
+            .approvals
+            .iter()
+            .map(|a| WorkflowApproval {
+                approver: a.approver.clone(),
+                comment: a.comment.clone(),
+                counted: approvals.counted.contains(&a.approver),
+            })
+            .collect(),
+        status: phase_name(phase),
+        ended_by: ended.map(|(by, _)| by.to_owned()),
+        end_reason: ended.map(|(_, why)| why.to_owned()),
+        auto_approve_for: entry
+            .spec
+            .environments
+            .iter()
+            .filter(|e| e.auto_approves())
+            .map(|e| e.name.clone())
+            .collect(),
+    };
+    ctx.stores
+        .sync_workflow(&workflow)
         .await
-        .map_err(Error::kube(format!(
-            "read ConfigEntry {namespace}/{entry_name}"
-        )))?;
-    let verdict = check_target(change, entry.as_ref());
-    status::report_validation(ctx, KIND, change, change.status.as_ref(), &verdict).await?;
-    // A ConfigEntry applied after its change (GitOps tools apply in any order) is
-    // picked up by polling until it exists.
-    Ok(match verdict {
-        Err(_) => Action::requeue(Duration::from_secs(30)),
-        Ok(_) => Action::await_change(),
-    })
+        .map_err(Error::Store)?;
+    Ok(())
+}
+
+/// Records the decision: the workflow row, status (only when it changed) and an Event
+/// when the phase changed.
+async fn finish(
+    change: &ConfigChange,
+    entry: Option<&ConfigEntry>,
+    current: &ConfigChangeStatus,
+    decision: Decision,
+    ctx: &Context,
+) -> Result<()> {
+    let phase = decision.phase.unwrap_or(ChangePhase::Pending);
+    if let (Some(entry), Some(base)) = (entry, decision.base_version) {
+        let approvals = decision
+            .approvals
+            .as_ref()
+            .map_or_else(Approvals::default, |a| Approvals {
+                required: a.required,
+                counted: a.counted.clone(),
+                ignored: Vec::new(),
+            });
+        let ended = matches!(
+            phase,
+            ChangePhase::Rejected
+                | ChangePhase::Expired
+                | ChangePhase::Superseded
+                | ChangePhase::Failed
+        )
+        .then_some((
+            decision
+                .ended_by
+                .as_deref()
+                .unwrap_or(ctx.identity.as_str()),
+            decision.message.as_str(),
+        ));
+        sync_workflow(change, entry, base, &approvals, phase, ended, ctx).await?;
+    }
+
+    let now = now();
+    let generation = change.metadata.generation;
+    let mut next = current.clone();
+    next.observed_generation = generation;
+    next.phase = Some(phase);
+    next.base_version = decision.base_version.or(current.base_version);
+    next.resulting_version = decision.resulting_version.or(current.resulting_version);
+    next.validation_errors = decision.validation_errors.clone();
+    if let Some(approvals) = &decision.approvals {
+        let counted = i32::try_from(approvals.counted.len()).unwrap_or(i32::MAX);
+        let required = i32::try_from(approvals.required).unwrap_or(i32::MAX);
+        next.approvals_counted = Some(counted);
+        next.approvals_required = Some(required);
+        next.approvals_summary = Some(format!("{counted}/{required}"));
+        next.ignored_approvals = approvals.ignored.clone();
+    }
+    if matches!(phase, ChangePhase::Applied) && next.approved_at.is_none() {
+        next.approved_at = Some(now.clone());
+    }
+    if matches!(phase, ChangePhase::Applied) && next.applied_at.is_none() {
+        next.applied_at = Some(now.clone());
+    }
+    if is_final(phase) && phase != ChangePhase::Applied && next.finished_at.is_none() {
+        next.finished_at = Some(now.clone());
+    }
+    let condition = |type_, status, reason, message| ConditionUpdate {
+        type_,
+        status,
+        reason,
+        message,
+        observed_generation: generation,
+    };
+    if let Some(validated) = &decision.validated {
+        let update = match validated {
+            Ok(message) => condition(CONDITION_VALIDATED, true, "Valid", message.clone()),
+            Err(invalid) => condition(
+                CONDITION_VALIDATED,
+                false,
+                invalid.reason,
+                invalid.message.clone(),
+            ),
+        };
+        upsert_condition(&mut next.conditions, update, now.clone());
+    }
+    upsert_condition(
+        &mut next.conditions,
+        condition(
+            CONDITION_READY,
+            phase == ChangePhase::Applied,
+            decision.reason,
+            decision.message.clone(),
+        ),
+        now,
+    );
+    status::apply_status(ctx, KIND, change, change.status.as_ref(), &next).await?;
+    if current.phase != Some(phase) {
+        let type_ = match phase {
+            ChangePhase::Pending | ChangePhase::Approved | ChangePhase::Applied => {
+                EventType::Normal
+            }
+            _ => EventType::Warning,
+        };
+        tracing::info!(phase = ?phase, reason = decision.reason, "change moved");
+        ctx.publish(change, type_, decision.reason, decision.message)
+            .await;
+    }
+    Ok(())
+}
+
+/// Pending changes per environment, and those pending for over a day, from the cache.
+fn refresh_pending_metrics(ctx: &Context) {
+    let mut pending = std::collections::BTreeMap::<String, i64>::new();
+    let mut stalled = 0;
+    for change in ctx.changes.state() {
+        let phase = change.status.as_ref().and_then(|s| s.phase);
+        if matches!(phase, None | Some(ChangePhase::Pending)) {
+            *pending.entry(change.spec.environment.clone()).or_default() += 1;
+            if age(&change) > STALLED_AFTER {
+                stalled += 1;
+            }
+        }
+    }
+    ctx.metrics.pending_changes.clear();
+    for (environment, count) in pending {
+        ctx.metrics
+            .pending_changes
+            .get_or_create(&EnvironmentLabels { environment })
+            .set(count);
+    }
+    ctx.metrics.stalled_changes.set(stalled);
 }
 
 /// Checks that the change targets an existing entry and one of its environments.
@@ -131,6 +836,54 @@ spec:
             invalid.message,
             "spec.environment: ConfigEntry \"payments\" has no environment \"staging\" (it has development, production)"
         );
+    }
+
+    fn approvals_of(approvals: &str, policy: &str) -> Approvals {
+        let change = change(&format!("{CHANGE}  approvals: {approvals}\n"));
+        let environment: EnvironmentSpec =
+            serde_yaml_ng::from_str(&format!("{{name: production, approval: {policy}}}")).unwrap();
+        count_approvals(&change.spec, &environment)
+    }
+
+    #[test]
+    fn approvals_count_once_per_approver_and_never_the_requester() {
+        let approvals = approvals_of(
+            "[{approver: bob}, {approver: bob}, {approver: alice}, {approver: carol}]",
+            "{requiredApprovals: 2}",
+        );
+        assert_eq!(approvals.required, 2);
+        assert_eq!(approvals.counted, ["bob", "carol"]);
+        let reasons: Vec<(&str, &str)> = approvals
+            .ignored
+            .iter()
+            .map(|i| (i.approver.as_str(), i.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("bob", "counted once already"),
+                ("alice", "the requester cannot approve their own change")
+            ]
+        );
+    }
+
+    #[test]
+    fn only_listed_approvers_or_their_groups_count_when_the_policy_lists_them() {
+        let approvals = approvals_of(
+            "[{approver: bob}, {approver: carol, groups: [summit:approvers]}, {approver: dave, groups: [other]}]",
+            "{approvers: [bob], approverGroups: ['summit:approvers']}",
+        );
+        assert_eq!(approvals.counted, ["bob", "carol"]);
+        assert_eq!(approvals.ignored.len(), 1);
+        assert_eq!(
+            approvals.ignored[0].reason,
+            "not among the approvers of production (users: bob; groups: summit:approvers)"
+        );
+    }
+
+    #[test]
+    fn an_auto_approving_environment_needs_none() {
+        assert_eq!(approvals_of("[]", "{autoApprove: true}").required, 0);
     }
 
     #[test]

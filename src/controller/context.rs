@@ -11,8 +11,14 @@ use kube::{
     },
 };
 
+use futures::channel::mpsc::UnboundedSender;
+
 use super::{FIELD_MANAGER, backoff::Backoff, workloads::Workloads};
-use crate::{store::Stores, telemetry::Metrics};
+use crate::{
+    api::v1alpha1::{ConfigChange, ConfigEntry},
+    store::Stores,
+    telemetry::Metrics,
+};
 
 /// The client, event recorder, metrics and configuration of the running operator.
 pub struct Context {
@@ -35,6 +41,26 @@ pub struct Context {
     pub restarts: super::config_entry::RestartLimiter,
     /// Deployments, StatefulSets and DaemonSets, from watches: the restart targets.
     pub workloads: Workloads,
+    /// The entry controller's cache of ConfigEntries.
+    pub entries: Store<ConfigEntry>,
+    /// The change controller's cache of ConfigChanges.
+    pub changes: Store<ConfigChange>,
+    /// Asks the entry controller to reconcile an entry (after a change applied to it).
+    entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
+    /// The user the operator acts as, from a SelfSubjectReview: the requester of the
+    /// ConfigChanges it proposes.
+    pub identity: String,
+}
+
+/// The API of kind `K` in `namespace`, or across the cluster.
+pub fn watched<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// The parts of a [`Context`] that are made before it.
@@ -48,6 +74,10 @@ pub struct Parts {
     pub allowed_namespaces: BTreeSet<String>,
     pub restart_interval: std::time::Duration,
     pub workloads: Workloads,
+    pub entries: Store<ConfigEntry>,
+    pub changes: Store<ConfigChange>,
+    pub entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
+    pub identity: String,
 }
 
 impl Context {
@@ -68,6 +98,10 @@ impl Context {
             allowed_namespaces: parts.allowed_namespaces,
             restarts: super::config_entry::RestartLimiter::new(parts.restart_interval),
             workloads: parts.workloads,
+            entries: parts.entries,
+            changes: parts.changes,
+            entry_requests: parts.entry_requests,
+            identity: parts.identity,
         }
     }
 
@@ -76,10 +110,7 @@ impl Context {
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
     {
-        match &self.namespace {
-            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
-            None => Api::all(self.client.clone()),
-        }
+        watched(&self.client, self.namespace.as_deref())
     }
 
     /// The API of kind `K` in one namespace.
@@ -88,6 +119,18 @@ impl Context {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Has the entry `namespace/name` reconciled soon.
+    pub fn reconcile_entry(&self, namespace: &str, name: &str) {
+        let _ = self
+            .entry_requests
+            .unbounded_send(ObjectRef::new(name).within(namespace));
+    }
+
+    /// An entry from the entry controller's cache.
+    pub fn entry(&self, namespace: &str, name: &str) -> Option<Arc<ConfigEntry>> {
+        self.entries.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// Whether the operator's watches see `namespace`.

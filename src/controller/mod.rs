@@ -19,16 +19,18 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::{
-    NamespaceResourceScope, api::core::v1::ConfigMap,
+    NamespaceResourceScope,
+    api::{authentication::v1::SelfSubjectReview, core::v1::ConfigMap},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config, Resource, ResourceExt,
+    api::PostParams,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        reflector,
+        reflector::{self, ObjectRef},
         wait::{await_condition, conditions},
         watcher,
     },
@@ -45,7 +47,7 @@ use sqlx::postgres::PgConnectOptions;
 use crate::{
     api::{
         self,
-        v1alpha1::{ConfigEntry, WorkloadKind},
+        v1alpha1::{ConfigChange, ConfigEntry, WorkloadKind},
     },
     cli::OperatorArgs,
     project::{LABEL_MANAGED_BY, MANAGED_BY},
@@ -76,6 +78,12 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     }
     wait_for_crds(&client, Duration::from_secs(args.crd_wait_seconds)).await?;
 
+    let identity = whoami(&client).await?;
+    let entry_controller: Controller<ConfigEntry> =
+        controller_for(&client, args.namespace.as_deref());
+    let change_controller: Controller<ConfigChange> =
+        controller_for(&client, args.namespace.as_deref());
+    let (entry_requests, requested_entries) = futures::channel::mpsc::unbounded();
     let (schema_config_maps, schema_writer) = reflector::store();
     let (managed_config_maps, managed_writer) = reflector::store();
     let (deployments, deployment_writer) = reflector::store();
@@ -96,6 +104,10 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 stateful_sets,
                 daemon_sets,
             },
+            entries: entry_controller.store(),
+            changes: change_controller.store(),
+            entry_requests,
+            identity,
         },
         std::env::var("POD_NAME").ok(),
     ));
@@ -122,14 +134,33 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         ),
         workload_watch(&ctx, daemon_set_writer, WorkloadKind::DaemonSet),
     );
-    let entry_controller = controller_for::<ConfigEntry>(&ctx);
     let triggers = futures::stream::select(
-        config_entry::config_map_triggers(
-            entry_controller.store(),
-            schema_events,
-            projected_events,
+        futures::stream::select(
+            config_entry::config_map_triggers(
+                entry_controller.store(),
+                schema_events,
+                projected_events,
+            ),
+            config_entry::workload_triggers(entry_controller.store(), workload_events),
         ),
-        config_entry::workload_triggers(entry_controller.store(), workload_events),
+        requested_entries,
+    );
+    // A change waits on its entry: an entry's new version or policy reconciles the
+    // changes that target it.
+    let changes = change_controller.store();
+    let change_controller = change_controller.watches(
+        ctx.watched::<ConfigEntry>(),
+        watcher::Config::default().any_semantic(),
+        move |entry| {
+            let namespace = entry.namespace();
+            let name = entry.name_any();
+            changes
+                .state()
+                .into_iter()
+                .filter(|c| c.namespace() == namespace && c.spec.config_entry == name)
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        },
     );
     // Reconciles read these caches: fill them first.
     let caches = async {
@@ -154,19 +185,19 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                     config_entry::error_policy,
                 ),
                 run_controller(
-                    controller_for(&ctx),
+                    change_controller,
                     ctx.clone(),
                     config_change::reconcile,
                     config_change::error_policy,
                 ),
                 run_controller(
-                    controller_for(&ctx),
+                    controller_for(&ctx.client, ctx.namespace.as_deref()),
                     ctx.clone(),
                     secret_rotation_policy::reconcile,
                     secret_rotation_policy::error_policy,
                 ),
                 run_controller(
-                    controller_for(&ctx),
+                    controller_for(&ctx.client, ctx.namespace.as_deref()),
                     ctx.clone(),
                     drift_check::reconcile,
                     drift_check::error_policy,
@@ -302,11 +333,26 @@ impl<K> Kind for K where
 }
 
 /// A controller for kind `K` over what the operator watches.
-fn controller_for<K: Kind>(ctx: &Context) -> Controller<K> {
+fn controller_for<K: Kind>(client: &Client, namespace: Option<&str>) -> Controller<K> {
     Controller::new(
-        ctx.watched::<K>(),
+        context::watched(client, namespace),
         watcher::Config::default().any_semantic(),
     )
+}
+
+/// The user the operator acts as, as the apiserver authenticates it.
+async fn whoami(client: &Client) -> Result<String> {
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map_err(Error::kube(
+            "ask the apiserver who the operator is (SelfSubjectReview)".to_owned(),
+        ))?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .ok_or_else(|| Error::Configuration("the apiserver did not say who the operator is".into()))
 }
 
 /// Runs one controller with the shared context until shutdown.

@@ -7,7 +7,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use super::{
     Application, AppliedState, ConsulStore, Error, MemoryStore, NewVersion, PostgresStore,
-    Recorded, Result, Version, VersionStore,
+    Recorded, Result, Version, VersionStore, Workflow,
 };
 
 /// Which backends to use, parsed once at start-up.
@@ -149,6 +149,14 @@ impl Stores {
                 }
             },
             Primary::Memory => self.cache.applied(config_id).await,
+        }
+    }
+
+    /// Mirrors an approval workflow in the primary store, with its audit rows.
+    pub async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool> {
+        match &self.primary {
+            Primary::Postgres(postgres) => postgres.sync_workflow(workflow).await,
+            Primary::Memory => Ok(self.cache.sync_workflow(workflow)),
         }
     }
 

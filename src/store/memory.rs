@@ -6,13 +6,14 @@ use std::{collections::HashMap, sync::Mutex};
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    Application, AppliedState, Error, NewVersion, Recorded, Result, Version, VersionStore,
+    Application, AppliedState, Error, NewVersion, Recorded, Result, Version, VersionStore, Workflow,
 };
 
 #[derive(Default)]
 struct State {
     versions: HashMap<String, Vec<Version>>,
     applied: HashMap<(String, String), AppliedState>,
+    workflows: HashMap<String, Workflow>,
 }
 
 /// Versions and applied state in process memory.
@@ -30,6 +31,19 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
+    /// Keeps a workflow; returns whether it changed.
+    pub fn sync_workflow(&self, workflow: &Workflow) -> bool {
+        let mut state = self.lock();
+        let known = state.workflows.get(&workflow.change_id);
+        if known == Some(workflow) {
+            return false;
+        }
+        state
+            .workflows
+            .insert(workflow.change_id.clone(), workflow.clone());
+        true
+    }
+
     /// Removes a config id's applied state.
     pub fn forget(&self, config_id: &str) {
         self.lock().applied.retain(|(id, _), _| id != config_id);
@@ -58,9 +72,19 @@ impl VersionStore for MemoryStore {
                 created: false,
             });
         }
+        let newest = versions.last().map_or(0, |v| v.version);
+        if let Some(based_on) = new.based_on
+            && based_on != newest
+        {
+            return Err(Error::Superseded {
+                config_id: new.config_id.clone(),
+                based_on,
+                latest: newest,
+            });
+        }
         let version = Version {
             config_id: new.config_id.clone(),
-            version: versions.last().map_or(1, |v| v.version + 1),
+            version: newest + 1,
             owner: new.owner.clone(),
             snapshot: new.snapshot.clone(),
             checksum: new.checksum.clone(),
@@ -183,6 +207,7 @@ mod tests {
             source: Source::Spec,
             created_by: "alice".into(),
             message: "test".into(),
+            based_on: None,
         }
     }
 

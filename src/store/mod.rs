@@ -44,6 +44,9 @@ pub struct NewVersion {
     pub source: Source,
     pub created_by: String,
     pub message: String,
+    /// Record only while this is the newest version: content proposed against an older
+    /// version is superseded rather than silently overwriting what came since.
+    pub based_on: Option<i64>,
 }
 
 /// A recorded, immutable version.
@@ -93,6 +96,44 @@ pub struct Application {
     pub message: String,
 }
 
+/// An approval workflow (a ConfigChange) as the `approval_workflows` table mirrors it.
+/// Syncing one writes an audit row for each step it has not recorded yet: the request,
+/// each approval, and the end (rejected, expired, superseded, failed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workflow {
+    /// `namespace/name` of the ConfigChange.
+    pub change_id: String,
+    pub config_id: String,
+    pub environment: String,
+    /// The version the change was proposed against; audit rows attach to it until the
+    /// change produces a version of its own.
+    pub base_version: i64,
+    /// What is proposed: the kind (`data`, `patch`, `rollbackTo`, `version`) and its
+    /// content. Configuration only: secret values never reach a proposal.
+    pub proposal: serde_json::Value,
+    pub requested_by: String,
+    pub requested_at: Timestamp,
+    pub message: String,
+    pub approvals: Vec<WorkflowApproval>,
+    /// The ConfigChange's phase, lower case.
+    pub status: String,
+    /// Who ended it and why, for the final phases other than `applied`.
+    pub ended_by: Option<String>,
+    pub end_reason: Option<String>,
+    /// The entry's environments that auto-approve.
+    pub auto_approve_for: Vec<String>,
+}
+
+/// One approval of a workflow, and whether the environment's policy counts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowApproval {
+    pub approver: String,
+    pub comment: Option<String>,
+    pub counted: bool,
+}
+
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -130,6 +171,14 @@ pub enum Error {
         version: i64,
         backend: &'static str,
     },
+    #[error(
+        "{config_id} is at version {latest}, not {based_on} as this change expects: it is superseded"
+    )]
+    Superseded {
+        config_id: String,
+        based_on: i64,
+        latest: i64,
+    },
     #[error("cannot encode a version as JSON")]
     Encode(#[source] serde_json::Error),
     #[error(
@@ -148,6 +197,7 @@ impl Error {
             Error::Consul { .. } | Error::ConsulStatus { .. } => "ConsulUnavailable",
             Error::ConsulValue { .. } | Error::Diverged { .. } => "BackendDiverged",
             Error::Owned { .. } => "ConfigIdOwned",
+            Error::Superseded { .. } => "Superseded",
             Error::Encode(_) => "Encode",
             Error::ConsulWithoutPostgres => "Configuration",
         }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     Application, AppliedState, Error, NewVersion, Recorded, Result, Snapshot, Source, Version,
-    VersionStore,
+    VersionStore, Workflow, WorkflowApproval,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -69,6 +69,114 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
+    /// Mirrors a workflow into `approval_workflows`, with an audit row for every step
+    /// the table has not seen yet. Returns whether anything was written.
+    pub async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool> {
+        let mut tx = self.begin_locked(&workflow.config_id).await?;
+        let row: Option<(Value, String)> = sqlx::query_as(
+            "SELECT COALESCE(approvals, '[]'::jsonb), status FROM approval_workflows WHERE change_id = $1",
+        )
+        .bind(&workflow.change_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(failed("read an approval workflow"))?;
+        let approvals = serde_json::to_value(&workflow.approvals).map_err(Error::Encode)?;
+        let counted: Vec<&str> = workflow
+            .approvals
+            .iter()
+            .filter(|a| a.counted)
+            .map(|a| a.approver.as_str())
+            .collect();
+        let step = |event: &str| json!({"event": event, "change": workflow.change_id, "environment": workflow.environment});
+        let (known, status) = match row {
+            Some((known, status)) => {
+                let known: Vec<WorkflowApproval> =
+                    serde_json::from_value(known).unwrap_or_default();
+                if known == workflow.approvals && status == workflow.status {
+                    tx.commit().await.map_err(failed("commit"))?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE approval_workflows SET approvals = $2, approvers = $3, status = $4 WHERE change_id = $1",
+                )
+                .bind(&workflow.change_id)
+                .bind(&approvals)
+                .bind(&counted)
+                .bind(&workflow.status)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("update an approval workflow"))?;
+                (known, Some(status))
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO approval_workflows
+                       (id, change_id, config_id, proposed_version, requested_by, requested_at, approvers, approvals, status, auto_approve_for)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(Uuid::new_v4())
+                .bind(&workflow.change_id)
+                .bind(&workflow.config_id)
+                .bind(&workflow.proposal)
+                .bind(&workflow.requested_by)
+                .bind(naive(workflow.requested_at))
+                .bind(&counted)
+                .bind(&approvals)
+                .bind(&workflow.status)
+                .bind(&workflow.auto_approve_for)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("insert an approval workflow"))?;
+                let mut requested = step("requested");
+                requested["proposal"] = workflow.proposal.clone();
+                insert_audit(
+                    &mut tx,
+                    &workflow.config_id,
+                    workflow.base_version,
+                    &workflow.requested_by,
+                    &workflow.message,
+                    requested,
+                )
+                .await?;
+                (Vec::new(), None)
+            }
+        };
+        for approval in &workflow.approvals {
+            if known.iter().any(|k| k.approver == approval.approver) {
+                continue;
+            }
+            let mut approved = step("approved");
+            approved["counted"] = json!(approval.counted);
+            insert_audit(
+                &mut tx,
+                &workflow.config_id,
+                workflow.base_version,
+                &approval.approver,
+                approval.comment.as_deref().unwrap_or(""),
+                approved,
+            )
+            .await?;
+        }
+        let ended = ["rejected", "expired", "superseded", "failed"];
+        if status.as_deref() != Some(workflow.status.as_str())
+            && ended.contains(&workflow.status.as_str())
+        {
+            insert_audit(
+                &mut tx,
+                &workflow.config_id,
+                workflow.base_version,
+                workflow.ended_by.as_deref().unwrap_or("summit-config"),
+                workflow.end_reason.as_deref().unwrap_or(""),
+                step(&workflow.status),
+            )
+            .await?;
+        }
+        tx.commit()
+            .await
+            .map_err(failed("commit an approval workflow"))?;
+        Ok(true)
+    }
+
     /// Removes a config id's applied state, with an audit row naming who and why.
     /// Versions and the audit trail stay.
     pub async fn forget(&self, config_id: &str, actor: &str) -> Result<()> {
@@ -255,6 +363,15 @@ impl VersionStore for PostgresStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(failed("number a version"))?;
+        if let Some(based_on) = new.based_on
+            && based_on != i64::from(next) - 1
+        {
+            return Err(Error::Superseded {
+                config_id: new.config_id.clone(),
+                based_on,
+                latest: i64::from(next) - 1,
+            });
+        }
         let version = Version {
             config_id: new.config_id.clone(),
             version: i64::from(next),

@@ -9,7 +9,9 @@ use serde_json::Value;
 use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, preserved_object};
 
 /// A proposal to move one environment of a ConfigEntry to new content: full new base
-/// `data`, a JSON merge `patch` on the current version, or `rollbackTo` an old version.
+/// `data`, a JSON merge `patch` on the current version, `rollbackTo` an old version, or
+/// a recorded `version` of the entry's spec (what a spec edit in an environment that
+/// needs approval proposes).
 /// It goes `Pending → Approved → Applied`, or ends `Rejected`, `Failed`, `Superseded`
 /// or `Expired`. The proposal cannot be edited after creation; approvals can only be
 /// added.
@@ -60,11 +62,11 @@ use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, p
     )
 )]
 #[x_kube(
-    validation = Rule::new("[has(self.data), has(self.patch), has(self.rollbackTo)].filter(x, x).size() == 1")
-        .message("set exactly one of data, patch and rollbackTo"),
+    validation = Rule::new("[has(self.data), has(self.patch), has(self.rollbackTo), has(self.version)].filter(x, x).size() == 1")
+        .message("set exactly one of data, patch, rollbackTo and version"),
     validation = Rule::new(
-        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo)"
-    ).message("the proposal (data, patch, rollbackTo) is immutable: create a new ConfigChange instead"),
+        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo) && has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version)"
+    ).message("the proposal (data, patch, rollbackTo, version) is immutable: create a new ConfigChange instead"),
     validation = Rule::new("!has(oldSelf.approvals) || has(self.approvals)")
         .message("approvals cannot be removed"),
     validation = Rule::new("!has(oldSelf.rejection) || has(self.rejection)")
@@ -99,6 +101,12 @@ pub struct ConfigChangeSpec {
     #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_to: Option<i64>,
+
+    /// Move the environment to this version recorded from the ConfigEntry's spec, as it
+    /// is. `Superseded` once the spec records a newer version.
+    #[schemars(range(min = 1))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
 
     /// Why this change is made; recorded in the audit trail.
     #[schemars(length(min = 1, max = 4096))]
@@ -143,6 +151,12 @@ pub struct Approval {
     #[schemars(length(max = 1024))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+
+    /// Groups of the approver this approval counts through (an environment's
+    /// `approverGroups`); the admission policy requires the approver to belong to each.
+    #[schemars(length(max = 16))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// The rejection of a ConfigChange.

@@ -169,6 +169,31 @@ pub struct EnvironmentSpec {
     pub restart_targets: Vec<RestartTarget>,
 }
 
+impl EnvironmentSpec {
+    /// Whether changes go live here without approval: no policy, `autoApprove`, or
+    /// zero required approvals.
+    pub fn auto_approves(&self) -> bool {
+        match &self.approval {
+            None => true,
+            Some(policy) => {
+                policy.auto_approve == Some(true) || policy.required_approvals == Some(0)
+            }
+        }
+    }
+
+    /// Approvals a change needs here (1 unless the policy says otherwise); 0 when the
+    /// environment auto-approves.
+    pub fn required_approvals(&self) -> i32 {
+        if self.auto_approves() {
+            return 0;
+        }
+        self.approval
+            .as_ref()
+            .and_then(|p| p.required_approvals)
+            .unwrap_or(1)
+    }
+}
+
 /// Approval required before a change goes live in an environment.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new(

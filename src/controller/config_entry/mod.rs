@@ -8,7 +8,7 @@ mod pipeline;
 mod project;
 mod report;
 mod restart;
-mod validate;
+pub(super) mod validate;
 
 use std::sync::Arc;
 

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{
-    ResourceExt,
-    runtime::{controller::Action, events::EventType},
+    Resource, ResourceExt,
+    api::PostParams,
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
 use serde_json::Value;
 
@@ -18,11 +19,13 @@ use super::{
 };
 use crate::{
     api::v1alpha1::{
-        CONDITION_VALIDATED, ConfigEntry, ConfigFormat, EnvironmentPhase, EnvironmentSpec,
-        find_condition,
+        CONDITION_VALIDATED, ConfigChange, ConfigChangeSpec, ConfigEntry, ConfigFormat,
+        EnvironmentPhase, EnvironmentSpec, find_condition,
     },
     controller::{Context, Error, FIELD_MANAGER, Result, status},
-    project::{ANNOTATION_ENTRY, ProjectedConfigMap, RenderError, render},
+    project::{
+        ANNOTATION_ENTRY, LABEL_MANAGED_BY, MANAGED_BY, ProjectedConfigMap, RenderError, render,
+    },
     resolve::{Snapshot, checksum},
     store::{Application, NewVersion, Source, Version},
 };
@@ -80,6 +83,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
             entry.name_any(),
             entry.metadata.generation.unwrap_or(0)
         ),
+        based_on: None,
     };
     let stored = async {
         let recorded = ctx.stores.record(&new_version).await?;
@@ -138,10 +142,11 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 phase: EnvironmentPhase::Applied,
                 live: current.map(Live::from),
                 pending_version: None,
+                pending_change: None,
                 consumers: None,
                 message: None,
             }
-        } else if auto_approves(plan.spec) {
+        } else if plan.spec.auto_approves() {
             moved_at.insert(plan.spec.name.clone(), std::time::Instant::now());
             let application = Application {
                 config_id: config_id.clone(),
@@ -183,20 +188,38 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     .find(|a| a.environment == plan.spec.name)
                     .map(Live::from),
                 pending_version: None,
+                pending_change: None,
                 consumers: None,
                 message: None,
             }
+        } else if let Some(newer) = current.filter(|c| c.version > latest.version) {
+            // A ConfigChange (or rollback) applied after the spec's newest version: the
+            // newest version wins until the spec changes again.
+            EnvironmentOutcome {
+                name: plan.spec.name.clone(),
+                phase: EnvironmentPhase::Applied,
+                live: Some(Live::from(newer)),
+                pending_version: None,
+                pending_change: None,
+                consumers: None,
+                message: Some(format!(
+                    "version {} from a ConfigChange is live; the spec's newest version is {}",
+                    newer.version, latest.version
+                )),
+            }
         } else {
+            let change = propose_change(ctx, entry, plan.spec, latest.version).await?;
             EnvironmentOutcome {
                 name: plan.spec.name.clone(),
                 phase: EnvironmentPhase::PendingApproval,
                 live: current.map(Live::from),
                 pending_version: Some(latest.version),
+                pending_change: Some(change.clone()),
                 consumers: None,
                 message: Some(format!(
-                    "version {} waits for {} approval(s); the live version stays",
+                    "version {} waits for {} approval(s) on ConfigChange {change}; the live version stays",
                     latest.version,
-                    required_approvals(plan.spec)
+                    plan.spec.required_approvals()
                 )),
             }
         };
@@ -516,6 +539,7 @@ fn unchanged_environments(
                 },
                 live: before.and_then(Live::from_status),
                 pending_version: before.and_then(|b| b.pending_version),
+                pending_change: before.and_then(|b| b.pending_change.clone()),
                 consumers: before.and_then(Consumers::from_status),
                 message: if invalid {
                     Some("does not validate; the live version stays".into())
@@ -527,19 +551,85 @@ fn unchanged_environments(
         .collect()
 }
 
-fn auto_approves(environment: &EnvironmentSpec) -> bool {
-    match &environment.approval {
-        None => true,
-        Some(policy) => policy.auto_approve == Some(true) || policy.required_approvals == Some(0),
+/// The ConfigChange that holds an environment's approval of a spec version: found in
+/// the change controller's cache, or created (as the operator, owned by the entry).
+async fn propose_change(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+    version: i64,
+) -> Result<String> {
+    let namespace = entry.namespace().unwrap_or_default();
+    let name = proposed_change_name(&entry.name_any(), &environment.name, version);
+    if ctx
+        .changes
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .is_some()
+    {
+        return Ok(name);
+    }
+    let change = ConfigChange {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            owner_references: entry.controller_owner_ref(&()).map(|r| vec![r]),
+            labels: Some(
+                [(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned())]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: ConfigChangeSpec {
+            config_entry: entry.name_any(),
+            environment: environment.name.clone(),
+            data: None,
+            patch: None,
+            rollback_to: None,
+            version: Some(version),
+            message: format!(
+                "spec of ConfigEntry {} (generation {}) recorded version {version}",
+                entry.name_any(),
+                entry.metadata.generation.unwrap_or(0)
+            ),
+            requested_by: ctx.identity.clone(),
+            approvals: Vec::new(),
+            rejection: None,
+        },
+        status: None,
+    };
+    match ctx
+        .namespaced::<ConfigChange>(&namespace)
+        .create(&PostParams::default(), &change)
+        .await
+    {
+        Ok(_) => {
+            ctx.count_write(KIND, "configchange");
+            ctx.publish(
+                entry,
+                EventType::Normal,
+                "ApprovalRequested",
+                format!(
+                    "version {version} waits for approval in {} on ConfigChange {name}",
+                    environment.name
+                ),
+            )
+            .await;
+            Ok(name)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(name),
+        Err(error) => Err(Error::kube(format!(
+            "propose ConfigChange {namespace}/{name}"
+        ))(error)),
     }
 }
 
-fn required_approvals(environment: &EnvironmentSpec) -> i32 {
-    environment
-        .approval
-        .as_ref()
-        .and_then(|p| p.required_approvals)
-        .unwrap_or(1)
+/// `<entry>-<environment>-v<version>`, shortened to fit an object name.
+fn proposed_change_name(entry: &str, environment: &str, version: i64) -> String {
+    let suffix = format!("-{environment}-v{version}");
+    let room = 253usize.saturating_sub(suffix.len());
+    let entry: String = entry.chars().take(room).collect();
+    format!("{}{suffix}", entry.trim_end_matches(['-', '.']))
 }
 
 /// Who last changed the spec, as far as the apiserver tells: the field manager of the
@@ -568,21 +658,30 @@ mod tests {
 
     #[test]
     fn environments_without_a_policy_apply_at_once() {
-        assert!(auto_approves(&environment("name: development")));
-        assert!(auto_approves(&environment(
-            "{name: development, approval: {autoApprove: true}}"
-        )));
-        assert!(auto_approves(&environment(
-            "{name: development, approval: {requiredApprovals: 0}}"
-        )));
+        assert!(environment("name: development").auto_approves());
+        assert!(environment("{name: development, approval: {autoApprove: true}}").auto_approves());
+        assert!(
+            environment("{name: development, approval: {requiredApprovals: 0}}").auto_approves()
+        );
     }
 
     #[test]
     fn a_policy_without_auto_approval_waits_for_one_approval_at_least() {
         let production = environment("{name: production, approval: {approvers: [bob]}}");
-        assert!(!auto_approves(&production));
-        assert_eq!(required_approvals(&production), 1);
+        assert!(!production.auto_approves());
+        assert_eq!(production.required_approvals(), 1);
         let two = environment("{name: production, approval: {requiredApprovals: 2}}");
-        assert_eq!(required_approvals(&two), 2);
+        assert_eq!(two.required_approvals(), 2);
+    }
+
+    #[test]
+    fn proposed_changes_are_named_after_entry_environment_and_version() {
+        assert_eq!(
+            proposed_change_name("payments", "production", 3),
+            "payments-production-v3"
+        );
+        let long = proposed_change_name(&"a".repeat(300), "production", 12);
+        assert_eq!(long.len(), 253);
+        assert!(long.ends_with("-production-v12"));
     }
 }

@@ -1,7 +1,5 @@
 //! What a ConfigEntry reconcile found, turned into its status. Pure.
 
-use std::collections::BTreeMap;
-
 use crate::{
     api::v1alpha1::{
         CONDITION_READY, CONDITION_SYNCED, CONDITION_VALIDATED, ConditionUpdate, ConfigEntryStatus,
@@ -19,6 +17,8 @@ pub struct EnvironmentOutcome {
     pub live: Option<Live>,
     /// A newer version waiting for approval.
     pub pending_version: Option<i64>,
+    /// The ConfigChange that holds its approval.
+    pub pending_change: Option<String>,
     /// The restart targets, and how many of them run the live content.
     pub consumers: Option<Consumers>,
     pub message: Option<String>,
@@ -133,16 +133,7 @@ pub fn build_status(
         );
     }
     if !report.environments.is_empty() {
-        let previous: BTreeMap<String, EnvironmentStatus> = status
-            .environments
-            .drain(..)
-            .map(|e| (e.name.clone(), e))
-            .collect();
-        status.environments = report
-            .environments
-            .iter()
-            .map(|outcome| environment_status(outcome, previous.get(&outcome.name)))
-            .collect();
+        status.environments = report.environments.iter().map(environment_status).collect();
         status.summary = Some(summary(&status.environments));
     }
     let (ready, reason, message) = readiness(report);
@@ -154,10 +145,7 @@ pub fn build_status(
     status
 }
 
-fn environment_status(
-    outcome: &EnvironmentOutcome,
-    previous: Option<&EnvironmentStatus>,
-) -> EnvironmentStatus {
+fn environment_status(outcome: &EnvironmentOutcome) -> EnvironmentStatus {
     EnvironmentStatus {
         name: outcome.name.clone(),
         phase: Some(outcome.phase),
@@ -165,7 +153,7 @@ fn environment_status(
         checksum: outcome.live.as_ref().map(|l| l.checksum.clone()),
         applied_at: outcome.live.as_ref().and_then(|l| l.applied_at.clone()),
         pending_version: outcome.pending_version,
-        pending_change: previous.and_then(|p| p.pending_change.clone()),
+        pending_change: outcome.pending_change.clone(),
         consumers_ready: outcome.consumers.map(|c| count(c.running)),
         consumers_total: outcome.consumers.map(|c| count(c.total)),
         message: outcome.message.clone(),
@@ -284,6 +272,7 @@ mod tests {
                     phase: EnvironmentPhase::Applied,
                     live: Some(Live::from(&applied("development", 2))),
                     pending_version: None,
+                    pending_change: None,
                     consumers: None,
                     message: None,
                 },
@@ -292,6 +281,7 @@ mod tests {
                     phase: EnvironmentPhase::PendingApproval,
                     live: Some(Live::from(&applied("production", 1))),
                     pending_version: Some(2),
+                    pending_change: None,
                     consumers: None,
                     message: Some("waiting for 2 approvals".into()),
                 },

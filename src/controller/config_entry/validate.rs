@@ -63,20 +63,10 @@ impl From<Invalid> for Refusal {
     }
 }
 
-/// Validates the config id, the schema and every environment's resolved content.
-/// Returns the `Validated` message on success.
-pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Refusal> {
-    resolve::validate_config_id(&spec.config_id).map_err(|error| Invalid {
-        reason: "InvalidConfigId",
-        message: format!("spec.configId: {error}"),
-    })?;
+/// The entry's schema, compiled, and where it came from; `None` when it has none.
+pub fn compile(schema: SchemaSource) -> Result<Option<(CompiledSchema, String)>, Invalid> {
     let (schema, origin) = match schema {
-        SchemaSource::Inline(None) => {
-            return Ok(format!(
-                "no schema: {} environment(s) accepted as they are",
-                spec.environments.len()
-            ));
-        }
+        SchemaSource::Inline(None) => return Ok(None),
         SchemaSource::Inline(Some(schema)) => (schema, "spec.schema".to_owned()),
         SchemaSource::Referenced { name, key, text } => {
             let origin = format!("ConfigMap {name} key {key:?} (spec.schemaRef)");
@@ -95,6 +85,22 @@ pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, 
         reason: "InvalidSchema",
         message: format!("{origin} is {error}"),
     })?;
+    Ok(Some((compiled, origin)))
+}
+
+/// Validates the config id, the schema and every environment's resolved content.
+/// Returns the `Validated` message on success.
+pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Refusal> {
+    resolve::validate_config_id(&spec.config_id).map_err(|error| Invalid {
+        reason: "InvalidConfigId",
+        message: format!("spec.configId: {error}"),
+    })?;
+    let Some((compiled, origin)) = compile(schema)? else {
+        return Ok(format!(
+            "no schema: {} environment(s) accepted as they are",
+            spec.environments.len()
+        ));
+    };
     let environments = resolve::resolve_environments(spec);
     let violations = resolve::validate_environments(&compiled, &environments);
     if violations.is_empty() {
