@@ -11,7 +11,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ConfigChange, ConfigEntry};
-use support::{env, install_crds, namespace};
+use support::{env, grant, install_crds, namespace};
 
 async fn setup(test: &str) -> (Client, String) {
     let client = env().admin().await;
@@ -169,13 +169,13 @@ async fn one_of_rules_are_enforced() {
     let two = change("two", json!({"data": {"a": 1}, "rollbackTo": 1}));
     let message = refusal(create(&changes, two).await);
     assert!(
-        message.contains("set exactly one of data, patch and rollbackTo"),
+        message.contains("set exactly one of data, patch, rollbackTo and version"),
         "{message}"
     );
     let none = change("none", json!({}));
     let message = refusal(create(&changes, none).await);
     assert!(
-        message.contains("set exactly one of data, patch and rollbackTo"),
+        message.contains("set exactly one of data, patch, rollbackTo and version"),
         "{message}"
     );
 
@@ -193,19 +193,35 @@ async fn one_of_rules_are_enforced() {
 #[tokio::test]
 async fn a_proposal_cannot_be_edited_after_creation() {
     let (client, ns) = setup("proposal-immutable").await;
+    grant(&client, &ns, "alice", "summit-config-admin").await;
+    for approver in ["bob", "carol"] {
+        grant(&client, &ns, approver, "summit-config-approver").await;
+    }
+    let as_user = |user: &'static str| {
+        let ns = ns.clone();
+        async move { Api::<ConfigChange>::namespaced(env().client_as(user).await, &ns) }
+    };
     let changes: Api<ConfigChange> = Api::namespaced(client, &ns);
     let mut original = change("rollback", json!({"rollbackTo": 1}));
-    original["spec"]["approvals"] = json!([{"approver": "bob", "comment": "fine"}]);
-    create(&changes, original).await.expect("create change");
+    original["spec"]["requestedBy"] = json!("alice");
+    create(&as_user("alice").await, original)
+        .await
+        .expect("create change");
+    let approve = json!({"spec": {"approvals": [{"approver": "bob", "comment": "fine"}]}});
+    as_user("bob")
+        .await
+        .patch("rollback", &PatchParams::default(), &Patch::Merge(&approve))
+        .await
+        .expect("bob approves");
 
     let edits = [
         (
             json!({"spec": {"rollbackTo": 2}}),
-            "the proposal (data, patch, rollbackTo) is immutable",
+            "the proposal (data, patch, rollbackTo, version) is immutable",
         ),
         (
             json!({"spec": {"rollbackTo": null, "patch": {"a": 1}}}),
-            "the proposal (data, patch, rollbackTo) is immutable",
+            "the proposal (data, patch, rollbackTo, version) is immutable",
         ),
         (
             json!({"spec": {"environment": "development"}}),
@@ -242,14 +258,16 @@ async fn a_proposal_cannot_be_edited_after_creation() {
         {"approver": "bob", "comment": "fine"},
         {"approver": "carol"},
     ]}});
-    changes
+    as_user("carol")
+        .await
         .patch("rollback", &PatchParams::default(), &Patch::Merge(&append))
         .await
         .expect("appending an approval is allowed");
 
     // A rejection, once recorded, is final.
     let reject = json!({"spec": {"rejection": {"rejectedBy": "bob", "reason": "not now"}}});
-    changes
+    as_user("bob")
+        .await
         .patch("rollback", &PatchParams::default(), &Patch::Merge(&reject))
         .await
         .expect("rejecting is allowed");

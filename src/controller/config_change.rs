@@ -373,17 +373,31 @@ async fn propose(
     } else if let Some(patch) = &spec.patch {
         merge_patch(&mut snapshot.data, patch);
     } else if let Some(wanted) = spec.rollback_to.or(spec.version) {
-        let spec_version = entry.status.as_ref().and_then(|s| s.latest_version);
-        if spec.version.is_some()
-            && let Some(newer) = spec_version.filter(|v| *v > wanted)
-        {
-            return Ok(Err(Decision::end(
-                ChangePhase::Superseded,
-                "Superseded",
-                format!(
-                    "the ConfigEntry's spec has recorded version {newer} since version {wanted}"
-                ),
-            )));
+        if spec.version.is_some() {
+            let spec_version = entry.status.as_ref().and_then(|s| s.latest_version);
+            if let Some(newer) = spec_version.filter(|v| *v > wanted) {
+                return Ok(Err(Decision::end(
+                    ChangePhase::Superseded,
+                    "Superseded",
+                    format!(
+                        "the ConfigEntry's spec has recorded version {newer} since version {wanted}"
+                    ),
+                )));
+            }
+            let applied = ctx.stores.applied(config_id).await.map_err(Error::Store)?;
+            if let Some(live) = applied
+                .iter()
+                .find(|a| a.environment == spec.environment && a.version > wanted)
+            {
+                return Ok(Err(Decision::end(
+                    ChangePhase::Superseded,
+                    "Superseded",
+                    format!(
+                        "{} already runs version {}, newer than version {wanted}",
+                        spec.environment, live.version
+                    ),
+                )));
+            }
         }
         let Some(version) = ctx
             .stores

@@ -123,6 +123,22 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
+/// Binds `user` to one of the chart's ClusterRoles (`summit-config-admin`,
+/// `summit-config-approver`, ...) within `ns`.
+pub async fn grant(client: &Client, ns: &str, user: &str, role: &str) {
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{user}-{role}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .expect("role binding");
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap_or_else(|error| panic!("grant {role} to {user} in {ns}: {error}"));
+}
+
 /// Creates a fresh namespace for one test, named after it.
 pub async fn namespace(client: &Client, test: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

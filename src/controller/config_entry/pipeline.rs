@@ -146,6 +146,21 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 consumers: None,
                 message: None,
             }
+        } else if let Some(newer) = current.filter(|c| c.version > latest.version) {
+            // A ConfigChange (or rollback) applied after the spec's newest version: the
+            // newest version wins until the spec changes again.
+            EnvironmentOutcome {
+                name: plan.spec.name.clone(),
+                phase: EnvironmentPhase::Applied,
+                live: Some(Live::from(newer)),
+                pending_version: None,
+                pending_change: None,
+                consumers: None,
+                message: Some(format!(
+                    "version {} from a ConfigChange is live; the spec's newest version is {}",
+                    newer.version, latest.version
+                )),
+            }
         } else if plan.spec.auto_approves() {
             moved_at.insert(plan.spec.name.clone(), std::time::Instant::now());
             let application = Application {
@@ -191,21 +206,6 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 pending_change: None,
                 consumers: None,
                 message: None,
-            }
-        } else if let Some(newer) = current.filter(|c| c.version > latest.version) {
-            // A ConfigChange (or rollback) applied after the spec's newest version: the
-            // newest version wins until the spec changes again.
-            EnvironmentOutcome {
-                name: plan.spec.name.clone(),
-                phase: EnvironmentPhase::Applied,
-                live: Some(Live::from(newer)),
-                pending_version: None,
-                pending_change: None,
-                consumers: None,
-                message: Some(format!(
-                    "version {} from a ConfigChange is live; the spec's newest version is {}",
-                    newer.version, latest.version
-                )),
             }
         } else {
             let change = propose_change(ctx, entry, plan.spec, latest.version).await?;

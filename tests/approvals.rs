@@ -1,0 +1,645 @@
+//! ConfigChange approvals with real users against the real apiserver (RBAC and the
+//! chart's admission policy on), PostgreSQL and Consul: who asked and who approved is
+//! proven by the apiserver, counted by policy, and recorded in the audit trail.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use summit_config::api::v1alpha1::{
+    ChangePhase, ConfigChange, ConfigEntry, EnvironmentPhase, find_condition,
+};
+use support::{Operator, consul_get, env, eventually, grant, install_crds, namespace, postgres};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Setup {
+    admin: Client,
+    ns: String,
+    _operator: Operator,
+}
+
+impl Setup {
+    fn config_id(&self) -> String {
+        format!("tests/{}", self.ns)
+    }
+
+    fn entries(&self) -> Api<ConfigEntry> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    fn changes(&self) -> Api<ConfigChange> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    async fn changes_as(&self, user: &str) -> Api<ConfigChange> {
+        Api::namespaced(env().client_as(user).await, &self.ns)
+    }
+}
+
+/// A namespace where alice may request (config admin), bob and carol may approve, and
+/// mallory may edit ConfigChanges but holds no `approve` verb.
+async fn setup(test: &str) -> Setup {
+    let admin = env().admin().await;
+    install_crds(&admin).await;
+    let ns = namespace(&admin, test).await;
+    grant(&admin, &ns, "alice", "summit-config-admin").await;
+    grant(&admin, &ns, "mallory", "summit-config-admin").await;
+    for approver in ["bob", "carol"] {
+        grant(&admin, &ns, approver, "summit-config-approver").await;
+    }
+    let operator = Operator::start(&ns);
+    Setup {
+        admin,
+        ns,
+        _operator: operator,
+    }
+}
+
+/// Creates `payments` with a schema (`pool.max` at most 100), an auto-approving
+/// development and a production with the given approval policy, and waits for version 1.
+async fn create_payments(s: &Setup, production_approval: Value) {
+    let entry: ConfigEntry = serde_json::from_value(json!({
+        "apiVersion": "config.summit.io/v1alpha1",
+        "kind": "ConfigEntry",
+        "metadata": {"name": "payments"},
+        "spec": {
+            "configId": s.config_id(),
+            "schema": {"type": "object", "properties": {"pool": {"properties": {"max": {"maximum": 100}}}}},
+            "data": {"host": "db", "pool": {"max": 10}},
+            "environments": [
+                {"name": "development"},
+                {"name": "production", "approval": production_approval},
+            ],
+        },
+    }))
+    .expect("entry");
+    s.entries()
+        .create(&PostParams::default(), &entry)
+        .await
+        .expect("create entry");
+    eventually("version 1", WAIT, || async {
+        let entry = s.entries().get("payments").await.ok()?;
+        (entry.status?.latest_version == Some(1)).then_some(())
+    })
+    .await;
+}
+
+/// `user` proposes a change to `environment` as `name`.
+async fn request(
+    s: &Setup,
+    user: &str,
+    name: &str,
+    environment: &str,
+    proposal: Value,
+) -> Result<ConfigChange, kube::Error> {
+    let mut spec = json!({
+        "configEntry": "payments",
+        "environment": environment,
+        "message": format!("{name}: tune the pool"),
+        "requestedBy": user,
+    });
+    for (key, value) in proposal.as_object().expect("proposal") {
+        spec[key] = value.clone();
+    }
+    let change: ConfigChange = serde_json::from_value(json!({
+        "apiVersion": "config.summit.io/v1alpha1",
+        "kind": "ConfigChange",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("change");
+    s.changes_as(user)
+        .await
+        .create(&PostParams::default(), &change)
+        .await
+}
+
+/// `user` appends `approval` to the change's approvals.
+async fn append_approval(
+    s: &Setup,
+    user: &str,
+    name: &str,
+    approval: Value,
+) -> Result<ConfigChange, kube::Error> {
+    let changes = s.changes_as(user).await;
+    let change = changes.get(name).await?;
+    let mut approvals = serde_json::to_value(&change.spec.approvals).expect("approvals");
+    approvals.as_array_mut().expect("a list").push(approval);
+    let patch = json!({"spec": {"approvals": approvals}});
+    changes
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+}
+
+async fn approve(s: &Setup, user: &str, name: &str) -> Result<ConfigChange, kube::Error> {
+    append_approval(
+        s,
+        user,
+        name,
+        json!({"approver": user, "comment": "checked the pool size"}),
+    )
+    .await
+}
+
+async fn phase(s: &Setup, name: &str, wanted: ChangePhase) -> ConfigChange {
+    eventually(&format!("{name} to be {wanted:?}"), WAIT, || async {
+        let change = s.changes().get(name).await.ok()?;
+        (change.status.as_ref()?.phase == Some(wanted)).then_some(change)
+    })
+    .await
+}
+
+/// The JSON projected for `environment`, once it satisfies `ready`.
+async fn projected(s: &Setup, environment: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let config_maps: Api<ConfigMap> = Api::namespaced(s.admin.clone(), &s.ns);
+    let name = format!("payments-{environment}");
+    eventually(
+        &format!("{name} to hold the expected content"),
+        WAIT,
+        || async {
+            let config_map = config_maps.get(&name).await.ok()?;
+            let text = config_map.data?.get("config.json")?.clone();
+            let content: Value = serde_json::from_str(&text).ok()?;
+            ready(&content).then_some(content)
+        },
+    )
+    .await
+}
+
+/// The apiserver refused the request with `expected` in its message.
+fn refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, expected: &str) {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert!(
+                [403, 422].contains(&status.code) && status.message.contains(expected),
+                "expected a refusal saying {expected:?}, got {status:?}"
+            );
+        }
+        other => panic!("expected a refusal saying {expected:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
+    let s = setup("approve").await;
+    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    request(
+        &s,
+        "alice",
+        "bigger-pool",
+        "production",
+        json!({"data": {"host": "db", "pool": {"max": 40}}}),
+    )
+    .await
+    .expect("alice requests");
+    let pending = phase(&s, "bigger-pool", ChangePhase::Pending).await;
+    let status = pending.status.expect("status");
+    assert_eq!(status.base_version, Some(1));
+    assert_eq!(status.approvals_summary.as_deref(), Some("0/1"));
+
+    approve(&s, "bob", "bigger-pool")
+        .await
+        .expect("bob approves");
+    let applied = phase(&s, "bigger-pool", ChangePhase::Applied).await;
+    let status = applied.status.expect("status");
+    assert_eq!(status.resulting_version, Some(2));
+    assert!(status.applied_at.is_some());
+    let ready = find_condition(&status.conditions, "Ready").expect("Ready");
+    assert_eq!(ready.status, "True", "{ready:?}");
+
+    // Live in Kubernetes, PostgreSQL and Consul.
+    projected(&s, "production", |c| c["pool"]["max"] == 40).await;
+    let pool = postgres().await;
+    let (applied_version,): (i32,) = sqlx::query_as(
+        "SELECT version FROM config_applied_state WHERE config_id = $1 AND environment = 'production'",
+    )
+    .bind(s.config_id())
+    .fetch_one(&pool)
+    .await
+    .expect("applied state");
+    assert_eq!(applied_version, 2);
+    let consul = eventually("Consul to hold production's version 2", WAIT, || async {
+        let (value, _) = consul_get(&format!(
+            "summit/config/{}/applied/production",
+            s.config_id()
+        ))
+        .await?;
+        (value["version"] == 2).then_some(value)
+    })
+    .await;
+    assert_eq!(consul["environment"], "production");
+
+    // The audit trail names the requester, the approver, the message and the time.
+    let rows: Vec<(String, Option<String>, Value, bool)> = sqlx::query_as(
+        "SELECT actor, message, changes, timestamp IS NOT NULL FROM config_audit
+         WHERE config_id = $1 AND changes ->> 'change' = $2 ORDER BY timestamp, changes ->> 'event'",
+    )
+    .bind(s.config_id())
+    .bind(format!("{}/bigger-pool", s.ns))
+    .fetch_all(&pool)
+    .await
+    .expect("audit rows");
+    let events: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(actor, _, changes, _)| (actor.as_str(), changes["event"].as_str().unwrap_or("")))
+        .collect();
+    assert!(events.contains(&("alice", "requested")), "{events:?}");
+    assert!(events.contains(&("bob", "approved")), "{events:?}");
+    assert!(rows.iter().all(|(_, _, _, timed)| *timed));
+    let requested = rows
+        .iter()
+        .find(|(_, _, changes, _)| changes["event"] == "requested")
+        .expect("request row");
+    assert_eq!(requested.1.as_deref(), Some("bigger-pool: tune the pool"));
+    let application: (String, String) = sqlx::query_as(
+        "SELECT actor, message FROM config_audit
+         WHERE config_id = $1 AND version = 2 AND changes ->> 'event' = 'applied'",
+    )
+    .bind(s.config_id())
+    .fetch_one(&pool)
+    .await
+    .expect("application row");
+    assert_eq!(application.0, "bob");
+    assert!(
+        application.1.contains("requested by alice"),
+        "{}",
+        application.1
+    );
+    let (workflow_status, approvers): (String, Vec<String>) =
+        sqlx::query_as("SELECT status, approvers FROM approval_workflows WHERE change_id = $1")
+            .bind(format!("{}/bigger-pool", s.ns))
+            .fetch_one(&pool)
+            .await
+            .expect("workflow row");
+    assert_eq!(
+        (workflow_status.as_str(), approvers),
+        ("applied", vec!["bob".to_owned()])
+    );
+
+    // The spec's own version 1, still waiting for production, is overtaken.
+    phase(&s, "payments-production-v1", ChangePhase::Superseded).await;
+}
+
+#[tokio::test]
+async fn the_apiserver_refuses_claimed_identities_and_edits() {
+    let s = setup("identity").await;
+    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    // requestedBy names someone else.
+    let mut forged = json!({
+        "apiVersion": "config.summit.io/v1alpha1",
+        "kind": "ConfigChange",
+        "metadata": {"name": "forged"},
+        "spec": {"configEntry": "payments", "environment": "production", "message": "m",
+                 "requestedBy": "bob", "patch": {"pool": {"max": 20}}},
+    });
+    let alice = s.changes_as("alice").await;
+    refused(
+        alice
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(forged.clone()).expect("change"),
+            )
+            .await,
+        "spec.requestedBy must name the user creating the change (alice)",
+    );
+    forged["spec"]["requestedBy"] = json!("alice");
+    forged["spec"]["approvals"] = json!([{"approver": "bob"}]);
+    refused(
+        alice
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(forged).expect("change"),
+            )
+            .await,
+        "a new ConfigChange carries no approvals or rejection",
+    );
+
+    request(
+        &s,
+        "alice",
+        "tune",
+        "production",
+        json!({"patch": {"pool": {"max": 20}}}),
+    )
+    .await
+    .expect("alice requests");
+    refused(
+        approve(&s, "alice", "tune").await,
+        "nobody approves their own change",
+    );
+    refused(
+        approve(&s, "mallory", "tune").await,
+        "mallory may not approve changes to ConfigEntry payments",
+    );
+    refused(
+        append_approval(&s, "bob", "tune", json!({"approver": "carol"})).await,
+        "an approval must be signed by the user adding it (bob)",
+    );
+    refused(
+        append_approval(
+            &s,
+            "bob",
+            "tune",
+            json!({"approver": "bob", "groups": ["system:masters"]}),
+        )
+        .await,
+        "an approval can only name groups its approver belongs to",
+    );
+    let bob = s.changes_as("bob").await;
+    let edit = json!({"spec": {"patch": {"pool": {"max": 99}}}});
+    refused(
+        bob.patch("tune", &PatchParams::default(), &Patch::Merge(&edit))
+            .await,
+        "the proposed data and patch are immutable",
+    );
+    refused(
+        mallory_rejects_as_bob(&s).await,
+        "a rejection must be signed by the user adding it (mallory)",
+    );
+
+    // bob's own approval goes through, once; then it cannot be removed or changed.
+    approve(&s, "bob", "tune").await.expect("bob approves");
+    refused(
+        append_approval(&s, "bob", "tune", json!({"approver": "bob"})).await,
+        "bob has already approved this change",
+    );
+    let remove = json!({"spec": {"approvals": []}});
+    refused(
+        bob.patch("tune", &PatchParams::default(), &Patch::Merge(&remove))
+            .await,
+        "approvals can only be appended",
+    );
+    let rewrite =
+        json!({"spec": {"approvals": [{"approver": "bob", "comment": "changed my mind"}]}});
+    refused(
+        bob.patch("tune", &PatchParams::default(), &Patch::Merge(&rewrite))
+            .await,
+        "approvals can only be appended",
+    );
+    phase(&s, "tune", ChangePhase::Applied).await;
+}
+
+async fn mallory_rejects_as_bob(s: &Setup) -> Result<ConfigChange, kube::Error> {
+    let reject = json!({"spec": {"rejection": {"rejectedBy": "bob", "reason": "no"}}});
+    s.changes_as("mallory")
+        .await
+        .patch("tune", &PatchParams::default(), &Patch::Merge(&reject))
+        .await
+}
+
+#[tokio::test]
+async fn two_approvals_from_the_listed_approvers_are_needed() {
+    let s = setup("two-approvals").await;
+    grant(&s.admin, &s.ns, "mallory", "summit-config-approver").await;
+    create_payments(
+        &s,
+        json!({"requiredApprovals": 2, "approvers": ["bob", "carol"]}),
+    )
+    .await;
+    request(
+        &s,
+        "alice",
+        "tune",
+        "production",
+        json!({"patch": {"pool": {"max": 30}}}),
+    )
+    .await
+    .expect("alice requests");
+
+    approve(&s, "mallory", "tune")
+        .await
+        .expect("mallory may approve, but does not count");
+    let change = eventually("mallory's approval to be ignored", WAIT, || async {
+        let change = s.changes().get("tune").await.ok()?;
+        let status = change.status.clone()?;
+        (!status.ignored_approvals.is_empty()).then_some(status)
+    })
+    .await;
+    assert_eq!(change.approvals_summary.as_deref(), Some("0/2"));
+    assert_eq!(change.ignored_approvals[0].approver, "mallory");
+    assert!(
+        change.ignored_approvals[0]
+            .reason
+            .contains("not among the approvers")
+    );
+
+    approve(&s, "bob", "tune").await.expect("bob approves");
+    eventually("one approval counted", WAIT, || async {
+        let status = s.changes().get("tune").await.ok()?.status?;
+        (status.approvals_summary.as_deref() == Some("1/2")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.changes()
+            .get("tune")
+            .await
+            .expect("change")
+            .status
+            .expect("status")
+            .phase,
+        Some(ChangePhase::Pending),
+        "one approval is not enough"
+    );
+    approve(&s, "carol", "tune").await.expect("carol approves");
+    let applied = phase(&s, "tune", ChangePhase::Applied).await;
+    assert_eq!(
+        applied.status.expect("status").approvals_summary.as_deref(),
+        Some("2/2")
+    );
+    projected(&s, "production", |c| c["pool"]["max"] == 30).await;
+}
+
+#[tokio::test]
+async fn invalid_and_concurrent_proposals() {
+    let s = setup("concurrent").await;
+    create_payments(&s, json!({"requiredApprovals": 1})).await;
+
+    // Invalid at creation, before anyone approves.
+    request(
+        &s,
+        "alice",
+        "too-big",
+        "production",
+        json!({"patch": {"pool": {"max": 500}}}),
+    )
+    .await
+    .expect("the apiserver cannot know the schema");
+    let failed = phase(&s, "too-big", ChangePhase::Failed).await;
+    let status = failed.status.expect("status");
+    assert!(
+        status
+            .validation_errors
+            .iter()
+            .any(|e| e.starts_with("$.pool.max")),
+        "{:?}",
+        status.validation_errors
+    );
+    let validated = find_condition(&status.conditions, "Validated").expect("Validated");
+    assert_eq!(validated.status, "False");
+
+    // Two data changes on the same base: the first applied, the second superseded.
+    for (name, max) in [("first", 41), ("second", 42)] {
+        request(
+            &s,
+            "alice",
+            name,
+            "production",
+            json!({"data": {"host": "db", "pool": {"max": max}}}),
+        )
+        .await
+        .expect("request");
+        phase(&s, name, ChangePhase::Pending).await;
+    }
+    approve(&s, "bob", "first").await.expect("approve first");
+    phase(&s, "first", ChangePhase::Applied).await;
+    approve(&s, "bob", "second").await.expect("approve second");
+    let second = phase(&s, "second", ChangePhase::Superseded).await;
+    let message = find_condition(&second.status.expect("status").conditions, "Ready")
+        .expect("Ready")
+        .message
+        .clone();
+    assert!(message.contains("proposed against version 1"), "{message}");
+
+    // A patch lands on the newest version.
+    request(
+        &s,
+        "alice",
+        "patch",
+        "production",
+        json!({"patch": {"timeout": 5}}),
+    )
+    .await
+    .expect("request patch");
+    approve(&s, "bob", "patch").await.expect("approve patch");
+    let patched = phase(&s, "patch", ChangePhase::Applied).await;
+    assert_eq!(patched.status.expect("status").resulting_version, Some(3));
+    projected(&s, "production", |c| {
+        c["pool"]["max"] == 41 && c["timeout"] == 5
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_approval_expiry_and_rollback() {
+    let s = setup("rollback").await;
+    create_payments(&s, json!({"requiredApprovals": 1, "pendingExpiry": "3s"})).await;
+
+    // Development auto-approves: each change applies without approvals.
+    for (name, max) in [("v2", 20), ("v3", 30)] {
+        request(
+            &s,
+            "alice",
+            name,
+            "development",
+            json!({"data": {"host": "db", "pool": {"max": max}}}),
+        )
+        .await
+        .expect("request");
+        let applied = phase(&s, name, ChangePhase::Applied).await;
+        assert_eq!(
+            applied.status.expect("status").approvals_summary.as_deref(),
+            Some("0/0")
+        );
+    }
+    projected(&s, "development", |c| c["pool"]["max"] == 30).await;
+
+    // Rolling back to version 1 makes version 4 with version 1's content.
+    request(&s, "alice", "back", "development", json!({"rollbackTo": 1}))
+        .await
+        .expect("request rollback");
+    let back = phase(&s, "back", ChangePhase::Applied).await;
+    assert_eq!(back.status.expect("status").resulting_version, Some(4));
+    projected(&s, "development", |c| c["pool"]["max"] == 10).await;
+    let pool = postgres().await;
+    let contents: Vec<(i32, Value)> = sqlx::query_as(
+        "SELECT version, config FROM config_versions WHERE config_id = $1 AND version IN (1, 4) ORDER BY version",
+    )
+    .bind(s.config_id())
+    .fetch_all(&pool)
+    .await
+    .expect("versions");
+    assert_eq!(contents.len(), 2);
+    assert_eq!(
+        contents[0].1, contents[1].1,
+        "version 4 holds version 1's content"
+    );
+
+    // Production needs an approval that never comes: the change expires.
+    request(
+        &s,
+        "alice",
+        "stale",
+        "production",
+        json!({"patch": {"pool": {"max": 15}}}),
+    )
+    .await
+    .expect("request");
+    let expired = phase(&s, "stale", ChangePhase::Expired).await;
+    assert!(expired.status.expect("status").finished_at.is_some());
+}
+
+#[tokio::test]
+async fn a_spec_edit_in_a_protected_environment_waits_for_approval() {
+    let s = setup("gitops").await;
+    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    projected(&s, "development", |c| c["pool"]["max"] == 10).await;
+
+    // Version 1 waits in production on a ConfigChange the operator proposed.
+    let proposed = phase(&s, "payments-production-v1", ChangePhase::Pending).await;
+    assert_eq!(proposed.spec.version, Some(1));
+    let entry = s.entries().get("payments").await.expect("entry");
+    let production = &entry.status.expect("status").environments[1];
+    assert_eq!(production.phase, Some(EnvironmentPhase::PendingApproval));
+    assert_eq!(
+        production.pending_change.as_deref(),
+        Some("payments-production-v1")
+    );
+    approve(&s, "bob", "payments-production-v1")
+        .await
+        .expect("approve");
+    phase(&s, "payments-production-v1", ChangePhase::Applied).await;
+    projected(&s, "production", |c| c["pool"]["max"] == 10).await;
+
+    // A GitOps-style spec edit: development follows at once, production waits.
+    let edit = json!({"spec": {"data": {"host": "db", "pool": {"max": 20}}}});
+    s.entries()
+        .patch(
+            "payments",
+            &PatchParams::apply("argocd-controller"),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .expect("edit");
+    projected(&s, "development", |c| c["pool"]["max"] == 20).await;
+    phase(&s, "payments-production-v2", ChangePhase::Pending).await;
+    let production = projected(&s, "production", |_| true).await;
+    assert_eq!(
+        production["pool"]["max"], 10,
+        "production waits for approval"
+    );
+
+    // Another edit before approval supersedes the waiting one.
+    let edit = json!({"spec": {"data": {"host": "db", "pool": {"max": 25}}}});
+    s.entries()
+        .patch(
+            "payments",
+            &PatchParams::apply("argocd-controller"),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .expect("edit");
+    phase(&s, "payments-production-v2", ChangePhase::Superseded).await;
+    phase(&s, "payments-production-v3", ChangePhase::Pending).await;
+    approve(&s, "bob", "payments-production-v3")
+        .await
+        .expect("approve");
+    phase(&s, "payments-production-v3", ChangePhase::Applied).await;
+    projected(&s, "production", |c| c["pool"]["max"] == 25).await;
+}
