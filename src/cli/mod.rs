@@ -1,6 +1,7 @@
 //! The `summit-config` command line: `operator` runs the controllers, `crds` prints the
 //! CustomResourceDefinitions; the people-facing command table follows in later issues.
 
+mod changes;
 mod crds;
 
 use std::{error::Error as _, fmt, net::SocketAddr, path::PathBuf};
@@ -26,6 +27,61 @@ pub enum Command {
         /// Write `<crd-name>.yaml` files into this directory instead of printing.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+    /// Propose new base data (a JSON or YAML file, `-` for stdin) for one environment.
+    Set {
+        #[command(flatten)]
+        change: changes::Propose,
+        /// The new base data.
+        file: PathBuf,
+        #[command(flatten)]
+        target: changes::Target,
+    },
+    /// Propose a JSON merge patch (a JSON or YAML file) on the newest version.
+    Patch {
+        #[command(flatten)]
+        change: changes::Propose,
+        /// The merge patch.
+        file: PathBuf,
+        #[command(flatten)]
+        target: changes::Target,
+    },
+    /// Propose going back to an earlier version's content (as a new version).
+    Rollback {
+        #[command(flatten)]
+        change: changes::Propose,
+        /// The version whose content to restore.
+        version: i64,
+        #[command(flatten)]
+        target: changes::Target,
+    },
+    /// Approve a pending ConfigChange, as yourself.
+    Approve {
+        /// The ConfigChange.
+        change: String,
+        /// What you checked.
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        target: changes::Target,
+    },
+    /// Reject a pending ConfigChange, as yourself; final.
+    Reject {
+        /// The ConfigChange.
+        change: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: changes::Target,
+    },
+    /// List the ConfigChanges waiting for approval.
+    Pending {
+        /// Only this environment's.
+        #[arg(long = "env", short = 'e')]
+        environment: Option<String>,
+        #[command(flatten)]
+        target: changes::Target,
     },
 }
 
@@ -92,6 +148,8 @@ pub enum Error {
     #[error(transparent)]
     Crds(#[from] crds::Error),
     #[error(transparent)]
+    Changes(#[from] changes::Error),
+    #[error(transparent)]
     Operator(#[from] controller::Error),
     #[error("cannot start logging: {0}")]
     Logging(String),
@@ -127,5 +185,34 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             telemetry::init_logging(args.log_format).map_err(Error::Logging)?;
             Ok(controller::run(args).await?)
         }
+        Command::Set {
+            change,
+            file,
+            target,
+        } => Ok(changes::propose(&target, &change, changes::Proposal::Data(file)).await?),
+        Command::Patch {
+            change,
+            file,
+            target,
+        } => Ok(changes::propose(&target, &change, changes::Proposal::Patch(file)).await?),
+        Command::Rollback {
+            change,
+            version,
+            target,
+        } => Ok(changes::propose(&target, &change, changes::Proposal::RollbackTo(version)).await?),
+        Command::Approve {
+            change,
+            comment,
+            target,
+        } => Ok(changes::decide(&target, &change, Ok(comment)).await?),
+        Command::Reject {
+            change,
+            reason,
+            target,
+        } => Ok(changes::decide(&target, &change, Err(reason)).await?),
+        Command::Pending {
+            environment,
+            target,
+        } => Ok(changes::pending(&target, environment.as_deref()).await?),
     }
 }

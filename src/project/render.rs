@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::{api::v1alpha1::ConfigFormat, resolve::canonical_json};
+use crate::{
+    api::v1alpha1::ConfigFormat,
+    resolve::{canonical_json, kind_of},
+};
 
 /// The most a ConfigMap may hold (the apiserver refuses larger ones).
 pub const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
@@ -59,7 +62,7 @@ fn pretty_json(content: &Value) -> String {
 fn flatten(content: &Value) -> Result<BTreeMap<String, String>, RenderError> {
     let Value::Object(_) = content else {
         return Err(RenderError::NotAnObject {
-            found: kind(content),
+            found: kind_of(content),
         });
     };
     let mut out = BTreeMap::new();
@@ -123,17 +126,6 @@ fn env_key(path: &str) -> String {
             }
         })
         .collect()
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,21 @@ impl TestEnv {
         .await
     }
 
+    /// A kubeconfig file acting as one of the static-token users, for commands.
+    pub fn kubeconfig_as(&self, user: &str) -> PathBuf {
+        let token = self.var(&format!("SUMMIT_TOKEN_{}", user.to_uppercase()));
+        let mut kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        for auth in &mut kubeconfig.auth_infos {
+            if let Some(info) = auth.auth_info.as_mut() {
+                info.token = Some(token.to_owned().into());
+            }
+        }
+        let path = PathBuf::from(self.var("SUMMIT_ENV_DIR")).join(format!("kubeconfig-{user}"));
+        let yaml = serde_yaml_ng::to_string(&kubeconfig).expect("kubeconfig as YAML");
+        std::fs::write(&path, yaml).expect("write kubeconfig");
+        path
+    }
+
     async fn client_with(&self, edit: impl FnOnce(&mut Kubeconfig)) -> Client {
         let mut kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
         edit(&mut kubeconfig);

@@ -1,0 +1,382 @@
+//! The approval commands: propose a change (`set`, `patch`, `rollback`), `approve`,
+//! `reject`, and list what is `pending`. Who is asking is never typed: the apiserver
+//! says, through a SelfSubjectReview, and its admission policy checks it again.
+
+use std::{io::Read, path::PathBuf};
+
+use k8s_openapi::{
+    api::authentication::v1::SelfSubjectReview, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    Api, Client, Config, ResourceExt,
+    api::{ListParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde_json::Value;
+
+use crate::{
+    api::v1alpha1::{
+        Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, Rejection, Time,
+    },
+    resolve,
+};
+
+/// Where to reach the cluster, for the commands people run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Kubeconfig file instead of `$KUBECONFIG` or `~/.kube/config`.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace of the ConfigEntry or ConfigChange; the kubeconfig context's by default.
+    #[arg(short, long, global = true)]
+    pub namespace: Option<String>,
+}
+
+/// What a change proposes.
+#[derive(Debug, Clone)]
+pub enum Proposal {
+    Data(PathBuf),
+    Patch(PathBuf),
+    RollbackTo(i64),
+}
+
+/// A proposal for one environment of an entry.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Propose {
+    /// The ConfigEntry to change.
+    pub entry: String,
+    /// The environment to change.
+    #[arg(long = "env", short = 'e')]
+    pub environment: String,
+    /// Why: recorded in the audit trail.
+    #[arg(long, short = 'm')]
+    pub message: String,
+    /// Name of the ConfigChange; generated from the entry and environment by default.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read kubeconfig")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("cannot find a cluster to talk to")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("cannot build a client")]
+    Client(#[source] kube::Error),
+    #[error("{action}: {message}")]
+    Refused { action: String, message: String },
+    #[error("{action}")]
+    Request {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is neither JSON nor YAML")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Turns an apiserver refusal into its message, which names the rule that refused.
+fn request(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| match source {
+        kube::Error::Api(status) => Error::Refused {
+            action,
+            message: status.message,
+        },
+        source => Error::Request { action, source },
+    }
+}
+
+/// A client for the target cluster, and the namespace to work in.
+pub async fn connect(target: &Target) -> Result<(Client, String), Error> {
+    let config = match &target.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(Error::Kubeconfig)?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(Error::Kubeconfig)?
+        }
+        None => Config::infer().await.map_err(Error::Infer)?,
+    };
+    let namespace = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    Ok((Client::try_from(config).map_err(Error::Client)?, namespace))
+}
+
+/// The user the apiserver authenticates us as, and their groups.
+async fn whoami(client: &Client) -> Result<(String, Vec<String>), Error> {
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map_err(request("ask the apiserver who you are"))?;
+    let user = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    let name = user
+        .username
+        .ok_or_else(|| Error::Invalid("the apiserver did not say who you are".into()))?;
+    Ok((name, user.groups.unwrap_or_default()))
+}
+
+fn read_document(path: &PathBuf) -> Result<Value, Error> {
+    let shown = path.display().to_string();
+    let mut text = String::new();
+    let read = if shown == "-" {
+        std::io::stdin().read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+    };
+    read.map_err(|source| Error::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    serde_yaml_ng::from_str(&text).map_err(|source| Error::Parse {
+        path: shown,
+        source,
+    })
+}
+
+/// Creates a ConfigChange proposing `proposal`, requested by whoever runs this.
+pub async fn propose(target: &Target, propose: &Propose, proposal: Proposal) -> Result<(), Error> {
+    let (client, namespace) = connect(target).await?;
+    let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &namespace);
+    let entry = entries
+        .get_opt(&propose.entry)
+        .await
+        .map_err(request(format!(
+            "read ConfigEntry {namespace}/{}",
+            propose.entry
+        )))?
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "ConfigEntry {namespace}/{} does not exist",
+                propose.entry
+            ))
+        })?;
+    if !entry
+        .spec
+        .environments
+        .iter()
+        .any(|e| e.name == propose.environment)
+    {
+        let known: Vec<&str> = entry
+            .spec
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        return Err(Error::Invalid(format!(
+            "ConfigEntry {} has no environment {:?} (it has {})",
+            propose.entry,
+            propose.environment,
+            known.join(", ")
+        )));
+    }
+    let (user, _) = whoami(&client).await?;
+    let (data, patch, rollback_to) = match proposal {
+        Proposal::Data(path) => (Some(object(read_document(&path)?, &path)?), None, None),
+        Proposal::Patch(path) => (None, Some(object(read_document(&path)?, &path)?), None),
+        Proposal::RollbackTo(version) => (None, None, Some(version)),
+    };
+    let change = ConfigChange {
+        metadata: ObjectMeta {
+            name: propose.name.clone(),
+            generate_name: propose
+                .name
+                .is_none()
+                .then(|| format!("{}-{}-", propose.entry, propose.environment)),
+            ..ObjectMeta::default()
+        },
+        spec: ConfigChangeSpec {
+            config_entry: propose.entry.clone(),
+            environment: propose.environment.clone(),
+            data,
+            patch,
+            rollback_to,
+            version: None,
+            message: propose.message.clone(),
+            requested_by: user.clone(),
+            approvals: Vec::new(),
+            rejection: None,
+        },
+        status: None,
+    };
+    let created = Api::<ConfigChange>::namespaced(client, &namespace)
+        .create(&PostParams::default(), &change)
+        .await
+        .map_err(request("create the ConfigChange"))?;
+    println!(
+        "configchange/{} created in {namespace}, requested by {user}",
+        created.name_any()
+    );
+    Ok(())
+}
+
+fn object(value: Value, path: &std::path::Path) -> Result<Value, Error> {
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(Error::Invalid(format!(
+            "{} must hold an object, not {}",
+            path.display(),
+            resolve::kind_of(&value)
+        )))
+    }
+}
+
+/// Appends the caller's approval, or their rejection, to a ConfigChange.
+pub async fn decide(
+    target: &Target,
+    name: &str,
+    verdict: Result<Option<String>, String>,
+) -> Result<(), Error> {
+    let (client, namespace) = connect(target).await?;
+    let (user, groups) = whoami(&client).await?;
+    let changes: Api<ConfigChange> = Api::namespaced(client, &namespace);
+    // Another approver may append at the same moment: replace under the resourceVersion
+    // read, and read again on a conflict.
+    for _ in 0..5 {
+        let mut change = changes
+            .get_opt(name)
+            .await
+            .map_err(request(format!("read ConfigChange {namespace}/{name}")))?
+            .ok_or_else(|| {
+                Error::Invalid(format!("ConfigChange {namespace}/{name} does not exist"))
+            })?;
+        if let Some(phase) = change.status.as_ref().and_then(|s| s.phase)
+            && !matches!(phase, ChangePhase::Pending)
+        {
+            return Err(Error::Invalid(format!(
+                "ConfigChange {name} is {phase:?}; only pending changes can be approved or rejected"
+            )));
+        }
+        let now = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(
+                k8s_openapi::jiff::Timestamp::now().as_second(),
+            )
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+        ));
+        let action = match &verdict {
+            Ok(comment) => {
+                change.spec.approvals.push(Approval {
+                    approver: user.clone(),
+                    approved_at: now,
+                    comment: comment.clone(),
+                    groups: groups
+                        .iter()
+                        .filter(|g| !g.starts_with("system:"))
+                        .cloned()
+                        .collect(),
+                });
+                "approved"
+            }
+            Err(reason) => {
+                change.spec.rejection = Some(Rejection {
+                    rejected_by: user.clone(),
+                    reason: reason.clone(),
+                    rejected_at: now,
+                });
+                "rejected"
+            }
+        };
+        match changes.replace(name, &PostParams::default(), &change).await {
+            Ok(_) => {
+                println!("configchange/{name} {action} by {user}");
+                return Ok(());
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(error) => return Err(request(format!("record your decision on {name}"))(error)),
+        }
+    }
+    Err(Error::Invalid(format!(
+        "ConfigChange {name} kept changing while recording your decision; try again"
+    )))
+}
+
+/// Prints the changes waiting for approval.
+pub async fn pending(target: &Target, environment: Option<&str>) -> Result<(), Error> {
+    let (client, namespace) = connect(target).await?;
+    let changes: Api<ConfigChange> = Api::namespaced(client, &namespace);
+    let list = changes
+        .list(&ListParams::default())
+        .await
+        .map_err(request(format!("list ConfigChanges in {namespace}")))?;
+    let rows: Vec<Vec<String>> = list
+        .items
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.status.as_ref().and_then(|s| s.phase),
+                None | Some(ChangePhase::Pending)
+            )
+        })
+        .filter(|c| environment.is_none_or(|e| c.spec.environment == e))
+        .map(|c| {
+            let status = c.status.clone().unwrap_or_default();
+            vec![
+                c.name_any(),
+                c.spec.config_entry.clone(),
+                c.spec.environment.clone(),
+                c.spec.requested_by.clone(),
+                status.approvals_summary.unwrap_or_else(|| "-".into()),
+                c.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |t: &Time| t.0.to_string()),
+                c.spec.message.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no pending changes in {namespace}");
+        return Ok(());
+    }
+    print_table(
+        &[
+            "NAME",
+            "ENTRY",
+            "ENVIRONMENT",
+            "REQUESTER",
+            "APPROVALS",
+            "REQUESTED",
+            "MESSAGE",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("   ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
