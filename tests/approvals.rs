@@ -15,13 +15,18 @@ use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{
     ChangePhase, ConfigChange, ConfigEntry, EnvironmentPhase, find_condition,
 };
-use support::{Operator, consul_get, env, eventually, grant, install_crds, namespace, postgres};
+use support::{
+    Operator, consul_get, env, eventually, free_port, grant, install_crds, metric, namespace,
+    postgres,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Setup {
     admin: Client,
     ns: String,
+    /// The operator's /metrics port.
+    port: u16,
     _operator: Operator,
 }
 
@@ -54,10 +59,12 @@ async fn setup(test: &str) -> Setup {
     for approver in ["bob", "carol"] {
         grant(&admin, &ns, approver, "summit-config-approver").await;
     }
-    let operator = Operator::start(&ns);
+    let port = free_port();
+    let operator = Operator::start_with(&ns, &["--http-addr", &format!("127.0.0.1:{port}")]);
     Setup {
         admin,
         ns,
+        port,
         _operator: operator,
     }
 }
@@ -203,6 +210,16 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
     let status = pending.status.expect("status");
     assert_eq!(status.base_version, Some(1));
     assert_eq!(status.approvals_summary.as_deref(), Some("0/1"));
+    // The operator's own proposal of version 1 and alice's change wait in production.
+    eventually("two pending changes in the metrics", WAIT, || async {
+        let pending = metric(
+            s.port,
+            "summit_config_pending_changes{environment=\"production\"}",
+        )
+        .await;
+        (pending == 2.0).then_some(())
+    })
+    .await;
 
     approve(&s, "bob", "bigger-pool")
         .await
@@ -285,6 +302,27 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
 
     // The spec's own version 1, still waiting for production, is overtaken.
     phase(&s, "payments-production-v1", ChangePhase::Superseded).await;
+
+    // Metrics and Events follow each transition.
+    let applied = metric(
+        s.port,
+        "summit_config_approval_latency_seconds_count{stage=\"applied\"}",
+    )
+    .await;
+    assert_eq!(applied, 1.0);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(s.admin.clone(), &s.ns);
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bigger-pool"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["WaitingForApproval", "Applied"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reasons:?}");
+    }
 }
 
 #[tokio::test]

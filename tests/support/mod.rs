@@ -310,8 +310,9 @@ pub async fn consul_get(key: &str) -> Option<(serde_json::Value, u64)> {
     ))
 }
 
-/// The operator's own count of its apiserver writes, scraped from /metrics on `port`.
-pub async fn operator_writes(port: u16) -> f64 {
+/// The sum of every sample whose line starts with `series` (a metric name, optionally
+/// with some of its labels), scraped from the operator's /metrics on `port`.
+pub async fn metric(port: u16, series: &str) -> f64 {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("scrape metrics")
@@ -319,9 +320,22 @@ pub async fn operator_writes(port: u16) -> f64 {
         .await
         .expect("metrics text");
     text.lines()
-        .filter(|line| line.starts_with("summit_config_apiserver_writes_total"))
+        .filter(|line| line.starts_with(series))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The operator's own count of its apiserver writes, scraped from /metrics on `port`.
+pub async fn operator_writes(port: u16) -> f64 {
+    metric(port, "summit_config_apiserver_writes_total").await
+}
+
+/// A free local port for an operator's HTTP endpoints.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Polls `probe` until it returns `Some`, for at most `limit`; panics with `what` otherwise.
