@@ -2,6 +2,8 @@
 # Stops or starts one service of a running environment, for fault tests:
 #   hack/env-ctl.sh NAME stop SERVICE     (SIGKILL: the service dies as in a crash)
 #   hack/env-ctl.sh NAME start SERVICE    (the same command line env-up.sh used)
+#   hack/env-ctl.sh NAME pause SERVICE    (SIGSTOP: it hangs, holding its state)
+#   hack/env-ctl.sh NAME resume SERVICE   (SIGCONT)
 # SERVICE is one of etcd, postgres, consul, moto, kube-apiserver, or anything else
 # started with start(). Consul runs in dev mode: a restarted agent comes back empty.
 set -euo pipefail
@@ -27,7 +29,16 @@ case "$action" in
     eval "cmd=($(cat "$dir/$service.cmd"))"
     start "$service" "${cmd[@]}"
     ;;
+  pause | resume)
+    signal=STOP
+    [[ $action == resume ]] && signal=CONT
+    while read -r pid svc; do
+      if [[ $svc == "$service" ]]; then
+        kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid"
+      fi
+    done <"$dir/pids"
+    ;;
   *)
-    die "usage: env-ctl.sh NAME stop|start SERVICE"
+    die "usage: env-ctl.sh NAME stop|start|pause|resume SERVICE"
     ;;
 esac

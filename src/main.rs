@@ -7,6 +7,7 @@ use summit_config::cli::{Cli, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    summit_config::install_crypto_provider();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -77,6 +77,15 @@ pub struct Metrics {
     pub pending_changes: Family<EnvironmentLabels, Gauge>,
     /// ConfigChanges pending for longer than a day.
     pub stalled_changes: Gauge,
+    /// Rotations by result (`success`, `failure`).
+    pub rotations: Family<ResultLabels, Counter>,
+    /// Time a successful rotation took, provider calls and projection included.
+    pub rotation_seconds: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,6 +105,14 @@ pub struct BackendLabels {
 }
 
 impl Metrics {
+    /// Counts a rotation, and times it when it succeeded.
+    pub fn rotation(&self, result: &'static str, took: std::time::Duration) {
+        self.rotations.get_or_create(&ResultLabels { result }).inc();
+        if result == "success" {
+            self.rotation_seconds.observe(took.as_secs_f64());
+        }
+    }
+
     /// Records whether a backend answered.
     pub fn backend(&self, backend: &'static str, up: bool) {
         self.backend_up
@@ -129,6 +146,18 @@ impl Default for Metrics {
         });
         let pending_changes = Family::<EnvironmentLabels, Gauge>::default();
         let stalled_changes = Gauge::default();
+        let rotations = Family::<ResultLabels, Counter>::default();
+        let rotation_seconds = Histogram::new([0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0]);
+        registry.register(
+            "secret_rotations",
+            "Secret rotations, by result; the success rate is success / (success + failure)",
+            rotations.clone(),
+        );
+        registry.register(
+            "secret_rotation_duration_seconds",
+            "Time a successful rotation took",
+            rotation_seconds.clone(),
+        );
         registry.register(
             "approval_latency_seconds",
             "Seconds from a ConfigChange's request to its approval (stage=approved) and to its application (stage=applied)",
@@ -187,6 +216,8 @@ impl Default for Metrics {
             approval_seconds,
             pending_changes,
             stalled_changes,
+            rotations,
+            rotation_seconds,
         }
     }
 }

@@ -127,6 +127,15 @@ pub struct OperatorArgs {
     #[arg(long, env = "SUMMIT_RESTART_INTERVAL_SECONDS", default_value_t = 30)]
     pub restart_interval_seconds: u64,
 
+    /// AWS region for Secrets Manager when a policy or reference names none.
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// Secrets Manager endpoint instead of AWS's own, e.g. a VPC endpoint or a local
+    /// emulator.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
     /// Log format.
     #[arg(long, env = "SUMMIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

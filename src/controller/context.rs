@@ -11,11 +11,15 @@ use kube::{
     },
 };
 
+use std::collections::HashMap;
+
 use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::api::core::v1::Secret;
 
 use super::{FIELD_MANAGER, backoff::Backoff, workloads::Workloads};
 use crate::{
     api::v1alpha1::{ConfigChange, ConfigEntry},
+    secrets::{self, AwsProvider, AwsSettings},
     store::Stores,
     telemetry::Metrics,
 };
@@ -50,6 +54,12 @@ pub struct Context {
     /// The user the operator acts as, from a SelfSubjectReview: the requester of the
     /// ConfigChanges it proposes.
     pub identity: String,
+    /// For webhooks.
+    pub http: reqwest::Client,
+    /// The operator's AWS defaults (region, endpoint).
+    pub aws: AwsSettings,
+    /// Secrets Manager clients on the default credential chain, by region.
+    aws_clients: tokio::sync::Mutex<HashMap<Option<String>, AwsProvider>>,
 }
 
 /// The API of kind `K` in `namespace`, or across the cluster.
@@ -78,6 +88,7 @@ pub struct Parts {
     pub changes: Store<ConfigChange>,
     pub entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
     pub identity: String,
+    pub aws: AwsSettings,
 }
 
 impl Context {
@@ -102,6 +113,12 @@ impl Context {
             changes: parts.changes,
             entry_requests: parts.entry_requests,
             identity: parts.identity,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            aws: parts.aws,
+            aws_clients: tokio::sync::Mutex::default(),
         }
     }
 
@@ -119,6 +136,50 @@ impl Context {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// A Secrets Manager client for `region` (the operator's default when unset), with
+    /// the keys of Secret `credentials` in `namespace`, or the default credential chain.
+    pub async fn aws_provider(
+        &self,
+        namespace: &str,
+        region: Option<&str>,
+        credentials: Option<&str>,
+    ) -> Result<AwsProvider, secrets::Error> {
+        let mut settings = self.aws.clone();
+        if let Some(region) = region {
+            settings.region = Some(region.to_owned());
+        }
+        let Some(name) = credentials else {
+            let mut clients = self.aws_clients.lock().await;
+            if let Some(client) = clients.get(&settings.region) {
+                return Ok(client.clone());
+            }
+            let client = AwsProvider::new(&settings).await;
+            clients.insert(settings.region.clone(), client.clone());
+            return Ok(client);
+        };
+        let failed = |detail: String| secrets::Error::Credentials {
+            name: format!("{namespace}/{name}"),
+            detail,
+        };
+        let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .get(name)
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        let key = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .ok_or_else(|| failed(format!("it has no key {key}")))
+        };
+        settings.credentials = Some((
+            key("AWS_ACCESS_KEY_ID")?,
+            secrets::SecretString::from(key("AWS_SECRET_ACCESS_KEY")?),
+        ));
+        Ok(AwsProvider::new(&settings).await)
     }
 
     /// Has the entry `namespace/name` reconciled soon.

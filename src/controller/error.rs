@@ -61,6 +61,9 @@ pub enum Error {
 
     #[error("a projection could not be applied; see the entry's status")]
     ProjectionFailed,
+
+    #[error(transparent)]
+    Secret(crate::secrets::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -80,6 +83,7 @@ impl Error {
             Error::CacheClosed => "CacheClosed",
             Error::Finalizer(_) => "Finalizer",
             Error::ProjectionFailed => "ProjectionFailed",
+            Error::Secret(error) => error.label(),
         }
     }
 
@@ -88,6 +92,8 @@ impl Error {
         match self {
             Error::EncodeStatus(_) => false,
             Error::Store(error) => error.is_transient(),
+            // A secret deleted upstream or a denied request may be put right outside
+            // Kubernetes: keep retrying, with backoff.
             _ => true,
         }
     }

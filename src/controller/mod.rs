@@ -108,6 +108,11 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             changes: change_controller.store(),
             entry_requests,
             identity,
+            aws: crate::secrets::AwsSettings {
+                region: args.aws_region.clone(),
+                endpoint_url: args.aws_endpoint_url.clone(),
+                credentials: None,
+            },
         },
         std::env::var("POD_NAME").ok(),
     ));

@@ -1,45 +1,646 @@
-//! The SecretRotationPolicy reconcile loop. This first version checks the schedule;
-//! rotation itself builds on it.
+//! The SecretRotationPolicy reconcile loop. A policy adopts (or creates) its secret,
+//! projects the current value into its target Secret, and rotates on schedule or on
+//! demand: generate, stage, promote, project the new value beside the previous one,
+//! roll the restart targets, and retire the previous value only once the grace period
+//! has passed and every restart target runs the new one. The schedule lives in status,
+//! so it survives restarts; every step is idempotent, so a crash repeats nothing.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use kube::{ResourceExt, runtime::controller::Action};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::json;
 use tracing::instrument;
 
 use super::{
-    Context, Error, Result, observed, requeue_after_error,
-    status::{self, Invalid},
+    Context, Error, FIELD_MANAGER, Result, observed, requeue_after_error,
+    status::{self, Invalid, now},
 };
-use crate::api::v1alpha1::{SecretRotationPolicy, SecretRotationPolicySpec, parse_duration};
+use crate::{
+    api::v1alpha1::{
+        CONDITION_READY, CONDITION_VALIDATED, ConditionUpdate, SecretProvider as ProviderKind,
+        SecretRotationPolicy, SecretRotationPolicySpec, SecretRotationPolicyStatus, Time,
+        parse_duration, upsert_condition,
+    },
+    project::{ProjectedSecret, desired_secret},
+    secrets::{self, CURRENT, PREVIOUS, Provider, SecretProvider, SecretValue, Selector, generate},
+    store::Rotation,
+};
 
 const KIND: &str = "SecretRotationPolicy";
 const DEFAULT_GRACE_PERIOD: &str = "7d";
 const DEFAULT_MINIMUM_INTERVAL: &str = "1h";
 
+/// Set (to any new value, e.g. a timestamp) to ask for a rotation now.
+pub const ROTATE_ANNOTATION: &str = "config.summit.io/rotate";
+pub const CONDITION_ROTATING: &str = "Rotating";
+pub const CONDITION_ROTATION_FAILED: &str = "RotationFailed";
+
+/// While the previous value waits for restart targets, look again this often (the
+/// workloads are read from the watch cache).
+const CONSUMER_POLL: Duration = Duration::from_secs(5);
+
 #[instrument(skip_all, fields(namespace = policy.namespace().unwrap_or_default(), name = policy.name_any()))]
 pub async fn reconcile(policy: Arc<SecretRotationPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    observed(KIND, policy.as_ref(), &ctx, async {
-        let verdict = check_schedule(&policy.spec);
-        status::report_validation(
-            ctx.as_ref(),
-            KIND,
-            policy.as_ref(),
-            policy.status.as_ref(),
-            &verdict,
-        )
-        .await?;
-        Ok(Action::await_change())
-    })
-    .await
+    observed(KIND, policy.as_ref(), &ctx, reconcile_policy(&policy, &ctx)).await
 }
 
 pub fn error_policy(policy: Arc<SecretRotationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     requeue_after_error(KIND, policy.as_ref(), error, &ctx)
 }
 
+/// The durations of a valid policy.
+#[derive(Debug)]
+struct Schedule {
+    interval: Duration,
+    grace: Duration,
+    minimum: Duration,
+    summary: String,
+}
+
+/// What this reconcile did, for status, Events and notifications.
+#[derive(Default)]
+struct Progress {
+    /// Events to publish: (type, reason, note), and the notification event name.
+    events: Vec<(EventType, &'static str, String, &'static str)>,
+    /// Why a due rotation waits.
+    waiting: Option<String>,
+}
+
+async fn reconcile_policy(policy: &SecretRotationPolicy, ctx: &Context) -> Result<Action> {
+    let current = policy.status.clone().unwrap_or_default();
+    let schedule = match check_schedule(&policy.spec) {
+        Ok(schedule) => schedule,
+        Err(invalid) => {
+            status::report_validation(ctx, KIND, policy, policy.status.as_ref(), &Err(invalid))
+                .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let namespace = policy.namespace().unwrap_or_default();
+    let mut next = current.clone();
+    let mut progress = Progress::default();
+    let outcome = match provider_for(ctx, &namespace, &policy.spec).await {
+        Ok(provider) => step(policy, &schedule, &provider, &mut next, &mut progress, ctx).await,
+        Err(error) => Err(error),
+    };
+    let now = now();
+    let generation = policy.metadata.generation;
+    next.observed_generation = generation;
+    let condition = |type_, status, reason, message| ConditionUpdate {
+        type_,
+        status,
+        reason,
+        message,
+        observed_generation: generation,
+    };
+    upsert_condition(
+        &mut next.conditions,
+        condition(CONDITION_VALIDATED, true, "Valid", schedule.summary.clone()),
+        now.clone(),
+    );
+    let in_grace = next.previous_version.is_some();
+    upsert_condition(
+        &mut next.conditions,
+        condition(
+            CONDITION_ROTATING,
+            in_grace,
+            if in_grace { "PreviousInGrace" } else { "Idle" },
+            match (&next.previous_version, &next.previous_retires_at) {
+                (Some(previous), Some(at)) => format!(
+                    "the previous version {previous} stays valid until {} and until every restart target runs the new one",
+                    at.0
+                ),
+                _ => progress
+                    .waiting
+                    .clone()
+                    .unwrap_or_else(|| "no rotation in progress".into()),
+            },
+        ),
+        now.clone(),
+    );
+    let failed_before = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_ROTATION_FAILED)
+        .filter(|c| c.status == "True")
+        .map(|c| c.message.clone());
+    match &outcome {
+        Ok(()) => upsert_condition(
+            &mut next.conditions,
+            condition(
+                CONDITION_ROTATION_FAILED,
+                false,
+                "Succeeded",
+                "the provider answered every step".into(),
+            ),
+            now.clone(),
+        ),
+        Err(error) => {
+            ctx.metrics.rotation("failure", Duration::ZERO);
+            upsert_condition(
+                &mut next.conditions,
+                condition(
+                    CONDITION_ROTATION_FAILED,
+                    true,
+                    error.label(),
+                    format!("{error}; the target Secret keeps its last good value"),
+                ),
+                now.clone(),
+            );
+            if failed_before.as_deref()
+                != Some(&format!(
+                    "{error}; the target Secret keeps its last good value"
+                ))
+            {
+                progress.events.push((
+                    EventType::Warning,
+                    "RotationFailed",
+                    format!("{error}; the target Secret keeps its last good value"),
+                    "failed",
+                ));
+            }
+        }
+    }
+    let ready = next.current_version.is_some();
+    upsert_condition(
+        &mut next.conditions,
+        condition(
+            CONDITION_READY,
+            ready,
+            if ready { "Projected" } else { "NoValue" },
+            match &next.current_version {
+                Some(version) => {
+                    format!("Secret {} holds version {version}", policy.spec.target.name)
+                }
+                None => "no value has been projected yet".into(),
+            },
+        ),
+        now,
+    );
+    status::apply_status(ctx, KIND, policy, policy.status.as_ref(), &next).await?;
+    for (type_, reason, note, notification) in progress.events {
+        ctx.publish(policy, type_, reason, note).await;
+        notify(ctx, policy, &next, notification);
+    }
+    outcome.map_err(Error::Secret)?;
+    Ok(requeue(&next, progress.waiting.is_some()))
+}
+
+/// When to look again: at the next rotation or retirement, or soon while something waits.
+fn requeue(status: &SecretRotationPolicyStatus, waiting: bool) -> Action {
+    let now = now().0.as_second();
+    let due = [
+        status.next_rotation_time.as_ref(),
+        status.previous_retires_at.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|at| at.0.as_second() - now)
+    .min();
+    let mut delay = due.map_or(Duration::from_secs(3600), |seconds| {
+        Duration::from_secs(u64::try_from(seconds.max(1)).unwrap_or(1))
+    });
+    if waiting {
+        delay = delay.min(CONSUMER_POLL);
+    }
+    Action::requeue(delay.min(Duration::from_secs(3600)))
+}
+
+/// The provider a policy names, with its settings.
+async fn provider_for(
+    ctx: &Context,
+    namespace: &str,
+    spec: &SecretRotationPolicySpec,
+) -> Result<Provider, secrets::Error> {
+    match spec.provider {
+        ProviderKind::InCluster => Ok(Provider::InCluster(Box::new(
+            secrets::InClusterProvider::new(ctx.client.clone(), namespace),
+        ))),
+        ProviderKind::AwsSecretsManager => {
+            let aws = spec.aws.as_ref();
+            ctx.aws_provider(
+                namespace,
+                aws.and_then(|a| a.region.as_deref()),
+                aws.and_then(|a| a.credentials_secret.as_deref()),
+            )
+            .await
+            .map(Provider::Aws)
+        }
+    }
+}
+
+/// Adopts or creates the secret, rotates when due, retires the previous value when it
+/// may. Updates `status` as each step lands.
+async fn step(
+    policy: &SecretRotationPolicy,
+    schedule: &Schedule,
+    provider: &Provider,
+    status: &mut SecretRotationPolicyStatus,
+    progress: &mut Progress,
+    ctx: &Context,
+) -> Result<(), secrets::Error> {
+    let secret_id = &policy.spec.secret_id;
+    let uid = policy.uid().unwrap_or_default();
+    let now = now();
+
+    // First sight: take the provider's current value, creating the secret if needed.
+    if status.current_version.is_none() {
+        let first = generate(policy.spec.generator.as_ref())?;
+        let created = provider
+            .create(secret_id, &first, &format!("{uid}-initial"))
+            .await?;
+        let value = provider.read(secret_id, Selector::Stage(CURRENT)).await?;
+        project(ctx, policy, &value, None)
+            .await
+            .map_err(unavailable)?;
+        status.current_version = Some(value.version_id.clone());
+        status.next_rotation_time = Some(later(&now, schedule.interval));
+        status.rotation_count.get_or_insert(0);
+        progress.events.push((
+            EventType::Normal,
+            if created {
+                "SecretCreated"
+            } else {
+                "SecretAdopted"
+            },
+            format!(
+                "{} secret {secret_id} version {} is projected into Secret {}",
+                if created { "created" } else { "adopted" },
+                value.version_id,
+                policy.spec.target.name
+            ),
+            if created { "created" } else { "adopted" },
+        ));
+        record(
+            ctx,
+            policy,
+            schedule,
+            status,
+            if created { "created" } else { "adopted" },
+        )
+        .await;
+    }
+
+    // Due: asked for (a new value of the annotation) or scheduled.
+    let request = policy.annotations().get(ROTATE_ANNOTATION).cloned();
+    let requested = request.is_some() && request != status.last_handled_request;
+    let scheduled = policy.spec.suspend != Some(true)
+        && status
+            .next_rotation_time
+            .as_ref()
+            .is_some_and(|at| at.0 <= now.0);
+    if requested || scheduled {
+        let too_soon = status
+            .last_rotation_time
+            .as_ref()
+            .map(|last| later(last, schedule.minimum))
+            .filter(|allowed| allowed.0 > now.0);
+        if let Some(previous) = &status.previous_version {
+            progress.waiting = Some(format!(
+                "a rotation is due, and waits until the previous version {previous} retires"
+            ));
+        } else if let Some(allowed) = too_soon {
+            progress.waiting = Some(format!(
+                "a rotation is due, and waits for the minimum interval: not before {}",
+                allowed.0
+            ));
+        } else {
+            rotate(policy, schedule, provider, status, progress, ctx).await?;
+            if requested {
+                status.last_handled_request = request;
+            }
+        }
+    }
+
+    // Retire the previous value after the grace period, once every consumer moved on.
+    let annotation = restart_annotation(&policy.name_any());
+    let (running, total) = consumers(ctx, policy, status, &annotation).await;
+    status.consumers_ready = Some(running);
+    status.consumers_total = Some(total);
+    if let (Some(previous), Some(retires_at)) = (
+        status.previous_version.clone(),
+        status.previous_retires_at.clone(),
+    ) && retires_at.0 <= now.0
+    {
+        if running < total {
+            progress.waiting = Some(format!(
+                "the grace period is over; the previous version {previous} stays until every restart target runs the new one ({running} of {total} do)"
+            ));
+        } else {
+            let current = provider
+                .read(
+                    secret_id,
+                    Selector::Version(status.current_version.as_deref().unwrap_or_default()),
+                )
+                .await?;
+            project(ctx, policy, &current, None)
+                .await
+                .map_err(unavailable)?;
+            provider.retire(secret_id, &previous).await?;
+            status.previous_version = None;
+            status.previous_retires_at = None;
+            progress.events.push((
+                EventType::Normal,
+                "PreviousRetired",
+                format!("version {previous} of {secret_id} is retired"),
+                "retired",
+            ));
+            record(ctx, policy, schedule, status, "retired").await;
+        }
+    }
+    Ok(())
+}
+
+/// One rotation: a new version staged under a token derived from the policy and its
+/// rotation count (so a retry finds the same version), promoted, projected beside the
+/// previous value, and rolled out to the restart targets.
+async fn rotate(
+    policy: &SecretRotationPolicy,
+    schedule: &Schedule,
+    provider: &Provider,
+    status: &mut SecretRotationPolicyStatus,
+    progress: &mut Progress,
+    ctx: &Context,
+) -> Result<(), secrets::Error> {
+    let secret_id = &policy.spec.secret_id;
+    let count = status.rotation_count.unwrap_or(0) + 1;
+    let token = format!("{}-{count}", policy.uid().unwrap_or_default());
+    let started = std::time::Instant::now();
+    let mut current = provider.read(secret_id, Selector::Stage(CURRENT)).await?;
+    let new = match provider.read(secret_id, Selector::Version(&token)).await {
+        Ok(staged) => staged,
+        Err(secrets::Error::NotFound { .. } | secrets::Error::Unusable { .. })
+            if policy.spec.rotation_function.is_some() =>
+        {
+            let (Provider::Aws(aws), Some(function)) = (provider, &policy.spec.rotation_function)
+            else {
+                return Err(secrets::Error::Refused {
+                    provider: "the in-cluster store",
+                    action: "rotate with a rotation function".into(),
+                    detail: "only AWS Secrets Manager runs rotation functions".into(),
+                });
+            };
+            let version_id = aws.rotate_with(secret_id, function, &token).await?;
+            provider
+                .read(secret_id, Selector::Version(&version_id))
+                .await?
+        }
+        Err(secrets::Error::NotFound { .. } | secrets::Error::Unusable { .. }) => {
+            // A missing secret shows up here as well: staging then says so.
+            let value = generate(policy.spec.generator.as_ref())?;
+            let version_id = provider.stage(secret_id, &value, &token).await?;
+            SecretValue { version_id, value }
+        }
+        Err(error) => return Err(error),
+    };
+    if current.version_id == new.version_id {
+        // Promoted before a crash: the value it replaced is the previous one now.
+        current = provider.read(secret_id, Selector::Stage(PREVIOUS)).await?;
+    }
+    provider.promote(secret_id, &new.version_id).await?;
+    project(ctx, policy, &new, Some(&current))
+        .await
+        .map_err(unavailable)?;
+    let annotation = restart_annotation(&policy.name_any());
+    for target in &policy.spec.restart_targets {
+        let namespace = policy.namespace().unwrap_or_default();
+        match super::config_entry::restart(ctx, &namespace, target, &annotation, &new.version_id)
+            .await
+        {
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, workload = %target.name, "cannot restart"),
+        }
+    }
+    let now = now();
+    status.previous_version = Some(current.version_id.clone());
+    status.current_version = Some(new.version_id.clone());
+    status.last_rotation_time = Some(now.clone());
+    status.next_rotation_time = Some(later(&now, schedule.interval));
+    status.previous_retires_at = Some(later(&now, schedule.grace));
+    status.rotation_count = Some(count);
+    ctx.metrics.rotation("success", started.elapsed());
+    tracing::info!(secret_id, version = %new.version_id, "rotated");
+    progress.events.push((
+        EventType::Normal,
+        "Rotated",
+        format!(
+            "rotated {secret_id}: version {} is current, version {} stays valid through the grace period",
+            new.version_id, current.version_id
+        ),
+        "rotated",
+    ));
+    record(ctx, policy, schedule, status, "rotated").await;
+    Ok(())
+}
+
+/// Writes the target Secret: the current value, and the previous one under its own key
+/// during the grace period.
+async fn project(
+    ctx: &Context,
+    policy: &SecretRotationPolicy,
+    current: &SecretValue,
+    previous: Option<&SecretValue>,
+) -> Result<(), kube::Error> {
+    let target = &policy.spec.target;
+    let namespace = policy.namespace().unwrap_or_default();
+    let mut data = BTreeMap::from([(
+        target.key.clone().unwrap_or_else(|| "value".into()),
+        current.value.clone(),
+    )]);
+    let mut annotations = BTreeMap::from([
+        (
+            "config.summit.io/policy".to_owned(),
+            format!("{namespace}/{}", policy.name_any()),
+        ),
+        (
+            "config.summit.io/version".to_owned(),
+            current.version_id.clone(),
+        ),
+    ]);
+    if let Some(previous) = previous {
+        data.insert(
+            target
+                .previous_key
+                .clone()
+                .unwrap_or_else(|| "previous".into()),
+            previous.value.clone(),
+        );
+        annotations.insert(
+            "config.summit.io/previous-version".to_owned(),
+            previous.version_id.clone(),
+        );
+    }
+    let secret = desired_secret(
+        policy,
+        &ProjectedSecret {
+            namespace: namespace.clone(),
+            name: target.name.clone(),
+            data,
+            annotations,
+        },
+    );
+    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .patch(
+            &target.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    ctx.count_write(KIND, "secret");
+    Ok(())
+}
+
+/// A projection the apiserver refused is as good as a provider that did not answer:
+/// nothing was rotated for consumers, and the next attempt repeats it.
+fn unavailable(error: kube::Error) -> secrets::Error {
+    secrets::Error::Unavailable {
+        provider: "the Kubernetes API",
+        action: "project the target Secret".into(),
+        detail: error.to_string(),
+    }
+}
+
+/// The pod-template annotation a policy writes on its restart targets: the current
+/// version id (an id, never a checksum of the value).
+pub fn restart_annotation(policy: &str) -> String {
+    let name: String = policy.chars().take(63).collect();
+    format!(
+        "rotation.config.summit.io/{}",
+        name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+    )
+}
+
+/// How many restart targets run the current version, of how many.
+async fn consumers(
+    ctx: &Context,
+    policy: &SecretRotationPolicy,
+    status: &SecretRotationPolicyStatus,
+    annotation: &str,
+) -> (i32, i32) {
+    let namespace = policy.namespace().unwrap_or_default();
+    let current = status.current_version.as_deref().unwrap_or_default();
+    let total = policy.spec.restart_targets.len();
+    let running = policy
+        .spec
+        .restart_targets
+        .iter()
+        .filter(|t| {
+            ctx.workloads
+                .get(t.kind, &namespace, &t.name)
+                .is_some_and(|w| w.runs(annotation, current))
+        })
+        .count();
+    (
+        i32::try_from(running).unwrap_or(i32::MAX),
+        i32::try_from(total).unwrap_or(i32::MAX),
+    )
+}
+
+fn later(at: &Time, by: Duration) -> Time {
+    let seconds = i64::try_from(by.as_secs()).unwrap_or(i64::MAX / 2);
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(at.0.as_second().saturating_add(seconds))
+            .unwrap_or(at.0),
+    )
+}
+
+/// Keeps `secret_rotation_policies` and the audit trail up to date; best effort, with
+/// a warning, so a database outage never holds a rotation back.
+async fn record(
+    ctx: &Context,
+    policy: &SecretRotationPolicy,
+    schedule: &Schedule,
+    status: &SecretRotationPolicyStatus,
+    event: &str,
+) {
+    let rotation = Rotation {
+        secret_id: policy.spec.secret_id.clone(),
+        policy: format!(
+            "{}/{}",
+            policy.namespace().unwrap_or_default(),
+            policy.name_any()
+        ),
+        interval_days: days(schedule.interval),
+        grace_days: days(schedule.grace),
+        rotation_function: policy.spec.rotation_function.clone(),
+        notify: policy
+            .spec
+            .notifications
+            .as_ref()
+            .and_then(|n| n.webhook_url.clone())
+            .into_iter()
+            .collect(),
+        last_rotated_at: status.last_rotation_time.as_ref().map(|t| t.0),
+        next_rotation_at: status.next_rotation_time.as_ref().map(|t| t.0),
+        event: event.to_owned(),
+        current_version: status.current_version.clone(),
+        previous_version: status.previous_version.clone(),
+        actor: ctx.identity.clone(),
+    };
+    if let Err(error) = ctx.stores.record_rotation(&rotation).await {
+        tracing::warn!(%error, "cannot record the rotation in PostgreSQL");
+    }
+}
+
+fn days(duration: Duration) -> i32 {
+    i32::try_from(duration.as_secs().div_ceil(86_400)).unwrap_or(i32::MAX)
+}
+
+/// Posts a notification to the policy's webhook, if any, in the background, retried
+/// with backoff. The body holds ids and times, never a value.
+fn notify(
+    ctx: &Context,
+    policy: &SecretRotationPolicy,
+    status: &SecretRotationPolicyStatus,
+    event: &'static str,
+) {
+    let Some(url) = policy
+        .spec
+        .notifications
+        .as_ref()
+        .and_then(|n| n.webhook_url.clone())
+    else {
+        return;
+    };
+    let body = json!({
+        "event": event,
+        "policy": format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any()),
+        "secretId": policy.spec.secret_id,
+        "provider": policy.spec.provider,
+        "currentVersion": status.current_version,
+        "previousVersion": status.previous_version,
+        "lastRotationTime": status.last_rotation_time,
+        "nextRotationTime": status.next_rotation_time,
+        "previousRetiresAt": status.previous_retires_at,
+        "time": now(),
+    });
+    let http = ctx.http.clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=5 {
+            match http.post(&url).json(&body).send().await {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => {
+                    tracing::warn!(%url, status = %response.status(), attempt, "webhook refused a notification");
+                }
+                Err(error) => tracing::warn!(%url, %error, attempt, "webhook unreachable"),
+            }
+            let jitter = Duration::from_millis(rand::random_range(0..500));
+            tokio::time::sleep(delay + jitter).await;
+            delay *= 2;
+        }
+        tracing::warn!(%url, event, "gave up notifying the webhook");
+    });
+}
+
 /// Checks that the durations parse and fit together: the grace period is shorter than
 /// the interval, and the minimum interval no longer than it.
-fn check_schedule(spec: &SecretRotationPolicySpec) -> Result<String, Invalid> {
+fn check_schedule(spec: &SecretRotationPolicySpec) -> Result<Schedule, Invalid> {
     let parse = |field: &str, text: &str| {
         parse_duration(text).map_err(|error| Invalid {
             reason: "InvalidDuration",
@@ -72,10 +673,30 @@ fn check_schedule(spec: &SecretRotationPolicySpec) -> Result<String, Invalid> {
             ),
         });
     }
-    Ok(format!(
-        "rotates every {} with a grace period of {grace_text}",
-        spec.rotation_interval
-    ))
+    if spec.rotation_function.is_some() && spec.provider != ProviderKind::AwsSecretsManager {
+        return Err(Invalid {
+            reason: "InvalidRotation",
+            message: "spec.rotationFunction needs provider AwsSecretsManager; the in-cluster provider generates values itself".into(),
+        });
+    }
+    if spec.provider == ProviderKind::InCluster && !crate::resolve::is_dns_label(&spec.secret_id) {
+        return Err(Invalid {
+            reason: "InvalidSecretId",
+            message: format!(
+                "spec.secretId {:?}: an in-cluster secret id must be a DNS label (lower-case letters, digits and '-', at most 63)",
+                spec.secret_id
+            ),
+        });
+    }
+    Ok(Schedule {
+        interval,
+        grace,
+        minimum,
+        summary: format!(
+            "rotates every {} with a grace period of {grace_text}",
+            spec.rotation_interval
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -92,7 +713,7 @@ mod tests {
     #[test]
     fn defaults_fit_a_long_interval() {
         assert_eq!(
-            check_schedule(&spec("rotationInterval: 90d")),
+            check_schedule(&spec("rotationInterval: 90d")).map(|s| s.summary),
             Ok("rotates every 90d with a grace period of 7d".into())
         );
     }

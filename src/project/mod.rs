@@ -3,6 +3,7 @@
 
 mod config_map;
 mod render;
+mod secret;
 
 pub use config_map::{
     ANNOTATION_CHECKSUM, ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_VERSION,
@@ -10,3 +11,4 @@ pub use config_map::{
     needs_apply,
 };
 pub use render::{CONFIG_MAP_LIMIT, RenderError, render};
+pub use secret::{ProjectedSecret, desired_secret};

@@ -74,6 +74,19 @@ pub fn validate_environments(
         .collect()
 }
 
+/// Whether `name` is a DNS label: lower-case letters, digits and '-', starting and
+/// ending with a letter or digit, at most 63 characters.
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
 /// What kind of JSON value this is, for messages: "an object", "a string", ...
 pub fn kind_of(value: &Value) -> &'static str {
     match value {

@@ -7,7 +7,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use super::{
     Application, AppliedState, ConsulStore, Error, MemoryStore, NewVersion, PostgresStore,
-    Recorded, Result, Version, VersionStore, Workflow,
+    Recorded, Result, Rotation, Version, VersionStore, Workflow,
 };
 
 /// Which backends to use, parsed once at start-up.
@@ -149,6 +149,14 @@ impl Stores {
                 }
             },
             Primary::Memory => self.cache.applied(config_id).await,
+        }
+    }
+
+    /// Records a secret rotation step in PostgreSQL, when there is one.
+    pub async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
+        match &self.primary {
+            Primary::Postgres(postgres) => postgres.record_rotation(rotation).await,
+            Primary::Memory => Ok(()),
         }
     }
 

@@ -134,6 +134,26 @@ pub struct WorkflowApproval {
     pub counted: bool,
 }
 
+/// A secret's rotation policy and one step of its life (created, adopted, rotated,
+/// retired), as `secret_rotation_policies` and the audit trail keep them. Version ids
+/// and times only: never a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub secret_id: String,
+    /// `namespace/name` of the SecretRotationPolicy.
+    pub policy: String,
+    pub interval_days: i32,
+    pub grace_days: i32,
+    pub rotation_function: Option<String>,
+    pub notify: Vec<String>,
+    pub last_rotated_at: Option<Timestamp>,
+    pub next_rotation_at: Option<Timestamp>,
+    pub event: String,
+    pub current_version: Option<String>,
+    pub previous_version: Option<String>,
+    pub actor: String,
+}
+
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

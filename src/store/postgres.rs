@@ -13,8 +13,8 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{
-    Application, AppliedState, Error, NewVersion, Recorded, Result, Snapshot, Source, Version,
-    VersionStore, Workflow, WorkflowApproval,
+    Application, AppliedState, Error, NewVersion, Recorded, Result, Rotation, Snapshot, Source,
+    Version, VersionStore, Workflow, WorkflowApproval,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -175,6 +175,58 @@ impl PostgresStore {
             .await
             .map_err(failed("commit an approval workflow"))?;
         Ok(true)
+    }
+
+    /// Upserts a secret's rotation policy row and writes the audit row of one step, in
+    /// one transaction. Audit rows of secrets carry the config id `secret:<id>` and no
+    /// version.
+    pub async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
+        sqlx::query(
+            "INSERT INTO secret_rotation_policies
+               (secret_id, rotation_interval_days, rotation_lambda, notify_on_rotation, grace_period_days, last_rotated_at, next_rotation_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (secret_id) DO UPDATE SET
+               rotation_interval_days = EXCLUDED.rotation_interval_days,
+               rotation_lambda = EXCLUDED.rotation_lambda,
+               notify_on_rotation = EXCLUDED.notify_on_rotation,
+               grace_period_days = EXCLUDED.grace_period_days,
+               last_rotated_at = EXCLUDED.last_rotated_at,
+               next_rotation_at = EXCLUDED.next_rotation_at",
+        )
+        .bind(&rotation.secret_id)
+        .bind(rotation.interval_days)
+        .bind(&rotation.rotation_function)
+        .bind(&rotation.notify)
+        .bind(rotation.grace_days)
+        .bind(rotation.last_rotated_at.map(naive))
+        .bind(rotation.next_rotation_at.map(naive))
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("write a rotation policy"))?;
+        sqlx::query(
+            "INSERT INTO config_audit (id, config_id, version, actor, timestamp, message, changes)
+             VALUES ($1, $2, NULL, $3, now() AT TIME ZONE 'UTC', $4, $5)",
+        )
+        .bind(Uuid::new_v4())
+        .bind(format!("secret:{}", rotation.secret_id))
+        .bind(&rotation.actor)
+        .bind(format!(
+            "{} by SecretRotationPolicy {}",
+            rotation.event, rotation.policy
+        ))
+        .bind(json!({
+            "event": rotation.event,
+            "policy": rotation.policy,
+            "currentVersion": rotation.current_version,
+            "previousVersion": rotation.previous_version,
+        }))
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("write an audit row"))?;
+        tx.commit().await.map_err(failed("commit a rotation"))?;
+        Ok(())
     }
 
     /// Removes a config id's applied state, with an audit row naming who and why.

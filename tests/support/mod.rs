@@ -35,6 +35,7 @@ pub struct TestEnv {
 pub fn env() -> &'static TestEnv {
     static ENV: OnceLock<TestEnv> = OnceLock::new();
     ENV.get_or_init(|| {
+        summit_config::install_crypto_provider();
         let path = std::env::var("SUMMIT_ENV_FILE")
             .unwrap_or_else(|_| "/tmp/summit-config/test/env".to_owned());
         let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
@@ -208,7 +209,19 @@ impl Operator {
             .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
             .args(["--restart-interval-seconds", "1"])
             .args(extra)
-            .env("RUST_LOG", "info,summit_config=debug")
+            .env(
+                "RUST_LOG",
+                "info,summit_config=debug,aws_config=debug,aws_smithy_runtime=debug",
+            )
+            .envs(
+                [
+                    "AWS_ENDPOINT_URL",
+                    "AWS_REGION",
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                ]
+                .map(|name| (name, env().var(name))),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -232,7 +245,8 @@ impl Operator {
     }
 }
 
-/// Stops (SIGKILL) or starts one service of the environment: `postgres`, `consul`, ...
+/// Stops (SIGKILL), starts, pauses (SIGSTOP) or resumes one service of the
+/// environment: `postgres`, `consul`, `moto`, ...
 pub fn env_ctl(action: &str, service: &str) {
     let dir = PathBuf::from(env().var("SUMMIT_ENV_DIR"));
     let root = dir.parent().expect("environment root");
@@ -271,6 +285,36 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         if !self.running {
             env_ctl("start", self.service);
+        }
+    }
+}
+
+/// A service paused (SIGSTOP) by a fault test: it hangs and keeps its state, as an
+/// overloaded or partitioned service does. Resumed when the guard is dropped.
+pub struct Paused {
+    service: &'static str,
+    running: bool,
+}
+
+pub fn pause(service: &'static str) -> Paused {
+    env_ctl("pause", service);
+    Paused {
+        service,
+        running: false,
+    }
+}
+
+impl Paused {
+    pub fn resume(mut self) {
+        env_ctl("resume", self.service);
+        self.running = true;
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if !self.running {
+            env_ctl("resume", self.service);
         }
     }
 }

@@ -25,7 +25,7 @@ use kube::{
 };
 use tracing::instrument;
 
-pub use restart::RestartLimiter;
+pub use restart::{RestartLimiter, restart};
 pub use validate::SCHEMA_LABEL;
 
 use super::{Context, Error, Result, observed, requeue_after_error};

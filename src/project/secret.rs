@@ -1,0 +1,59 @@
+//! Projected Secrets: the values a workload consumes, written with server-side apply
+//! under the operator's field manager. Values appear here and nowhere else the operator
+//! writes; labels and annotations carry versions and checksums only.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{Resource, api::ObjectMeta};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{LABEL_MANAGED_BY, MANAGED_BY};
+
+/// A Secret about to be applied.
+pub struct ProjectedSecret {
+    pub namespace: String,
+    pub name: String,
+    /// Key → value.
+    pub data: BTreeMap<String, SecretString>,
+    /// What the Secret says about itself: owner, versions, checksums. Never values.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The whole Secret for a projection, owned by `owner` when they share a namespace.
+pub fn desired_secret<K>(owner: &K, projection: &ProjectedSecret) -> Secret
+where
+    K: Resource<DynamicType = ()>,
+{
+    let same_namespace = owner.meta().namespace.as_deref() == Some(projection.namespace.as_str());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(projection.name.clone()),
+            namespace: Some(projection.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                LABEL_MANAGED_BY.to_owned(),
+                MANAGED_BY.to_owned(),
+            )])),
+            annotations: Some(projection.annotations.clone()),
+            owner_references: same_namespace
+                .then(|| owner.controller_owner_ref(&()))
+                .flatten()
+                .map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            projection
+                .data
+                .iter()
+                .map(|(key, value)| {
+                    (
+                        key.clone(),
+                        ByteString(value.expose_secret().as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
