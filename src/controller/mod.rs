@@ -337,12 +337,18 @@ impl<K> Kind for K where
 {
 }
 
+/// Reconciles of one kind that run at once. Unbounded, a cold start with thousands of
+/// objects floods the apiserver and PostgreSQL's pool and every reconcile slows down;
+/// a few more than the pool's connections keep both busy without queueing in them.
+const CONCURRENCY: u16 = 12;
+
 /// A controller for kind `K` over what the operator watches.
 fn controller_for<K: Kind>(client: &Client, namespace: Option<&str>) -> Controller<K> {
     Controller::new(
         context::watched(client, namespace),
         watcher::Config::default().any_semantic(),
     )
+    .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
 }
 
 /// The user the operator acts as, as the apiserver authenticates it.
