@@ -136,6 +136,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
 
+    /// Seconds between looks at the providers for new versions of the secrets that
+    /// ConfigEntries reference.
+    #[arg(long, env = "SUMMIT_SECRET_REFRESH_SECONDS", default_value_t = 60)]
+    pub secret_refresh_seconds: u64,
+
     /// Log format.
     #[arg(long, env = "SUMMIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -291,7 +291,10 @@ async fn decide(
         config_id: config_id.clone(),
         environment: environment.name.clone(),
         version: version.version,
-        checksum: checksum(&content),
+        checksum: version
+            .snapshot
+            .environment_checksum(&environment.name)
+            .unwrap_or_else(|| checksum(&content)),
         actor: if approvers.is_empty() {
             change.spec.requested_by.clone()
         } else {

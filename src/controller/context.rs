@@ -56,6 +56,8 @@ pub struct Context {
     pub identity: String,
     /// For webhooks.
     pub http: reqwest::Client,
+    /// How often entries with secret references look for new upstream versions.
+    pub secret_refresh: std::time::Duration,
     /// The operator's AWS defaults (region, endpoint).
     pub aws: AwsSettings,
     /// Secrets Manager clients on the default credential chain, by region.
@@ -89,6 +91,7 @@ pub struct Parts {
     pub entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
     pub identity: String,
     pub aws: AwsSettings,
+    pub secret_refresh: std::time::Duration,
 }
 
 impl Context {
@@ -118,6 +121,7 @@ impl Context {
                 .build()
                 .unwrap_or_default(),
             aws: parts.aws,
+            secret_refresh: parts.secret_refresh,
             aws_clients: tokio::sync::Mutex::default(),
         }
     }

@@ -113,6 +113,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 endpoint_url: args.aws_endpoint_url.clone(),
                 credentials: None,
             },
+            secret_refresh: Duration::from_secs(args.secret_refresh_seconds.max(1)),
         },
         std::env::var("POD_NAME").ok(),
     ));

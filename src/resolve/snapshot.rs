@@ -60,6 +60,34 @@ impl Snapshot {
         checksum(&json!({"data": self.data, "overrides": self.overrides, "secrets": self.secrets}))
     }
 
+    /// One environment's secret references: the shared ones, with the environment's
+    /// own replacing those of the same key. References only, as JSON by key.
+    pub fn secret_refs(&self, environment: &str) -> Map<String, Value> {
+        let mut refs = self
+            .secrets
+            .get("")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(own) = self.secrets.get(environment).and_then(Value::as_object) {
+            refs.extend(own.clone());
+        }
+        refs
+    }
+
+    /// Checksum of what one environment consumes: its content, and its secret
+    /// references when it has any (so a new reference is a change, while an
+    /// environment without secrets keeps the checksum of its content alone).
+    pub fn environment_checksum(&self, environment: &str) -> Option<String> {
+        let content = self.resolve(environment)?;
+        let refs = self.secret_refs(environment);
+        Some(if refs.is_empty() {
+            checksum(&content)
+        } else {
+            checksum(&json!({"content": content, "secrets": refs}))
+        })
+    }
+
     /// One environment's content: base data with its overrides merged in; `None` when
     /// the version does not serve that environment.
     pub fn resolve(&self, environment: &str) -> Option<Value> {

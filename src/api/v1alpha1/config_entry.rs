@@ -369,6 +369,11 @@ pub struct EnvironmentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_change: Option<String>,
 
+    /// Checksum of the provider versions projected into this environment's Secret:
+    /// version ids, never values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_checksum: Option<String>,
+
     /// Restart targets whose pods run the live checksum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers_ready: Option<i32>,

@@ -8,6 +8,7 @@ mod pipeline;
 mod project;
 mod report;
 mod restart;
+mod secrets;
 pub(super) mod validate;
 
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use super::{
     project::apply_config_map,
     report::{Consumers, EnvironmentOutcome, Live, Report, SyncOutcome, build_status},
     restart::{Restart, restart, restart_annotation},
+    secrets::{consumed_checksum, project_secrets},
     validate::{self, Refusal},
 };
 use crate::{
@@ -143,6 +144,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 live: current.map(Live::from),
                 pending_version: None,
                 pending_change: None,
+                secrets_checksum: None,
                 consumers: None,
                 message: None,
             }
@@ -155,6 +157,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 live: Some(Live::from(newer)),
                 pending_version: None,
                 pending_change: None,
+                secrets_checksum: None,
                 consumers: None,
                 message: Some(format!(
                     "version {} from a ConfigChange is live; the spec's newest version is {}",
@@ -204,6 +207,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     .map(Live::from),
                 pending_version: None,
                 pending_change: None,
+                secrets_checksum: None,
                 consumers: None,
                 message: None,
             }
@@ -215,6 +219,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 live: current.map(Live::from),
                 pending_version: Some(latest.version),
                 pending_change: Some(change.clone()),
+                secrets_checksum: None,
                 consumers: None,
                 message: Some(format!(
                     "version {} waits for {} approval(s) on ConfigChange {change}; the live version stays",
@@ -228,6 +233,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
 
     // Project what is live in each environment, and restart what consumes it.
     let mut retry_after = None;
+    let mut has_secrets = false;
     for (plan, outcome) in plans.iter().zip(report.environments.iter_mut()) {
         let Some(live) = &outcome.live else { continue };
         let data = if live.checksum == plan.checksum {
@@ -262,11 +268,61 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 .apply_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+        // Secret references, resolved now: only their checksum reaches status.
+        let refs = if live.checksum == plan.checksum {
+            Ok(snapshot.secret_refs(&plan.spec.name))
+        } else {
+            ctx.stores
+                .version(&config_id, live.version)
+                .await
+                .map(|v| {
+                    v.map(|v| v.snapshot.secret_refs(&plan.spec.name))
+                        .unwrap_or_default()
+                })
+                .map_err(|error| error.to_string())
+        };
+        let projected_secrets = entry
+            .status
+            .as_ref()
+            .and_then(|s| s.environments.iter().find(|e| e.name == plan.spec.name))
+            .and_then(|e| e.secrets_checksum.clone());
+        let secrets_checksum = match refs {
+            Ok(refs) if refs.is_empty() => None,
+            Ok(refs) => {
+                has_secrets = true;
+                let projected = project_secrets(
+                    ctx,
+                    entry,
+                    plan.spec,
+                    live.version,
+                    &refs,
+                    projected_secrets.as_deref(),
+                )
+                .await;
+                match projected {
+                    Ok(sum) => Some(sum),
+                    Err(error) => {
+                        outcome.phase = EnvironmentPhase::Degraded;
+                        outcome.message =
+                            Some(format!("{error}; the Secret keeps its last good values"));
+                        projected_secrets
+                    }
+                }
+            }
+            Err(error) => {
+                has_secrets = true;
+                outcome.phase = EnvironmentPhase::Degraded;
+                outcome.message = Some(format!("cannot read version {}: {error}", live.version));
+                projected_secrets
+            }
+        };
+        outcome.secrets_checksum = secrets_checksum.clone();
+        let consumed = consumed_checksum(&live.checksum, secrets_checksum.as_deref());
         let annotation = restart_annotation(&entry.name_any());
         let mut running = 0;
         for target in &plan.spec.restart_targets {
             let workload = format!("{:?} {}/{}", target.kind, plan.namespace, target.name);
-            match restart(ctx, &plan.namespace, target, &annotation, &live.checksum).await {
+            match restart(ctx, &plan.namespace, target, &annotation, &consumed).await {
                 Ok(Restart::Current { running: true }) => running += 1,
                 Ok(Restart::Current { running: false }) => {}
                 Ok(Restart::Rolled) => {
@@ -347,6 +403,11 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         return Err(Error::ProjectionFailed);
     }
     // A restart held back by the rate limit is retried once it is allowed.
+    // Secret values change upstream without telling anyone: look again from time to time.
+    if has_secrets {
+        let refresh = ctx.secret_refresh;
+        retry_after = Some(retry_after.map_or(refresh, |r: std::time::Duration| r.min(refresh)));
+    }
     Ok(retry_after.map_or_else(Action::await_change, Action::requeue))
 }
 
@@ -451,7 +512,9 @@ fn plan<'e>(
         match render(&content, format) {
             Ok(data) => plans.push(Plan {
                 spec: environment,
-                checksum: checksum(&content),
+                checksum: snapshot
+                    .environment_checksum(&environment.name)
+                    .unwrap_or_else(|| checksum(&content)),
                 format,
                 namespace: target_namespace,
                 name,
@@ -540,6 +603,7 @@ fn unchanged_environments(
                 live: before.and_then(Live::from_status),
                 pending_version: before.and_then(|b| b.pending_version),
                 pending_change: before.and_then(|b| b.pending_change.clone()),
+                secrets_checksum: before.and_then(|b| b.secrets_checksum.clone()),
                 consumers: before.and_then(Consumers::from_status),
                 message: if invalid {
                     Some("does not validate; the live version stays".into())

@@ -19,6 +19,8 @@ pub struct EnvironmentOutcome {
     pub pending_version: Option<i64>,
     /// The ConfigChange that holds its approval.
     pub pending_change: Option<String>,
+    /// Checksum of the secret versions projected (ids, never values).
+    pub secrets_checksum: Option<String>,
     /// The restart targets, and how many of them run the live content.
     pub consumers: Option<Consumers>,
     pub message: Option<String>,
@@ -154,6 +156,7 @@ fn environment_status(outcome: &EnvironmentOutcome) -> EnvironmentStatus {
         applied_at: outcome.live.as_ref().and_then(|l| l.applied_at.clone()),
         pending_version: outcome.pending_version,
         pending_change: outcome.pending_change.clone(),
+        secrets_checksum: outcome.secrets_checksum.clone(),
         consumers_ready: outcome.consumers.map(|c| count(c.running)),
         consumers_total: outcome.consumers.map(|c| count(c.total)),
         message: outcome.message.clone(),
@@ -273,6 +276,7 @@ mod tests {
                     live: Some(Live::from(&applied("development", 2))),
                     pending_version: None,
                     pending_change: None,
+                    secrets_checksum: None,
                     consumers: None,
                     message: None,
                 },
@@ -282,6 +286,7 @@ mod tests {
                     live: Some(Live::from(&applied("production", 1))),
                     pending_version: Some(2),
                     pending_change: None,
+                    secrets_checksum: None,
                     consumers: None,
                     message: Some("waiting for 2 approvals".into()),
                 },
