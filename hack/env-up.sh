@@ -111,8 +111,11 @@ wait_until 60 moto curl -sf "http://127.0.0.1:$moto_port/moto-api/"
 "$pg/psql" -h 127.0.0.1 -p "$pg_port" -U summit -d postgres -qc "CREATE DATABASE summit" >/dev/null
 # The chart's CRDs, roles and admission policy, as a cluster would have them; the
 # operator itself runs from the build (no kubelet here to run its Deployment).
+# Secrets are granted per namespace: summit-secrets is the one the RBAC test checks.
+kubectl create namespace summit-secrets >/dev/null
 helm upgrade --install summit-config "$here/../charts/summit-config" \
-  --namespace summit-system --create-namespace --set operator.enabled=false >/dev/null
+  --namespace summit-system --create-namespace --set operator.enabled=false \
+  --set 'operator.secretNamespaces={summit-secrets}' >/dev/null
 
 {
   echo "# written by hack/env-up.sh $name; read by tests and the demo"

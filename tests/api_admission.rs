@@ -336,3 +336,52 @@ async fn rbac_is_enforced_for_users_without_rights() {
     let config_maps: Api<ConfigMap> = Api::namespaced(mallory, &ns);
     assert!(config_maps.list(&Default::default()).await.is_err());
 }
+
+/// Whether the chart's operator service account may `verb` Secrets in `namespace`
+/// (cluster-wide when `None`), as the apiserver's authorizer answers.
+async fn operator_may(client: &Client, verb: &str, namespace: Option<&str>) -> bool {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": "system:serviceaccount:summit-system:summit-config-operator",
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:summit-system", "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "resource": "secrets", "namespace": namespace.unwrap_or("")},
+        },
+    }))
+    .expect("review");
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("ask the authorizer")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+#[tokio::test]
+async fn the_operator_may_touch_secrets_only_in_the_namespaces_it_is_given() {
+    let (client, _) = setup("secret-rbac").await;
+    for verb in ["get", "create", "patch", "delete"] {
+        assert!(
+            operator_may(&client, verb, Some("summit-secrets")).await,
+            "{verb} in a granted namespace"
+        );
+    }
+    assert!(
+        !operator_may(&client, "list", Some("summit-secrets")).await,
+        "no listing"
+    );
+    assert!(
+        !operator_may(&client, "watch", Some("summit-secrets")).await,
+        "no watching"
+    );
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            !operator_may(&client, verb, None).await,
+            "no cluster-wide {verb}"
+        );
+        assert!(
+            !operator_may(&client, verb, Some("kube-system")).await,
+            "no {verb} elsewhere"
+        );
+    }
+}
