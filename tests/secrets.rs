@@ -255,6 +255,7 @@ async fn the_previous_value_stays_while_a_restart_target_runs_it() {
         .await
         .expect("create deployment");
 
+    let (webhook, notifications) = webhook().await;
     let policies: Api<SecretRotationPolicy> = Api::namespaced(client.clone(), &ns);
     let spec = json!({
         "provider": "InCluster",
@@ -264,13 +265,31 @@ async fn the_previous_value_stays_while_a_restart_target_runs_it() {
         "minimumInterval": "1s",
         "target": {"name": "api-token", "key": "token", "previousKey": "token-previous"},
         "restartTargets": [{"kind": "Deployment", "name": "api"}],
+        "notifications": {"webhookUrl": webhook},
     });
     policies
         .create(&PostParams::default(), &policy("api-token", spec))
         .await
         .expect("create policy");
     let created = target(&client, &ns, "api-token", |d| d.contains_key("token")).await;
-    request_rotation(&policies, "api-token", "now").await;
+    // Asked from the command line.
+    let asked = std::process::Command::new(env!("CARGO_BIN_EXE_summit-config"))
+        .args([
+            "secret",
+            "rotate",
+            "api-token",
+            "--namespace",
+            &ns,
+            "--kubeconfig",
+        ])
+        .arg(env().kubeconfig())
+        .output()
+        .expect("run summit-config");
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
     let rotated = policy_status(&policies, "api-token", |s| s.rotation_count == Some(1)).await;
     let data = target(&client, &ns, "api-token", |d| {
         d.contains_key("token-previous")
@@ -330,6 +349,64 @@ async fn the_previous_value_stays_while_a_restart_target_runs_it() {
     .await;
     let retired = policy_status(&policies, "api-token", |s| s.previous_version.is_none()).await;
     assert_eq!(retired.consumers_ready, Some(1));
+    assert!(
+        retired
+            .last_handled_request
+            .as_deref()
+            .is_some_and(|r| r.starts_with("cli-"))
+    );
+
+    // The webhook heard of each step, with versions and never a value.
+    let heard = eventually("the webhook to hear of the retirement", WAIT, || async {
+        let heard = notifications.lock().await.clone();
+        heard
+            .iter()
+            .any(|n| n["event"] == "retired")
+            .then_some(heard)
+    })
+    .await;
+    let events: Vec<&str> = heard.iter().filter_map(|n| n["event"].as_str()).collect();
+    assert!(
+        events.contains(&"created") && events.contains(&"rotated"),
+        "{events:?}"
+    );
+    let rotated_note = heard
+        .iter()
+        .find(|n| n["event"] == "rotated")
+        .expect("rotated");
+    assert_eq!(rotated_note["secretId"], "api-token");
+    assert_eq!(
+        rotated_note["currentVersion"].as_str(),
+        rotated.current_version.as_deref()
+    );
+    let text = serde_json::to_string(&heard).expect("json");
+    for value in [created["token"].as_str(), data["token"].as_str()] {
+        assert!(!text.contains(value), "a value reached the webhook");
+    }
+}
+
+/// A local webhook receiver: its URL, and the JSON bodies it received.
+async fn webhook() -> (String, std::sync::Arc<Mutex<Vec<Value>>>) {
+    let received = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let store = store.clone();
+            async move {
+                if let Ok(value) = serde_json::from_str::<Value>(&body) {
+                    store.lock().await.push(value);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
 }
 
 #[tokio::test]

@@ -9,15 +9,17 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Config, ResourceExt,
-    api::{ListParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::Value;
 
 use crate::{
     api::v1alpha1::{
-        Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, Rejection, Time,
+        Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, Rejection,
+        SecretRotationPolicy, Time,
     },
+    controller::ROTATE_ANNOTATION,
     resolve,
 };
 
@@ -356,6 +358,28 @@ pub async fn pending(target: &Target, environment: Option<&str>) -> Result<(), E
             "MESSAGE",
         ],
         &rows,
+    );
+    Ok(())
+}
+
+/// Asks a SecretRotationPolicy to rotate now: a new value of its rotate annotation,
+/// which the operator acts on once and reports in `status.lastHandledRequest`.
+pub async fn rotate(target: &Target, policy: &str) -> Result<(), Error> {
+    let (client, namespace) = connect(target).await?;
+    let policies: Api<SecretRotationPolicy> = Api::namespaced(client, &namespace);
+    let token = format!(
+        "cli-{}",
+        k8s_openapi::jiff::Timestamp::now().as_millisecond()
+    );
+    let patch = serde_json::json!({"metadata": {"annotations": {ROTATE_ANNOTATION: token}}});
+    policies
+        .patch(policy, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(request(format!(
+            "ask SecretRotationPolicy {namespace}/{policy} to rotate"
+        )))?;
+    println!(
+        "secretrotationpolicy/{policy} asked to rotate ({token}); status.lastHandledRequest shows when it has"
     );
     Ok(())
 }

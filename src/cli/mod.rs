@@ -75,11 +75,27 @@ pub enum Command {
         #[command(flatten)]
         target: changes::Target,
     },
+    /// Secrets: `secret rotate <policy>` asks a SecretRotationPolicy to rotate now.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// List the ConfigChanges waiting for approval.
     Pending {
         /// Only this environment's.
         #[arg(long = "env", short = 'e')]
         environment: Option<String>,
+        #[command(flatten)]
+        target: changes::Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Rotate now (within the policy's minimum interval, it waits and says so).
+    Rotate {
+        /// The SecretRotationPolicy.
+        policy: String,
         #[command(flatten)]
         target: changes::Target,
     },
@@ -228,5 +244,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             environment,
             target,
         } => Ok(changes::pending(&target, environment.as_deref()).await?),
+        Command::Secret {
+            command: SecretCommand::Rotate { policy, target },
+        } => Ok(changes::rotate(&target, &policy).await?),
     }
 }

@@ -39,6 +39,7 @@ use serde::de::DeserializeOwned;
 
 pub use context::Context;
 pub use error::{Error, Result};
+pub use secret_rotation_policy::ROTATE_ANNOTATION;
 use workloads::Workloads;
 
 use reqwest::Url;
