@@ -489,6 +489,50 @@ async fn a_rotation_survives_secrets_manager_hanging() {
     let (current, _) = aws_value(&aws, &id, "AWSCURRENT").await;
     let data = target(&client, &ns, "cache", |d| d.get("value") == Some(&current)).await;
     assert_eq!(data["previous"], "last-good-value");
+
+    // Another secret is deleted upstream: its rotation fails and says so, and its
+    // Secret keeps what it had.
+    let gone_id = format!("tests/{ns}/gone");
+    aws.create_secret()
+        .name(&gone_id)
+        .secret_string("value-before-deletion")
+        .send()
+        .await
+        .expect("create the secret in moto");
+    let spec = json!({
+        "provider": "AwsSecretsManager",
+        "secretId": gone_id,
+        "rotationInterval": "1d",
+        "gracePeriod": "1h",
+        "minimumInterval": "1s",
+        "target": {"name": "gone"},
+    });
+    policies
+        .create(&PostParams::default(), &policy("gone", spec))
+        .await
+        .expect("create policy");
+    policy_status(&policies, "gone", |s| s.current_version.is_some()).await;
+    aws.delete_secret()
+        .secret_id(&gone_id)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .expect("delete the secret upstream");
+    request_rotation(&policies, "gone", "after-deletion").await;
+    let gone = eventually("the rotation to find the secret gone", WAIT, || async {
+        let status = policies.get("gone").await.ok()?.status?;
+        let failed = find_condition(&status.conditions, "RotationFailed")?.clone();
+        (failed.status == "True").then_some(failed)
+    })
+    .await;
+    assert_eq!(gone.reason, "SecretNotFound", "{gone:?}");
+    assert!(
+        gone.message.contains("deleted upstream"),
+        "{}",
+        gone.message
+    );
+    let kept = target(&client, &ns, "gone", |_| true).await;
+    assert_eq!(kept["value"], "value-before-deletion");
 }
 
 #[tokio::test]

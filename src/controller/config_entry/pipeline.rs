@@ -547,13 +547,29 @@ fn plan<'e>(
 /// the entry's namespace.
 pub fn config_map_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
     let target = environment.config_map.as_ref();
-    let namespace = target
-        .and_then(|t| t.namespace.clone())
-        .unwrap_or_else(|| entry.namespace().unwrap_or_default());
-    let name = target
-        .and_then(|t| t.name.clone())
-        .unwrap_or_else(|| format!("{}-{}", entry.name_any(), environment.name));
-    (namespace, name)
+    placed(
+        entry,
+        environment,
+        target.and_then(|t| t.namespace.as_deref()),
+        target.and_then(|t| t.name.as_deref()),
+    )
+}
+
+/// `namespace/name` of an environment's projection: as given, or
+/// `<entry>-<environment>` in the entry's namespace.
+pub fn placed(
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> (String, String) {
+    (
+        namespace.map_or_else(|| entry.namespace().unwrap_or_default(), str::to_owned),
+        name.map_or_else(
+            || format!("{}-{}", entry.name_any(), environment.name),
+            str::to_owned,
+        ),
+    )
 }
 
 /// The rendered content of an older version still live in an environment.

@@ -26,13 +26,12 @@ use crate::{
 /// entry's namespace.
 pub fn secret_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
     let target = environment.secret.as_ref();
-    let namespace = target
-        .and_then(|t| t.namespace.clone())
-        .unwrap_or_else(|| entry.namespace().unwrap_or_default());
-    let name = target
-        .and_then(|t| t.name.clone())
-        .unwrap_or_else(|| format!("{}-{}", entry.name_any(), environment.name));
-    (namespace, name)
+    super::pipeline::placed(
+        entry,
+        environment,
+        target.and_then(|t| t.namespace.as_deref()),
+        target.and_then(|t| t.name.as_deref()),
+    )
 }
 
 /// Resolves `refs` and, when the provider versions differ from `projected` (the
