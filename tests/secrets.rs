@@ -572,13 +572,47 @@ async fn no_secret_value_reaches_logs_events_status_postgres_or_consul() {
         policy_status(&policies, name, |s| s.rotation_count == Some(1)).await;
     }
 
+    // A ConfigEntry fetches a value of its own through a reference.
+    let fetched = format!("tests/{ns}/fetched");
+    aws.create_secret()
+        .name(&fetched)
+        .secret_string(r#"{"password":"entry-fetched-value-51d2"}"#)
+        .send()
+        .await
+        .expect("create the secret in moto");
+    let entry: summit_config::api::v1alpha1::ConfigEntry = serde_json::from_value(json!({
+        "apiVersion": "config.summit.io/v1alpha1",
+        "kind": "ConfigEntry",
+        "metadata": {"name": "payments"},
+        "spec": {
+            "configId": format!("tests/{ns}"),
+            "data": {"pool": {"max": 10}},
+            "secrets": {
+                "DB_PASSWORD": {"provider": "AwsSecretsManager", "secretId": fetched, "key": "password"},
+                "LOCAL_TOKEN": {"provider": "InCluster", "secretId": "local-token"},
+            },
+            "environments": [{"name": "production"}],
+        },
+    }))
+    .expect("entry");
+    Api::<summit_config::api::v1alpha1::ConfigEntry>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &entry)
+        .await
+        .expect("create entry");
+    let projected = target(&client, &ns, "payments-production", |d| d.len() == 2).await;
+    assert_eq!(projected["DB_PASSWORD"], "entry-fetched-value-51d2");
+
     // Every value the operator generated or fetched.
-    let mut values = vec!["fetched-value-7f3a9c".to_owned()];
+    let mut values = vec![
+        "fetched-value-7f3a9c".to_owned(),
+        r#"{"password":"entry-fetched-value-51d2"}"#.to_owned(),
+    ];
+    values.extend(projected.into_values());
     for name in ["aws", "local"] {
         let data = target(&client, &ns, name, |d| d.contains_key("previous")).await;
         values.extend(data.into_values());
     }
-    assert_eq!(values.len(), 5, "{} values", values.len());
+    assert_eq!(values.len(), 8, "{} values", values.len());
 
     // Everything the operator wrote or said.
     let mut haystacks: Vec<(String, String)> = Vec::new();

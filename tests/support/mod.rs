@@ -85,9 +85,36 @@ impl TestEnv {
         .await
     }
 
+    /// A kubeconfig file acting as the chart's operator service account, with a token
+    /// from the apiserver's TokenRequest API: operators under test hold exactly the RBAC
+    /// the chart gives them.
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        static PATH: OnceLock<PathBuf> = OnceLock::new();
+        PATH.get_or_init(|| {
+            let output = self
+                .kubectl()
+                .args(["create", "token", "summit-config-operator"])
+                .args(["--namespace", "summit-system", "--duration", "6h"])
+                .output()
+                .expect("run kubectl create token");
+            assert!(
+                output.status.success(),
+                "a token for the operator's service account: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            self.kubeconfig_with_token("operator", &token)
+        })
+        .clone()
+    }
+
     /// A kubeconfig file acting as one of the static-token users, for commands.
     pub fn kubeconfig_as(&self, user: &str) -> PathBuf {
         let token = self.var(&format!("SUMMIT_TOKEN_{}", user.to_uppercase()));
+        self.kubeconfig_with_token(user, token)
+    }
+
+    fn kubeconfig_with_token(&self, user: &str, token: &str) -> PathBuf {
         let mut kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
         for auth in &mut kubeconfig.auth_infos {
             if let Some(info) = auth.auth_info.as_mut() {
@@ -194,6 +221,20 @@ impl Operator {
             .append(true)
             .open(&log_path)
             .expect("open the operator log");
+        // As a cluster admin lists the namespace in the chart's operator.secretNamespaces.
+        let granted = env()
+            .kubectl()
+            .args(["create", "rolebinding", "summit-config-operator-secrets"])
+            .args(["--clusterrole", "summit-config-operator-secrets"])
+            .args(["--serviceaccount", "summit-system:summit-config-operator"])
+            .args(["--namespace", namespace])
+            .output()
+            .expect("run kubectl create rolebinding");
+        let stderr = String::from_utf8_lossy(&granted.stderr);
+        assert!(
+            granted.status.success() || stderr.contains("already exists"),
+            "grant the operator Secrets in {namespace}: {stderr}"
+        );
         let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
             .arg("operator")
             .args(
@@ -204,7 +245,7 @@ impl Operator {
             )
             .args(["--namespace", namespace])
             .arg("--kubeconfig")
-            .arg(env().kubeconfig())
+            .arg(env().operator_kubeconfig())
             .args(["--database-url", env().var("DATABASE_URL")])
             .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
             .args(["--restart-interval-seconds", "1"])
