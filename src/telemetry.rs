@@ -81,6 +81,17 @@ pub struct Metrics {
     pub rotations: Family<ResultLabels, Counter>,
     /// Time a successful rotation took, provider calls and projection included.
     pub rotation_seconds: Histogram,
+    /// Drifted copies found, by source.
+    pub drift_occurrences: Family<SourceLabels, Counter>,
+    /// Drifted copies put back.
+    pub remediations: Counter,
+    /// How long the last drift check took.
+    pub drift_check_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +116,16 @@ pub struct BackendLabels {
 }
 
 impl Metrics {
+    /// Counts one drifted copy, and its remediation.
+    pub fn drift(&self, source: &'static str, remediated: bool) {
+        self.drift_occurrences
+            .get_or_create(&SourceLabels { source })
+            .inc();
+        if remediated {
+            self.remediations.inc();
+        }
+    }
+
     /// Counts a rotation, and times it when it succeeded.
     pub fn rotation(&self, result: &'static str, took: std::time::Duration) {
         self.rotations.get_or_create(&ResultLabels { result }).inc();
@@ -148,6 +169,24 @@ impl Default for Metrics {
         let stalled_changes = Gauge::default();
         let rotations = Family::<ResultLabels, Counter>::default();
         let rotation_seconds = Histogram::new([0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0]);
+        let drift_occurrences = Family::<SourceLabels, Counter>::default();
+        let remediations = Counter::default();
+        let drift_check_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "drift_occurrences",
+            "Drifted copies found by drift checks, by source (kubernetes, consul, postgres)",
+            drift_occurrences.clone(),
+        );
+        registry.register(
+            "drift_remediations",
+            "Drifted copies put back to their recorded version",
+            remediations.clone(),
+        );
+        registry.register(
+            "drift_check_duration_seconds",
+            "How long the last drift check took",
+            drift_check_seconds.clone(),
+        );
         registry.register(
             "secret_rotations",
             "Secret rotations, by result; the success rate is success / (success + failure)",
@@ -218,6 +257,9 @@ impl Default for Metrics {
             stalled_changes,
             rotations,
             rotation_seconds,
+            drift_occurrences,
+            remediations,
+            drift_check_seconds,
         }
     }
 }

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{FIELD_MANAGER, backoff::Backoff, workloads::Workloads};
 use crate::{
-    api::v1alpha1::{ConfigChange, ConfigEntry},
+    api::v1alpha1::{ConfigChange, ConfigEntry, DriftCheck, DriftSource},
     secrets::{self, AwsProvider, AwsSettings},
     store::Stores,
     telemetry::Metrics,
@@ -49,6 +49,8 @@ pub struct Context {
     pub entries: Store<ConfigEntry>,
     /// The change controller's cache of ConfigChanges.
     pub changes: Store<ConfigChange>,
+    /// The drift controller's cache of DriftChecks.
+    pub drift_checks: Store<DriftCheck>,
     /// Asks the entry controller to reconcile an entry (after a change applied to it).
     entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
     /// The user the operator acts as, from a SelfSubjectReview: the requester of the
@@ -88,6 +90,7 @@ pub struct Parts {
     pub workloads: Workloads,
     pub entries: Store<ConfigEntry>,
     pub changes: Store<ConfigChange>,
+    pub drift_checks: Store<DriftCheck>,
     pub entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
     pub identity: String,
     pub aws: AwsSettings,
@@ -114,6 +117,7 @@ impl Context {
             workloads: parts.workloads,
             entries: parts.entries,
             changes: parts.changes,
+            drift_checks: parts.drift_checks,
             entry_requests: parts.entry_requests,
             identity: parts.identity,
             http: reqwest::Client::builder()
@@ -184,6 +188,14 @@ impl Context {
             secrets::SecretString::from(key("AWS_SECRET_ACCESS_KEY")?),
         ));
         Ok(AwsProvider::new(&settings).await)
+    }
+
+    /// Whether a DriftCheck covers the ConfigMap of `environment` of `entry`: then a
+    /// hand edit is the check's to report, or to remediate with an audit row.
+    pub fn drift_checked(&self, entry: &ConfigEntry, environment: &str) -> bool {
+        self.drift_checks.state().iter().any(|check| {
+            super::drift_check::covers(check, entry, environment, DriftSource::Kubernetes)
+        })
     }
 
     /// Has the entry `namespace/name` reconciled soon.

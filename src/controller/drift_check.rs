@@ -1,43 +1,665 @@
-//! The DriftCheck reconcile loop. This first version checks the interval; detection and
-//! remediation build on it.
+//! The DriftCheck reconcile loop. Expected is what the operator applied (each entry's
+//! status names the live version; its content is the recorded, immutable version);
+//! actual is every copy: the projected ConfigMap (from the watch cache), Consul's
+//! `applied/` keys (one recursive read) and PostgreSQL's applied state (one query). In
+//! `Report` mode nothing changes — even the entry controller leaves a hand-edited
+//! ConfigMap alone; in `Remediate` mode each copy is put back through the normal apply
+//! path and audited. Status changes only when the findings do.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use kube::{ResourceExt, runtime::controller::Action};
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::{Value, json};
 use tracing::instrument;
 
 use super::{
-    Context, Error, Result, observed, requeue_after_error,
-    status::{self, Invalid},
+    Context, Error, Result,
+    config_entry::{config_map_target, restore_config_map},
+    observed, requeue_after_error,
+    status::{self, Invalid, now},
 };
-use crate::api::v1alpha1::{DriftCheck, DriftCheckSpec, parse_duration};
+use crate::{
+    api::v1alpha1::{
+        CONDITION_READY, CONDITION_VALIDATED, ConditionUpdate, ConfigEntry, ConfigFormat,
+        DriftCheck, DriftCheckSpec, DriftFinding, DriftSource, RemediationMode, parse_duration,
+        upsert_condition,
+    },
+    project::{ANNOTATION_CHECKSUM, ANNOTATION_VERSION, ProjectedConfigMap, render},
+    store::{Application, AppliedState},
+};
 
 const KIND: &str = "DriftCheck";
 const DEFAULT_INTERVAL: &str = "5m";
 const SHORTEST_INTERVAL: Duration = Duration::from_secs(10);
+/// Set (to any new value) to ask for a check now.
+pub const CHECK_ANNOTATION: &str = "config.summit.io/check";
+pub const CONDITION_DRIFTED: &str = "Drifted";
+/// Findings kept in status; the count says how many there were.
+const REPORT_LIMIT: usize = 50;
 
 #[instrument(skip_all, fields(namespace = check.namespace().unwrap_or_default(), name = check.name_any()))]
 pub async fn reconcile(check: Arc<DriftCheck>, ctx: Arc<Context>) -> Result<Action> {
-    observed(KIND, check.as_ref(), &ctx, async {
-        let verdict = check_interval(&check.spec);
-        status::report_validation(
-            ctx.as_ref(),
-            KIND,
-            check.as_ref(),
-            check.status.as_ref(),
-            &verdict,
-        )
-        .await?;
-        Ok(Action::await_change())
-    })
-    .await
+    observed(KIND, check.as_ref(), &ctx, run_check(&check, &ctx)).await
 }
 
 pub fn error_policy(check: Arc<DriftCheck>, error: &Error, ctx: Arc<Context>) -> Action {
     requeue_after_error(KIND, check.as_ref(), error, &ctx)
 }
 
-fn check_interval(spec: &DriftCheckSpec) -> Result<String, Invalid> {
+/// Whether `check` covers `environment` of `entry` for `source`.
+pub fn covers(
+    check: &DriftCheck,
+    entry: &ConfigEntry,
+    environment: &str,
+    source: DriftSource,
+) -> bool {
+    let spec = &check.spec;
+    check.namespace() == entry.namespace()
+        && spec.sources.as_ref().is_none_or(|s| s.contains(&source))
+        && spec
+            .environments
+            .as_ref()
+            .is_none_or(|envs| envs.iter().any(|e| e.0 == environment))
+        && match (&spec.entries, &spec.selector) {
+            (Some(names), _) => names.iter().any(|n| n.0 == entry.name_any()),
+            (None, Some(selector)) => matches_selector(selector, entry.labels()),
+            (None, None) => true,
+        }
+}
+
+/// Whether `labels` satisfy a label selector (matchLabels and matchExpressions).
+fn matches_selector(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let by_label = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expression = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_label && by_expression
+}
+
+/// One drifted copy.
+struct Drift {
+    entry: String,
+    environment: String,
+    location: String,
+    source: DriftSource,
+    paths: Vec<String>,
+    expected: AppliedState,
+    actual_checksum: Option<String>,
+    /// For a ConfigMap: what it should hold.
+    projection: Option<ProjectedConfigMap>,
+}
+
+async fn run_check(check: &DriftCheck, ctx: &Context) -> Result<Action> {
+    let (interval, summary) = match check_interval(&check.spec) {
+        Ok(parsed) => parsed,
+        Err(invalid) => {
+            status::report_validation(ctx, KIND, check, check.status.as_ref(), &Err(invalid))
+                .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let current = check.status.clone().unwrap_or_default();
+    let request = check.annotations().get(CHECK_ANNOTATION).cloned();
+    let started = Instant::now();
+    let drifts = detect(check, ctx).await?;
+    let remediate = check.spec.remediation == Some(RemediationMode::Remediate);
+    let mut remediated = BTreeSet::new();
+    if remediate {
+        for drift in &drifts {
+            remediate_one(check, drift, ctx).await?;
+            remediated.insert((
+                drift.entry.clone(),
+                drift.environment.clone(),
+                drift.location.clone(),
+            ));
+        }
+    }
+    let took = started.elapsed();
+    ctx.metrics.drift_check_seconds.set(took.as_secs_f64());
+    for drift in &drifts {
+        ctx.metrics.drift(source_label(drift.source), remediate);
+    }
+
+    // The report: findings kept with the time they were first seen.
+    let now = now();
+    let previous: BTreeMap<(String, String, String), &DriftFinding> = current
+        .report
+        .iter()
+        .map(|f| {
+            (
+                (f.entry.clone(), f.environment.clone(), f.location.clone()),
+                f,
+            )
+        })
+        .collect();
+    let mut report: Vec<DriftFinding> = drifts
+        .iter()
+        .map(|d| {
+            let key = (d.entry.clone(), d.environment.clone(), d.location.clone());
+            let before = previous.get(&key);
+            DriftFinding {
+                entry: d.entry.clone(),
+                environment: d.environment.clone(),
+                location: d.location.clone(),
+                paths: d.paths.clone(),
+                expected_checksum: d.expected.checksum.clone(),
+                actual_checksum: d.actual_checksum.clone(),
+                first_seen: before.map_or_else(|| now.clone(), |f| f.first_seen.clone()),
+                remediated_at: remediated.contains(&key).then(|| now.clone()),
+            }
+        })
+        .collect();
+    report.sort_by(|a, b| {
+        (&a.entry, &a.environment, &a.location).cmp(&(&b.entry, &b.environment, &b.location))
+    });
+    let count = report.len();
+    report.truncate(REPORT_LIMIT);
+
+    // Events when an entry starts or stops drifting; none while nothing changes.
+    let drifting = |findings: &[DriftFinding]| -> BTreeSet<String> {
+        findings
+            .iter()
+            .filter(|f| f.remediated_at.is_none())
+            .map(|f| f.entry.clone())
+            .collect()
+    };
+    let before = drifting(&current.report);
+    let after = drifting(&report);
+    for entry in after.difference(&before) {
+        let places: Vec<String> = report
+            .iter()
+            .filter(|f| &f.entry == entry)
+            .map(|f| {
+                format!(
+                    "{} ({}) at {}",
+                    f.environment,
+                    f.paths.join(", "),
+                    f.location
+                )
+            })
+            .collect();
+        ctx.publish(
+            check,
+            EventType::Warning,
+            "DriftDetected",
+            format!("{entry} drifted: {}", places.join("; ")),
+        )
+        .await;
+    }
+    for entry in before.difference(&after) {
+        ctx.publish(
+            check,
+            EventType::Normal,
+            "DriftResolved",
+            format!("{entry} matches its recorded version again"),
+        )
+        .await;
+    }
+    for finding in report.iter().filter(|f| f.remediated_at.is_some()) {
+        ctx.publish(
+            check,
+            EventType::Normal,
+            "DriftRemediated",
+            format!(
+                "{} {}: {} restored to checksum {}",
+                finding.entry,
+                finding.environment,
+                finding.location,
+                &finding.expected_checksum[..12.min(finding.expected_checksum.len())]
+            ),
+        )
+        .await;
+    }
+
+    // Status, written only when the findings (or the verdict) change: a quiet check
+    // costs no write.
+    let mut next = current.clone();
+    let generation = check.metadata.generation;
+    next.observed_generation = generation;
+    let unresolved = report.iter().filter(|f| f.remediated_at.is_none()).count();
+    let same_findings = strip_times(&current.report) == strip_times(&report);
+    if !same_findings || current.drifted.is_none() {
+        next.last_check_time = Some(now.clone());
+        next.report = report;
+        next.drift_count = Some(i32::try_from(count).unwrap_or(i32::MAX));
+        next.drifted = Some(unresolved > 0);
+    }
+    next.entries_checked = Some(i32::try_from(selected(check, ctx).len()).unwrap_or(i32::MAX));
+    if request.is_some() {
+        next.last_handled_request = request;
+    }
+    let condition = |type_, status, reason, message| ConditionUpdate {
+        type_,
+        status,
+        reason,
+        message,
+        observed_generation: generation,
+    };
+    upsert_condition(
+        &mut next.conditions,
+        condition(CONDITION_VALIDATED, true, "Valid", summary),
+        now.clone(),
+    );
+    let drifted = next.drifted == Some(true);
+    upsert_condition(
+        &mut next.conditions,
+        condition(
+            CONDITION_DRIFTED,
+            drifted,
+            if drifted { "DriftFound" } else { "NoDrift" },
+            if drifted {
+                format!(
+                    "{} copies differ from their recorded version",
+                    next.drift_count.unwrap_or(0)
+                )
+            } else {
+                "every copy matches its recorded version".into()
+            },
+        ),
+        now.clone(),
+    );
+    upsert_condition(
+        &mut next.conditions,
+        condition(
+            CONDITION_READY,
+            true,
+            "Checked",
+            "the last check completed".into(),
+        ),
+        now,
+    );
+    status::apply_status(ctx, KIND, check, check.status.as_ref(), &next).await?;
+    Ok(Action::requeue(interval))
+}
+
+/// A finding without its times, to tell whether two reports say the same.
+type Seen = (String, String, String, Vec<String>, Option<String>, bool);
+
+fn strip_times(findings: &[DriftFinding]) -> Vec<Seen> {
+    findings
+        .iter()
+        .map(|f| {
+            (
+                f.entry.clone(),
+                f.environment.clone(),
+                f.location.clone(),
+                f.paths.clone(),
+                f.actual_checksum.clone(),
+                f.remediated_at.is_some(),
+            )
+        })
+        .collect()
+}
+
+fn source_label(source: DriftSource) -> &'static str {
+    match source {
+        DriftSource::Kubernetes => "kubernetes",
+        DriftSource::Consul => "consul",
+        DriftSource::Postgres => "postgres",
+    }
+}
+
+/// The entries a check covers, from the entry controller's cache.
+fn selected(check: &DriftCheck, ctx: &Context) -> Vec<Arc<ConfigEntry>> {
+    ctx.entries
+        .state()
+        .into_iter()
+        .filter(|entry| {
+            entry.namespace() == check.namespace()
+                && match (&check.spec.entries, &check.spec.selector) {
+                    (Some(names), _) => names.iter().any(|n| n.0 == entry.name_any()),
+                    (None, Some(selector)) => matches_selector(selector, entry.labels()),
+                    (None, None) => true,
+                }
+        })
+        .collect()
+}
+
+/// Compares every covered copy with what the operator applied.
+async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
+    let entries = selected(check, ctx);
+    let wants = |source| {
+        check
+            .spec
+            .sources
+            .as_ref()
+            .is_none_or(|s| s.contains(&source))
+    };
+    // Expected, per (entry, environment), from status: what the operator applied.
+    let mut expected = Vec::new();
+    for entry in &entries {
+        let status = entry.status.clone().unwrap_or_default();
+        for environment in &entry.spec.environments {
+            if check
+                .spec
+                .environments
+                .as_ref()
+                .is_some_and(|envs| !envs.iter().any(|e| e.0 == environment.name))
+            {
+                continue;
+            }
+            let live = status
+                .environments
+                .iter()
+                .find(|e| e.name == environment.name);
+            let (Some(version), Some(checksum)) = (
+                live.and_then(|l| l.version),
+                live.and_then(|l| l.checksum.clone()),
+            ) else {
+                continue;
+            };
+            expected.push((
+                entry.clone(),
+                environment,
+                AppliedState {
+                    config_id: entry.spec.config_id.clone(),
+                    environment: environment.name.clone(),
+                    version,
+                    checksum,
+                    applied_at: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                },
+            ));
+        }
+    }
+    let mut drifts = Vec::new();
+    let drift = |entry: &ConfigEntry,
+                 expected: &AppliedState,
+                 location: String,
+                 source,
+                 paths,
+                 actual: Option<String>| Drift {
+        entry: entry.name_any(),
+        environment: expected.environment.clone(),
+        location,
+        source,
+        paths,
+        expected: expected.clone(),
+        actual_checksum: actual,
+        projection: None,
+    };
+
+    if wants(DriftSource::Postgres) {
+        let ids: Vec<String> = entries.iter().map(|e| e.spec.config_id.clone()).collect();
+        let rows = ctx.stores.applied_for(&ids).await.map_err(Error::Store)?;
+        for (entry, _, want) in &expected {
+            let row = rows
+                .iter()
+                .find(|r| r.config_id == want.config_id && r.environment == want.environment);
+            if row.is_none_or(|r| r.version != want.version || r.checksum != want.checksum) {
+                let paths = match row {
+                    None => vec!["$".to_owned()],
+                    Some(r) => [
+                        (r.version != want.version).then(|| "$.version".to_owned()),
+                        (r.checksum != want.checksum).then(|| "$.checksum".to_owned()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                };
+                drifts.push(drift(
+                    entry,
+                    want,
+                    "postgres:applied_state".into(),
+                    DriftSource::Postgres,
+                    paths,
+                    row.map(|r| r.checksum.clone()),
+                ));
+            }
+        }
+    }
+
+    if wants(DriftSource::Consul)
+        && let Some(read) = ctx.stores.consul_applied().await
+    {
+        let keys = read.map_err(Error::Store)?;
+        for (entry, _, want) in &expected {
+            let Some(key) = ctx
+                .stores
+                .consul_applied_key(&want.config_id, &want.environment)
+            else {
+                continue;
+            };
+            let actual = keys.get(&key).cloned().flatten();
+            if actual
+                .as_ref()
+                .is_none_or(|a| a.version != want.version || a.checksum != want.checksum)
+            {
+                let paths = match &actual {
+                    None => vec!["$".to_owned()],
+                    Some(a) => [
+                        (a.version != want.version).then(|| "$.version".to_owned()),
+                        (a.checksum != want.checksum).then(|| "$.checksum".to_owned()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                };
+                drifts.push(drift(
+                    entry,
+                    want,
+                    format!("consul:{key}"),
+                    DriftSource::Consul,
+                    paths,
+                    actual.map(|a| a.checksum),
+                ));
+            }
+        }
+    }
+
+    if wants(DriftSource::Kubernetes) {
+        for (entry, environment, want) in &expected {
+            let (namespace, name) = config_map_target(entry, environment);
+            let format = environment
+                .config_map
+                .as_ref()
+                .and_then(|t| t.format)
+                .unwrap_or(ConfigFormat::Json);
+            let Some(content) = ctx
+                .stores
+                .version(&want.config_id, want.version)
+                .await
+                .map_err(Error::Store)?
+                .and_then(|v| v.snapshot.resolve(&environment.name))
+            else {
+                continue;
+            };
+            let Ok(rendered) = render(&content, format) else {
+                continue;
+            };
+            let live = ctx.managed_config_map(&namespace, &name);
+            let location = format!("configmap/{namespace}/{name}");
+            let projection = ProjectedConfigMap {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                environment: environment.name.clone(),
+                version: want.version,
+                checksum: want.checksum.clone(),
+                data: rendered.clone(),
+            };
+            let Some(live) = live else {
+                drifts.push(Drift {
+                    projection: Some(projection),
+                    ..drift(
+                        entry,
+                        want,
+                        location,
+                        DriftSource::Kubernetes,
+                        vec!["$".into()],
+                        None,
+                    )
+                });
+                continue;
+            };
+            let data = live.data.clone().unwrap_or_default();
+            let annotations = live.annotations();
+            let stamped = annotations.get(ANNOTATION_CHECKSUM).cloned();
+            let version_ok = annotations.get(ANNOTATION_VERSION) == Some(&want.version.to_string());
+            if data == rendered && version_ok && stamped.as_deref() == Some(want.checksum.as_str())
+            {
+                continue;
+            }
+            let paths = differing_paths(&rendered, &data, format);
+            let actual = crate::resolve::checksum(&json!(data));
+            drifts.push(Drift {
+                projection: Some(projection),
+                ..drift(
+                    entry,
+                    want,
+                    location,
+                    DriftSource::Kubernetes,
+                    paths,
+                    Some(actual),
+                )
+            });
+        }
+    }
+    Ok(drifts)
+}
+
+/// The JSON paths where a projected ConfigMap's data differs from the render.
+fn differing_paths(
+    rendered: &BTreeMap<String, String>,
+    live: &BTreeMap<String, String>,
+    format: ConfigFormat,
+) -> Vec<String> {
+    let parse = |data: &BTreeMap<String, String>| -> Option<Value> {
+        match format {
+            ConfigFormat::Json => serde_json::from_str(data.get("config.json")?).ok(),
+            ConfigFormat::Yaml => serde_yaml_ng::from_str(data.get("config.yaml")?).ok(),
+            ConfigFormat::Env => None,
+        }
+    };
+    let mut paths = Vec::new();
+    match (parse(rendered), parse(live)) {
+        (Some(want), Some(have)) => diff(&want, &have, "$", &mut paths),
+        _ => {
+            let keys: BTreeSet<&String> = rendered.keys().chain(live.keys()).collect();
+            for key in keys {
+                if rendered.get(key) != live.get(key) {
+                    paths.push(format!("$.{key}"));
+                }
+            }
+        }
+    }
+    if paths.is_empty() {
+        // Same content, other annotations: the version or checksum stamp changed.
+        paths.push("metadata.annotations".into());
+    }
+    paths
+}
+
+fn diff(want: &Value, have: &Value, at: &str, paths: &mut Vec<String>) {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => {
+            let keys: BTreeSet<&String> = w.keys().chain(h.keys()).collect();
+            for key in keys {
+                let path = format!("{at}.{key}");
+                match (w.get(key), h.get(key)) {
+                    (Some(a), Some(b)) => diff(a, b, &path, paths),
+                    _ => paths.push(path),
+                }
+            }
+        }
+        (a, b) if a != b => paths.push(at.to_owned()),
+        _ => {}
+    }
+}
+
+/// Puts one drifted copy back through the path a normal apply takes, with an audit
+/// row naming the operator and this DriftCheck.
+async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Result<()> {
+    let why = format!(
+        "drift found by DriftCheck {}/{} at {}: restored version {}",
+        check.namespace().unwrap_or_default(),
+        check.name_any(),
+        drift.location,
+        drift.expected.version
+    );
+    let want = &drift.expected;
+    match drift.source {
+        DriftSource::Postgres => {
+            ctx.stores
+                .apply(&Application {
+                    config_id: want.config_id.clone(),
+                    environment: want.environment.clone(),
+                    version: want.version,
+                    checksum: want.checksum.clone(),
+                    actor: ctx.identity.clone(),
+                    message: why,
+                })
+                .await
+                .map_err(Error::Store)?;
+        }
+        DriftSource::Consul => {
+            let applied = ctx
+                .stores
+                .applied(&want.config_id)
+                .await
+                .map_err(Error::Store)?
+                .into_iter()
+                .find(|a| a.environment == want.environment)
+                .unwrap_or_else(|| want.clone());
+            ctx.stores
+                .restore_consul_applied(&applied)
+                .await
+                .map_err(Error::Store)?;
+            audit(ctx, drift, &why).await?;
+        }
+        DriftSource::Kubernetes => {
+            if let Some(projection) = &drift.projection {
+                let namespace = check.namespace().unwrap_or_default();
+                let entry = ctx
+                    .entry(&namespace, &drift.entry)
+                    .ok_or(Error::CacheClosed)?;
+                restore_config_map(ctx, &entry, projection).await?;
+            }
+            audit(ctx, drift, &why).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn audit(ctx: &Context, drift: &Drift, why: &str) -> Result<()> {
+    ctx.stores
+        .audit(
+            &drift.expected.config_id,
+            drift.expected.version,
+            &ctx.identity,
+            why,
+            json!({
+                "event": "driftRemediated",
+                "environment": drift.environment,
+                "location": drift.location,
+                "paths": drift.paths,
+            }),
+        )
+        .await
+        .map_err(Error::Store)
+}
+
+fn check_interval(spec: &DriftCheckSpec) -> Result<(Duration, String), Invalid> {
     let text = spec.interval.as_deref().unwrap_or(DEFAULT_INTERVAL);
     let interval = parse_duration(text).map_err(|error| Invalid {
         reason: "InvalidDuration",
@@ -49,7 +671,7 @@ fn check_interval(spec: &DriftCheckSpec) -> Result<String, Invalid> {
             message: format!("spec.interval {text} is shorter than the 10s minimum"),
         });
     }
-    Ok(format!("checks every {text}"))
+    Ok((interval, format!("checks every {text}")))
 }
 
 #[cfg(test)]
@@ -62,7 +684,10 @@ mod tests {
 
     #[test]
     fn the_default_interval_is_five_minutes() {
-        assert_eq!(check_interval(&spec("{}")), Ok("checks every 5m".into()));
+        assert_eq!(
+            check_interval(&spec("{}")).map(|(_, m)| m),
+            Ok("checks every 5m".into())
+        );
     }
 
     #[test]

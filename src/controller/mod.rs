@@ -48,7 +48,7 @@ use sqlx::postgres::PgConnectOptions;
 use crate::{
     api::{
         self,
-        v1alpha1::{ConfigChange, ConfigEntry, WorkloadKind},
+        v1alpha1::{ConfigChange, ConfigEntry, DriftCheck, WorkloadKind},
     },
     cli::OperatorArgs,
     project::{LABEL_MANAGED_BY, MANAGED_BY},
@@ -84,6 +84,8 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         controller_for(&client, args.namespace.as_deref());
     let change_controller: Controller<ConfigChange> =
         controller_for(&client, args.namespace.as_deref());
+    let drift_controller: Controller<DriftCheck> =
+        controller_for(&client, args.namespace.as_deref());
     let (entry_requests, requested_entries) = futures::channel::mpsc::unbounded();
     let (schema_config_maps, schema_writer) = reflector::store();
     let (managed_config_maps, managed_writer) = reflector::store();
@@ -107,6 +109,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             },
             entries: entry_controller.store(),
             changes: change_controller.store(),
+            drift_checks: drift_controller.store(),
             entry_requests,
             identity,
             aws: crate::secrets::AwsSettings {
@@ -204,7 +207,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                     secret_rotation_policy::error_policy,
                 ),
                 run_controller(
-                    controller_for(&ctx.client, ctx.namespace.as_deref()),
+                    drift_controller,
                     ctx.clone(),
                     drift_check::reconcile,
                     drift_check::error_policy,

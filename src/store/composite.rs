@@ -152,6 +152,60 @@ impl Stores {
         }
     }
 
+    /// Applied states of many config ids from the primary, in one query.
+    pub async fn applied_for(&self, config_ids: &[String]) -> Result<Vec<AppliedState>> {
+        match &self.primary {
+            Primary::Postgres(postgres) => postgres.applied_for(config_ids).await,
+            Primary::Memory => {
+                let mut all = Vec::new();
+                for id in config_ids {
+                    all.extend(self.cache.applied(id).await?);
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    /// Consul's applied states by key, in one recursive read; `None` without Consul.
+    pub async fn consul_applied(
+        &self,
+    ) -> Option<Result<std::collections::BTreeMap<String, Option<AppliedState>>>> {
+        let consul = self.consul.as_ref()?;
+        Some(consul.applied_everywhere().await)
+    }
+
+    /// The Consul key of an environment's applied state.
+    pub fn consul_applied_key(&self, config_id: &str, environment: &str) -> Option<String> {
+        Some(self.consul.as_ref()?.applied_key(config_id, environment))
+    }
+
+    /// Puts an applied state back into Consul as recorded (drift remediation).
+    pub async fn restore_consul_applied(&self, applied: &AppliedState) -> Result<()> {
+        if let Some(consul) = &self.consul {
+            consul.write_applied(applied).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one audit row (PostgreSQL only).
+    pub async fn audit(
+        &self,
+        config_id: &str,
+        version: i64,
+        actor: &str,
+        message: &str,
+        changes: serde_json::Value,
+    ) -> Result<()> {
+        match &self.primary {
+            Primary::Postgres(postgres) => {
+                postgres
+                    .audit(config_id, version, actor, message, changes)
+                    .await
+            }
+            Primary::Memory => Ok(()),
+        }
+    }
+
     /// Records a secret rotation step in PostgreSQL, when there is one.
     pub async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
         match &self.primary {

@@ -143,8 +143,26 @@ impl ConsulStore {
         })
     }
 
+    /// The key of one environment's applied state.
+    pub fn applied_key(&self, config_id: &str, environment: &str) -> String {
+        self.key(config_id, &format!("applied/{environment}"))
+    }
+
+    /// Every applied state under the prefix, by key, in one recursive read; a key that
+    /// does not hold an applied state maps to `None`.
+    pub async fn applied_everywhere(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Option<AppliedState>>> {
+        let entries = self.read(&format!("{}/", self.prefix), true).await?;
+        Ok(entries
+            .iter()
+            .filter(|e| e.key.contains("/applied/"))
+            .map(|e| (e.key.clone(), decode::<AppliedState>(e).ok()))
+            .collect())
+    }
+
     /// Writes an applied state with check-and-set unless the key already holds it.
-    async fn write_applied(&self, applied: &AppliedState) -> Result<bool> {
+    pub async fn write_applied(&self, applied: &AppliedState) -> Result<bool> {
         let key = self.key(
             &applied.config_id,
             &format!("applied/{}", applied.environment),

@@ -177,6 +177,46 @@ impl PostgresStore {
         Ok(true)
     }
 
+    /// Applied states of many config ids, in one query.
+    pub async fn applied_for(&self, config_ids: &[String]) -> Result<Vec<AppliedState>> {
+        let rows: Vec<(String, String, i32, String, chrono::NaiveDateTime)> = sqlx::query_as(
+            "SELECT config_id, environment, version, checksum, applied_at
+             FROM config_applied_state WHERE config_id = ANY($1)",
+        )
+        .bind(config_ids)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(failed("read applied states"))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(config_id, environment, version, checksum, at)| AppliedState {
+                    config_id,
+                    environment,
+                    version: i64::from(version),
+                    checksum,
+                    applied_at: timestamp(at),
+                },
+            )
+            .collect())
+    }
+
+    /// Writes one audit row on its own.
+    pub async fn audit(
+        &self,
+        config_id: &str,
+        version: i64,
+        actor: &str,
+        message: &str,
+        changes: Value,
+    ) -> Result<()> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
+        insert_audit(&mut tx, config_id, version, actor, message, changes).await?;
+        tx.commit().await.map_err(failed("commit an audit row"))?;
+        Ok(())
+    }
+
     /// Upserts a secret's rotation policy row and writes the audit row of one step, in
     /// one transaction. Audit rows of secrets carry the config id `secret:<id>` and no
     /// version.

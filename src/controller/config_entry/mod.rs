@@ -26,6 +26,8 @@ use kube::{
 };
 use tracing::instrument;
 
+pub use pipeline::config_map_target;
+pub use project::restore_config_map;
 pub use restart::{RestartLimiter, restart};
 pub use validate::SCHEMA_LABEL;
 

@@ -3,13 +3,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams},
+};
 use serde_json::{Map, Value, json};
 
 use crate::{
     api::v1alpha1::ConfigEntry,
     controller::{Context, Error, FIELD_MANAGER, Result},
-    project::{ProjectedConfigMap, desired_config_map, needs_apply},
+    project::{ANNOTATION_CHECKSUM, ProjectedConfigMap, desired_config_map, needs_apply},
     telemetry::WriteLabels,
 };
 
@@ -21,9 +24,35 @@ pub async fn apply_config_map(
     entry: &ConfigEntry,
     projection: &ProjectedConfigMap,
 ) -> Result<bool> {
+    write_config_map(ctx, entry, projection, false).await
+}
+
+/// Puts a drifted ConfigMap back, for the DriftCheck that found it.
+pub async fn restore_config_map(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    projection: &ProjectedConfigMap,
+) -> Result<bool> {
+    write_config_map(ctx, entry, projection, true).await
+}
+
+async fn write_config_map(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    projection: &ProjectedConfigMap,
+    restoring: bool,
+) -> Result<bool> {
     let desired = desired_config_map(entry, projection);
     let live = ctx.managed_config_map(&projection.namespace, &projection.name);
     if !needs_apply(live.as_deref(), &desired) {
+        return Ok(false);
+    }
+    // A hand edit of the live version under a DriftCheck is the check's to report or
+    // remediate (with its audit row); a new version is applied as always.
+    let same_version = live.as_ref().is_some_and(|live| {
+        live.annotations().get(ANNOTATION_CHECKSUM) == Some(&projection.checksum)
+    });
+    if !restoring && same_version && ctx.drift_checked(entry, &projection.environment) {
         return Ok(false);
     }
     let api = ctx.namespaced::<ConfigMap>(&projection.namespace);
