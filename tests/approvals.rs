@@ -256,10 +256,10 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
     // The audit trail names the requester, the approver, the message and the time.
     let rows: Vec<(String, Option<String>, Value, bool)> = sqlx::query_as(
         "SELECT actor, message, changes, timestamp IS NOT NULL FROM config_audit
-         WHERE config_id = $1 AND changes ->> 'change' = $2 ORDER BY timestamp, changes ->> 'event'",
+         WHERE config_id = $1 AND changes ->> 'change' LIKE $2 ORDER BY timestamp, changes ->> 'event'",
     )
     .bind(s.config_id())
-    .bind(format!("{}/bigger-pool", s.ns))
+    .bind(format!("{}/bigger-pool@%", s.ns))
     .fetch_all(&pool)
     .await
     .expect("audit rows");
@@ -290,8 +290,8 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
         application.1
     );
     let (workflow_status, approvers): (String, Vec<String>) =
-        sqlx::query_as("SELECT status, approvers FROM approval_workflows WHERE change_id = $1")
-            .bind(format!("{}/bigger-pool", s.ns))
+        sqlx::query_as("SELECT status, approvers FROM approval_workflows WHERE change_id LIKE $1")
+            .bind(format!("{}/bigger-pool@%", s.ns))
             .fetch_one(&pool)
             .await
             .expect("workflow row");

@@ -146,16 +146,26 @@ async fn decide(
             ),
         ));
     };
+    // What this environment runs now: changes build on it, never on a newer version
+    // that still waits for approval here.
+    let applied = ctx
+        .stores
+        .applied(config_id)
+        .await
+        .map_err(Error::Store)?
+        .into_iter()
+        .find(|a| a.environment == environment.name);
+    let live_version = applied.as_ref().map_or(latest.version, |a| a.version);
     let base = current
         .base_version
         .or(change.spec.version)
-        .unwrap_or(latest.version);
+        .unwrap_or(live_version);
     let with_base = |mut decision: Decision| {
         decision.base_version = Some(base);
         decision
     };
 
-    let proposal = match propose(change, entry, &latest, base, ctx).await? {
+    let proposal = match propose(change, entry, &latest, live_version, base, ctx).await? {
         Ok(proposal) => proposal,
         Err(decision) => return Ok(with_base(decision)),
     };
@@ -266,7 +276,8 @@ async fn decide(
                 },
                 created_by: change.spec.requested_by.clone(),
                 message: change.spec.message.clone(),
-                based_on: change.spec.data.is_some().then_some(base),
+                // Nothing recorded in between: a concurrent record makes this retry.
+                based_on: Some(latest.version),
             };
             match ctx.stores.record(&new).await {
                 Ok(recorded) => {
@@ -275,11 +286,16 @@ async fn decide(
                     }
                     recorded.version
                 }
-                Err(store::Error::Superseded { latest, .. }) => {
+                Err(store::Error::Superseded { .. }) => {
+                    // Another version landed between reading and recording: build again.
                     return Ok(with_base(Decision {
                         validated,
                         approvals: Some(approvals),
-                        ..superseded(base, latest)
+                        requeue: Some(Duration::from_secs(1)),
+                        ..Decision::waiting(
+                            "Retrying",
+                            "another version was recorded meanwhile; building on it".into(),
+                        )
                     }));
                 }
                 Err(error) => return Err(Error::Store(error)),
@@ -288,6 +304,7 @@ async fn decide(
     };
     let approvers: Vec<&str> = approvals.counted.iter().map(String::as_str).collect();
     let application = Application {
+        forward_only: true,
         config_id: config_id.clone(),
         environment: environment.name.clone(),
         version: version.version,
@@ -311,7 +328,24 @@ async fn decide(
             }
         ),
     };
-    ctx.stores.apply(&application).await.map_err(Error::Store)?;
+    match ctx.stores.apply(&application).await {
+        Ok(_) => {}
+        Err(store::Error::Superseded { latest, .. }) => {
+            return Ok(with_base(Decision {
+                validated,
+                approvals: Some(approvals),
+                ..Decision::end(
+                    ChangePhase::Superseded,
+                    "Superseded",
+                    format!(
+                        "version {latest} went live in {} while this change applied",
+                        environment.name
+                    ),
+                )
+            }));
+        }
+        Err(error) => return Err(Error::Store(error)),
+    }
     ctx.reconcile_entry(&entry.namespace().unwrap_or_default(), &entry.name_any());
     ctx.metrics
         .approval_seconds
@@ -354,23 +388,44 @@ async fn propose(
     change: &ConfigChange,
     entry: &ConfigEntry,
     latest: &Version,
+    live_version: i64,
     base: i64,
     ctx: &Context,
 ) -> Result<Result<Proposal, Decision>> {
     let spec = &change.spec;
     let config_id = &entry.spec.config_id;
-    let mut snapshot = latest.snapshot.clone();
-    // A retry after this change recorded its version must not supersede itself.
-    let own = matches!(&latest.source, Source::Change { change: id } if *id == change_id(change));
-    if own {
+    // A retry after this change recorded its version: apply that version if it never
+    // went live, finish if it is live, and never revert whatever came after it.
+    let id = change_id(change);
+    let versions = ctx.stores.versions(config_id).await.map_err(Error::Store)?;
+    if let Some(own) = versions
+        .iter()
+        .rev()
+        .find(|v| matches!(&v.source, Source::Change { change } if *change == id))
+    {
+        if live_version > own.version {
+            return Ok(Err(Decision::end(
+                ChangePhase::Superseded,
+                "Superseded",
+                format!(
+                    "version {} went live after this change's version {}",
+                    live_version, own.version
+                ),
+            )));
+        }
         return Ok(Ok(Proposal {
-            snapshot,
-            promoted: Some(latest.clone()),
+            snapshot: own.snapshot.clone(),
+            promoted: Some(own.clone()),
         }));
     }
+    // Build on what the environment runs, not on a newer version waiting here.
+    let mut snapshot = versions
+        .iter()
+        .find(|v| v.version == live_version)
+        .map_or_else(|| latest.snapshot.clone(), |v| v.snapshot.clone());
     if let Some(data) = &spec.data {
-        if latest.version != base {
-            return Ok(Err(superseded(base, latest.version)));
+        if live_version != base {
+            return Ok(Err(superseded(base, live_version)));
         }
         snapshot.data = data.clone();
     } else if let Some(patch) = &spec.patch {
@@ -546,12 +601,12 @@ fn is_final(phase: ChangePhase) -> bool {
     !matches!(phase, ChangePhase::Pending | ChangePhase::Approved)
 }
 
+/// `namespace/name@uid`: a change deleted and created again under its name is another
+/// change, with its own workflow row and versions.
 fn change_id(change: &ConfigChange) -> String {
-    format!(
-        "{}/{}",
-        change.namespace().unwrap_or_default(),
-        change.name_any()
-    )
+    let uid = change.uid().unwrap_or_default();
+    let name: String = change.name_any().chars().take(180).collect();
+    format!("{}/{name}@{uid}", change.namespace().unwrap_or_default())
 }
 
 /// How long ago the change was created.

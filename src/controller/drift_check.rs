@@ -602,6 +602,7 @@ async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Resu
         DriftSource::Postgres => {
             ctx.stores
                 .apply(&Application {
+                    forward_only: false,
                     config_id: want.config_id.clone(),
                     environment: want.environment.clone(),
                     version: want.version,

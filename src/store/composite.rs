@@ -129,6 +129,14 @@ impl Stores {
         }
     }
 
+    /// Every version of a config id, oldest first, from the primary.
+    pub async fn versions(&self, config_id: &str) -> Result<Vec<Version>> {
+        match &self.primary {
+            Primary::Postgres(postgres) => postgres.versions(config_id).await,
+            Primary::Memory => self.cache.versions(config_id).await,
+        }
+    }
+
     /// The applied state per environment, from the primary, or the cache while it is down.
     pub async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
         match &self.primary {

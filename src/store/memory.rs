@@ -131,6 +131,17 @@ impl VersionStore for MemoryStore {
         {
             return Ok(false);
         }
+        if let Some(newer) = state
+            .applied
+            .get(&key)
+            .filter(|a| application.forward_only && a.version > application.version)
+        {
+            return Err(Error::Superseded {
+                config_id: application.config_id.clone(),
+                based_on: application.version,
+                latest: newer.version,
+            });
+        }
         state.applied.insert(
             key,
             AppliedState {

@@ -94,6 +94,10 @@ pub struct Application {
     pub checksum: String,
     pub actor: String,
     pub message: String,
+    /// Refuse (as `Superseded`) when the environment already runs a newer version: two
+    /// writers racing never move an environment back. Drift remediation, which
+    /// restores what was recorded, does not set it.
+    pub forward_only: bool,
 }
 
 /// An approval workflow (a ConfigChange) as the `approval_workflows` table mirrors it.
@@ -225,9 +229,13 @@ impl Error {
 
     /// Whether retrying later may succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
+        // Superseded: another writer moved first; the next attempt reads what it did.
         matches!(
             self,
-            Error::Postgres { .. } | Error::Consul { .. } | Error::ConsulStatus { .. }
+            Error::Postgres { .. }
+                | Error::Consul { .. }
+                | Error::ConsulStatus { .. }
+                | Error::Superseded { .. }
         )
     }
 }

@@ -532,6 +532,15 @@ impl VersionStore for PostgresStore {
             tx.commit().await.map_err(failed("commit"))?;
             return Ok(false);
         }
+        if let Some((newer, _)) = current.as_ref().filter(|(version, _)| {
+            application.forward_only && i64::from(*version) > application.version
+        }) {
+            return Err(Error::Superseded {
+                config_id: application.config_id.clone(),
+                based_on: application.version,
+                latest: i64::from(*newer),
+            });
+        }
         sqlx::query(
             "INSERT INTO config_applied_state (config_id, environment, version, checksum, applied_at)
              VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC')

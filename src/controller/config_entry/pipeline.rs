@@ -167,6 +167,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         } else if plan.spec.auto_approves() {
             moved_at.insert(plan.spec.name.clone(), std::time::Instant::now());
             let application = Application {
+                forward_only: true,
                 config_id: config_id.clone(),
                 environment: plan.spec.name.clone(),
                 version: latest.version,
