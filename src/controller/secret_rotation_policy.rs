@@ -201,6 +201,9 @@ fn requeue(status: &SecretRotationPolicyStatus, waiting: bool) -> Action {
     .into_iter()
     .flatten()
     .map(|at| at.0.as_second() - now)
+    // A time already past is either acted on now or waits on something else (a
+    // suspended schedule, the grace period, consumers): never a hot loop.
+    .filter(|seconds| *seconds > 0)
     .min();
     let mut delay = due.map_or(Duration::from_secs(3600), |seconds| {
         Duration::from_secs(u64::try_from(seconds.max(1)).unwrap_or(1))
@@ -328,6 +331,17 @@ async fn step(
     ) && retires_at.0 <= now.0
     {
         if running < total {
+            // Restarts held back by the rate limit, or that failed, go again.
+            let version = status.current_version.clone().unwrap_or_default();
+            let namespace = policy.namespace().unwrap_or_default();
+            for target in &policy.spec.restart_targets {
+                if let Err(error) =
+                    super::config_entry::restart(ctx, &namespace, target, &annotation, &version)
+                        .await
+                {
+                    tracing::warn!(%error, workload = %target.name, "cannot restart");
+                }
+            }
             progress.waiting = Some(format!(
                 "the grace period is over; the previous version {previous} stays until every restart target runs the new one ({running} of {total} do)"
             ));
@@ -402,7 +416,25 @@ async fn rotate(
         // Promoted before a crash: the value it replaced is the previous one now.
         current = provider.read(secret_id, Selector::Stage(PREVIOUS)).await?;
     }
-    provider.promote(secret_id, &new.version_id).await?;
+    if policy.spec.rotation_function.is_some() {
+        // The function sets, tests and promotes the value itself; project it only once
+        // it is current, never a value the database has not taken yet.
+        if current.version_id != new.version_id
+            && provider
+                .read(secret_id, Selector::Stage(CURRENT))
+                .await?
+                .version_id
+                != new.version_id
+        {
+            return Err(secrets::Error::Unavailable {
+                provider: "AWS Secrets Manager",
+                action: format!("rotation of {secret_id:?} by its rotation function"),
+                detail: format!("version {} is not current yet", new.version_id),
+            });
+        }
+    } else {
+        provider.promote(secret_id, &new.version_id).await?;
+    }
     project(ctx, policy, &new, Some(&current))
         .await
         .map_err(unavailable)?;

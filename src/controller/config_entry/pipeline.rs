@@ -642,11 +642,17 @@ async fn propose_change(
 ) -> Result<String> {
     let namespace = entry.namespace().unwrap_or_default();
     let name = proposed_change_name(&entry.name_any(), &environment.name, version);
-    if ctx
-        .changes
-        .get(&ObjectRef::new(&name).within(&namespace))
-        .is_some()
-    {
+    if let Some(existing) = ctx.changes.get(&ObjectRef::new(&name).within(&namespace)) {
+        // Only the operator's own proposal of this version will do: a look-alike made
+        // by someone else must not collect the approvals meant for this version.
+        let ours = existing.spec.version == Some(version)
+            && existing.spec.requested_by == ctx.identity
+            && existing.spec.environment == environment.name;
+        if !ours {
+            return Err(Error::Configuration(format!(
+                "ConfigChange {namespace}/{name} exists but is not the operator's proposal of version {version}; delete it so the proposal can be made"
+            )));
+        }
         return Ok(name);
     }
     let change = ConfigChange {
