@@ -166,6 +166,29 @@ async fn drift_is_reported_where_it_is_and_nothing_is_changed() {
             .await
             .contains(&"DriftDetected".to_owned())
     );
+    // The command line runs the same check and prints where, never a value.
+    let detected = std::process::Command::new(env!("CARGO_BIN_EXE_summit-config"))
+        .args([
+            "drift",
+            "detect",
+            "payments",
+            "--namespace",
+            &ns,
+            "--kubeconfig",
+        ])
+        .arg(env().kubeconfig())
+        .output()
+        .expect("run summit-config");
+    let printed = String::from_utf8_lossy(&detected.stdout);
+    assert!(
+        detected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&detected.stderr)
+    );
+    assert!(
+        printed.contains("$.pool.max") && printed.contains("postgres:applied_state"),
+        "{printed}"
+    );
 
     // Report mode changes nothing, and the entry controller leaves the edit alone too.
     tokio::time::sleep(Duration::from_secs(3)).await;

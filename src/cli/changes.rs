@@ -16,10 +16,10 @@ use serde_json::Value;
 
 use crate::{
     api::v1alpha1::{
-        Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, Rejection,
+        Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, DriftCheck, Rejection,
         SecretRotationPolicy, Time,
     },
-    controller::ROTATE_ANNOTATION,
+    controller::{CHECK_ANNOTATION, ROTATE_ANNOTATION},
     resolve,
 };
 
@@ -382,6 +382,61 @@ pub async fn rotate(target: &Target, policy: &str) -> Result<(), Error> {
         "secretrotationpolicy/{policy} asked to rotate ({token}); status.lastHandledRequest shows when it has"
     );
     Ok(())
+}
+
+/// Runs a DriftCheck now (its check annotation) and prints what it found.
+pub async fn detect(target: &Target, check: &str) -> Result<(), Error> {
+    let (client, namespace) = connect(target).await?;
+    let checks: Api<DriftCheck> = Api::namespaced(client, &namespace);
+    let token = format!(
+        "cli-{}",
+        k8s_openapi::jiff::Timestamp::now().as_millisecond()
+    );
+    let patch = serde_json::json!({"metadata": {"annotations": {CHECK_ANNOTATION: token}}});
+    checks
+        .patch(check, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(request(format!(
+            "ask DriftCheck {namespace}/{check} to run"
+        )))?;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let found = checks
+            .get(check)
+            .await
+            .map_err(request(format!("read DriftCheck {namespace}/{check}")))?;
+        let status = found.status.unwrap_or_default();
+        if status.last_handled_request.as_deref() != Some(token.as_str()) {
+            continue;
+        }
+        if status.drifted != Some(true) {
+            println!("no drift: every copy matches its recorded version");
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = status
+            .report
+            .iter()
+            .map(|f| {
+                vec![
+                    f.entry.clone(),
+                    f.environment.clone(),
+                    f.location.clone(),
+                    f.paths.join(","),
+                    if f.remediated_at.is_some() {
+                        "remediated"
+                    } else {
+                        "drifted"
+                    }
+                    .into(),
+                ]
+            })
+            .collect();
+        print_table(&["ENTRY", "ENVIRONMENT", "WHERE", "PATHS", "STATE"], &rows);
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "DriftCheck {check} did not report within 30s; is the operator running?"
+    )))
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {

@@ -80,11 +80,27 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Drift: `drift detect <check>` runs a DriftCheck now.
+    Drift {
+        #[command(subcommand)]
+        command: DriftCommand,
+    },
     /// List the ConfigChanges waiting for approval.
     Pending {
         /// Only this environment's.
         #[arg(long = "env", short = 'e')]
         environment: Option<String>,
+        #[command(flatten)]
+        target: changes::Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DriftCommand {
+    /// Run a DriftCheck now and wait for its report.
+    Detect {
+        /// The DriftCheck.
+        check: String,
         #[command(flatten)]
         target: changes::Target,
     },
@@ -247,5 +263,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Secret {
             command: SecretCommand::Rotate { policy, target },
         } => Ok(changes::rotate(&target, &policy).await?),
+        Command::Drift {
+            command: DriftCommand::Detect { check, target },
+        } => Ok(changes::detect(&target, &check).await?),
     }
 }

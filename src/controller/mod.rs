@@ -38,6 +38,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 pub use context::Context;
+pub use drift_check::CHECK_ANNOTATION;
 pub use error::{Error, Result};
 pub use secret_rotation_policy::ROTATE_ANNOTATION;
 use workloads::Workloads;
