@@ -681,3 +681,55 @@ async fn a_spec_edit_in_a_protected_environment_waits_for_approval() {
     phase(&s, "payments-production-v3", ChangePhase::Applied).await;
     projected(&s, "production", |c| c["pool"]["max"] == 25).await;
 }
+
+#[tokio::test]
+async fn relaxing_an_approval_policy_needs_the_approve_verb() {
+    let s = setup("policy-guard").await;
+    create_payments(&s, json!({"requiredApprovals": 2})).await;
+    let alice: Api<ConfigEntry> = Api::namespaced(env().client_as("alice").await, &s.ns);
+    let current = s.entries().get("payments").await.expect("entry");
+    let with_production = |production: Value| {
+        let mut environments = serde_json::to_value(&current.spec.environments).expect("json");
+        environments[1] = production;
+        json!({"spec": {"environments": environments}})
+    };
+    for (edit, what) in [
+        (
+            with_production(json!({"name": "production", "approval": {"autoApprove": true}})),
+            "auto-approval",
+        ),
+        (
+            with_production(json!({"name": "production", "approval": {"requiredApprovals": 1}})),
+            "fewer approvals",
+        ),
+        (with_production(json!({"name": "production"})), "no policy"),
+    ] {
+        refused(
+            alice
+                .patch("payments", &PatchParams::default(), &Patch::Merge(&edit))
+                .await,
+            "alice may not change or remove the approval policy of an environment of ConfigEntry payments",
+        );
+        let _ = what;
+    }
+    let remove = json!({"spec": {"environments": [current.spec.environments[0]]}});
+    refused(
+        alice
+            .patch("payments", &PatchParams::default(), &Patch::Merge(&remove))
+            .await,
+        "may not change or remove the approval policy",
+    );
+    // Content edits stay open to editors; the policy decides when they go live.
+    let content = json!({"spec": {"data": {"host": "db", "pool": {"max": 12}}}});
+    alice
+        .patch("payments", &PatchParams::default(), &Patch::Merge(&content))
+        .await
+        .expect("alice edits the content");
+    // Whoever holds the approve verb may change the policy.
+    let relax =
+        with_production(json!({"name": "production", "approval": {"requiredApprovals": 1}}));
+    s.entries()
+        .patch("payments", &PatchParams::default(), &Patch::Merge(&relax))
+        .await
+        .expect("an approver may change the policy");
+}
