@@ -248,7 +248,8 @@ pub async fn decide(
 ) -> Result<(), Error> {
     let (client, namespace) = connect(target).await?;
     let (user, groups) = whoami(&client).await?;
-    let changes: Api<ConfigChange> = Api::namespaced(client, &namespace);
+    let changes: Api<ConfigChange> = Api::namespaced(client.clone(), &namespace);
+    let entries: Api<ConfigEntry> = Api::namespaced(client, &namespace);
     // Another approver may append at the same moment: replace under the resourceVersion
     // read, and read again on a conflict.
     for _ in 0..5 {
@@ -278,11 +279,7 @@ pub async fn decide(
                     approver: user.clone(),
                     approved_at: now,
                     comment: comment.clone(),
-                    groups: groups
-                        .iter()
-                        .filter(|g| !g.starts_with("system:"))
-                        .cloned()
-                        .collect(),
+                    groups: counted_groups(&entries, &change, &groups).await,
                 });
                 "approved"
             }
@@ -307,6 +304,31 @@ pub async fn decide(
     Err(Error::Invalid(format!(
         "ConfigChange {name} kept changing while recording your decision; try again"
     )))
+}
+
+/// The approver's groups the environment's policy counts approvals through; only those
+/// go into the approval (the admission policy checks each is really theirs).
+async fn counted_groups(
+    entries: &Api<ConfigEntry>,
+    change: &ConfigChange,
+    groups: &[String],
+) -> Vec<String> {
+    let Ok(Some(entry)) = entries.get_opt(&change.spec.config_entry).await else {
+        return Vec::new();
+    };
+    let listed: Vec<String> = entry
+        .spec
+        .environments
+        .iter()
+        .find(|e| e.name == change.spec.environment)
+        .and_then(|e| e.approval.as_ref())
+        .map(|p| p.approver_groups.clone())
+        .unwrap_or_default();
+    groups
+        .iter()
+        .filter(|g| listed.contains(g))
+        .cloned()
+        .collect()
 }
 
 /// Prints the changes waiting for approval.

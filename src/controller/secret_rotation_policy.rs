@@ -652,21 +652,29 @@ fn notify(
         "time": now(),
     });
     let http = ctx.http.clone();
+    // Webhook URLs often carry a token: logs name the policy, never the URL.
+    let policy_name = format!(
+        "{}/{}",
+        policy.namespace().unwrap_or_default(),
+        policy.name_any()
+    );
     tokio::spawn(async move {
         let mut delay = Duration::from_secs(1);
         for attempt in 1..=5 {
             match http.post(&url).json(&body).send().await {
                 Ok(response) if response.status().is_success() => return,
                 Ok(response) => {
-                    tracing::warn!(%url, status = %response.status(), attempt, "webhook refused a notification");
+                    tracing::warn!(%policy_name, status = %response.status(), attempt, "webhook refused a notification");
                 }
-                Err(error) => tracing::warn!(%url, %error, attempt, "webhook unreachable"),
+                Err(error) => {
+                    tracing::warn!(%policy_name, error = %error.without_url(), attempt, "webhook unreachable")
+                }
             }
             let jitter = Duration::from_millis(rand::random_range(0..500));
             tokio::time::sleep(delay + jitter).await;
             delay *= 2;
         }
-        tracing::warn!(%url, event, "gave up notifying the webhook");
+        tracing::warn!(%policy_name, event, "gave up notifying the webhook");
     });
 }
 

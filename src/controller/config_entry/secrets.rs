@@ -80,7 +80,8 @@ pub async fn project_secrets(
         }));
         values.insert(key.clone(), value);
     }
-    let sum = checksum(&Value::Array(versions));
+    // The target is part of it: a renamed or moved Secret is written anew.
+    let sum = checksum(&json!({"target": [&namespace, &name], "versions": versions}));
     if projected == Some(sum.as_str()) {
         return Ok(sum);
     }
