@@ -210,6 +210,17 @@ pub async fn propose(target: &Target, propose: &Propose, proposal: Proposal) -> 
             patch,
             rollback_to,
             version: None,
+            // What the proposer saw live: a data change made against it is superseded,
+            // not silently applied over, if the environment moves on first.
+            base_version: entry
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.environments
+                        .iter()
+                        .find(|e| e.name == propose.environment)
+                })
+                .and_then(|e| e.version),
             message: propose.message.clone(),
             requested_by: user.clone(),
             approvals: Vec::new(),

@@ -156,8 +156,10 @@ async fn decide(
         .into_iter()
         .find(|a| a.environment == environment.name);
     let live_version = applied.as_ref().map_or(latest.version, |a| a.version);
-    let base = current
+    let base = change
+        .spec
         .base_version
+        .or(current.base_version)
         .or(change.spec.version)
         .unwrap_or(live_version);
     let with_base = |mut decision: Decision| {

@@ -65,7 +65,7 @@ use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, p
     validation = Rule::new("[has(self.data), has(self.patch), has(self.rollbackTo), has(self.version)].filter(x, x).size() == 1")
         .message("set exactly one of data, patch, rollbackTo and version"),
     validation = Rule::new(
-        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo) && has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version)"
+        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo) && has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version) && has(self.baseVersion) == has(oldSelf.baseVersion)"
     ).message("the proposal (data, patch, rollbackTo, version) is immutable: create a new ConfigChange instead"),
     validation = Rule::new("!has(oldSelf.approvals) || has(self.approvals)")
         .message("approvals cannot be removed"),
@@ -107,6 +107,14 @@ pub struct ConfigChangeSpec {
     #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+
+    /// The version live in the environment when the change was proposed (the CLI fills
+    /// it in). A `data` change whose environment has moved on since is `Superseded`.
+    /// When unset, the version live when the operator first sees the change.
+    #[schemars(range(min = 1))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("baseVersion is immutable"))]
+    pub base_version: Option<i64>,
 
     /// Why this change is made; recorded in the audit trail.
     #[schemars(length(min = 1, max = 4096))]

@@ -674,6 +674,7 @@ async fn propose_change(
             patch: None,
             rollback_to: None,
             version: Some(version),
+            base_version: None,
             message: format!(
                 "spec of ConfigEntry {} (generation {}) recorded version {version}",
                 entry.name_any(),
