@@ -61,13 +61,19 @@ pub fn covers(
     source: DriftSource,
 ) -> bool {
     let spec = &check.spec;
-    check.namespace() == entry.namespace()
+    selects(check, entry)
         && spec.sources.as_ref().is_none_or(|s| s.contains(&source))
         && spec
             .environments
             .as_ref()
             .is_none_or(|envs| envs.iter().any(|e| e.0 == environment))
-        && match (&spec.entries, &spec.selector) {
+}
+
+/// Whether `check` names `entry`: by name, by label, or (with neither) every entry of
+/// its namespace.
+fn selects(check: &DriftCheck, entry: &ConfigEntry) -> bool {
+    check.namespace() == entry.namespace()
+        && match (&check.spec.entries, &check.spec.selector) {
             (Some(names), _) => names.iter().any(|n| n.0 == entry.name_any()),
             (None, Some(selector)) => matches_selector(selector, entry.labels()),
             (None, None) => true,
@@ -326,14 +332,7 @@ fn selected(check: &DriftCheck, ctx: &Context) -> Vec<Arc<ConfigEntry>> {
     ctx.entries
         .state()
         .into_iter()
-        .filter(|entry| {
-            entry.namespace() == check.namespace()
-                && match (&check.spec.entries, &check.spec.selector) {
-                    (Some(names), _) => names.iter().any(|n| n.0 == entry.name_any()),
-                    (None, Some(selector)) => matches_selector(selector, entry.labels()),
-                    (None, None) => true,
-                }
-        })
+        .filter(|entry| selects(check, entry))
         .collect()
 }
 
@@ -681,6 +680,61 @@ mod tests {
 
     fn spec(yaml: &str) -> DriftCheckSpec {
         serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn paths_name_each_differing_leaf() {
+        let want = BTreeMap::from([(
+            "config.json".to_owned(),
+            r#"{"host":"db","pool":{"max":10,"min":1}}"#.to_owned(),
+        )]);
+        let have = BTreeMap::from([(
+            "config.json".to_owned(),
+            r#"{"host":"db","pool":{"max":99},"debug":true}"#.to_owned(),
+        )]);
+        assert_eq!(
+            differing_paths(&want, &have, ConfigFormat::Json),
+            ["$.debug", "$.pool.max", "$.pool.min"]
+        );
+        let env_want = BTreeMap::from([("POOL_MAX".to_owned(), "10".to_owned())]);
+        let env_have = BTreeMap::from([("POOL_MAX".to_owned(), "11".to_owned())]);
+        assert_eq!(
+            differing_paths(&env_want, &env_have, ConfigFormat::Env),
+            ["$.POOL_MAX"]
+        );
+        assert_eq!(
+            differing_paths(&want, &want, ConfigFormat::Json),
+            ["metadata.annotations"],
+            "same content, another stamp"
+        );
+    }
+
+    #[test]
+    fn selectors_match_labels_and_expressions() {
+        let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_yaml_ng::from_str(
+                "{matchLabels: {team: payments}, matchExpressions: [{key: tier, operator: In, values: [gold, silver]}, {key: legacy, operator: DoesNotExist}]}",
+            )
+            .unwrap();
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert!(matches_selector(
+            &selector,
+            &labels(&[("team", "payments"), ("tier", "gold")])
+        ));
+        assert!(!matches_selector(
+            &selector,
+            &labels(&[("team", "payments"), ("tier", "bronze")])
+        ));
+        assert!(!matches_selector(
+            &selector,
+            &labels(&[("team", "payments"), ("tier", "gold"), ("legacy", "yes")])
+        ));
+        assert!(!matches_selector(&selector, &labels(&[("tier", "gold")])));
     }
 
     #[test]
