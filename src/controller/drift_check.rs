@@ -406,17 +406,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
             let row = rows
                 .iter()
                 .find(|r| r.config_id == want.config_id && r.environment == want.environment);
-            if row.is_none_or(|r| r.version != want.version || r.checksum != want.checksum) {
-                let paths = match row {
-                    None => vec!["$".to_owned()],
-                    Some(r) => [
-                        (r.version != want.version).then(|| "$.version".to_owned()),
-                        (r.checksum != want.checksum).then(|| "$.checksum".to_owned()),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-                };
+            if let Some(paths) = applied_paths(want, row) {
                 drifts.push(drift(
                     entry,
                     want,
@@ -441,20 +431,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
                 continue;
             };
             let actual = keys.get(&key).cloned().flatten();
-            if actual
-                .as_ref()
-                .is_none_or(|a| a.version != want.version || a.checksum != want.checksum)
-            {
-                let paths = match &actual {
-                    None => vec!["$".to_owned()],
-                    Some(a) => [
-                        (a.version != want.version).then(|| "$.version".to_owned()),
-                        (a.checksum != want.checksum).then(|| "$.checksum".to_owned()),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-                };
+            if let Some(paths) = applied_paths(want, actual.as_ref()) {
                 drifts.push(drift(
                     entry,
                     want,
@@ -535,6 +512,22 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
         }
     }
     Ok(drifts)
+}
+
+/// Where a copy of the applied state differs from what was applied: `$` when it is
+/// missing; `None` when it matches.
+fn applied_paths(want: &AppliedState, actual: Option<&AppliedState>) -> Option<Vec<String>> {
+    let Some(actual) = actual else {
+        return Some(vec!["$".to_owned()]);
+    };
+    let paths: Vec<String> = [
+        (actual.version != want.version).then(|| "$.version".to_owned()),
+        (actual.checksum != want.checksum).then(|| "$.checksum".to_owned()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!paths.is_empty()).then_some(paths)
 }
 
 /// The JSON paths where a projected ConfigMap's data differs from the render.
