@@ -167,7 +167,16 @@ async fn decide(
         decision
     };
 
-    let proposal = match propose(change, entry, &latest, live_version, base, ctx).await? {
+    let proposal = match propose(
+        change,
+        entry,
+        &latest,
+        applied.as_ref().map(|a| a.version),
+        base,
+        ctx,
+    )
+    .await?
+    {
         Ok(proposal) => proposal,
         Err(decision) => return Ok(with_base(decision)),
     };
@@ -390,7 +399,7 @@ async fn propose(
     change: &ConfigChange,
     entry: &ConfigEntry,
     latest: &Version,
-    live_version: i64,
+    applied_version: Option<i64>,
     base: i64,
     ctx: &Context,
 ) -> Result<Result<Proposal, Decision>> {
@@ -398,6 +407,7 @@ async fn propose(
     let config_id = &entry.spec.config_id;
     // A retry after this change recorded its version: apply that version if it never
     // went live, finish if it is live, and never revert whatever came after it.
+    let live_version = applied_version.unwrap_or(latest.version);
     let id = change_id(change);
     let versions = ctx.stores.versions(config_id).await.map_err(Error::Store)?;
     if let Some(own) = versions
@@ -444,17 +454,13 @@ async fn propose(
                     ),
                 )));
             }
-            let applied = ctx.stores.applied(config_id).await.map_err(Error::Store)?;
-            if let Some(live) = applied
-                .iter()
-                .find(|a| a.environment == spec.environment && a.version > wanted)
-            {
+            if applied_version.is_some_and(|v| v > wanted) {
                 return Ok(Err(Decision::end(
                     ChangePhase::Superseded,
                     "Superseded",
                     format!(
-                        "{} already runs version {}, newer than version {wanted}",
-                        spec.environment, live.version
+                        "{} already runs version {live_version}, newer than version {wanted}",
+                        spec.environment
                     ),
                 )));
             }

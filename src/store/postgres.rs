@@ -132,7 +132,7 @@ impl PostgresStore {
                 insert_audit(
                     &mut tx,
                     &workflow.config_id,
-                    workflow.base_version,
+                    Some(workflow.base_version),
                     &workflow.requested_by,
                     &workflow.message,
                     requested,
@@ -150,7 +150,7 @@ impl PostgresStore {
             insert_audit(
                 &mut tx,
                 &workflow.config_id,
-                workflow.base_version,
+                Some(workflow.base_version),
                 &approval.approver,
                 approval.comment.as_deref().unwrap_or(""),
                 approved,
@@ -164,7 +164,7 @@ impl PostgresStore {
             insert_audit(
                 &mut tx,
                 &workflow.config_id,
-                workflow.base_version,
+                Some(workflow.base_version),
                 workflow.ended_by.as_deref().unwrap_or("summit-config"),
                 workflow.end_reason.as_deref().unwrap_or(""),
                 step(&workflow.status),
@@ -181,21 +181,21 @@ impl PostgresStore {
     pub async fn applied_for(&self, config_ids: &[String]) -> Result<Vec<AppliedState>> {
         let rows: Vec<(String, String, i32, String, chrono::NaiveDateTime)> = sqlx::query_as(
             "SELECT config_id, environment, version, checksum, applied_at
-             FROM config_applied_state WHERE config_id = ANY($1)",
+             FROM config_applied_state WHERE config_id = ANY($1) ORDER BY config_id, environment",
         )
         .bind(config_ids)
         .fetch_all(self.pool().await?)
         .await
-        .map_err(failed("read applied states"))?;
+        .map_err(failed("read the applied state"))?;
         Ok(rows
             .into_iter()
             .map(
-                |(config_id, environment, version, checksum, at)| AppliedState {
+                |(config_id, environment, version, checksum, applied_at)| AppliedState {
                     config_id,
                     environment,
                     version: i64::from(version),
                     checksum,
-                    applied_at: timestamp(at),
+                    applied_at: timestamp(applied_at),
                 },
             )
             .collect())
@@ -212,7 +212,7 @@ impl PostgresStore {
     ) -> Result<()> {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
-        insert_audit(&mut tx, config_id, version, actor, message, changes).await?;
+        insert_audit(&mut tx, config_id, Some(version), actor, message, changes).await?;
         tx.commit().await.map_err(failed("commit an audit row"))?;
         Ok(())
     }
@@ -245,26 +245,23 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(failed("write a rotation policy"))?;
-        sqlx::query(
-            "INSERT INTO config_audit (id, config_id, version, actor, timestamp, message, changes)
-             VALUES ($1, $2, NULL, $3, now() AT TIME ZONE 'UTC', $4, $5)",
+        insert_audit(
+            &mut tx,
+            &format!("secret:{}", rotation.secret_id),
+            None,
+            &rotation.actor,
+            &format!(
+                "{} by SecretRotationPolicy {}",
+                rotation.event, rotation.policy
+            ),
+            json!({
+                "event": rotation.event,
+                "policy": rotation.policy,
+                "currentVersion": rotation.current_version,
+                "previousVersion": rotation.previous_version,
+            }),
         )
-        .bind(Uuid::new_v4())
-        .bind(format!("secret:{}", rotation.secret_id))
-        .bind(&rotation.actor)
-        .bind(format!(
-            "{} by SecretRotationPolicy {}",
-            rotation.event, rotation.policy
-        ))
-        .bind(json!({
-            "event": rotation.event,
-            "policy": rotation.policy,
-            "currentVersion": rotation.current_version,
-            "previousVersion": rotation.previous_version,
-        }))
-        .execute(&mut *tx)
-        .await
-        .map_err(failed("write an audit row"))?;
+        .await?;
         tx.commit().await.map_err(failed("commit a rotation"))?;
         Ok(())
     }
@@ -288,7 +285,7 @@ impl PostgresStore {
             insert_audit(
                 &mut tx,
                 config_id,
-                i64::from(latest),
+                Some(i64::from(latest)),
                 actor,
                 "ConfigEntry deleted with deletionPolicy Delete",
                 json!({"event": "deleted"}),
@@ -388,7 +385,7 @@ async fn insert_version(tx: &mut Transaction<'static, Postgres>, version: &Versi
 async fn insert_audit(
     tx: &mut Transaction<'static, Postgres>,
     config_id: &str,
-    version: i64,
+    version: Option<i64>,
     actor: &str,
     message: &str,
     changes: Value,
@@ -399,7 +396,7 @@ async fn insert_audit(
     )
     .bind(Uuid::new_v4())
     .bind(config_id)
-    .bind(version_number(version))
+    .bind(version.map(version_number))
     .bind(actor)
     .bind(message)
     .bind(changes)
@@ -481,7 +478,7 @@ impl VersionStore for PostgresStore {
         insert_audit(
             &mut tx,
             &version.config_id,
-            version.version,
+            Some(version.version),
             &version.created_by,
             &version.message,
             json!({"event": "versionRecorded", "checksum": version.checksum, "source": source, "owner": version.owner}),
@@ -557,7 +554,7 @@ impl VersionStore for PostgresStore {
         insert_audit(
             &mut tx,
             &application.config_id,
-            application.version,
+            Some(application.version),
             &application.actor,
             &application.message,
             json!({
@@ -631,25 +628,6 @@ impl VersionStore for PostgresStore {
     }
 
     async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
-        let rows: Vec<(String, String, i32, String, chrono::NaiveDateTime)> = sqlx::query_as(
-            "SELECT config_id, environment, version, checksum, applied_at
-             FROM config_applied_state WHERE config_id = $1 ORDER BY environment",
-        )
-        .bind(config_id)
-        .fetch_all(self.pool().await?)
-        .await
-        .map_err(failed("read the applied state"))?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(config_id, environment, version, checksum, applied_at)| AppliedState {
-                    config_id,
-                    environment,
-                    version: i64::from(version),
-                    checksum,
-                    applied_at: timestamp(applied_at),
-                },
-            )
-            .collect())
+        self.applied_for(&[config_id.to_owned()]).await
     }
 }
