@@ -230,9 +230,13 @@ impl Error {
     /// Whether retrying later may succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         // Superseded: another writer moved first; the next attempt reads what it did.
+        // Migrate: most often PostgreSQL not answering yet at start-up or after an
+        // outage; a migration that is really broken keeps failing, with backoff, and
+        // says so in status.
         matches!(
             self,
             Error::Postgres { .. }
+                | Error::Migrate(_)
                 | Error::Consul { .. }
                 | Error::ConsulStatus { .. }
                 | Error::Superseded { .. }
