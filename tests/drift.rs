@@ -1,19 +1,25 @@
 //! DriftCheck against the real apiserver, PostgreSQL and Consul: a hand-edited
 //! ConfigMap, an overwritten Consul key and a tampered applied-state row are reported
 //! with where and which paths, left alone in `Report` mode, and put back and audited in
-//! `Remediate` mode; a clean check writes nothing.
+//! `Remediate` mode; a hand-edited Secret likewise, by checksum, its value nowhere; a
+//! clean check writes nothing.
 
 mod support;
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Secret},
+    events::v1::Event,
+};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use summit_config::api::v1alpha1::{ConfigEntry, DriftCheck, DriftCheckStatus};
+use summit_config::api::v1alpha1::{
+    ConfigEntry, DriftCheck, DriftCheckStatus, SecretRotationPolicy,
+};
 use support::{Operator, consul_get, env, eventually, install_crds, namespace, postgres};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -278,4 +284,160 @@ async fn a_clean_check_writes_nothing_and_says_nothing() {
         events,
         "and publishes no Event"
     );
+}
+
+/// Keys and values of a Secret.
+async fn secret_data(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    Some(
+        secret
+            .data?
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap_or_default()))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_hand_edited_secret_is_reported_by_checksum_and_restored() {
+    let client = env().admin().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "drift-secret").await;
+    let _operator = Operator::start(&ns);
+    // A value the operator generates and keeps, referenced by an entry.
+    let policy: SecretRotationPolicy = serde_json::from_value(json!({
+        "apiVersion": "config.summit.io/v1alpha1",
+        "kind": "SecretRotationPolicy",
+        "metadata": {"name": "token"},
+        "spec": {"provider": "InCluster", "secretId": "token", "rotationInterval": "30d",
+                 "target": {"name": "token"}},
+    }))
+    .expect("policy");
+    Api::<SecretRotationPolicy>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create policy");
+    let entry: ConfigEntry = serde_json::from_value(json!({
+        "apiVersion": "config.summit.io/v1alpha1",
+        "kind": "ConfigEntry",
+        "metadata": {"name": "payments"},
+        "spec": {
+            "configId": format!("tests/{ns}"),
+            "data": {"host": "db"},
+            "secrets": {"TOKEN": {"provider": "InCluster", "secretId": "token"}},
+            "environments": [{"name": "production"}],
+        },
+    }))
+    .expect("entry");
+    Api::<ConfigEntry>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &entry)
+        .await
+        .expect("create entry");
+    let value = eventually("the Secret to be projected", WAIT, || async {
+        secret_data(&client, &ns, "payments-production")
+            .await?
+            .remove("TOKEN")
+    })
+    .await;
+    let check: DriftCheck = serde_json::from_value(json!({
+        "apiVersion": "config.summit.io/v1alpha1",
+        "kind": "DriftCheck",
+        "metadata": {"name": "payments"},
+        "spec": {"entries": ["payments"], "sources": ["Kubernetes"], "interval": "10m",
+                 "remediation": "Report"},
+    }))
+    .expect("check");
+    let checks: Api<DriftCheck> = Api::namespaced(client.clone(), &ns);
+    checks
+        .create(&PostParams::default(), &check)
+        .await
+        .expect("create check");
+    assert_eq!(check_now(&client, &ns, "before").await.drifted, Some(false));
+
+    // By hand, as `kubectl edit secret` would.
+    let hand = "hand-edited-token";
+    let edit = json!({"stringData": {"TOKEN": hand}});
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(
+            "payments-production",
+            &PatchParams::default(),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .expect("edit the Secret by hand");
+    let status = check_now(&client, &ns, "after-edit").await;
+    let location = format!("secret/{ns}/payments-production");
+    let finding = status
+        .report
+        .iter()
+        .find(|f| f.location == location)
+        .unwrap_or_else(|| panic!("no finding at {location}: {:?}", status.report));
+    assert_eq!(finding.paths, ["$.data.TOKEN"]);
+    assert_ne!(
+        finding.actual_checksum.as_deref(),
+        Some(finding.expected_checksum.as_str())
+    );
+    // Report mode: the edit stays, even with the entry controller woken by it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        secret_data(&client, &ns, "payments-production")
+            .await
+            .expect("Secret")["TOKEN"],
+        hand
+    );
+
+    // Remediation puts the value back and audits it.
+    let remediate = json!({"spec": {"remediation": "Remediate"}});
+    checks
+        .patch(
+            "payments",
+            &PatchParams::default(),
+            &Patch::Merge(&remediate),
+        )
+        .await
+        .expect("switch to Remediate");
+    check_now(&client, &ns, "remediate").await;
+    eventually("the Secret to be restored", WAIT, || async {
+        let data = secret_data(&client, &ns, "payments-production").await?;
+        (data.get("TOKEN") == Some(&value)).then_some(())
+    })
+    .await;
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT message FROM config_audit WHERE config_id = $1 AND message LIKE 'drift found by DriftCheck%'",
+    )
+    .bind(format!("tests/{ns}"))
+    .fetch_all(&postgres().await)
+    .await
+    .expect("audit rows");
+    assert!(audited.iter().any(|m| m.contains(&location)), "{audited:?}");
+
+    // Neither value is anywhere but the Secret: not in status, Events or the log.
+    let said = [
+        serde_json::to_string(&checks.get("payments").await.expect("check")).expect("json"),
+        serde_json::to_string(
+            &Api::<ConfigEntry>::namespaced(client.clone(), &ns)
+                .get("payments")
+                .await
+                .expect("entry"),
+        )
+        .expect("json"),
+        serde_json::to_string(
+            &Api::<Event>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .expect("events")
+                .items,
+        )
+        .expect("json"),
+        std::fs::read_to_string(
+            std::path::Path::new(&env().var("SUMMIT_ENV_DIR")).join(format!("operator-{ns}.log")),
+        )
+        .expect("operator log"),
+    ];
+    for text in &said {
+        assert!(!text.contains(hand) && !text.contains(&value));
+    }
 }

@@ -764,4 +764,168 @@ async fn a_config_entry_projects_aws_and_in_cluster_references_and_stores_only_r
         assert!(!rows.contains(value), "a value reached PostgreSQL");
         assert!(!consul.contains(value), "a value reached Consul");
     }
+
+    // A Secret deleted or edited by hand is put back, with no upstream change.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .delete("payments-production", &Default::default())
+        .await
+        .expect("delete the Secret");
+    target(&client, &ns, "payments-production", |d| {
+        d.get("DB_PASSWORD").map(String::as_str) == Some("second-db-password")
+    })
+    .await;
+    let edit = json!({"stringData": {"DB_PASSWORD": "hand-edited"}});
+    secrets
+        .patch(
+            "payments-production",
+            &PatchParams::default(),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .expect("edit the Secret by hand");
+    target(&client, &ns, "payments-production", |d| {
+        d.get("DB_PASSWORD").map(String::as_str) == Some("second-db-password")
+    })
+    .await;
+
+    // An environment that no longer has secret references loses its Secret.
+    let entries: Api<summit_config::api::v1alpha1::ConfigEntry> =
+        Api::namespaced(client.clone(), &ns);
+    let drop_secrets = json!({"spec": {"secrets": null, "environments": [{"name": "production"}]}});
+    entries
+        .patch(
+            "payments",
+            &PatchParams::default(),
+            &Patch::Merge(&drop_secrets),
+        )
+        .await
+        .expect("remove the references");
+    eventually("the Secret to be removed", WAIT, || async {
+        secrets
+            .get_opt("payments-production")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_namespace_reaches_only_its_own_aws_secrets_through_the_operator() {
+    let _moto = MOTO.lock().await;
+    let client = env().admin().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "tenant").await;
+    let _operator = Operator::start(&ns);
+    let aws = secrets_manager().await;
+    // Another tenant's secret: outside `tests/<ns>/`, the prefix this namespace gets.
+    let theirs = format!("tests/other-{ns}/db");
+    aws.create_secret()
+        .name(&theirs)
+        .secret_string("another-tenants-password")
+        .send()
+        .await
+        .expect("create the secret in moto");
+
+    let entries: Api<summit_config::api::v1alpha1::ConfigEntry> =
+        Api::namespaced(client.clone(), &ns);
+    let entry = |name: &str, reference: Value| -> summit_config::api::v1alpha1::ConfigEntry {
+        serde_json::from_value(json!({
+            "apiVersion": "config.summit.io/v1alpha1",
+            "kind": "ConfigEntry",
+            "metadata": {"name": name},
+            "spec": {
+                "configId": format!("tests/{ns}/{name}"),
+                "data": {"host": "db"},
+                "secrets": {"PASSWORD": reference},
+                "environments": [{"name": "production"}],
+            },
+        }))
+        .expect("entry")
+    };
+    entries
+        .create(
+            &PostParams::default(),
+            &entry(
+                "borrowed",
+                json!({"provider": "AwsSecretsManager", "secretId": theirs}),
+            ),
+        )
+        .await
+        .expect("create entry");
+    let ready = eventually("the entry to say why", WAIT, || async {
+        let status = entries.get("borrowed").await.ok()?.status?;
+        let ready = find_condition(&status.conditions, "Ready")?.clone();
+        ready.message.contains("outside").then_some(ready)
+    })
+    .await;
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains(&format!("tests/{ns}/*")),
+        "{}",
+        ready.message
+    );
+
+    // Nor may a policy rotate it.
+    let policies: Api<SecretRotationPolicy> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({
+        "provider": "AwsSecretsManager",
+        "secretId": theirs,
+        "rotationInterval": "30d",
+        "target": {"name": "borrowed"},
+    });
+    policies
+        .create(&PostParams::default(), &policy("borrowed", spec))
+        .await
+        .expect("create policy");
+    policy_status(&policies, "borrowed", |s| {
+        find_condition(&s.conditions, "RotationFailed")
+            .is_some_and(|c| c.status == "True" && c.reason == "SecretNotAllowed")
+    })
+    .await;
+
+    // With credentials of its own, the namespace reaches what they reach.
+    let credentials: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "own-aws"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": env().var("AWS_ACCESS_KEY_ID"),
+            "AWS_SECRET_ACCESS_KEY": env().var("AWS_SECRET_ACCESS_KEY"),
+        },
+    }))
+    .expect("credentials");
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &credentials)
+        .await
+        .expect("create credentials");
+    entries
+        .create(
+            &PostParams::default(),
+            &entry(
+                "own",
+                json!({"provider": "AwsSecretsManager", "secretId": theirs,
+                       "aws": {"credentialsSecret": "own-aws"}}),
+            ),
+        )
+        .await
+        .expect("create entry");
+    let data = target(&client, &ns, "own-production", |d| {
+        d.contains_key("PASSWORD")
+    })
+    .await;
+    assert_eq!(data["PASSWORD"], "another-tenants-password");
+
+    // Nothing reached the borrowing entry, and the secret never rotated.
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt("borrowed-production")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(
+        aws_value(&aws, &theirs, "AWSCURRENT").await.0,
+        "another-tenants-password"
+    );
 }

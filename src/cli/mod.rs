@@ -155,6 +155,21 @@ pub struct OperatorArgs {
     )]
     pub allowed_namespaces: Vec<String>,
 
+    /// The namespaces where the operator manages Secrets (projected Secrets, the
+    /// in-cluster provider's store, credentials), comma-separated: it watches its
+    /// Secrets there and refuses to project elsewhere. The chart passes
+    /// operator.secretNamespaces, where it grants the access. Unset: every namespace
+    /// the operator watches.
+    #[arg(long, env = "SUMMIT_SECRET_NAMESPACES", value_delimiter = ',')]
+    pub secret_namespaces: Option<Vec<String>>,
+
+    /// Which AWS secret names the operator's own credentials may reach for a namespace:
+    /// names starting with this, `{namespace}` replaced. References with credentials
+    /// of their own are not limited. Empty lets every namespace reach every secret the
+    /// operator can: only for single-tenant clusters.
+    #[arg(long, env = "SUMMIT_AWS_SECRET_PREFIX", default_value = "{namespace}/")]
+    pub aws_secret_prefix: String,
+
     /// Restarts of one workload are at least this many seconds apart.
     #[arg(long, env = "SUMMIT_RESTART_INTERVAL_SECONDS", default_value_t = 30)]
     pub restart_interval_seconds: u64,

@@ -16,9 +16,11 @@ use std::collections::HashMap;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{FIELD_MANAGER, backoff::Backoff, workloads::Workloads};
+use super::{
+    FIELD_MANAGER, backoff::Backoff, managed_secrets::ManagedSecrets, workloads::Workloads,
+};
 use crate::{
-    api::v1alpha1::{ConfigChange, ConfigEntry, DriftCheck, DriftSource},
+    api::v1alpha1::{AwsSecretsManagerOptions, ConfigChange, ConfigEntry, DriftCheck, DriftSource},
     secrets::{self, AwsProvider, AwsSettings},
     store::Stores,
     telemetry::Metrics,
@@ -62,6 +64,11 @@ pub struct Context {
     pub secret_refresh: std::time::Duration,
     /// The operator's AWS defaults (region, endpoint).
     pub aws: AwsSettings,
+    /// The names of AWS secrets the operator's own credentials may reach on behalf of a
+    /// namespace: this prefix, `{namespace}` replaced. Empty allows every name.
+    pub aws_secret_prefix: String,
+    /// Secrets the operator projected, values replaced by checksums.
+    pub managed_secrets: ManagedSecrets,
     /// Secrets Manager clients on the default credential chain, by region.
     aws_clients: tokio::sync::Mutex<HashMap<Option<String>, AwsProvider>>,
 }
@@ -74,6 +81,15 @@ where
     match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
+    }
+}
+
+/// The name of a Secrets Manager secret, from its name or its ARN
+/// (`arn:aws:secretsmanager:<region>:<account>:secret:<name>-<suffix>`).
+fn secret_name(secret_id: &str) -> &str {
+    match secret_id.split_once(":secret:") {
+        Some((arn, name)) if arn.starts_with("arn:") => name,
+        _ => secret_id,
     }
 }
 
@@ -94,6 +110,8 @@ pub struct Parts {
     pub entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
     pub identity: String,
     pub aws: AwsSettings,
+    pub aws_secret_prefix: String,
+    pub managed_secrets: ManagedSecrets,
     pub secret_refresh: std::time::Duration,
 }
 
@@ -125,6 +143,8 @@ impl Context {
                 .build()
                 .unwrap_or_default(),
             aws: parts.aws,
+            aws_secret_prefix: parts.aws_secret_prefix,
+            managed_secrets: parts.managed_secrets,
             secret_refresh: parts.secret_refresh,
             aws_clients: tokio::sync::Mutex::default(),
         }
@@ -146,19 +166,29 @@ impl Context {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    /// A Secrets Manager client for `region` (the operator's default when unset), with
-    /// the keys of Secret `credentials` in `namespace`, or the default credential chain.
+    /// A Secrets Manager client for `secret_id`, used on behalf of `namespace`: in the
+    /// region `options` name (the operator's default when unset), with the keys of their
+    /// credentials Secret in `namespace`. Without one, the operator's own credentials
+    /// serve, and only for names under the prefix allowed to `namespace`, so that no
+    /// tenant reads another's secrets through the operator.
     pub async fn aws_provider(
         &self,
         namespace: &str,
-        region: Option<&str>,
-        credentials: Option<&str>,
+        secret_id: &str,
+        options: Option<&AwsSecretsManagerOptions>,
     ) -> Result<AwsProvider, secrets::Error> {
         let mut settings = self.aws.clone();
-        if let Some(region) = region {
+        if let Some(region) = options.and_then(|o| o.region.as_deref()) {
             settings.region = Some(region.to_owned());
         }
-        let Some(name) = credentials else {
+        let Some(name) = options.and_then(|o| o.credentials_secret.as_deref()) else {
+            let allowed = self.aws_secret_prefix.replace("{namespace}", namespace);
+            if !secret_name(secret_id).starts_with(&allowed) {
+                return Err(secrets::Error::NotAllowed {
+                    secret_id: secret_id.to_owned(),
+                    allowed: format!("{allowed}*"),
+                });
+            }
             let mut clients = self.aws_clients.lock().await;
             if let Some(client) = clients.get(&settings.region) {
                 return Ok(client.clone());
@@ -243,5 +273,19 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "cannot publish Event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_name;
+
+    #[test]
+    fn secret_names_come_from_names_and_arns() {
+        assert_eq!(secret_name("team-a/db"), "team-a/db");
+        assert_eq!(
+            secret_name("arn:aws:secretsmanager:eu-west-1:123456789012:secret:team-a/db-AbCdEf"),
+            "team-a/db-AbCdEf"
+        );
     }
 }

@@ -21,17 +21,21 @@ use tracing::instrument;
 
 use super::{
     Context, Error, Result,
-    config_entry::{config_map_target, restore_config_map},
+    config_entry::{config_map_target, project_secrets, restore_config_map, secret_target},
+    managed_secrets::cached_checksums,
     observed, requeue_after_error,
     status::{self, Invalid, now},
 };
 use crate::{
     api::v1alpha1::{
         CONDITION_READY, CONDITION_VALIDATED, ConditionUpdate, ConfigEntry, ConfigFormat,
-        DriftCheck, DriftCheckSpec, DriftFinding, DriftSource, RemediationMode, parse_duration,
-        upsert_condition,
+        DriftCheck, DriftCheckSpec, DriftFinding, DriftSource, EnvironmentSpec, RemediationMode,
+        parse_duration, upsert_condition,
     },
-    project::{ANNOTATION_CHECKSUM, ANNOTATION_VERSION, ProjectedConfigMap, render},
+    project::{
+        ANNOTATION_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION, ProjectedConfigMap,
+        render,
+    },
     store::{Application, AppliedState},
 };
 
@@ -112,9 +116,20 @@ struct Drift {
     source: DriftSource,
     paths: Vec<String>,
     expected: AppliedState,
+    /// The checksum the copy should have: the content's, or for a Secret its keys'.
+    expected_checksum: String,
     actual_checksum: Option<String>,
-    /// For a ConfigMap: what it should hold.
-    projection: Option<ProjectedConfigMap>,
+    repair: Repair,
+}
+
+/// How a drifted copy is put back.
+enum Repair {
+    /// Consul's or PostgreSQL's record of the applied version.
+    Record,
+    /// The ConfigMap, with what it should hold.
+    ConfigMap(ProjectedConfigMap),
+    /// The Secret, resolved again from its references.
+    Secret,
 }
 
 async fn run_check(check: &DriftCheck, ctx: &Context) -> Result<Action> {
@@ -134,12 +149,13 @@ async fn run_check(check: &DriftCheck, ctx: &Context) -> Result<Action> {
     let mut remediated = BTreeSet::new();
     if remediate {
         for drift in &drifts {
-            remediate_one(check, drift, ctx).await?;
-            remediated.insert((
-                drift.entry.clone(),
-                drift.environment.clone(),
-                drift.location.clone(),
-            ));
+            if remediate_one(check, drift, ctx).await? {
+                remediated.insert((
+                    drift.entry.clone(),
+                    drift.environment.clone(),
+                    drift.location.clone(),
+                ));
+            }
         }
     }
     let took = started.elapsed();
@@ -170,7 +186,7 @@ async fn run_check(check: &DriftCheck, ctx: &Context) -> Result<Action> {
                 environment: d.environment.clone(),
                 location: d.location.clone(),
                 paths: d.paths.clone(),
-                expected_checksum: d.expected.checksum.clone(),
+                expected_checksum: d.expected_checksum.clone(),
                 actual_checksum: d.actual_checksum.clone(),
                 first_seen: before.map_or_else(|| now.clone(), |f| f.first_seen.clone()),
                 remediated_at: remediated.contains(&key).then(|| now.clone()),
@@ -395,8 +411,9 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
         source,
         paths,
         expected: expected.clone(),
+        expected_checksum: expected.checksum.clone(),
         actual_checksum: actual,
-        projection: None,
+        repair: Repair::Record,
     };
 
     if wants(DriftSource::Postgres) {
@@ -446,6 +463,9 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
 
     if wants(DriftSource::Kubernetes) {
         for (entry, environment, want) in &expected {
+            if let Some(found) = secret_drift(ctx, entry, environment, want) {
+                drifts.push(found);
+            }
             let (namespace, name) = config_map_target(entry, environment);
             let format = environment
                 .config_map
@@ -476,7 +496,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
             };
             let Some(live) = live else {
                 drifts.push(Drift {
-                    projection: Some(projection),
+                    repair: Repair::ConfigMap(projection),
                     ..drift(
                         entry,
                         want,
@@ -499,7 +519,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
             let paths = differing_paths(&rendered, &data, format);
             let actual = crate::resolve::checksum(&json!(data));
             drifts.push(Drift {
-                projection: Some(projection),
+                repair: Repair::ConfigMap(projection),
                 ..drift(
                     entry,
                     want,
@@ -512,6 +532,61 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
         }
     }
     Ok(drifts)
+}
+
+/// How an environment's Secret differs from the key checksums its entry's status
+/// recorded when the operator projected it: the keys whose values differ, by checksum.
+/// Values are never read: the Secret cache holds checksums only.
+fn secret_drift(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+    want: &AppliedState,
+) -> Option<Drift> {
+    let status = entry.status.as_ref()?;
+    let recorded = status
+        .environments
+        .iter()
+        .find(|e| e.name == environment.name)?;
+    let versions = recorded.secrets_checksum.as_ref()?;
+    let expected = &recorded.secret_key_checksums;
+    let (namespace, name) = secret_target(entry, environment);
+    if !ctx.managed_secrets.covers(&namespace) {
+        return None;
+    }
+    let live = ctx.managed_secrets.get(&namespace, &name);
+    let actual = live.as_deref().map(cached_checksums);
+    let paths = match (&live, &actual) {
+        (None, _) | (_, None) => vec!["$".to_owned()],
+        (Some(live), Some(actual)) => {
+            let keys: BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
+            let mut paths: Vec<String> = keys
+                .into_iter()
+                .filter(|key| expected.get(*key) != actual.get(*key))
+                .map(|key| format!("$.data.{key}"))
+                .collect();
+            if paths.is_empty()
+                && live.annotations().get(ANNOTATION_SECRETS_CHECKSUM) != Some(versions)
+            {
+                paths.push("metadata.annotations".into());
+            }
+            paths
+        }
+    };
+    if paths.is_empty() {
+        return None;
+    }
+    Some(Drift {
+        entry: entry.name_any(),
+        environment: environment.name.clone(),
+        location: format!("secret/{namespace}/{name}"),
+        source: DriftSource::Kubernetes,
+        paths,
+        expected: want.clone(),
+        expected_checksum: crate::resolve::checksum(&json!(expected)),
+        actual_checksum: actual.map(|a| crate::resolve::checksum(&json!(a))),
+        repair: Repair::Secret,
+    })
 }
 
 /// Where a copy of the applied state differs from what was applied: `$` when it is
@@ -580,8 +655,9 @@ fn diff(want: &Value, have: &Value, at: &str, paths: &mut Vec<String>) {
 }
 
 /// Puts one drifted copy back through the path a normal apply takes, with an audit
-/// row naming the operator and this DriftCheck.
-async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Result<()> {
+/// row naming the operator and this DriftCheck. Returns whether it did: a Secret whose
+/// provider does not answer stays drifted, and says why in an Event.
+async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Result<bool> {
     let why = format!(
         "drift found by DriftCheck {}/{} at {}: restored version {}",
         check.namespace().unwrap_or_default(),
@@ -621,17 +697,56 @@ async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Resu
             audit(ctx, drift, &why).await?;
         }
         DriftSource::Kubernetes => {
-            if let Some(projection) = &drift.projection {
-                let namespace = check.namespace().unwrap_or_default();
-                let entry = ctx
-                    .entry(&namespace, &drift.entry)
-                    .ok_or(Error::CacheClosed)?;
-                restore_config_map(ctx, &entry, projection).await?;
+            let namespace = check.namespace().unwrap_or_default();
+            let entry = ctx
+                .entry(&namespace, &drift.entry)
+                .ok_or(Error::CacheClosed)?;
+            match &drift.repair {
+                Repair::ConfigMap(projection) => {
+                    restore_config_map(ctx, &entry, projection).await?;
+                }
+                Repair::Secret => {
+                    if let Err(error) = restore_secret(ctx, &entry, drift).await {
+                        ctx.publish(
+                            check,
+                            EventType::Warning,
+                            "RemediationFailed",
+                            format!(
+                                "{} {}: cannot restore {}: {error}",
+                                drift.entry, drift.environment, drift.location
+                            ),
+                        )
+                        .await;
+                        return Ok(false);
+                    }
+                }
+                Repair::Record => {}
             }
             audit(ctx, drift, &why).await?;
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Projects an environment's Secret again from the references of its live version.
+async fn restore_secret(ctx: &Context, entry: &ConfigEntry, drift: &Drift) -> Result<(), String> {
+    let want = &drift.expected;
+    let environment = entry
+        .spec
+        .environments
+        .iter()
+        .find(|e| e.name == drift.environment)
+        .ok_or_else(|| "the environment is gone from the entry".to_owned())?;
+    let refs = ctx
+        .stores
+        .version(&want.config_id, want.version)
+        .await
+        .map_err(|error| error.to_string())?
+        .map(|v| v.snapshot.secret_refs(&environment.name))
+        .ok_or_else(|| format!("version {} is not recorded", want.version))?;
+    project_secrets(ctx, entry, environment, want.version, &refs, true)
+        .await
+        .map(|_| ())
 }
 
 async fn audit(ctx: &Context, drift: &Drift, why: &str) -> Result<()> {

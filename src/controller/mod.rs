@@ -6,6 +6,7 @@ mod config_entry;
 mod context;
 mod drift_check;
 mod error;
+mod managed_secrets;
 mod secret_rotation_policy;
 mod status;
 mod workloads;
@@ -40,6 +41,7 @@ use serde::de::DeserializeOwned;
 pub use context::Context;
 pub use drift_check::CHECK_ANNOTATION;
 pub use error::{Error, Result};
+use managed_secrets::SecretScope;
 pub use secret_rotation_policy::ROTATE_ANNOTATION;
 use workloads::Workloads;
 
@@ -93,6 +95,17 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     let (deployments, deployment_writer) = reflector::store();
     let (stateful_sets, stateful_set_writer) = reflector::store();
     let (daemon_sets, daemon_set_writer) = reflector::store();
+    let secret_scope = match &args.secret_namespaces {
+        Some(namespaces) => SecretScope::Namespaces(
+            namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+        ),
+        None => SecretScope::Watched(args.namespace.clone()),
+    };
+    let (managed_secrets, secret_events) = managed_secrets::watch(&client, secret_scope);
     let ctx = Arc::new(Context::new(
         context::Parts {
             client,
@@ -118,6 +131,8 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 endpoint_url: args.aws_endpoint_url.clone(),
                 credentials: None,
             },
+            aws_secret_prefix: args.aws_secret_prefix.clone(),
+            managed_secrets,
             secret_refresh: Duration::from_secs(args.secret_refresh_seconds.max(1)),
         },
         std::env::var("POD_NAME").ok(),
@@ -154,7 +169,10 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             ),
             config_entry::workload_triggers(entry_controller.store(), workload_events),
         ),
-        requested_entries,
+        futures::stream::select(
+            requested_entries,
+            config_entry::secret_triggers(secret_events),
+        ),
     );
     // A change waits on its entry: an entry's new version or policy reconciles the
     // changes that target it.
@@ -177,6 +195,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     let caches = async {
         ctx.schema_config_maps.wait_until_ready().await?;
         ctx.managed_config_maps.wait_until_ready().await?;
+        ctx.managed_secrets.wait_until_ready().await?;
         ctx.workloads.wait_until_ready().await
     };
     caches.await.map_err(|_| Error::CacheClosed)?;

@@ -224,16 +224,10 @@ async fn provider_for(
         ProviderKind::InCluster => Ok(Provider::InCluster(Box::new(
             secrets::InClusterProvider::new(ctx.client.clone(), namespace),
         ))),
-        ProviderKind::AwsSecretsManager => {
-            let aws = spec.aws.as_ref();
-            ctx.aws_provider(
-                namespace,
-                aws.and_then(|a| a.region.as_deref()),
-                aws.and_then(|a| a.credentials_secret.as_deref()),
-            )
+        ProviderKind::AwsSecretsManager => ctx
+            .aws_provider(namespace, &spec.secret_id, spec.aws.as_ref())
             .await
-            .map(Provider::Aws)
-        }
+            .map(Provider::Aws),
     }
 }
 

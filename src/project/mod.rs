@@ -11,4 +11,4 @@ pub use config_map::{
     needs_apply,
 };
 pub use render::{CONFIG_MAP_LIMIT, RenderError, render};
-pub use secret::{ProjectedSecret, desired_secret};
+pub use secret::{ANNOTATION_SECRETS_CHECKSUM, ProjectedSecret, desired_secret, key_checksums};

@@ -10,6 +10,34 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{LABEL_MANAGED_BY, MANAGED_BY};
 
+/// The checksum of the provider versions a projected Secret holds: version ids, never
+/// values. It also salts the Secret's key checksums.
+pub const ANNOTATION_SECRETS_CHECKSUM: &str = "config.summit.io/secrets-checksum";
+
+/// SHA-256 of each key's value, salted with `salt` (the Secret's provider-versions
+/// checksum) and the key, so that equal values under different keys or versions do not
+/// compare equal and no table of common values matches. What status records and the
+/// Secret cache holds in place of values.
+pub fn key_checksums<'a>(
+    salt: &str,
+    values: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    values
+        .into_iter()
+        .map(|(key, value)| {
+            let mut hasher = Sha256::new();
+            for part in [salt.as_bytes(), key.as_bytes(), value] {
+                hasher.update((part.len() as u64).to_be_bytes());
+                hasher.update(part);
+            }
+            let digest = hasher.finalize();
+            let hex = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+            (key.to_owned(), hex)
+        })
+        .collect()
+}
+
 /// A Secret about to be applied.
 pub struct ProjectedSecret {
     pub namespace: String,

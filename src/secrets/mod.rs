@@ -89,6 +89,10 @@ pub enum Error {
     Generator(#[from] GeneratorError),
     #[error("cannot read the credentials Secret {name}: {detail}")]
     Credentials { name: String, detail: String },
+    #[error(
+        "secret {secret_id:?} is outside {allowed:?}, the names the operator's own credentials may reach from this namespace; name a secret under it, or reference credentials of your own (aws.credentialsSecret)"
+    )]
+    NotAllowed { secret_id: String, allowed: String },
 }
 
 impl Error {
@@ -102,6 +106,7 @@ impl Error {
             Error::Refused { .. } => "ProviderRefused",
             Error::Unusable { .. } | Error::KeyMissing { .. } => "UnusableSecret",
             Error::Generator(_) => "InvalidGenerator",
+            Error::NotAllowed { .. } => "SecretNotAllowed",
         }
     }
 

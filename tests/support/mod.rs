@@ -249,6 +249,8 @@ impl Operator {
             .args(["--database-url", env().var("DATABASE_URL")])
             .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
             .args(["--restart-interval-seconds", "1"])
+            .args(["--secret-namespaces", namespace])
+            .args(["--aws-secret-prefix", "tests/{namespace}/"])
             .args(extra)
             .env(
                 "RUST_LOG",

@@ -294,6 +294,13 @@ pub struct SecretReference {
     #[schemars(length(min = 1, max = 256))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_stage: Option<String>,
+
+    /// Settings for AWS Secrets Manager. With a `credentialsSecret` (in the entry's
+    /// namespace) the reference reaches what those credentials reach; without, the
+    /// operator's own credentials read only secret names under the prefix it allows
+    /// this namespace (`<namespace>/` unless configured otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<super::AwsSecretsManagerOptions>,
 }
 
 /// What deleting a ConfigEntry does to its history outside Kubernetes.
@@ -373,6 +380,11 @@ pub struct EnvironmentStatus {
     /// version ids, never values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_checksum: Option<String>,
+
+    /// Per key of this environment's Secret, SHA-256 of the value salted with
+    /// `secretsChecksum` and the key: what a DriftCheck compares the Secret with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_key_checksums: BTreeMap<String, String>,
 
     /// Restart targets whose pods run the live checksum.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,7 @@ pub(super) mod validate;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     ResourceExt,
     runtime::{
@@ -29,6 +29,7 @@ use tracing::instrument;
 pub use pipeline::config_map_target;
 pub use project::restore_config_map;
 pub use restart::{RestartLimiter, restart};
+pub use secrets::{project_secrets, secret_target};
 pub use validate::SCHEMA_LABEL;
 
 use super::{Context, Error, Result, observed, requeue_after_error};
@@ -95,15 +96,36 @@ pub fn config_map_triggers(
         std::future::ready(())
     }));
     tokio::spawn(projected_events.for_each(move |event| {
-        let owner = event
-            .ok()
-            .and_then(|config_map| config_map.annotations().get(ANNOTATION_ENTRY).cloned());
-        if let Some((namespace, name)) = owner.as_deref().and_then(|o| o.split_once('/')) {
-            let _ = sender.unbounded_send(ObjectRef::new(name).within(namespace));
+        if let Some(entry) = event.ok().and_then(|config_map| owner(&config_map)) {
+            let _ = sender.unbounded_send(entry);
         }
         std::future::ready(())
     }));
     receiver
+}
+
+/// Drives the watches of projected Secrets in a task of their own (as for ConfigMaps)
+/// and brings the entry of a Secret edited or deleted by hand back to repair it.
+pub fn secret_triggers(
+    secrets: impl Stream<Item = Arc<Secret>> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<ConfigEntry>> + Send + 'static {
+    let (sender, receiver) = futures::channel::mpsc::unbounded();
+    tokio::spawn(secrets.for_each(move |secret| {
+        if let Some(entry) = owner(secret.as_ref()) {
+            let _ = sender.unbounded_send(entry);
+        }
+        std::future::ready(())
+    }));
+    receiver
+}
+
+/// The entry a projected object belongs to, from its annotation.
+fn owner(object: &impl ResourceExt) -> Option<ObjectRef<ConfigEntry>> {
+    let (namespace, name) = object
+        .annotations()
+        .get(ANNOTATION_ENTRY)?
+        .split_once('/')?;
+    Some(ObjectRef::new(name).within(namespace))
 }
 
 /// Drives the workload watches in a task of their own (as for ConfigMaps) and turns

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use kube::{
     Resource, ResourceExt,
     api::PostParams,
@@ -13,9 +16,11 @@ use serde_json::Value;
 use super::{
     KIND,
     project::apply_config_map,
-    report::{Consumers, EnvironmentOutcome, Live, Report, SyncOutcome, build_status},
+    report::{
+        Consumers, EnvironmentOutcome, Live, Report, SecretsOutcome, SyncOutcome, build_status,
+    },
     restart::{Restart, restart, restart_annotation},
-    secrets::{consumed_checksum, project_secrets},
+    secrets::{consumed_checksum, project_secrets, secret_target},
     validate::{self, Refusal},
 };
 use crate::{
@@ -144,7 +149,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 live: current.map(Live::from),
                 pending_version: None,
                 pending_change: None,
-                secrets_checksum: None,
+                secrets: None,
                 consumers: None,
                 message: None,
             }
@@ -157,7 +162,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 live: Some(Live::from(newer)),
                 pending_version: None,
                 pending_change: None,
-                secrets_checksum: None,
+                secrets: None,
                 consumers: None,
                 message: Some(format!(
                     "version {} from a ConfigChange is live; the spec's newest version is {}",
@@ -208,7 +213,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     .map(Live::from),
                 pending_version: None,
                 pending_change: None,
-                secrets_checksum: None,
+                secrets: None,
                 consumers: None,
                 message: None,
             }
@@ -220,7 +225,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 live: current.map(Live::from),
                 pending_version: Some(latest.version),
                 pending_change: Some(change.clone()),
-                secrets_checksum: None,
+                secrets: None,
                 consumers: None,
                 message: Some(format!(
                     "version {} waits for {} approval(s) on ConfigChange {change}; the live version stays",
@@ -235,8 +240,14 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     // Project what is live in each environment, and restart what consumes it.
     let mut retry_after = None;
     let mut has_secrets = false;
+    // The Secrets environments hold: those of environments without secret references
+    // go away with the stale projections.
+    let mut secret_targets = Vec::new();
     for (plan, outcome) in plans.iter().zip(report.environments.iter_mut()) {
-        let Some(live) = &outcome.live else { continue };
+        let Some(live) = &outcome.live else {
+            secret_targets.push(secret_target(entry, plan.spec));
+            continue;
+        };
         let data = if live.checksum == plan.checksum {
             Ok(plan.data.clone())
         } else {
@@ -286,22 +297,15 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
             .status
             .as_ref()
             .and_then(|s| s.environments.iter().find(|e| e.name == plan.spec.name))
-            .and_then(|e| e.secrets_checksum.clone());
-        let secrets_checksum = match refs {
+            .and_then(SecretsOutcome::from_status);
+        let secrets = match refs {
             Ok(refs) if refs.is_empty() => None,
             Ok(refs) => {
                 has_secrets = true;
-                let projected = project_secrets(
-                    ctx,
-                    entry,
-                    plan.spec,
-                    live.version,
-                    &refs,
-                    projected_secrets.as_deref(),
-                )
-                .await;
+                let projected =
+                    project_secrets(ctx, entry, plan.spec, live.version, &refs, false).await;
                 match projected {
-                    Ok(sum) => Some(sum),
+                    Ok(projected) => Some(projected),
                     Err(error) => {
                         outcome.phase = EnvironmentPhase::Degraded;
                         outcome.message =
@@ -317,8 +321,14 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 projected_secrets
             }
         };
-        outcome.secrets_checksum = secrets_checksum.clone();
-        let consumed = consumed_checksum(&live.checksum, secrets_checksum.as_deref());
+        if secrets.is_some() {
+            secret_targets.push(secret_target(entry, plan.spec));
+        }
+        let consumed = consumed_checksum(
+            &live.checksum,
+            secrets.as_ref().map(|s| s.checksum.as_str()),
+        );
+        outcome.secrets = secrets;
         let annotation = restart_annotation(&entry.name_any());
         let mut running = 0;
         for target in &plan.spec.restart_targets {
@@ -359,7 +369,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
 
     // Projections nothing in the spec asks for any more (a removed environment, a
     // renamed target) go away.
-    remove_stale_projections(ctx, entry, &plans).await?;
+    remove_stale_projections(ctx, entry, &plans, &secret_targets).await?;
 
     // Consul follows; while it is down, applying goes on and it catches up later.
     let consul = ctx.stores.sync_consul(&config_id).await;
@@ -412,52 +422,96 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     Ok(retry_after.map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Deletes ConfigMaps this entry projected that no current plan targets.
+/// Deletes the ConfigMaps this entry projected that no current plan targets, and the
+/// Secrets it projected that no environment with secret references holds.
 async fn remove_stale_projections(
     ctx: &Context,
     entry: &ConfigEntry,
     plans: &[Plan<'_>],
+    secret_targets: &[(String, String)],
 ) -> Result<()> {
     let owner = format!(
         "{}/{}",
         entry.namespace().unwrap_or_default(),
         entry.name_any()
     );
-    let stale: Vec<(String, String)> = ctx
+    let owned = |annotations: &std::collections::BTreeMap<String, String>| {
+        annotations.get(ANNOTATION_ENTRY) == Some(&owner)
+    };
+    let config_maps = ctx
         .managed_config_maps
         .state()
-        .iter()
-        .filter(|cm| cm.annotations().get(ANNOTATION_ENTRY) == Some(&owner))
+        .into_iter()
+        .filter(|cm| owned(cm.annotations()))
         .map(|cm| (cm.namespace().unwrap_or_default(), cm.name_any()))
         .filter(|(namespace, name)| {
             !plans
                 .iter()
                 .any(|p| &p.namespace == namespace && &p.name == name)
         })
-        .collect();
-    for (namespace, name) in stale {
-        let deleted = ctx
-            .namespaced::<ConfigMap>(&namespace)
-            .delete(&name, &Default::default())
-            .await;
+        .map(|(namespace, name)| (Stale::ConfigMap, namespace, name));
+    let secrets = ctx
+        .managed_secrets
+        .state()
+        .into_iter()
+        .filter(|secret| owned(secret.annotations()))
+        .map(|secret| (secret.namespace().unwrap_or_default(), secret.name_any()))
+        .filter(|target| !secret_targets.contains(target))
+        .map(|(namespace, name)| (Stale::Secret, namespace, name));
+    let stale: Vec<_> = config_maps.chain(secrets).collect();
+    for (kind, namespace, name) in stale {
+        let deleted = match kind {
+            Stale::ConfigMap => ctx
+                .namespaced::<ConfigMap>(&namespace)
+                .delete(&name, &Default::default())
+                .await
+                .map(|_| ()),
+            Stale::Secret => ctx
+                .namespaced::<Secret>(&namespace)
+                .delete(&name, &Default::default())
+                .await
+                .map(|_| ()),
+        };
+        let what = kind.as_str();
         match deleted {
-            Ok(_) => {}
+            Ok(()) => {}
             // The cache may still hold one that is already gone.
             Err(kube::Error::Api(status)) if status.code == 404 => continue,
             Err(error) => {
                 return Err(Error::kube(format!(
-                    "delete stale ConfigMap {namespace}/{name}"
+                    "delete stale {what} {namespace}/{name}"
                 ))(error));
             }
         }
-        ctx.count_write(KIND, "configmap");
-        let note = format!(
-            "removed ConfigMap {namespace}/{name}: no environment projects into it any more"
-        );
+        ctx.count_write(KIND, kind.target());
+        let note =
+            format!("removed {what} {namespace}/{name}: no environment projects into it any more");
         ctx.publish(entry, EventType::Normal, "ProjectionRemoved", note)
             .await;
     }
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Stale {
+    ConfigMap,
+    Secret,
+}
+
+impl Stale {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stale::ConfigMap => "ConfigMap",
+            Stale::Secret => "Secret",
+        }
+    }
+
+    fn target(self) -> &'static str {
+        match self {
+            Stale::ConfigMap => "configmap",
+            Stale::Secret => "secret",
+        }
+    }
 }
 
 /// Writes the status the report describes (only if it changed) and publishes an Event
@@ -620,7 +674,7 @@ fn unchanged_environments(
                 live: before.and_then(Live::from_status),
                 pending_version: before.and_then(|b| b.pending_version),
                 pending_change: before.and_then(|b| b.pending_change.clone()),
-                secrets_checksum: before.and_then(|b| b.secrets_checksum.clone()),
+                secrets: before.and_then(SecretsOutcome::from_status),
                 consumers: before.and_then(Consumers::from_status),
                 message: if invalid {
                     Some("does not validate; the live version stays".into())

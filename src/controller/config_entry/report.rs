@@ -19,11 +19,30 @@ pub struct EnvironmentOutcome {
     pub pending_version: Option<i64>,
     /// The ConfigChange that holds its approval.
     pub pending_change: Option<String>,
-    /// Checksum of the secret versions projected (ids, never values).
-    pub secrets_checksum: Option<String>,
+    /// The secret versions projected (checksums, never values).
+    pub secrets: Option<SecretsOutcome>,
     /// The restart targets, and how many of them run the live content.
     pub consumers: Option<Consumers>,
     pub message: Option<String>,
+}
+
+/// What an environment's Secret holds, by checksum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretsOutcome {
+    /// Checksum of the provider versions (ids, never values).
+    pub checksum: String,
+    /// Per key, the salted checksum of its value.
+    pub keys: std::collections::BTreeMap<String, String>,
+}
+
+impl SecretsOutcome {
+    /// What the previous status said.
+    pub fn from_status(status: &EnvironmentStatus) -> Option<Self> {
+        Some(Self {
+            checksum: status.secrets_checksum.clone()?,
+            keys: status.secret_key_checksums.clone(),
+        })
+    }
 }
 
 /// How many of an environment's restart targets have rolled out its live content.
@@ -156,7 +175,12 @@ fn environment_status(outcome: &EnvironmentOutcome) -> EnvironmentStatus {
         applied_at: outcome.live.as_ref().and_then(|l| l.applied_at.clone()),
         pending_version: outcome.pending_version,
         pending_change: outcome.pending_change.clone(),
-        secrets_checksum: outcome.secrets_checksum.clone(),
+        secrets_checksum: outcome.secrets.as_ref().map(|s| s.checksum.clone()),
+        secret_key_checksums: outcome
+            .secrets
+            .as_ref()
+            .map(|s| s.keys.clone())
+            .unwrap_or_default(),
         consumers_ready: outcome.consumers.map(|c| count(c.running)),
         consumers_total: outcome.consumers.map(|c| count(c.total)),
         message: outcome.message.clone(),
@@ -276,7 +300,7 @@ mod tests {
                     live: Some(Live::from(&applied("development", 2))),
                     pending_version: None,
                     pending_change: None,
-                    secrets_checksum: None,
+                    secrets: None,
                     consumers: None,
                     message: None,
                 },
@@ -286,7 +310,7 @@ mod tests {
                     live: Some(Live::from(&applied("production", 1))),
                     pending_version: Some(2),
                     pending_change: None,
-                    secrets_checksum: None,
+                    secrets: None,
                     consumers: None,
                     message: Some("waiting for 2 approvals".into()),
                 },

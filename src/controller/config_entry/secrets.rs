@@ -1,7 +1,8 @@
 //! Secret references of an environment, resolved just in time and projected into its
 //! Secret. Versions, PostgreSQL and Consul hold the references only; the Secret holds
-//! the values; status holds a checksum of the provider versions, so the Secret is
-//! written only when a provider's version changed.
+//! the values; status holds checksums of the provider versions and of each key, and the
+//! Secret cache holds the same key checksums, so the Secret is written only when it
+//! would change.
 
 use std::collections::BTreeMap;
 
@@ -16,11 +17,19 @@ use crate::{
     api::v1alpha1::{
         ConfigEntry, EnvironmentSpec, SecretProvider as ProviderKind, SecretReference,
     },
-    controller::{Context, FIELD_MANAGER},
-    project::{ANNOTATION_ENTRY, ProjectedSecret, desired_secret},
+    controller::{Context, FIELD_MANAGER, managed_secrets::cached_checksums},
+    project::{
+        ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
+        LABEL_ENVIRONMENT, ProjectedSecret, desired_secret, key_checksums,
+    },
     resolve::checksum,
-    secrets::{self, CURRENT, InClusterProvider, Provider, SecretProvider, Selector, select_key},
+    secrets::{
+        self, CURRENT, ExposeSecret, InClusterProvider, Provider, SecretProvider, Selector,
+        select_key,
+    },
 };
+
+use super::report::SecretsOutcome;
 
 /// Where an environment's Secret goes: its target, or `<entry>-<environment>` in the
 /// entry's namespace.
@@ -34,23 +43,30 @@ pub fn secret_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (Str
     )
 }
 
-/// Resolves `refs` and, when the provider versions differ from `projected` (the
-/// checksum status recorded), writes the environment's Secret. Returns the checksum of
-/// the versions now projected, or why the references could not be resolved; the
-/// Secret keeps its last good content on failure.
+/// Resolves `refs` and makes the environment's Secret hold them, comparing with the
+/// Secret cache first so that unchanged values cost no write. A hand edit of the
+/// Secret is put back, unless a DriftCheck covers it (then it is the check's to report,
+/// or to remediate with `restoring`). Returns the checksums now projected, or why the
+/// references could not be resolved; the Secret keeps its last good content on failure.
 pub async fn project_secrets(
     ctx: &Context,
     entry: &ConfigEntry,
     environment: &EnvironmentSpec,
     version: i64,
     refs: &Map<String, Value>,
-    projected: Option<&str>,
-) -> Result<String, String> {
+    restoring: bool,
+) -> Result<SecretsOutcome, String> {
     let (namespace, name) = secret_target(entry, environment);
     let own = entry.namespace().unwrap_or_default();
     if namespace != own && !ctx.allowed_namespaces.contains(&namespace) {
         return Err(format!(
             "Secret namespace {namespace:?} is not allowed; the operator projects into an entry's own namespace and those it is configured to allow"
+        ));
+    }
+    if !ctx.managed_secrets.covers(&namespace) {
+        return Err(format!(
+            "the operator manages Secrets in {} only, not in {namespace:?}; a cluster admin adds it to the chart's operator.secretNamespaces",
+            ctx.managed_secrets.describe()
         ));
     }
     let mut values = BTreeMap::new();
@@ -60,7 +76,7 @@ pub async fn project_secrets(
             serde_json::from_value(reference.clone()).map_err(|error| {
                 format!("secret {key}: the recorded reference does not parse: {error}")
             })?;
-        let provider = provider_for(ctx, &own, reference.provider)
+        let provider = provider_for(ctx, &own, &reference)
             .await
             .map_err(|error| format!("secret {key}: {error}"))?;
         let stage = reference.version_stage.as_deref().unwrap_or(CURRENT);
@@ -82,8 +98,39 @@ pub async fn project_secrets(
     }
     // The target is part of it: a renamed or moved Secret is written anew.
     let sum = checksum(&json!({"target": [&namespace, &name], "versions": versions}));
-    if projected == Some(sum.as_str()) {
-        return Ok(sum);
+    let outcome = SecretsOutcome {
+        keys: key_checksums(
+            &sum,
+            values
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.expose_secret().as_bytes())),
+        ),
+        checksum: sum.clone(),
+    };
+    let annotations = BTreeMap::from([
+        (
+            ANNOTATION_ENTRY.to_owned(),
+            format!("{own}/{}", entry.name_any()),
+        ),
+        (
+            ANNOTATION_CONFIG_ID.to_owned(),
+            entry.spec.config_id.clone(),
+        ),
+        (LABEL_ENVIRONMENT.to_owned(), environment.name.clone()),
+        (ANNOTATION_VERSION.to_owned(), version.to_string()),
+        (ANNOTATION_SECRETS_CHECKSUM.to_owned(), sum.clone()),
+    ]);
+    if let Some(live) = ctx.managed_secrets.get(&namespace, &name) {
+        let same_versions = live.annotations().get(ANNOTATION_SECRETS_CHECKSUM) == Some(&sum);
+        let stamped = annotations
+            .iter()
+            .all(|(key, value)| live.annotations().get(key) == Some(value));
+        if stamped && cached_checksums(&live) == outcome.keys {
+            return Ok(outcome);
+        }
+        if same_versions && !restoring && ctx.drift_checked(entry, &environment.name) {
+            return Ok(outcome);
+        }
     }
     let secret = desired_secret(
         entry,
@@ -91,22 +138,7 @@ pub async fn project_secrets(
             namespace: namespace.clone(),
             name: name.clone(),
             data: values,
-            annotations: BTreeMap::from([
-                (
-                    ANNOTATION_ENTRY.to_owned(),
-                    format!("{own}/{}", entry.name_any()),
-                ),
-                (
-                    "config.summit.io/config-id".to_owned(),
-                    entry.spec.config_id.clone(),
-                ),
-                (
-                    "config.summit.io/environment".to_owned(),
-                    environment.name.clone(),
-                ),
-                ("config.summit.io/version".to_owned(), version.to_string()),
-                ("config.summit.io/secrets-checksum".to_owned(), sum.clone()),
-            ]),
+            annotations,
         },
     );
     Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
@@ -119,18 +151,19 @@ pub async fn project_secrets(
         .map_err(|error| format!("cannot apply Secret {namespace}/{name}: {error}"))?;
     ctx.count_write(super::KIND, "secret");
     tracing::info!(secret = %format!("{namespace}/{name}"), version, "secret references projected");
-    Ok(sum)
+    Ok(outcome)
 }
 
 async fn provider_for(
     ctx: &Context,
     namespace: &str,
-    kind: ProviderKind,
+    reference: &SecretReference,
 ) -> Result<Provider, secrets::Error> {
-    Ok(match kind {
-        ProviderKind::AwsSecretsManager => {
-            Provider::Aws(ctx.aws_provider(namespace, None, None).await?)
-        }
+    Ok(match reference.provider {
+        ProviderKind::AwsSecretsManager => Provider::Aws(
+            ctx.aws_provider(namespace, &reference.secret_id, reference.aws.as_ref())
+                .await?,
+        ),
         ProviderKind::InCluster => Provider::InCluster(Box::new(InClusterProvider::new(
             ctx.client.clone(),
             namespace,

@@ -1,0 +1,173 @@
+//! The Secrets the operator projected, from label-selected watches of the namespaces
+//! where it manages Secrets. The cache never holds a value: as each Secret arrives, the
+//! value of every key is replaced by that key's checksum (see
+//! [`key_checksums`](crate::project::key_checksums)). That is all the entry controller
+//! needs to skip an unchanged projection or notice a deleted one, and all a DriftCheck
+//! needs to report a hand edit.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store, store::WriterDropped},
+        watcher,
+    },
+};
+
+use crate::project::{ANNOTATION_SECRETS_CHECKSUM, LABEL_MANAGED_BY, MANAGED_BY, key_checksums};
+
+/// Where the operator manages Secrets: the namespaces it is granted, or everything it
+/// watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretScope {
+    Namespaces(Vec<String>),
+    Watched(Option<String>),
+}
+
+/// Caches of projected Secrets, one per watched namespace (or one for all).
+#[derive(Clone)]
+pub struct ManagedSecrets {
+    scope: SecretScope,
+    stores: Vec<Store<Secret>>,
+}
+
+impl ManagedSecrets {
+    /// Whether the operator manages Secrets in `namespace`.
+    pub fn covers(&self, namespace: &str) -> bool {
+        match &self.scope {
+            SecretScope::Namespaces(namespaces) => namespaces.iter().any(|n| n == namespace),
+            SecretScope::Watched(watched) => watched.as_deref().is_none_or(|w| w == namespace),
+        }
+    }
+
+    /// What the operator may be told to manage, for error messages.
+    pub fn describe(&self) -> String {
+        match &self.scope {
+            SecretScope::Namespaces(namespaces) if namespaces.is_empty() => {
+                "no namespace (operator.secretNamespaces is empty)".into()
+            }
+            SecretScope::Namespaces(namespaces) => format!("{namespaces:?}"),
+            SecretScope::Watched(Some(namespace)) => format!("{namespace:?}"),
+            SecretScope::Watched(None) => "every namespace".into(),
+        }
+    }
+
+    /// A projected Secret, values replaced by their checksums.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.stores.iter().find_map(|store| store.get(&key))
+    }
+
+    /// Every projected Secret.
+    pub fn state(&self) -> Vec<Arc<Secret>> {
+        self.stores.iter().flat_map(Store::state).collect()
+    }
+
+    pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
+        for store in &self.stores {
+            store.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts filling the caches of `scope`: the caches, and a stream of the Secrets that
+/// changed (deleted ones included), which must be polled for the caches to fill.
+pub fn watch(
+    client: &Client,
+    scope: SecretScope,
+) -> (
+    ManagedSecrets,
+    impl Stream<Item = Arc<Secret>> + Send + 'static,
+) {
+    let apis: Vec<Api<Secret>> = match &scope {
+        SecretScope::Namespaces(namespaces) => namespaces
+            .iter()
+            .map(|n| Api::namespaced(client.clone(), n))
+            .collect(),
+        SecretScope::Watched(Some(namespace)) => vec![Api::namespaced(client.clone(), namespace)],
+        SecretScope::Watched(None) => vec![Api::all(client.clone())],
+    };
+    let mut stores = Vec::new();
+    let mut streams = Vec::new();
+    // A store per watch: one watch's initial list replaces its whole store.
+    for api in apis {
+        let (store, writer) = reflector::store();
+        stores.push(store);
+        let events = watcher(
+            api,
+            watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
+        )
+        .default_backoff()
+        .map_ok(|event| event.modify(forget_values))
+        .reflect(writer)
+        .touched_objects()
+        .filter_map(|secret| std::future::ready(secret.ok().map(Arc::new)));
+        streams.push(events.boxed());
+    }
+    (
+        ManagedSecrets { scope, stores },
+        futures::stream::select_all(streams),
+    )
+}
+
+/// Replaces each value by its checksum, before the Secret reaches the cache.
+fn forget_values(secret: &mut Secret) {
+    let salt = secret
+        .annotations()
+        .get(ANNOTATION_SECRETS_CHECKSUM)
+        .cloned()
+        .unwrap_or_default();
+    let data = secret.data.take().unwrap_or_default();
+    let string_data = secret.string_data.take().unwrap_or_default();
+    let values = data
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+        .chain(string_data.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    secret.data = Some(
+        key_checksums(&salt, values)
+            .into_iter()
+            .map(|(key, sum)| (key, ByteString(sum.into_bytes())))
+            .collect(),
+    );
+    secret.metadata.managed_fields = None;
+}
+
+/// The key checksums a cached Secret holds.
+pub fn cached_checksums(secret: &Secret) -> std::collections::BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(key, sum)| (key.clone(), String::from_utf8_lossy(&sum.0).into_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_holds_checksums_not_values() {
+        let mut secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "annotations": {ANNOTATION_SECRETS_CHECKSUM: "v1"}},
+            "data": {"PASSWORD": "aHVudGVyMg=="},
+        }))
+        .unwrap();
+        forget_values(&mut secret);
+        let cached = cached_checksums(&secret);
+        assert_eq!(
+            cached,
+            key_checksums("v1", [("PASSWORD", b"hunter2".as_slice())])
+        );
+        assert!(
+            !serde_json::to_string(&secret)
+                .unwrap()
+                .contains("aHVudGVyMg")
+        );
+    }
+}
