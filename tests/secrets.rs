@@ -633,6 +633,22 @@ async fn no_secret_value_reaches_logs_events_status_postgres_or_consul() {
         serde_json::to_string(&all.items).expect("json"),
     ));
     let pool = postgres().await;
+    // A row per policy: in-cluster ids are per namespace, and every run of this test
+    // has its own `local-token`.
+    let (provider, audit_rows): (String, i64) = sqlx::query_as(
+        "SELECT provider, (SELECT count(*) FROM config_audit WHERE config_id = $2)
+           FROM secret_rotation_policies WHERE policy = $1 AND secret_id = 'local-token'",
+    )
+    .bind(format!("{ns}/local"))
+    .bind(format!("secret:{ns}/local-token"))
+    .fetch_one(&pool)
+    .await
+    .expect("the in-cluster policy's row");
+    assert_eq!(provider, "InCluster");
+    assert!(
+        audit_rows > 0,
+        "rotations audited under the namespace's secret id"
+    );
     for table in [
         "config_versions",
         "config_audit",

@@ -586,6 +586,11 @@ async fn record(
 ) {
     let rotation = Rotation {
         secret_id: policy.spec.secret_id.clone(),
+        provider: match policy.spec.provider {
+            ProviderKind::AwsSecretsManager => "AwsSecretsManager",
+            ProviderKind::InCluster => "InCluster",
+        }
+        .to_owned(),
         policy: format!(
             "{}/{}",
             policy.namespace().unwrap_or_default(),
@@ -598,7 +603,8 @@ async fn record(
             .spec
             .notifications
             .as_ref()
-            .and_then(|n| n.webhook_url.clone())
+            .and_then(|n| n.webhook_url.as_deref())
+            .map(webhook_origin)
             .into_iter()
             .collect(),
         last_rotated_at: status.last_rotation_time.as_ref().map(|t| t.0),
@@ -615,6 +621,15 @@ async fn record(
 
 fn days(duration: Duration) -> i32 {
     i32::try_from(duration.as_secs().div_ceil(86_400)).unwrap_or(i32::MAX)
+}
+
+/// Where a webhook goes, without its path or query: those often carry a token
+/// (Slack's and Teams' URLs do), and the record is read by more people than the policy.
+fn webhook_origin(url: &str) -> String {
+    reqwest::Url::parse(url).map_or_else(
+        |_| "<unparsable URL>".to_owned(),
+        |url| url.origin().ascii_serialization(),
+    )
 }
 
 /// Posts a notification to the policy's webhook, if any, in the background, retried
@@ -742,6 +757,15 @@ mod tests {
             "provider: AwsSecretsManager\nsecretId: db\ntarget: {{name: db}}\n{extra}"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn webhook_records_keep_only_the_origin() {
+        assert_eq!(
+            webhook_origin("https://hooks.example.com:8443/services/T000/B000/XXXX?token=y"),
+            "https://hooks.example.com:8443"
+        );
+        assert_eq!(webhook_origin("not a url"), "<unparsable URL>");
     }
 
     #[test]

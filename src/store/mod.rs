@@ -144,6 +144,8 @@ pub struct WorkflowApproval {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rotation {
     pub secret_id: String,
+    /// The provider, as the policy names it: `AwsSecretsManager` or `InCluster`.
+    pub provider: String,
     /// `namespace/name` of the SecretRotationPolicy.
     pub policy: String,
     pub interval_days: i32,
@@ -156,6 +158,20 @@ pub struct Rotation {
     pub current_version: Option<String>,
     pub previous_version: Option<String>,
     pub actor: String,
+}
+
+impl Rotation {
+    /// The config id of the rotation's audit rows: `secret:<secret id>` for a provider
+    /// whose ids are global, `secret:<namespace>/<secret id>` for in-cluster secrets,
+    /// whose ids are per namespace.
+    pub fn audit_id(&self) -> String {
+        match self.policy.split_once('/') {
+            Some((namespace, _)) if self.provider == "InCluster" => {
+                format!("secret:{namespace}/{}", self.secret_id)
+            }
+            _ => format!("secret:{}", self.secret_id),
+        }
+    }
 }
 
 /// What can go wrong in a store.
@@ -273,4 +289,33 @@ pub trait VersionStore: Send + Sync {
     fn versions(&self, config_id: &str) -> impl Future<Output = Result<Vec<Version>>> + Send;
 
     fn applied(&self, config_id: &str) -> impl Future<Output = Result<Vec<AppliedState>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rotation;
+
+    fn rotation(provider: &str) -> Rotation {
+        Rotation {
+            secret_id: "db".into(),
+            provider: provider.into(),
+            policy: "team-a/database".into(),
+            interval_days: 30,
+            grace_days: 7,
+            rotation_function: None,
+            notify: Vec::new(),
+            last_rotated_at: None,
+            next_rotation_at: None,
+            event: "rotated".into(),
+            current_version: None,
+            previous_version: None,
+            actor: "operator".into(),
+        }
+    }
+
+    #[test]
+    fn in_cluster_secrets_are_audited_per_namespace() {
+        assert_eq!(rotation("InCluster").audit_id(), "secret:team-a/db");
+        assert_eq!(rotation("AwsSecretsManager").audit_id(), "secret:db");
+    }
 }

@@ -225,9 +225,11 @@ impl PostgresStore {
         let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
         sqlx::query(
             "INSERT INTO secret_rotation_policies
-               (secret_id, rotation_interval_days, rotation_lambda, notify_on_rotation, grace_period_days, last_rotated_at, next_rotation_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (secret_id) DO UPDATE SET
+               (secret_id, rotation_interval_days, rotation_lambda, notify_on_rotation, grace_period_days, last_rotated_at, next_rotation_at, policy, provider)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (policy) DO UPDATE SET
+               secret_id = EXCLUDED.secret_id,
+               provider = EXCLUDED.provider,
                rotation_interval_days = EXCLUDED.rotation_interval_days,
                rotation_lambda = EXCLUDED.rotation_lambda,
                notify_on_rotation = EXCLUDED.notify_on_rotation,
@@ -242,12 +244,14 @@ impl PostgresStore {
         .bind(rotation.grace_days)
         .bind(rotation.last_rotated_at.map(naive))
         .bind(rotation.next_rotation_at.map(naive))
+        .bind(&rotation.policy)
+        .bind(&rotation.provider)
         .execute(&mut *tx)
         .await
         .map_err(failed("write a rotation policy"))?;
         insert_audit(
             &mut tx,
-            &format!("secret:{}", rotation.secret_id),
+            &rotation.audit_id(),
             None,
             &rotation.actor,
             &format!(
