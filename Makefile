@@ -1,7 +1,7 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: test demo demo-down env-up env-down tools crds lint unit bench
+.PHONY: test demo demo-down env-up env-down tools crds lint unit bench bench-drift
 
 ## make test: build the tools (cached), bring up the environment, lint and run every test, bring it down.
 test:
@@ -38,6 +38,9 @@ unit:
 	cargo test --lib --bins
 
 ## make bench [ENTRIES=N]: converge N entries (1,000 by default) from cold and print the figures.
-ENTRIES ?= 1000
 bench:
-	hack/bench.sh $(ENTRIES)
+	hack/bench.sh converge $(or $(ENTRIES),1000)
+
+## make bench-drift [ENTRIES=N]: one DriftCheck over N entries (2,000 by default): pass time and requests per backend.
+bench-drift:
+	hack/bench.sh drift $(or $(ENTRIES),2000)

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub remediations: Counter,
     /// How long the last drift check took.
     pub drift_check_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Requests to each backend, by backend.
+    pub backend_requests: Family<BackendLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -243,6 +245,12 @@ impl Default for Metrics {
             "Writes to the apiserver, by kind and target",
             apiserver_writes.clone(),
         );
+        let backend_requests = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "backend_requests",
+            "Requests sent, by backend: kubernetes (apiserver requests, a watch counting once), consul (HTTP requests), postgres (queries or transactions)",
+            backend_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -260,11 +268,19 @@ impl Default for Metrics {
             drift_occurrences,
             remediations,
             drift_check_seconds,
+            backend_requests,
         }
     }
 }
 
 impl Metrics {
+    /// The counter of requests to `backend`, to be cloned into its client.
+    pub fn requests_to(&self, backend: &'static str) -> Counter {
+        self.backend_requests
+            .get_or_create(&BackendLabels { backend })
+            .clone()
+    }
+
     /// The metrics in Prometheus' text exposition format.
     pub fn render(&self) -> String {
         let mut text = String::new();

@@ -462,6 +462,15 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
     }
 
     if wants(DriftSource::Kubernetes) {
+        // The recorded content of every live version, in one query at most.
+        let wanted: Vec<(String, i64)> = expected
+            .iter()
+            .map(|(_, _, want)| (want.config_id.clone(), want.version))
+            .collect();
+        ctx.stores
+            .prefetch_versions(&wanted)
+            .await
+            .map_err(Error::Store)?;
         for (entry, environment, want) in &expected {
             if let Some(found) = secret_drift(ctx, entry, environment, want) {
                 drifts.push(found);

@@ -65,15 +65,19 @@ pub const FIELD_MANAGER: &str = "summit-config";
 
 /// Runs every controller until SIGTERM or Ctrl-C.
 pub async fn run(args: OperatorArgs) -> Result<()> {
-    let client = connect(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
+    let client = connect(
+        args.kubeconfig.as_deref(),
+        metrics.requests_to("kubernetes"),
+    )
+    .await?;
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         ready: false.into(),
     });
     let http = tokio::spawn(telemetry::serve(args.http_addr, health.clone()));
 
-    let stores = Arc::new(Stores::new(stores_config(&args)?).map_err(Error::Store)?);
+    let stores = Arc::new(Stores::new(stores_config(&args, &metrics)?).map_err(Error::Store)?);
     if !stores.is_durable() {
         tracing::warn!(
             "no --database-url: versions are kept in memory only and are lost when the operator \
@@ -87,8 +91,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         controller_for(&client, args.namespace.as_deref());
     let change_controller: Controller<ConfigChange> =
         controller_for(&client, args.namespace.as_deref());
-    let drift_controller: Controller<DriftCheck> =
-        controller_for(&client, args.namespace.as_deref());
+    let drift_controller = drift_controller_for(&client, args.namespace.as_deref());
     let (entry_requests, requested_entries) = futures::channel::mpsc::unbounded();
     let (schema_config_maps, schema_writer) = reflector::store();
     let (managed_config_maps, managed_writer) = reflector::store();
@@ -267,7 +270,7 @@ fn workload_watch<K: Kind>(
 }
 
 /// Which backends to use, from the command line.
-fn stores_config(args: &OperatorArgs) -> Result<StoresConfig> {
+fn stores_config(args: &OperatorArgs, metrics: &Metrics) -> Result<StoresConfig> {
     let database = args
         .database_url
         .as_deref()
@@ -295,12 +298,21 @@ fn stores_config(args: &OperatorArgs) -> Result<StoresConfig> {
                 })
         })
         .transpose()?;
-    Ok(StoresConfig { database, consul })
+    Ok(StoresConfig {
+        database,
+        consul,
+        postgres_requests: metrics.requests_to("postgres"),
+        consul_requests: metrics.requests_to("consul"),
+    })
 }
 
 /// A client from the given kubeconfig, or by the usual rules: `$KUBECONFIG`,
-/// `~/.kube/config`, then the in-cluster service account.
-async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
+/// `~/.kube/config`, then the in-cluster service account. Every request it sends is
+/// counted in `requests` (a watch once, when it starts).
+async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    requests: prometheus_client::metrics::counter::Counter,
+) -> Result<Client> {
     let config = match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
@@ -316,7 +328,15 @@ async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
         }
         None => Config::infer().await.map_err(Error::InferConfig)?,
     };
-    Client::try_from(config).map_err(Error::Connect)
+    let counted =
+        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            requests.inc();
+            request
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .map_err(Error::Connect)?
+        .with_layer(&counted)
+        .build())
 }
 
 /// Waits until the apiserver serves every summit-config CRD.
@@ -374,6 +394,30 @@ fn controller_for<K: Kind>(client: &Client, namespace: Option<&str>) -> Controll
         watcher::Config::default().any_semantic(),
     )
     .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+}
+
+/// The DriftCheck controller. A check runs on its interval, on a spec change, or when
+/// asked (the check annotation), and never because it wrote its own status: that would
+/// cost every check a second pass.
+fn drift_controller_for(client: &Client, namespace: Option<&str>) -> Controller<DriftCheck> {
+    use std::hash::{Hash, Hasher};
+    let (reader, writer) = reflector::store();
+    let asked = |check: &DriftCheck| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        check.metadata.generation.hash(&mut hasher);
+        check.annotations().get(CHECK_ANNOTATION).hash(&mut hasher);
+        Some(hasher.finish())
+    };
+    let checks = watcher(
+        context::watched(client, namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(asked, Default::default());
+    Controller::for_stream(checks, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
 }
 
 /// The user the operator acts as, as the apiserver authenticates it.

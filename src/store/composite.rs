@@ -2,6 +2,7 @@
 //! in-memory store, in a demo without a database), Consul follows, and reads fall back
 //! to the last answer cached in memory while the primary is down.
 
+use prometheus_client::metrics::counter::Counter;
 use reqwest::Url;
 use sqlx::postgres::PgConnectOptions;
 
@@ -15,6 +16,10 @@ use super::{
 pub struct StoresConfig {
     pub database: Option<PgConnectOptions>,
     pub consul: Option<(Url, String)>,
+    /// Counts PostgreSQL queries or transactions.
+    pub postgres_requests: Counter,
+    /// Counts Consul HTTP requests.
+    pub consul_requests: Counter,
 }
 
 enum Primary {
@@ -39,17 +44,22 @@ pub struct Stores {
 impl Stores {
     pub fn new(config: StoresConfig) -> Result<Self> {
         let primary = match config.database {
-            Some(options) => Primary::Postgres(PostgresStore::connect_lazy(options)),
+            Some(options) => Primary::Postgres(PostgresStore::connect_lazy(
+                options,
+                config.postgres_requests,
+            )),
             None if config.consul.is_some() => return Err(Error::ConsulWithoutPostgres),
             None => Primary::Memory,
         };
         let consul = config
             .consul
             .map(|(address, prefix)| {
-                ConsulStore::new(address, &prefix).map_err(|source| Error::Consul {
-                    action: "create an HTTP client".into(),
-                    source,
-                })
+                ConsulStore::new(address, &prefix, config.consul_requests.clone()).map_err(
+                    |source| Error::Consul {
+                        action: "create an HTTP client".into(),
+                        source,
+                    },
+                )
             })
             .transpose()?;
         Ok(Self {
@@ -106,8 +116,35 @@ impl Stores {
         }
     }
 
-    /// One version, from the primary, or the cache while it is down.
+    /// Brings the versions in `wanted` into the cache: those it lacks, in one query.
+    /// For callers about to read many versions one by one (a DriftCheck's pass).
+    pub async fn prefetch_versions(&self, wanted: &[(String, i64)]) -> Result<()> {
+        let Primary::Postgres(postgres) = &self.primary else {
+            return Ok(());
+        };
+        let mut missing = Vec::new();
+        for (config_id, version) in wanted {
+            if self.cache.version(config_id, *version).await?.is_none() {
+                missing.push((config_id.clone(), *version));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for found in postgres.versions_of(&missing).await? {
+            self.cache.store_version(&found).await?;
+        }
+        Ok(())
+    }
+
+    /// One version: from the cache (recorded versions never change), else from the
+    /// primary, or the cache while it is down.
     pub async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
+        // A recorded version never changes (until its config id is forgotten, which
+        // clears the cache too): what the cache holds needs no query.
+        if let Some(cached) = self.cache.version(config_id, version).await? {
+            return Ok(Some(cached));
+        }
         match &self.primary {
             Primary::Postgres(postgres) => match postgres.version(config_id, version).await {
                 Ok(found) => {

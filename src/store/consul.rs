@@ -3,6 +3,7 @@
 //! Every write is a check-and-set on the key's modify index, and every read that a
 //! write depends on is `?consistent`, so a stale writer never overwrites newer state.
 
+use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -21,6 +22,8 @@ pub struct ConsulStore {
     http: Client,
     base: Url,
     prefix: String,
+    /// Counts every HTTP request.
+    requests: Counter,
 }
 
 #[derive(Deserialize)]
@@ -33,7 +36,7 @@ struct Entry {
 
 impl ConsulStore {
     /// A store talking to the agent at `address` (e.g. `http://127.0.0.1:8500`).
-    pub fn new(address: Url, prefix: &str) -> Result<Self, reqwest::Error> {
+    pub fn new(address: Url, prefix: &str, requests: Counter) -> Result<Self, reqwest::Error> {
         let http = Client::builder()
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(2))
@@ -42,6 +45,7 @@ impl ConsulStore {
             http,
             base: address,
             prefix: prefix.trim_matches('/').to_owned(),
+            requests,
         })
     }
 
@@ -73,6 +77,7 @@ impl ConsulStore {
 
     /// Sends a request; `None` for 404, an error for any other failure.
     async fn send(&self, request: RequestBuilder, action: String) -> Result<Option<Response>> {
+        self.requests.inc();
         let response = request.send().await.map_err(|source| Error::Consul {
             action: action.clone(),
             source,

@@ -1,6 +1,7 @@
 //! PostgreSQL: the durable record. It numbers versions, and writes each version,
 //! application and their audit rows in one transaction.
 
+use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -23,6 +24,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct PostgresStore {
     pool: PgPool,
     migrated: OnceCell<()>,
+    /// Counts each use of the pool: a query or a transaction.
+    requests: Counter,
 }
 
 fn failed(action: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
@@ -32,7 +35,7 @@ fn failed(action: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
 impl PostgresStore {
     /// A store that connects on first use, so that the operator starts, and says why
     /// it cannot record versions, while the database is down.
-    pub fn connect_lazy(options: PgConnectOptions) -> Self {
+    pub fn connect_lazy(options: PgConnectOptions, requests: Counter) -> Self {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
@@ -40,11 +43,14 @@ impl PostgresStore {
         Self {
             pool,
             migrated: OnceCell::new(),
+            requests,
         }
     }
 
-    /// The pool, after the migrations have been applied once.
+    /// The pool, after the migrations have been applied once. Each call is one query
+    /// or one transaction, and is counted.
     async fn pool(&self) -> Result<&PgPool> {
+        self.requests.inc();
         self.migrated
             .get_or_try_init(|| async { MIGRATOR.run(&self.pool).await.map_err(Error::Migrate) })
             .await?;
@@ -175,6 +181,24 @@ impl PostgresStore {
             .await
             .map_err(failed("commit an approval workflow"))?;
         Ok(true)
+    }
+
+    /// Many versions, by config id and number, in one query.
+    pub async fn versions_of(&self, wanted: &[(String, i64)]) -> Result<Vec<Version>> {
+        let ids: Vec<&str> = wanted.iter().map(|(id, _)| id.as_str()).collect();
+        let numbers: Vec<i32> = wanted.iter().map(|(_, n)| version_number(*n)).collect();
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM config_versions
+             WHERE (config_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))"
+        ))
+        .bind(ids)
+        .bind(numbers)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(failed("read versions"))?
+        .iter()
+        .map(version_from_row)
+        .collect()
     }
 
     /// Applied states of many config ids, in one query.

@@ -1,0 +1,135 @@
+//! What the benchmarks share: their arguments, a namespace full of entries, waiting for
+//! the operator to converge them, and the machine they ran on.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use kube::{
+    Api, ResourceExt,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::json;
+use summit_config::api::v1alpha1::ConfigEntry;
+
+/// `--entries N` from the command line, or `default`; `None` when not run by `cargo
+/// bench` (`cargo test --all-targets` runs bench targets too, and only `cargo bench`
+/// measures).
+pub fn entries_argument(name: &str, default: usize) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("{name}: a benchmark; run it with `make bench`");
+        return None;
+    }
+    Some(
+        args.iter()
+            .position(|a| a == "--entries")
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |n| n.parse().expect("--entries takes a number")),
+    )
+}
+
+/// Creates `count` entries with two environments each in `ns`.
+pub async fn create_entries(api: &Api<ConfigEntry>, ns: &str, count: usize) {
+    stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let entry: ConfigEntry = serde_json::from_value(json!({
+                    "apiVersion": "config.summit.io/v1alpha1",
+                    "kind": "ConfigEntry",
+                    "metadata": {"name": format!("entry-{i}")},
+                    "spec": {
+                        "configId": format!("bench/{ns}/{i}"),
+                        "schema": {"type": "object", "properties": {"pool": {"properties": {"max": {"maximum": 100}}}}},
+                        "data": {"index": i, "pool": {"max": 10}},
+                        "environments": [
+                            {"name": "development"},
+                            {"name": "production", "overrides": {"pool": {"max": 50}}},
+                        ],
+                    },
+                }))
+                .expect("entry");
+                api.create(&PostParams::default(), &entry)
+                    .await
+                    .expect("create entry");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Waits until every one of `count` entries recorded and reported its first version.
+/// Follows the entries with a watch rather than listing them over and over: at 10,000
+/// entries the lists would cost the apiserver more than the operator does.
+pub async fn wait_converged(api: &Api<ConfigEntry>, count: usize) -> Duration {
+    let started = Instant::now();
+    let limit = Duration::from_secs(120 + count as u64 / 5);
+    let mut converged = HashSet::new();
+    let mut changes = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let watching = async {
+        while converged.len() < count {
+            let entry = changes
+                .next()
+                .await
+                .expect("the watch goes on")
+                .expect("watch entries");
+            let done = entry.status.as_ref().is_some_and(|s| {
+                s.latest_version == Some(1)
+                    && s.observed_generation == Some(1)
+                    && s.environments.iter().all(|e| e.version == Some(1))
+            });
+            if done {
+                converged.insert(entry.name_any());
+            }
+        }
+    };
+    tokio::time::timeout(limit, watching)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("timed out after {limit:?} waiting for every entry to converge")
+        });
+    started.elapsed()
+}
+
+pub fn proc_status(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .map(|l| l[field.len()..].trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = proc_meminfo();
+    format!("{cores} cores ({cpu}), {memory} memory")
+}
+
+fn proc_meminfo() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.trim_start_matches("MemTotal:").trim().to_owned())
+        })
+        .unwrap_or_default()
+}

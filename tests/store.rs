@@ -1,0 +1,87 @@
+//! The version store against the real PostgreSQL: what a DriftCheck's pass relies on to
+//! read every recorded version it compares with in one query at most.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use prometheus_client::metrics::counter::Counter;
+use serde_json::json;
+use summit_config::store::{NewVersion, Snapshot, Source, Stores, StoresConfig};
+use support::env;
+
+fn stores(requests: &Counter) -> Stores {
+    Stores::new(StoresConfig {
+        database: Some(env().var("DATABASE_URL").parse().expect("a PostgreSQL URL")),
+        consul: None,
+        postgres_requests: requests.clone(),
+        consul_requests: Counter::default(),
+    })
+    .expect("stores")
+}
+
+#[tokio::test]
+async fn versions_missing_from_the_cache_come_in_one_query_and_then_cost_none() {
+    let config_id = format!("tests/store-{}", uuid::Uuid::new_v4());
+    let writer = stores(&Counter::default());
+    for pool in [10, 20] {
+        let snapshot = Snapshot {
+            data: json!({"pool": pool}),
+            overrides: BTreeMap::from([("production".to_owned(), json!({}))]),
+            secrets: serde_json::Value::Null,
+        };
+        writer
+            .record(&NewVersion {
+                config_id: config_id.clone(),
+                owner: "tests/store".into(),
+                checksum: snapshot.checksum(),
+                snapshot,
+                source: Source::Spec,
+                created_by: "tests".into(),
+                message: format!("pool {pool}"),
+                based_on: None,
+            })
+            .await
+            .expect("record a version");
+    }
+
+    // A store that has read nothing yet, as after a restart.
+    let requests = Counter::default();
+    let reader = stores(&requests);
+    let wanted = [
+        (config_id.clone(), 1),
+        (config_id.clone(), 2),
+        (config_id.clone(), 99),
+    ];
+    reader.prefetch_versions(&wanted).await.expect("prefetch");
+    assert_eq!(requests.get(), 1, "one query for every missing version");
+    let second = reader
+        .version(&config_id, 2)
+        .await
+        .expect("read")
+        .expect("version 2");
+    assert_eq!(second.snapshot.data, json!({"pool": 20}));
+    assert_eq!(
+        reader
+            .version(&config_id, 1)
+            .await
+            .expect("read")
+            .expect("version 1")
+            .snapshot
+            .data,
+        json!({"pool": 10})
+    );
+    assert_eq!(requests.get(), 1, "cached versions cost no query");
+    reader
+        .prefetch_versions(&wanted[..2])
+        .await
+        .expect("prefetch");
+    assert_eq!(requests.get(), 1, "nothing missing, nothing asked");
+    assert!(
+        reader
+            .version(&config_id, 99)
+            .await
+            .expect("read")
+            .is_none()
+    );
+}
