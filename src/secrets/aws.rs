@@ -267,3 +267,52 @@ impl SecretProvider for AwsProvider {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_secretsmanager::{
+        config::http::HttpResponse, error::ErrorMetadata,
+        operation::get_secret_value::GetSecretValueError,
+    };
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn answered(code: &str) -> Error {
+        let error = GetSecretValueError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("from the service")
+                .build(),
+        );
+        let response = HttpResponse::new(400.try_into().expect("a status"), SdkBody::empty());
+        classify(
+            "read",
+            "team-a/db",
+            SdkError::service_error(error, response),
+        )
+    }
+
+    #[test]
+    fn throttling_is_transient_and_says_so() {
+        for code in ["ThrottlingException", "TooManyRequestsException"] {
+            let error = answered(code);
+            assert_eq!(error.label(), "ProviderThrottled");
+            assert!(error.is_transient());
+        }
+    }
+
+    #[test]
+    fn a_lost_secret_or_a_denial_is_not_transient() {
+        let lost = answered("ResourceNotFoundException");
+        assert_eq!(lost.label(), "SecretNotFound");
+        assert!(!lost.is_transient());
+        let denied = answered("AccessDeniedException");
+        assert_eq!(denied.label(), "AccessDenied");
+        assert!(!denied.is_transient());
+        assert_eq!(
+            answered("InternalServiceError").label(),
+            "ProviderUnavailable"
+        );
+    }
+}
