@@ -791,7 +791,7 @@ async fn a_config_entry_projects_aws_and_in_cluster_references_and_stores_only_r
         d.get("DB_PASSWORD").map(String::as_str) == Some("second-db-password")
     })
     .await;
-    let edit = json!({"stringData": {"DB_PASSWORD": "hand-edited"}});
+    let edit = json!({"stringData": {"DB_PASSWORD": "hand-edited", "INJECTED": "by hand"}});
     secrets
         .patch(
             "payments-production",
@@ -802,6 +802,7 @@ async fn a_config_entry_projects_aws_and_in_cluster_references_and_stores_only_r
         .expect("edit the Secret by hand");
     target(&client, &ns, "payments-production", |d| {
         d.get("DB_PASSWORD").map(String::as_str) == Some("second-db-password")
+            && !d.contains_key("INJECTED")
     })
     .await;
 
@@ -871,18 +872,34 @@ async fn a_namespace_reaches_only_its_own_aws_secrets_through_the_operator() {
         )
         .await
         .expect("create entry");
-    let ready = eventually("the entry to say why", WAIT, || async {
-        let status = entries.get("borrowed").await.ok()?.status?;
-        let ready = find_condition(&status.conditions, "Ready")?.clone();
-        ready.message.contains("outside").then_some(ready)
-    })
-    .await;
-    assert_eq!(ready.status, "False");
-    assert!(
-        ready.message.contains(&format!("tests/{ns}/*")),
-        "{}",
-        ready.message
-    );
+    let refused = |name: &'static str, why: &'static str| {
+        let entries = entries.clone();
+        async move {
+            let ready = eventually(&format!("{name} to say why"), WAIT, || async {
+                let status = entries.get(name).await.ok()?.status?;
+                let ready = find_condition(&status.conditions, "Ready")?.clone();
+                ready.message.contains(why).then_some(ready)
+            })
+            .await;
+            assert_eq!(ready.status, "False");
+            ready.message
+        }
+    };
+    let message = refused("borrowed", "outside").await;
+    assert!(message.contains(&format!("tests/{ns}/*")), "{message}");
+    // An ARN names an account and region the prefix cannot vouch for.
+    let arn = format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:tests/{ns}/db-AbCdEf");
+    entries
+        .create(
+            &PostParams::default(),
+            &entry(
+                "by-arn",
+                json!({"provider": "AwsSecretsManager", "secretId": arn}),
+            ),
+        )
+        .await
+        .expect("create entry");
+    refused("by-arn", "by name, not ARN").await;
 
     // Nor may a policy rotate it.
     let policies: Api<SecretRotationPolicy> = Api::namespaced(client.clone(), &ns);
@@ -931,6 +948,33 @@ async fn a_namespace_reaches_only_its_own_aws_secrets_through_the_operator() {
     })
     .await;
     assert_eq!(data["PASSWORD"], "another-tenants-password");
+
+    // A Secret that is not the entry's is never taken over.
+    let squatted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "taken-production"},
+        "stringData": {"PASSWORD": "someone else's"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &squatted)
+        .await
+        .expect("create a Secret by hand");
+    entries
+        .create(
+            &PostParams::default(),
+            &entry(
+                "taken",
+                json!({"provider": "AwsSecretsManager", "secretId": theirs,
+                       "aws": {"credentialsSecret": "own-aws"}}),
+            ),
+        )
+        .await
+        .expect("create entry");
+    refused("taken", "belongs to nobody in summit-config").await;
+    assert_eq!(
+        target(&client, &ns, "taken-production", |_| true).await["PASSWORD"],
+        "someone else's"
+    );
 
     // Nothing reached the borrowing entry, and the secret never rotated.
     assert!(

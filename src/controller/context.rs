@@ -1,6 +1,9 @@
 //! What every reconcile shares, built once at start-up.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
 use kube::{
@@ -69,6 +72,10 @@ pub struct Context {
     pub aws_secret_prefix: String,
     /// Secrets the operator projected, values replaced by checksums.
     pub managed_secrets: ManagedSecrets,
+    /// Key checksums each projected Secret (namespace, name) should hold, as the entry
+    /// controller last resolved them: what a DriftCheck compares the Secret with. In
+    /// memory only, like the key they are made with.
+    secret_expectations: std::sync::Mutex<HashMap<(String, String), BTreeMap<String, String>>>,
     /// Secrets Manager clients on the default credential chain, by region.
     aws_clients: tokio::sync::Mutex<HashMap<Option<String>, AwsProvider>>,
 }
@@ -81,15 +88,6 @@ where
     match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
-    }
-}
-
-/// The name of a Secrets Manager secret, from its name or its ARN
-/// (`arn:aws:secretsmanager:<region>:<account>:secret:<name>-<suffix>`).
-fn secret_name(secret_id: &str) -> &str {
-    match secret_id.split_once(":secret:") {
-        Some((arn, name)) if arn.starts_with("arn:") => name,
-        _ => secret_id,
     }
 }
 
@@ -147,6 +145,7 @@ impl Context {
             managed_secrets: parts.managed_secrets,
             secret_refresh: parts.secret_refresh,
             aws_clients: tokio::sync::Mutex::default(),
+            secret_expectations: std::sync::Mutex::default(),
         }
     }
 
@@ -183,7 +182,9 @@ impl Context {
         }
         let Some(name) = options.and_then(|o| o.credentials_secret.as_deref()) else {
             let allowed = self.aws_secret_prefix.replace("{namespace}", namespace);
-            if !secret_name(secret_id).starts_with(&allowed) {
+            // An ARN names an account and a region the prefix cannot vouch for.
+            let is_arn = secret_id.starts_with("arn:");
+            if !allowed.is_empty() && (is_arn || !secret_id.starts_with(&allowed)) {
                 return Err(secrets::Error::NotAllowed {
                     secret_id: secret_id.to_owned(),
                     allowed: format!("{allowed}*"),
@@ -226,6 +227,33 @@ impl Context {
         self.drift_checks.state().iter().any(|check| {
             super::drift_check::covers(check, entry, environment, DriftSource::Kubernetes)
         })
+    }
+
+    /// Records what the Secret `namespace/name` should hold.
+    pub fn expect_secret(&self, namespace: &str, name: &str, keys: BTreeMap<String, String>) {
+        self.expectations()
+            .insert((namespace.to_owned(), name.to_owned()), keys);
+    }
+
+    /// What the Secret `namespace/name` should hold, once the entry controller knows.
+    pub fn expected_secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        self.expectations()
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Forgets a Secret no environment projects any more.
+    pub fn forget_secret(&self, namespace: &str, name: &str) {
+        self.expectations()
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    fn expectations(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), BTreeMap<String, String>>> {
+        self.secret_expectations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Has the entry `namespace/name` reconciled soon.
@@ -273,19 +301,5 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "cannot publish Event");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::secret_name;
-
-    #[test]
-    fn secret_names_come_from_names_and_arns() {
-        assert_eq!(secret_name("team-a/db"), "team-a/db");
-        assert_eq!(
-            secret_name("arn:aws:secretsmanager:eu-west-1:123456789012:secret:team-a/db-AbCdEf"),
-            "team-a/db-AbCdEf"
-        );
     }
 }

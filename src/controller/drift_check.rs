@@ -54,7 +54,13 @@ pub async fn reconcile(check: Arc<DriftCheck>, ctx: Arc<Context>) -> Result<Acti
 }
 
 pub fn error_policy(check: Arc<DriftCheck>, error: &Error, ctx: Arc<Context>) -> Action {
-    requeue_after_error(KIND, check.as_ref(), error, &ctx)
+    let action = requeue_after_error(KIND, check.as_ref(), error, &ctx);
+    if action == Action::await_change() {
+        // Nothing but its interval, a spec change or a request wakes a check (not
+        // even a relist): whatever failed, it runs again on its interval.
+        return Action::requeue(check_interval(&check.spec).map_or(SHORTEST_INTERVAL, |(i, _)| i));
+    }
+    action
 }
 
 /// Whether `check` covers `environment` of `entry` for `source`.
@@ -543,9 +549,9 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
     Ok(drifts)
 }
 
-/// How an environment's Secret differs from the key checksums its entry's status
-/// recorded when the operator projected it: the keys whose values differ, by checksum.
-/// Values are never read: the Secret cache holds checksums only.
+/// How an environment's Secret differs from the key checksums the entry controller
+/// last resolved for it: the keys whose values differ, by checksum. Values are never
+/// read: the Secret cache holds checksums only, and expectations live in memory.
 fn secret_drift(
     ctx: &Context,
     entry: &ConfigEntry,
@@ -558,11 +564,12 @@ fn secret_drift(
         .iter()
         .find(|e| e.name == environment.name)?;
     let versions = recorded.secrets_checksum.as_ref()?;
-    let expected = &recorded.secret_key_checksums;
     let (namespace, name) = secret_target(entry, environment);
     if !ctx.managed_secrets.covers(&namespace) {
         return None;
     }
+    // Known once the entry controller resolved the references (it does at start-up).
+    let expected = &ctx.expected_secret(&namespace, &name)?;
     let live = ctx.managed_secrets.get(&namespace, &name);
     let actual = live.as_deref().map(cached_checksums);
     let paths = match (&live, &actual) {
@@ -746,6 +753,19 @@ async fn restore_secret(ctx: &Context, entry: &ConfigEntry, drift: &Drift) -> Re
         .iter()
         .find(|e| e.name == drift.environment)
         .ok_or_else(|| "the environment is gone from the entry".to_owned())?;
+    // The entry controller may have applied a newer version since the pass began: its
+    // Secret is the entry's to write, not this check's.
+    let live = entry
+        .status
+        .as_ref()
+        .and_then(|s| s.environments.iter().find(|e| e.name == drift.environment))
+        .and_then(|e| e.version);
+    if live != Some(want.version) {
+        return Err(format!(
+            "the environment moved on from version {}; the entry projects its Secret",
+            want.version
+        ));
+    }
     let refs = ctx
         .stores
         .version(&want.config_id, want.version)

@@ -115,8 +115,9 @@ pub fn watch(
     )
 }
 
-/// Replaces each value by its checksum, before the Secret reaches the cache.
-fn forget_values(secret: &mut Secret) {
+/// Replaces each value by its checksum, before the Secret reaches the cache (or
+/// anything else that only compares).
+pub fn forget_values(secret: &mut Secret) {
     let salt = secret
         .annotations()
         .get(ANNOTATION_SECRETS_CHECKSUM)

@@ -134,7 +134,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 endpoint_url: args.aws_endpoint_url.clone(),
                 credentials: None,
             },
-            aws_secret_prefix: args.aws_secret_prefix.clone(),
+            aws_secret_prefix: checked_prefix(&args.aws_secret_prefix)?,
             managed_secrets,
             secret_refresh: Duration::from_secs(args.secret_refresh_seconds.max(1)),
         },
@@ -267,6 +267,31 @@ fn workload_watch<K: Kind>(
                 .map(|w| (kind, w.namespace().unwrap_or_default(), w.name_any())),
         )
     })
+}
+
+/// The AWS secret prefix, if it keeps namespaces apart: after `{namespace}` must come a
+/// character no namespace name has, or `team` would reach the secrets of `team-b`.
+fn checked_prefix(prefix: &str) -> Result<String> {
+    let unsafe_placeholder = prefix
+        .match_indices("{namespace}")
+        .any(|(at, placeholder)| {
+            prefix[at + placeholder.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        });
+    if unsafe_placeholder {
+        return Err(Error::Configuration(format!(
+            "--aws-secret-prefix {prefix:?}: follow {{namespace}} with a separator such as '/', or one namespace's prefix would cover another's (team/ and team-b/)"
+        )));
+    }
+    if !prefix.is_empty() && !prefix.contains("{namespace}") {
+        tracing::warn!(
+            prefix,
+            "--aws-secret-prefix has no {{namespace}}: every namespace reaches the same secrets"
+        );
+    }
+    Ok(prefix.to_owned())
 }
 
 /// Which backends to use, from the command line.
@@ -530,4 +555,19 @@ fn object_key<K: Resource>(object: &K) -> String {
         object.namespace().unwrap_or_default(),
         object.name_any()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_prefix;
+
+    #[test]
+    fn a_prefix_keeps_namespaces_apart_or_is_refused() {
+        assert!(checked_prefix("{namespace}/").is_ok());
+        assert!(checked_prefix("apps/{namespace}_").is_ok());
+        assert!(checked_prefix("").is_ok());
+        assert!(checked_prefix("apps/{namespace}").is_err());
+        assert!(checked_prefix("{namespace}-").is_err());
+        assert!(checked_prefix("{namespace}x/").is_err());
+    }
 }

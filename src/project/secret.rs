@@ -14,26 +14,31 @@ use super::{LABEL_MANAGED_BY, MANAGED_BY};
 /// values. It also salts the Secret's key checksums.
 pub const ANNOTATION_SECRETS_CHECKSUM: &str = "config.summit.io/secrets-checksum";
 
-/// SHA-256 of each key's value, salted with `salt` (the Secret's provider-versions
-/// checksum) and the key, so that equal values under different keys or versions do not
-/// compare equal and no table of common values matches. What status records and the
-/// Secret cache holds in place of values.
+/// HMAC-SHA256 of each key's value, under a key this process drew at random and never
+/// shows, with `salt` (the Secret's provider-versions checksum) and the key name in the
+/// message. What the Secret cache holds in place of values, and what a DriftCheck
+/// compares and reports: without the process's key, no checksum can be matched against
+/// guessed values, and none of them means anything after the operator restarts.
 pub fn key_checksums<'a>(
     salt: &str,
     values: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> BTreeMap<String, String> {
-    use sha2::{Digest, Sha256};
+    use hmac::{Hmac, Mac};
+    use rand::RngExt;
+    use std::sync::OnceLock;
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = KEY.get_or_init(|| rand::rng().random());
     values
         .into_iter()
-        .map(|(key, value)| {
-            let mut hasher = Sha256::new();
-            for part in [salt.as_bytes(), key.as_bytes(), value] {
-                hasher.update((part.len() as u64).to_be_bytes());
-                hasher.update(part);
+        .map(|(name, value)| {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+            for part in [salt.as_bytes(), name.as_bytes(), value] {
+                mac.update(&(part.len() as u64).to_be_bytes());
+                mac.update(part);
             }
-            let digest = hasher.finalize();
+            let digest = mac.finalize().into_bytes();
             let hex = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-            (key.to_owned(), hex)
+            (name.to_owned(), hex)
         })
         .collect()
 }

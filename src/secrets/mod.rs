@@ -90,7 +90,7 @@ pub enum Error {
     #[error("cannot read the credentials Secret {name}: {detail}")]
     Credentials { name: String, detail: String },
     #[error(
-        "secret {secret_id:?} is outside {allowed:?}, the names the operator's own credentials may reach from this namespace; name a secret under it, or reference credentials of your own (aws.credentialsSecret)"
+        "secret {secret_id:?} is outside {allowed:?}, the names the operator's own credentials may reach from this namespace; name a secret under it (by name, not ARN), or reference credentials of your own (aws.credentialsSecret)"
     )]
     NotAllowed { secret_id: String, allowed: String },
 }

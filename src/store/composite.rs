@@ -140,8 +140,8 @@ impl Stores {
     /// One version: from the cache (recorded versions never change), else from the
     /// primary, or the cache while it is down.
     pub async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
-        // A recorded version never changes (until its config id is forgotten, which
-        // clears the cache too): what the cache holds needs no query.
+        // A recorded version never changes, and its number is never reused (forgetting
+        // a config id keeps its versions): what the cache holds needs no query.
         if let Some(cached) = self.cache.version(config_id, version).await? {
             return Ok(Some(cached));
         }

@@ -381,11 +381,6 @@ pub struct EnvironmentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_checksum: Option<String>,
 
-    /// Per key of this environment's Secret, SHA-256 of the value salted with
-    /// `secretsChecksum` and the key: what a DriftCheck compares the Secret with.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub secret_key_checksums: BTreeMap<String, String>,
-
     /// Restart targets whose pods run the live checksum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers_ready: Option<i32>,

@@ -244,6 +244,13 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     // go away with the stale projections.
     let mut secret_targets = Vec::new();
     for (plan, outcome) in plans.iter().zip(report.environments.iter_mut()) {
+        // Only an environment whose live version has no secret references gives up its
+        // Secret: one that failed part way keeps it, and what status said of it.
+        let projected_secrets = entry
+            .status
+            .as_ref()
+            .and_then(|s| s.environments.iter().find(|e| e.name == plan.spec.name))
+            .and_then(SecretsOutcome::from_status);
         let Some(live) = &outcome.live else {
             secret_targets.push(secret_target(entry, plan.spec));
             continue;
@@ -273,6 +280,8 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         if let Err(error) = projected {
             outcome.phase = EnvironmentPhase::Degraded;
             outcome.message = Some(format!("projection failed: {error}"));
+            outcome.secrets = projected_secrets;
+            secret_targets.push(secret_target(entry, plan.spec));
             continue;
         }
         if let Some(started) = moved_at.get(&plan.spec.name) {
@@ -293,11 +302,9 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 })
                 .map_err(|error| error.to_string())
         };
-        let projected_secrets = entry
-            .status
-            .as_ref()
-            .and_then(|s| s.environments.iter().find(|e| e.name == plan.spec.name))
-            .and_then(SecretsOutcome::from_status);
+        if !matches!(&refs, Ok(refs) if refs.is_empty()) {
+            secret_targets.push(secret_target(entry, plan.spec));
+        }
         let secrets = match refs {
             Ok(refs) if refs.is_empty() => None,
             Ok(refs) => {
@@ -321,9 +328,6 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 projected_secrets
             }
         };
-        if secrets.is_some() {
-            secret_targets.push(secret_target(entry, plan.spec));
-        }
         let consumed = consumed_checksum(
             &live.checksum,
             secrets.as_ref().map(|s| s.checksum.as_str()),
@@ -473,6 +477,9 @@ async fn remove_stale_projections(
                 .map(|_| ()),
         };
         let what = kind.as_str();
+        if let Stale::Secret = kind {
+            ctx.forget_secret(&namespace, &name);
+        }
         match deleted {
             Ok(()) => {}
             // The cache may still hold one that is already gone.

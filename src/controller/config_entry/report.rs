@@ -31,8 +31,6 @@ pub struct EnvironmentOutcome {
 pub struct SecretsOutcome {
     /// Checksum of the provider versions (ids, never values).
     pub checksum: String,
-    /// Per key, the salted checksum of its value.
-    pub keys: std::collections::BTreeMap<String, String>,
 }
 
 impl SecretsOutcome {
@@ -40,7 +38,6 @@ impl SecretsOutcome {
     pub fn from_status(status: &EnvironmentStatus) -> Option<Self> {
         Some(Self {
             checksum: status.secrets_checksum.clone()?,
-            keys: status.secret_key_checksums.clone(),
         })
     }
 }
@@ -176,11 +173,6 @@ fn environment_status(outcome: &EnvironmentOutcome) -> EnvironmentStatus {
         pending_version: outcome.pending_version,
         pending_change: outcome.pending_change.clone(),
         secrets_checksum: outcome.secrets.as_ref().map(|s| s.checksum.clone()),
-        secret_key_checksums: outcome
-            .secrets
-            .as_ref()
-            .map(|s| s.keys.clone())
-            .unwrap_or_default(),
         consumers_ready: outcome.consumers.map(|c| count(c.running)),
         consumers_total: outcome.consumers.map(|c| count(c.total)),
         message: outcome.message.clone(),

@@ -4,7 +4,7 @@
 //! Secret cache holds the same key checksums, so the Secret is written only when it
 //! would change.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -17,7 +17,10 @@ use crate::{
     api::v1alpha1::{
         ConfigEntry, EnvironmentSpec, SecretProvider as ProviderKind, SecretReference,
     },
-    controller::{Context, FIELD_MANAGER, managed_secrets::cached_checksums},
+    controller::{
+        Context, FIELD_MANAGER,
+        managed_secrets::{cached_checksums, forget_values},
+    },
     project::{
         ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
         LABEL_ENVIRONMENT, ProjectedSecret, desired_secret, key_checksums,
@@ -99,14 +102,16 @@ pub async fn project_secrets(
     // The target is part of it: a renamed or moved Secret is written anew.
     let sum = checksum(&json!({"target": [&namespace, &name], "versions": versions}));
     let outcome = SecretsOutcome {
-        keys: key_checksums(
-            &sum,
-            values
-                .iter()
-                .map(|(key, value)| (key.as_str(), value.expose_secret().as_bytes())),
-        ),
         checksum: sum.clone(),
     };
+    let keys = key_checksums(
+        &sum,
+        values
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.expose_secret().as_bytes())),
+    );
+    // What the Secret should hold, for DriftChecks: whether it is written now or not.
+    ctx.expect_secret(&namespace, &name, keys.clone());
     let annotations = BTreeMap::from([
         (
             ANNOTATION_ENTRY.to_owned(),
@@ -120,18 +125,50 @@ pub async fn project_secrets(
         (ANNOTATION_VERSION.to_owned(), version.to_string()),
         (ANNOTATION_SECRETS_CHECKSUM.to_owned(), sum.clone()),
     ]);
-    if let Some(live) = ctx.managed_secrets.get(&namespace, &name) {
+    let owner = &annotations[ANNOTATION_ENTRY];
+    let live = match ctx.managed_secrets.get(&namespace, &name) {
+        Some(live) => Some(live),
+        // Not in the cache: new, deleted, or somebody else's.
+        None => Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&name)
+            .await
+            .map_err(|error| format!("cannot read Secret {namespace}/{name}: {error}"))?
+            .map(|mut found| {
+                forget_values(&mut found);
+                Arc::new(found)
+            }),
+    };
+    if let Some(live) = &live
+        && live.annotations().get(ANNOTATION_ENTRY) != Some(owner)
+    {
+        let holder = live.annotations().get(ANNOTATION_ENTRY).map_or_else(
+            || "nobody in summit-config".to_owned(),
+            |o| format!("ConfigEntry {o}"),
+        );
+        return Err(format!(
+            "Secret {namespace}/{name} exists and belongs to {holder}; name another target (secret.name) or remove that Secret"
+        ));
+    }
+    if let Some(live) = &live {
         let same_versions = live.annotations().get(ANNOTATION_SECRETS_CHECKSUM) == Some(&sum);
         let stamped = annotations
             .iter()
             .all(|(key, value)| live.annotations().get(key) == Some(value));
-        if stamped && cached_checksums(&live) == outcome.keys {
+        if stamped && cached_checksums(live) == keys {
             return Ok(outcome);
         }
         if same_versions && !restoring && ctx.drift_checked(entry, &environment.name) {
             return Ok(outcome);
         }
     }
+    // Keys someone else added are not ours to own through apply: remove them explicitly,
+    // so the Secret holds exactly the references' values.
+    let foreign: serde_json::Map<String, Value> = live
+        .iter()
+        .flat_map(|live| live.data.iter().flatten())
+        .filter(|(key, _)| !values.contains_key(*key))
+        .map(|(key, _)| (key.clone(), Value::Null))
+        .collect();
     let secret = desired_secret(
         entry,
         &ProjectedSecret {
@@ -141,15 +178,27 @@ pub async fn project_secrets(
             annotations,
         },
     );
-    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map_err(|error| format!("cannot apply Secret {namespace}/{name}: {error}"))?;
+    ctx.count_write(super::KIND, "secret");
+    if !foreign.is_empty() {
+        api.patch(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": foreign})),
         )
         .await
-        .map_err(|error| format!("cannot apply Secret {namespace}/{name}: {error}"))?;
-    ctx.count_write(super::KIND, "secret");
+        .map_err(|error| {
+            format!("cannot remove foreign keys of Secret {namespace}/{name}: {error}")
+        })?;
+        ctx.count_write(super::KIND, "secret");
+    }
     tracing::info!(secret = %format!("{namespace}/{name}"), version, "secret references projected");
     Ok(outcome)
 }
