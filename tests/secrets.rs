@@ -723,6 +723,25 @@ async fn a_config_entry_projects_aws_and_in_cluster_references_and_stores_only_r
         .expect("create policy");
     let session =
         target(&client, &ns, "session-key", |d| d.contains_key("value")).await["value"].clone();
+    // The policy's target, deleted or edited by hand, comes back with the same value.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .delete("session-key", &Default::default())
+        .await
+        .expect("delete the target");
+    target(&client, &ns, "session-key", |d| {
+        d.get("value") == Some(&session)
+    })
+    .await;
+    let edit = json!({"stringData": {"value": "hand-edited"}});
+    secrets
+        .patch("session-key", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit the target by hand");
+    target(&client, &ns, "session-key", |d| {
+        d.get("value") == Some(&session)
+    })
+    .await;
 
     let entry: summit_config::api::v1alpha1::ConfigEntry = serde_json::from_value(json!({
         "apiVersion": "config.summit.io/v1alpha1",
@@ -782,7 +801,6 @@ async fn a_config_entry_projects_aws_and_in_cluster_references_and_stores_only_r
     }
 
     // A Secret deleted or edited by hand is put back, with no upstream change.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
         .delete("payments-production", &Default::default())
         .await

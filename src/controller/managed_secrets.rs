@@ -18,7 +18,15 @@ use kube::{
     },
 };
 
-use crate::project::{ANNOTATION_SECRETS_CHECKSUM, LABEL_MANAGED_BY, MANAGED_BY, key_checksums};
+use crate::{
+    api::v1alpha1::{ConfigEntry, SecretRotationPolicy},
+    project::{
+        ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, LABEL_MANAGED_BY, MANAGED_BY, key_checksums,
+    },
+};
+
+/// `namespace/name` of the SecretRotationPolicy whose target a Secret is.
+pub const ANNOTATION_POLICY: &str = "config.summit.io/policy";
 
 /// Where the operator manages Secrets: the namespaces it is granted, or everything it
 /// watches.
@@ -113,6 +121,44 @@ pub fn watch(
         ManagedSecrets { scope, stores },
         futures::stream::select_all(streams),
     )
+}
+
+/// The owner of a projected Secret, from its annotations.
+pub enum Owner {
+    Entry(ObjectRef<ConfigEntry>),
+    Policy(ObjectRef<SecretRotationPolicy>),
+}
+
+/// Drives the Secret watches in a task of their own, so the caches fill before any
+/// reconcile needs them, and brings the owner of a Secret edited or deleted by hand
+/// back to repair it: the entries' and the policies' requests, in that order.
+pub fn owners(
+    secrets: impl Stream<Item = Arc<Secret>> + Send + 'static,
+) -> (
+    impl Stream<Item = ObjectRef<ConfigEntry>> + Send + 'static,
+    impl Stream<Item = ObjectRef<SecretRotationPolicy>> + Send + 'static,
+) {
+    let (entries, entry_requests) = futures::channel::mpsc::unbounded();
+    let (policies, policy_requests) = futures::channel::mpsc::unbounded();
+    tokio::spawn(secrets.for_each(move |secret| {
+        match owner(&secret) {
+            Some(Owner::Entry(entry)) => drop(entries.unbounded_send(entry)),
+            Some(Owner::Policy(policy)) => drop(policies.unbounded_send(policy)),
+            None => {}
+        }
+        std::future::ready(())
+    }));
+    (entry_requests, policy_requests)
+}
+
+fn owner(secret: &Secret) -> Option<Owner> {
+    let annotations = secret.annotations();
+    let split = |key: &str| annotations.get(key)?.split_once('/');
+    if let Some((namespace, name)) = split(ANNOTATION_ENTRY) {
+        return Some(Owner::Entry(ObjectRef::new(name).within(namespace)));
+    }
+    let (namespace, name) = split(ANNOTATION_POLICY)?;
+    Some(Owner::Policy(ObjectRef::new(name).within(namespace)))
 }
 
 /// Replaces each value by its checksum, before the Secret reaches the cache (or

@@ -109,6 +109,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         None => SecretScope::Watched(args.namespace.clone()),
     };
     let (managed_secrets, secret_events) = managed_secrets::watch(&client, secret_scope);
+    let (secret_owners, policy_requests) = managed_secrets::owners(secret_events);
     let ctx = Arc::new(Context::new(
         context::Parts {
             client,
@@ -172,10 +173,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             ),
             config_entry::workload_triggers(entry_controller.store(), workload_events),
         ),
-        futures::stream::select(
-            requested_entries,
-            config_entry::secret_triggers(secret_events),
-        ),
+        futures::stream::select(requested_entries, secret_owners),
     );
     // A change waits on its entry: an entry's new version or policy reconciles the
     // changes that target it.
@@ -224,7 +222,8 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                     config_change::error_policy,
                 ),
                 run_controller(
-                    controller_for(&ctx.client, ctx.namespace.as_deref()),
+                    controller_for(&ctx.client, ctx.namespace.as_deref())
+                        .reconcile_on(policy_requests),
                     ctx.clone(),
                     secret_rotation_policy::reconcile,
                     secret_rotation_policy::error_policy,

@@ -17,7 +17,9 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::{
-    Context, Error, FIELD_MANAGER, Result, observed, requeue_after_error,
+    Context, Error, FIELD_MANAGER, Result,
+    managed_secrets::{ANNOTATION_POLICY, cached_checksums, forget_values},
+    observed, requeue_after_error,
     status::{self, Invalid, now},
 };
 use crate::{
@@ -26,8 +28,11 @@ use crate::{
         SecretRotationPolicy, SecretRotationPolicySpec, SecretRotationPolicyStatus, Time,
         parse_duration, upsert_condition,
     },
-    project::{ProjectedSecret, desired_secret},
-    secrets::{self, CURRENT, PREVIOUS, Provider, SecretProvider, SecretValue, Selector, generate},
+    project::{ProjectedSecret, desired_secret, key_checksums},
+    secrets::{
+        self, CURRENT, ExposeSecret, PREVIOUS, Provider, SecretProvider, SecretString, SecretValue,
+        Selector, generate,
+    },
     store::Rotation,
 };
 
@@ -283,6 +288,8 @@ async fn step(
         .await;
     }
 
+    repair_target(policy, provider, status, progress, ctx).await?;
+
     // Due: asked for (a new value of the annotation) or scheduled.
     let request = policy.annotations().get(ROTATE_ANNOTATION).cloned();
     let requested = request.is_some() && request != status.last_handled_request;
@@ -464,14 +471,98 @@ async fn rotate(
     Ok(())
 }
 
-/// Writes the target Secret: the current value, and the previous one under its own key
-/// during the grace period.
-async fn project(
+/// Puts back a target Secret deleted or edited by hand: compares the Secret cache (key
+/// checksums, never values) with what was last projected, and reads the provider only
+/// when they differ or when this process has not projected it yet.
+async fn repair_target(
+    policy: &SecretRotationPolicy,
+    provider: &Provider,
+    status: &SecretRotationPolicyStatus,
+    progress: &mut Progress,
     ctx: &Context,
+) -> Result<(), secrets::Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = &policy.spec.target.name;
+    let Some(current_version) = status.current_version.as_deref() else {
+        return Ok(());
+    };
+    if !ctx.managed_secrets.covers(&namespace) {
+        return Ok(());
+    }
+    let expected = ctx.expected_secret(&namespace, name);
+    let matches = |live: &Option<Arc<Secret>>| match (live, &expected) {
+        (Some(live), Some(expected)) => cached_checksums(live) == *expected,
+        _ => false,
+    };
+    let mut live = ctx.managed_secrets.get(&namespace, name);
+    if matches(&live) {
+        return Ok(());
+    }
+    // The cache may not have seen this process's last write yet: ask the apiserver.
+    live = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(name)
+        .await
+        .map_err(unavailable)?
+        .map(|mut found| {
+            forget_values(&mut found);
+            Arc::new(found)
+        });
+    if matches(&live) {
+        return Ok(());
+    }
+    let secret_id = &policy.spec.secret_id;
+    let current = provider
+        .read(secret_id, Selector::Version(current_version))
+        .await?;
+    let previous = match &status.previous_version {
+        Some(previous) => Some(
+            provider
+                .read(secret_id, Selector::Version(previous))
+                .await?,
+        ),
+        None => None,
+    };
+    let keys = target_checksums(policy, &current, previous.as_ref());
+    if live.as_deref().map(cached_checksums) == Some(keys.clone()) {
+        ctx.expect_secret(&namespace, name, keys);
+        return Ok(());
+    }
+    project(ctx, policy, &current, previous.as_ref())
+        .await
+        .map_err(unavailable)?;
+    progress.events.push((
+        EventType::Normal,
+        "TargetRestored",
+        format!(
+            "Secret {name} was {} by hand; version {} is projected again",
+            if live.is_some() { "edited" } else { "deleted" },
+            current.version_id
+        ),
+        "restored",
+    ));
+    Ok(())
+}
+
+/// The key checksums of the target Secret holding `current` (and `previous`).
+fn target_checksums(
     policy: &SecretRotationPolicy,
     current: &SecretValue,
     previous: Option<&SecretValue>,
-) -> Result<(), kube::Error> {
+) -> BTreeMap<String, String> {
+    let (data, _) = target_data(policy, current, previous);
+    key_checksums(
+        "",
+        data.iter()
+            .map(|(key, value)| (key.as_str(), value.expose_secret().as_bytes())),
+    )
+}
+
+/// The target Secret's data and annotations.
+fn target_data(
+    policy: &SecretRotationPolicy,
+    current: &SecretValue,
+    previous: Option<&SecretValue>,
+) -> (BTreeMap<String, SecretString>, BTreeMap<String, String>) {
     let target = &policy.spec.target;
     let namespace = policy.namespace().unwrap_or_default();
     let mut data = BTreeMap::from([(
@@ -480,7 +571,7 @@ async fn project(
     )]);
     let mut annotations = BTreeMap::from([
         (
-            "config.summit.io/policy".to_owned(),
+            ANNOTATION_POLICY.to_owned(),
             format!("{namespace}/{}", policy.name_any()),
         ),
         (
@@ -501,6 +592,25 @@ async fn project(
             previous.version_id.clone(),
         );
     }
+    (data, annotations)
+}
+
+/// Writes the target Secret: the current value, and the previous one under its own key
+/// during the grace period.
+async fn project(
+    ctx: &Context,
+    policy: &SecretRotationPolicy,
+    current: &SecretValue,
+    previous: Option<&SecretValue>,
+) -> Result<(), kube::Error> {
+    let target = &policy.spec.target;
+    let namespace = policy.namespace().unwrap_or_default();
+    let (data, annotations) = target_data(policy, current, previous);
+    ctx.expect_secret(
+        &namespace,
+        &target.name,
+        target_checksums(policy, current, previous),
+    );
     let secret = desired_secret(
         policy,
         &ProjectedSecret {

@@ -14,7 +14,7 @@ pub(super) mod validate;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     ResourceExt,
     runtime::{
@@ -97,21 +97,6 @@ pub fn config_map_triggers(
     }));
     tokio::spawn(projected_events.for_each(move |event| {
         if let Some(entry) = event.ok().and_then(|config_map| owner(&config_map)) {
-            let _ = sender.unbounded_send(entry);
-        }
-        std::future::ready(())
-    }));
-    receiver
-}
-
-/// Drives the watches of projected Secrets in a task of their own (as for ConfigMaps)
-/// and brings the entry of a Secret edited or deleted by hand back to repair it.
-pub fn secret_triggers(
-    secrets: impl Stream<Item = Arc<Secret>> + Send + 'static,
-) -> impl Stream<Item = ObjectRef<ConfigEntry>> + Send + 'static {
-    let (sender, receiver) = futures::channel::mpsc::unbounded();
-    tokio::spawn(secrets.for_each(move |secret| {
-        if let Some(entry) = owner(secret.as_ref()) {
             let _ = sender.unbounded_send(entry);
         }
         std::future::ready(())
