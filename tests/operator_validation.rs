@@ -273,3 +273,53 @@ async fn every_controller_reports_its_observed_generation() {
     let check = validated_for_generation(&checks, "all", 1).await;
     assert_eq!(check.status, "True", "{check:?}");
 }
+
+#[tokio::test]
+async fn a_config_map_the_entry_does_not_own_is_never_taken_over() {
+    let client = env().admin().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "not-owned").await;
+    let _operator = Operator::start(&ns);
+    // Somebody's ConfigMap, under the name the entry's development environment targets.
+    let theirs: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "payments-development"},
+        "data": {"owner": "somebody else"},
+    }))
+    .expect("config map");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    config_maps
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("create a ConfigMap by hand");
+    let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
+    entries
+        .create(&PostParams::default(), &entry(&ns, json!({})))
+        .await
+        .expect("create entry");
+    let message = eventually("development to say why", WAIT, || async {
+        let status = entries.get("payments").await.ok()?.status?;
+        let development = status
+            .environments
+            .iter()
+            .find(|e| e.name == "development")?;
+        development
+            .message
+            .clone()
+            .filter(|m| m.contains("belongs to nobody in summit-config"))
+    })
+    .await;
+    assert!(message.contains("payments-development"), "{message}");
+    // Production, whose target is free, is projected as always.
+    eventually("production's ConfigMap", WAIT, || async {
+        config_maps.get_opt("payments-production").await.ok()?
+    })
+    .await;
+    let untouched = config_maps
+        .get("payments-development")
+        .await
+        .expect("their ConfigMap");
+    assert_eq!(
+        untouched.data.expect("data"),
+        std::collections::BTreeMap::from([("owner".to_owned(), "somebody else".to_owned())])
+    );
+}

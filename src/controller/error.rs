@@ -64,6 +64,9 @@ pub enum Error {
 
     #[error(transparent)]
     Secret(crate::secrets::Error),
+
+    #[error("{object} exists and belongs to {holder}; name another target or remove it")]
+    NotOwned { object: String, holder: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -84,6 +87,7 @@ impl Error {
             Error::Finalizer(_) => "Finalizer",
             Error::ProjectionFailed => "ProjectionFailed",
             Error::Secret(error) => error.label(),
+            Error::NotOwned { .. } => "NotOwned",
         }
     }
 

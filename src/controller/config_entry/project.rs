@@ -1,6 +1,6 @@
 //! Applying an entry's projections to the cluster.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
@@ -12,7 +12,9 @@ use serde_json::{Map, Value, json};
 use crate::{
     api::v1alpha1::ConfigEntry,
     controller::{Context, Error, FIELD_MANAGER, Result},
-    project::{ANNOTATION_CHECKSUM, ProjectedConfigMap, desired_config_map, needs_apply},
+    project::{
+        ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, ProjectedConfigMap, desired_config_map, needs_apply,
+    },
     telemetry::WriteLabels,
 };
 
@@ -43,7 +45,35 @@ async fn write_config_map(
     restoring: bool,
 ) -> Result<bool> {
     let desired = desired_config_map(entry, projection);
-    let live = ctx.managed_config_map(&projection.namespace, &projection.name);
+    let api = ctx.namespaced::<ConfigMap>(&projection.namespace);
+    let describe = || {
+        format!(
+            "apply ConfigMap {}/{}",
+            projection.namespace, projection.name
+        )
+    };
+    let live = match ctx.managed_config_map(&projection.namespace, &projection.name) {
+        Some(live) => Some(live),
+        // Not in the cache: new, deleted, or somebody else's.
+        None => api
+            .get_opt(&projection.name)
+            .await
+            .map_err(Error::kube(describe()))?
+            .map(Arc::new),
+    };
+    // Never take over a ConfigMap another entry or a person made.
+    let owner = desired.annotations().get(ANNOTATION_ENTRY);
+    if let Some(live) = &live
+        && live.annotations().get(ANNOTATION_ENTRY) != owner
+    {
+        return Err(Error::NotOwned {
+            object: format!("ConfigMap {}/{}", projection.namespace, projection.name),
+            holder: live.annotations().get(ANNOTATION_ENTRY).map_or_else(
+                || "nobody in summit-config".to_owned(),
+                |o| format!("ConfigEntry {o}"),
+            ),
+        });
+    }
     if !needs_apply(live.as_deref(), &desired) {
         return Ok(false);
     }
@@ -55,13 +85,6 @@ async fn write_config_map(
     if !restoring && same_version && ctx.drift_checked(entry, &projection.environment) {
         return Ok(false);
     }
-    let api = ctx.namespaced::<ConfigMap>(&projection.namespace);
-    let describe = || {
-        format!(
-            "apply ConfigMap {}/{}",
-            projection.namespace, projection.name
-        )
-    };
     api.patch(
         &projection.name,
         &PatchParams::apply(FIELD_MANAGER).force(),
