@@ -1,5 +1,6 @@
-//! The version store against the real PostgreSQL: what a DriftCheck's pass relies on to
-//! read every recorded version it compares with in one query at most.
+//! The version store against the real PostgreSQL: a DriftCheck's pass reads every
+//! recorded version it compares with in one query at most, and a ConfigChange finds the
+//! version it recorded in one query.
 
 mod support;
 
@@ -83,5 +84,57 @@ async fn versions_missing_from_the_cache_come_in_one_query_and_then_cost_none() 
             .await
             .expect("read")
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_version_a_change_recorded_is_found_by_its_id() {
+    let config_id = format!("tests/store-{}", uuid::Uuid::new_v4());
+    let stores = stores(&Counter::default());
+    for (pool, source) in [
+        (10, Source::Spec),
+        (
+            20,
+            Source::Change {
+                change: "team/raise@1".into(),
+            },
+        ),
+        (30, Source::Spec),
+    ] {
+        let snapshot = Snapshot {
+            data: json!({"pool": pool}),
+            overrides: BTreeMap::from([("production".to_owned(), json!({}))]),
+            secrets: serde_json::Value::Null,
+        };
+        stores
+            .record(&NewVersion {
+                config_id: config_id.clone(),
+                owner: "tests/store".into(),
+                checksum: snapshot.checksum(),
+                snapshot,
+                source,
+                created_by: "tests".into(),
+                message: format!("pool {pool}"),
+                based_on: None,
+            })
+            .await
+            .expect("record a version");
+    }
+    let found = stores
+        .recorded_by(&config_id, "team/raise@1")
+        .await
+        .expect("read")
+        .expect("the change's version");
+    assert_eq!(
+        (found.version, found.snapshot.data),
+        (2, json!({"pool": 20}))
+    );
+    assert!(
+        stores
+            .recorded_by(&config_id, "team/raise@2")
+            .await
+            .expect("read")
+            .is_none(),
+        "a recreated change (another uid) recorded nothing"
     );
 }

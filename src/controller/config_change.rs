@@ -409,12 +409,12 @@ async fn propose(
     // went live, finish if it is live, and never revert whatever came after it.
     let live_version = applied_version.unwrap_or(latest.version);
     let id = change_id(change);
-    let versions = ctx.stores.versions(config_id).await.map_err(Error::Store)?;
-    if let Some(own) = versions
-        .iter()
-        .rev()
-        .find(|v| matches!(&v.source, Source::Change { change } if *change == id))
-    {
+    let recorded = ctx
+        .stores
+        .recorded_by(config_id, &id)
+        .await
+        .map_err(Error::Store)?;
+    if let Some(own) = recorded {
         if live_version > own.version {
             return Ok(Err(Decision::end(
                 ChangePhase::Superseded,
@@ -427,14 +427,16 @@ async fn propose(
         }
         return Ok(Ok(Proposal {
             snapshot: own.snapshot.clone(),
-            promoted: Some(own.clone()),
+            promoted: Some(own),
         }));
     }
     // Build on what the environment runs, not on a newer version waiting here.
-    let mut snapshot = versions
-        .iter()
-        .find(|v| v.version == live_version)
-        .map_or_else(|| latest.snapshot.clone(), |v| v.snapshot.clone());
+    let mut snapshot = ctx
+        .stores
+        .version(config_id, live_version)
+        .await
+        .map_err(Error::Store)?
+        .map_or_else(|| latest.snapshot.clone(), |v| v.snapshot);
     if let Some(data) = &spec.data {
         if live_version != base {
             return Ok(Err(superseded(base, live_version)));

@@ -116,6 +116,21 @@ impl Stores {
         }
     }
 
+    /// The newest version a ConfigChange recorded, from the primary, or the cache while
+    /// it is down.
+    pub async fn recorded_by(&self, config_id: &str, change: &str) -> Result<Option<Version>> {
+        match &self.primary {
+            Primary::Postgres(postgres) => match postgres.recorded_by(config_id, change).await {
+                Ok(found) => Ok(found),
+                Err(error) => match self.cache.recorded_by(config_id, change) {
+                    Some(cached) => Ok(Some(cached)),
+                    None => Err(error),
+                },
+            },
+            Primary::Memory => Ok(self.cache.recorded_by(config_id, change)),
+        }
+    }
+
     /// Brings the versions in `wanted` into the cache: those it lacks, in one query.
     /// For callers about to read many versions one by one (a DriftCheck's pass).
     pub async fn prefetch_versions(&self, wanted: &[(String, i64)]) -> Result<()> {

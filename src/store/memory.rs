@@ -44,6 +44,17 @@ impl MemoryStore {
         true
     }
 
+    /// The newest version a ConfigChange (`change`: its id) recorded for a config id.
+    pub fn recorded_by(&self, config_id: &str, change: &str) -> Option<Version> {
+        self.lock().versions.get(config_id).and_then(|versions| {
+            versions
+                .iter()
+                .rev()
+                .find(|v| matches!(&v.source, super::Source::Change { change: c } if c == change))
+                .cloned()
+        })
+    }
+
     /// Removes a config id's applied state.
     pub fn forget(&self, config_id: &str) {
         self.lock().applied.retain(|(id, _), _| id != config_id);

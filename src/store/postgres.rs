@@ -183,6 +183,23 @@ impl PostgresStore {
         Ok(true)
     }
 
+    /// The newest version a ConfigChange (`change`: its id) recorded for a config id.
+    pub async fn recorded_by(&self, config_id: &str, change: &str) -> Result<Option<Version>> {
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM config_versions
+             WHERE config_id = $1 AND metadata ->> 'source' = 'change' AND metadata ->> 'change' = $2
+             ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(config_id)
+        .bind(change)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(failed("read a change's version"))?
+        .as_ref()
+        .map(version_from_row)
+        .transpose()
+    }
+
     /// Many versions, by config id and number, in one query.
     pub async fn versions_of(&self, wanted: &[(String, i64)]) -> Result<Vec<Version>> {
         let ids: Vec<&str> = wanted.iter().map(|(id, _)| id.as_str()).collect();
