@@ -22,9 +22,9 @@ use super::{
 };
 use crate::{
     api::v1alpha1::{
-        CONDITION_READY, CONDITION_VALIDATED, ChangePhase, ConditionUpdate, ConfigChange,
+        CONDITION_READY, CONDITION_VALIDATED, ChangePhase, Conditions, ConfigChange,
         ConfigChangeSpec, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,
-        IgnoredApproval, parse_duration, upsert_condition,
+        IgnoredApproval, parse_duration,
     },
     project::render,
     resolve::{Snapshot, checksum, merge_patch},
@@ -763,34 +763,19 @@ async fn finish(
     if is_final(phase) && phase != ChangePhase::Applied && next.finished_at.is_none() {
         next.finished_at = Some(now.clone());
     }
-    let condition = |type_, status, reason, message| ConditionUpdate {
-        type_,
-        status,
-        reason,
-        message,
-        observed_generation: generation,
-    };
-    if let Some(validated) = &decision.validated {
-        let update = match validated {
-            Ok(message) => condition(CONDITION_VALIDATED, true, "Valid", message.clone()),
-            Err(invalid) => condition(
-                CONDITION_VALIDATED,
-                false,
-                invalid.reason,
-                invalid.message.clone(),
-            ),
-        };
-        upsert_condition(&mut next.conditions, update, now.clone());
+    let mut conditions = Conditions::new(&mut next.conditions, generation, now);
+    match &decision.validated {
+        Some(Ok(message)) => conditions.set(CONDITION_VALIDATED, true, "Valid", message),
+        Some(Err(invalid)) => {
+            conditions.set(CONDITION_VALIDATED, false, invalid.reason, &invalid.message);
+        }
+        None => {}
     }
-    upsert_condition(
-        &mut next.conditions,
-        condition(
-            CONDITION_READY,
-            phase == ChangePhase::Applied,
-            decision.reason,
-            decision.message.clone(),
-        ),
-        now,
+    conditions.set(
+        CONDITION_READY,
+        phase == ChangePhase::Applied,
+        decision.reason,
+        &decision.message,
     );
     status::apply_status(ctx, KIND, change, change.status.as_ref(), &next).await?;
     if current.phase != Some(phase) {

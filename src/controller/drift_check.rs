@@ -28,9 +28,9 @@ use super::{
 };
 use crate::{
     api::v1alpha1::{
-        CONDITION_READY, CONDITION_VALIDATED, ConditionUpdate, ConfigEntry, ConfigFormat,
-        DriftCheck, DriftCheckSpec, DriftFinding, DriftSource, EnvironmentSpec, RemediationMode,
-        parse_duration, upsert_condition,
+        CONDITION_READY, CONDITION_VALIDATED, Conditions, ConfigEntry, ConfigFormat, DriftCheck,
+        DriftCheckSpec, DriftFinding, DriftSource, EnvironmentSpec, RemediationMode,
+        parse_duration,
     },
     project::{
         ANNOTATION_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION, ProjectedConfigMap,
@@ -278,46 +278,18 @@ async fn run_check(check: &DriftCheck, ctx: &Context) -> Result<Action> {
     if request.is_some() {
         next.last_handled_request = request;
     }
-    let condition = |type_, status, reason, message| ConditionUpdate {
-        type_,
-        status,
-        reason,
-        message,
-        observed_generation: generation,
-    };
-    upsert_condition(
-        &mut next.conditions,
-        condition(CONDITION_VALIDATED, true, "Valid", summary),
-        now.clone(),
-    );
     let drifted = next.drifted == Some(true);
-    upsert_condition(
-        &mut next.conditions,
-        condition(
-            CONDITION_DRIFTED,
-            drifted,
-            if drifted { "DriftFound" } else { "NoDrift" },
-            if drifted {
-                format!(
-                    "{} copies differ from their recorded version",
-                    next.drift_count.unwrap_or(0)
-                )
-            } else {
-                "every copy matches its recorded version".into()
-            },
-        ),
-        now.clone(),
-    );
-    upsert_condition(
-        &mut next.conditions,
-        condition(
-            CONDITION_READY,
-            true,
-            "Checked",
-            "the last check completed".into(),
-        ),
-        now,
-    );
+    let drift_count = next.drift_count.unwrap_or(0);
+    let mut conditions = Conditions::new(&mut next.conditions, generation, now);
+    conditions.set(CONDITION_VALIDATED, true, "Valid", summary);
+    if drifted {
+        let message = format!("{drift_count} copies differ from their recorded version");
+        conditions.set(CONDITION_DRIFTED, true, "DriftFound", message);
+    } else {
+        let message = "every copy matches its recorded version";
+        conditions.set(CONDITION_DRIFTED, false, "NoDrift", message);
+    }
+    conditions.set(CONDITION_READY, true, "Checked", "the last check completed");
     status::apply_status(ctx, KIND, check, check.status.as_ref(), &next).await?;
     Ok(Action::requeue(interval))
 }

@@ -24,9 +24,9 @@ use super::{
 };
 use crate::{
     api::v1alpha1::{
-        CONDITION_READY, CONDITION_VALIDATED, ConditionUpdate, SecretProvider as ProviderKind,
+        CONDITION_READY, CONDITION_VALIDATED, Conditions, SecretProvider as ProviderKind,
         SecretRotationPolicy, SecretRotationPolicySpec, SecretRotationPolicyStatus, Time,
-        parse_duration, upsert_condition,
+        parse_duration,
     },
     project::{ProjectedSecret, desired_secret, key_checksums},
     secrets::{
@@ -96,97 +96,58 @@ async fn reconcile_policy(policy: &SecretRotationPolicy, ctx: &Context) -> Resul
     let now = now();
     let generation = policy.metadata.generation;
     next.observed_generation = generation;
-    let condition = |type_, status, reason, message| ConditionUpdate {
-        type_,
-        status,
-        reason,
-        message,
-        observed_generation: generation,
-    };
-    upsert_condition(
-        &mut next.conditions,
-        condition(CONDITION_VALIDATED, true, "Valid", schedule.summary.clone()),
-        now.clone(),
-    );
     let in_grace = next.previous_version.is_some();
-    upsert_condition(
-        &mut next.conditions,
-        condition(
-            CONDITION_ROTATING,
-            in_grace,
-            if in_grace { "PreviousInGrace" } else { "Idle" },
-            match (&next.previous_version, &next.previous_retires_at) {
-                (Some(previous), Some(at)) => format!(
-                    "the previous version {previous} stays valid until {} and until every restart target runs the new one",
-                    at.0
-                ),
-                _ => progress
-                    .waiting
-                    .clone()
-                    .unwrap_or_else(|| "no rotation in progress".into()),
-            },
+    let rotating = match (&next.previous_version, &next.previous_retires_at) {
+        (Some(previous), Some(at)) => format!(
+            "the previous version {previous} stays valid until {} and until every restart target runs the new one",
+            at.0
         ),
-        now.clone(),
-    );
+        _ => progress
+            .waiting
+            .clone()
+            .unwrap_or_else(|| "no rotation in progress".into()),
+    };
     let failed_before = current
         .conditions
         .iter()
         .find(|c| c.type_ == CONDITION_ROTATION_FAILED)
         .filter(|c| c.status == "True")
         .map(|c| c.message.clone());
+    let projected = next.current_version.clone();
+    let mut conditions = Conditions::new(&mut next.conditions, generation, now);
+    conditions.set(CONDITION_VALIDATED, true, "Valid", &schedule.summary);
+    let reason = if in_grace { "PreviousInGrace" } else { "Idle" };
+    conditions.set(CONDITION_ROTATING, in_grace, reason, rotating);
     match &outcome {
-        Ok(()) => upsert_condition(
-            &mut next.conditions,
-            condition(
-                CONDITION_ROTATION_FAILED,
-                false,
-                "Succeeded",
-                "the provider answered every step".into(),
-            ),
-            now.clone(),
+        Ok(()) => conditions.set(
+            CONDITION_ROTATION_FAILED,
+            false,
+            "Succeeded",
+            "the provider answered every step",
         ),
         Err(error) => {
             ctx.metrics.rotation("failure", Duration::ZERO);
-            upsert_condition(
-                &mut next.conditions,
-                condition(
-                    CONDITION_ROTATION_FAILED,
-                    true,
-                    error.label(),
-                    format!("{error}; the target Secret keeps its last good value"),
-                ),
-                now.clone(),
-            );
-            if failed_before.as_deref()
-                != Some(&format!(
-                    "{error}; the target Secret keeps its last good value"
-                ))
-            {
-                progress.events.push((
-                    EventType::Warning,
-                    "RotationFailed",
-                    format!("{error}; the target Secret keeps its last good value"),
-                    "failed",
-                ));
+            let message = format!("{error}; the target Secret keeps its last good value");
+            conditions.set(CONDITION_ROTATION_FAILED, true, error.label(), &message);
+            if failed_before.as_deref() != Some(message.as_str()) {
+                progress
+                    .events
+                    .push((EventType::Warning, "RotationFailed", message, "failed"));
             }
         }
     }
-    let ready = next.current_version.is_some();
-    upsert_condition(
-        &mut next.conditions,
-        condition(
+    match &projected {
+        Some(version) => {
+            let message = format!("Secret {} holds version {version}", policy.spec.target.name);
+            conditions.set(CONDITION_READY, true, "Projected", message);
+        }
+        None => conditions.set(
             CONDITION_READY,
-            ready,
-            if ready { "Projected" } else { "NoValue" },
-            match &next.current_version {
-                Some(version) => {
-                    format!("Secret {} holds version {version}", policy.spec.target.name)
-                }
-                None => "no value has been projected yet".into(),
-            },
+            false,
+            "NoValue",
+            "no value has been projected yet",
         ),
-        now,
-    );
+    }
     status::apply_status(ctx, KIND, policy, policy.status.as_ref(), &next).await?;
     for (type_, reason, note, notification) in progress.events {
         ctx.publish(policy, type_, reason, note).await;

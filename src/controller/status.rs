@@ -112,9 +112,7 @@ where
         + std::fmt::Debug,
     S: ObjectStatus,
 {
-    use crate::api::v1alpha1::{
-        CONDITION_VALIDATED, ConditionUpdate, find_condition, upsert_condition,
-    };
+    use crate::api::v1alpha1::{CONDITION_VALIDATED, Conditions, find_condition};
     use kube::runtime::events::EventType;
 
     let generation = object.meta().generation;
@@ -126,16 +124,11 @@ where
     };
     let before = find_condition(next.conditions_mut(), CONDITION_VALIDATED)
         .map(|c| (c.status == "True", c.message.clone()));
-    upsert_condition(
-        next.conditions_mut(),
-        ConditionUpdate {
-            type_: CONDITION_VALIDATED,
-            status: passed,
-            reason,
-            message: message.clone(),
-            observed_generation: generation,
-        },
-        now(),
+    Conditions::new(next.conditions_mut(), generation, now()).set(
+        CONDITION_VALIDATED,
+        passed,
+        reason,
+        &message,
     );
     apply_status(ctx, kind, object, current, &next).await?;
     if before != Some((passed, message.clone())) {

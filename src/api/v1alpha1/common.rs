@@ -97,37 +97,48 @@ pub struct ConfigMapKeyReference {
     pub key: String,
 }
 
-/// A condition about to be written: everything but the transition time, which
-/// [`upsert_condition`] carries over when the status did not change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConditionUpdate<'a> {
-    pub type_: &'a str,
-    pub status: bool,
-    pub reason: &'a str,
-    pub message: String,
-    pub observed_generation: Option<i64>,
+/// Sets the conditions of one status, at one time and for one generation: what each
+/// controller does when it writes its status.
+pub struct Conditions<'c> {
+    conditions: &'c mut Vec<Condition>,
+    observed_generation: Option<i64>,
+    now: Time,
 }
 
-/// Sets a condition in `conditions`, keeping `lastTransitionTime` unless the status flips,
-/// so that a reconcile that changes nothing produces an identical status.
-pub fn upsert_condition(conditions: &mut Vec<Condition>, update: ConditionUpdate<'_>, now: Time) {
-    let status = if update.status { "True" } else { "False" };
-    let previous = conditions.iter().position(|c| c.type_ == update.type_);
-    let last_transition_time = match previous.map(|i| &conditions[i]) {
-        Some(old) if old.status == status => old.last_transition_time.clone(),
-        _ => now,
-    };
-    let condition = Condition {
-        type_: update.type_.to_owned(),
-        status: status.to_owned(),
-        reason: update.reason.to_owned(),
-        message: update.message,
-        observed_generation: update.observed_generation,
-        last_transition_time,
-    };
-    match previous {
-        Some(i) => conditions[i] = condition,
-        None => conditions.push(condition),
+impl<'c> Conditions<'c> {
+    pub fn new(
+        conditions: &'c mut Vec<Condition>,
+        observed_generation: Option<i64>,
+        now: Time,
+    ) -> Self {
+        Self {
+            conditions,
+            observed_generation,
+            now,
+        }
+    }
+
+    /// Sets one condition, keeping `lastTransitionTime` unless the status flips, so that
+    /// a reconcile that changes nothing produces an identical status.
+    pub fn set(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>) {
+        let status = if status { "True" } else { "False" };
+        let previous = self.conditions.iter().position(|c| c.type_ == type_);
+        let last_transition_time = match previous.map(|i| &self.conditions[i]) {
+            Some(old) if old.status == status => old.last_transition_time.clone(),
+            _ => self.now.clone(),
+        };
+        let condition = Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.into(),
+            observed_generation: self.observed_generation,
+            last_transition_time,
+        };
+        match previous {
+            Some(i) => self.conditions[i] = condition,
+            None => self.conditions.push(condition),
+        }
     }
 }
 
@@ -145,14 +156,9 @@ mod tests {
         Time(Timestamp::from_second(seconds).unwrap())
     }
 
-    fn update(status: bool, reason: &str) -> ConditionUpdate<'_> {
-        ConditionUpdate {
-            type_: CONDITION_READY,
-            status,
-            reason,
-            message: format!("because {reason}"),
-            observed_generation: Some(1),
-        }
+    fn set(conditions: &mut Vec<Condition>, status: bool, reason: &str, now: Time) {
+        let message = format!("because {reason}");
+        Conditions::new(conditions, Some(1), now).set(CONDITION_READY, status, reason, message);
     }
 
     #[test]
@@ -177,8 +183,8 @@ mod tests {
     #[test]
     fn an_unchanged_condition_keeps_its_transition_time() {
         let mut conditions = Vec::new();
-        upsert_condition(&mut conditions, update(true, "Applied"), at(10));
-        upsert_condition(&mut conditions, update(true, "StillApplied"), at(20));
+        set(&mut conditions, true, "Applied", at(10));
+        set(&mut conditions, true, "StillApplied", at(20));
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, at(10));
         assert_eq!(conditions[0].reason, "StillApplied");
@@ -187,8 +193,8 @@ mod tests {
     #[test]
     fn a_flipped_condition_moves_its_transition_time() {
         let mut conditions = Vec::new();
-        upsert_condition(&mut conditions, update(true, "Applied"), at(10));
-        upsert_condition(&mut conditions, update(false, "Broken"), at(20));
+        set(&mut conditions, true, "Applied", at(10));
+        set(&mut conditions, false, "Broken", at(20));
         assert_eq!(conditions[0].last_transition_time, at(20));
         assert_eq!(conditions[0].status, "False");
     }

@@ -2,8 +2,8 @@
 
 use crate::{
     api::v1alpha1::{
-        CONDITION_READY, CONDITION_SYNCED, CONDITION_VALIDATED, ConditionUpdate, ConfigEntryStatus,
-        EnvironmentPhase, EnvironmentStatus, Time, upsert_condition,
+        CONDITION_READY, CONDITION_SYNCED, CONDITION_VALIDATED, Conditions, ConfigEntryStatus,
+        EnvironmentPhase, EnvironmentStatus, Time,
     },
     store::AppliedState,
 };
@@ -115,51 +115,24 @@ pub fn build_status(
 ) -> ConfigEntryStatus {
     let mut status = current.cloned().unwrap_or_default();
     status.observed_generation = report.generation;
-    let condition = |type_, ok, reason, message| ConditionUpdate {
-        type_,
-        status: ok,
-        reason,
-        message,
-        observed_generation: report.generation,
-    };
-    match &report.validated {
-        Ok(message) => upsert_condition(
-            &mut status.conditions,
-            condition(CONDITION_VALIDATED, true, "Valid", message.clone()),
-            now.clone(),
-        ),
-        Err((reason, message)) => upsert_condition(
-            &mut status.conditions,
-            condition(CONDITION_VALIDATED, false, reason, message.clone()),
-            now.clone(),
-        ),
-    }
     if let Some((version, checksum)) = &report.latest {
         status.latest_version = Some(*version);
         status.latest_checksum = Some(checksum.clone());
-    }
-    if let Some(sync) = &report.sync {
-        upsert_condition(
-            &mut status.conditions,
-            condition(
-                CONDITION_SYNCED,
-                sync.synced,
-                sync.reason,
-                sync.message.clone(),
-            ),
-            now.clone(),
-        );
     }
     if !report.environments.is_empty() {
         status.environments = report.environments.iter().map(environment_status).collect();
         status.summary = Some(summary(&status.environments));
     }
+    let mut conditions = Conditions::new(&mut status.conditions, report.generation, now);
+    match &report.validated {
+        Ok(message) => conditions.set(CONDITION_VALIDATED, true, "Valid", message),
+        Err((reason, message)) => conditions.set(CONDITION_VALIDATED, false, reason, message),
+    }
+    if let Some(sync) = &report.sync {
+        conditions.set(CONDITION_SYNCED, sync.synced, sync.reason, &sync.message);
+    }
     let (ready, reason, message) = readiness(report);
-    upsert_condition(
-        &mut status.conditions,
-        condition(CONDITION_READY, ready, reason, message),
-        now,
-    );
+    conditions.set(CONDITION_READY, ready, reason, message);
     status
 }
 
