@@ -16,16 +16,14 @@ use std::time::Instant;
 
 use kube::Api;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, env, free_port, install_crds, namespace, operator_writes};
+use support::{Operator, free_port, fresh_namespace, operator_writes};
 
 #[tokio::main]
 async fn main() {
     let Some(entries) = common::entries_argument("converge", 1_000) else {
         return;
     };
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "bench-converge").await;
+    let (client, ns) = fresh_namespace("bench-converge").await;
     let api: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
 
     // Everything exists before the operator starts: a cold start over a full cluster.

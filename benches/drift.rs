@@ -21,7 +21,7 @@ use kube::{
 };
 use serde_json::json;
 use summit_config::api::v1alpha1::{ConfigEntry, DriftCheck};
-use support::{Operator, env, eventually, free_port, install_crds, metric, namespace};
+use support::{Operator, eventually, free_port, fresh_namespace, metric};
 
 const BACKENDS: [&str; 3] = ["kubernetes", "consul", "postgres"];
 /// Passes measured after the first one.
@@ -32,9 +32,7 @@ async fn main() {
     let Some(entries) = common::entries_argument("drift", 2_000) else {
         return;
     };
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "bench-drift").await;
+    let (client, ns) = fresh_namespace("bench-drift").await;
     let api: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
     common::create_entries(&api, &ns, entries).await;
     let port = free_port();

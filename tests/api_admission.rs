@@ -11,12 +11,10 @@ use kube::{
 };
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ConfigChange, ConfigEntry};
-use support::{env, grant, install_crds, namespace};
+use support::{env, fresh_namespace, grant};
 
 async fn setup(test: &str) -> (Client, String) {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, test).await;
+    let (client, ns) = fresh_namespace(test).await;
     (client, ns)
 }
 

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{
     CONDITION_READY, CONDITION_VALIDATED, ConfigEntry, EnvironmentPhase, find_condition,
 };
-use support::{Operator, consul_get, env, eventually, install_crds, namespace, postgres};
+use support::{Operator, consul_get, eventually, fresh_namespace, postgres};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -28,9 +28,7 @@ struct Setup {
 }
 
 async fn setup(test: &str) -> Setup {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, test).await;
+    let (client, ns) = fresh_namespace(test).await;
     let operator = Operator::start(&ns);
     Setup {
         entries: Api::namespaced(client.clone(), &ns),

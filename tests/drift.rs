@@ -20,14 +20,12 @@ use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{
     ConfigEntry, DriftCheck, DriftCheckStatus, SecretRotationPolicy,
 };
-use support::{Operator, consul_get, env, eventually, install_crds, namespace, postgres};
+use support::{Operator, consul_get, env, eventually, fresh_namespace, postgres};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn setup(test: &str, remediation: &str, interval: &str) -> (Client, String, Operator) {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, test).await;
+    let (client, ns) = fresh_namespace(test).await;
     let operator = Operator::start(&ns);
     let entry: ConfigEntry = serde_json::from_value(json!({
         "apiVersion": "config.summit.io/v1alpha1",
@@ -303,9 +301,7 @@ async fn secret_data(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<S
 
 #[tokio::test]
 async fn a_hand_edited_secret_is_reported_by_checksum_and_restored() {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "drift-secret").await;
+    let (client, ns) = fresh_namespace("drift-secret").await;
     let _operator = Operator::start(&ns);
     // A value the operator generates and keeps, referenced by an entry.
     let policy: SecretRotationPolicy = serde_json::from_value(json!({

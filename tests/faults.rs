@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{
     CONDITION_READY, CONDITION_SYNCED, ConfigEntry, find_condition,
 };
-use support::{Operator, consul_get, env, eventually, install_crds, namespace, postgres};
+use support::{Operator, consul_get, eventually, fresh_namespace, postgres};
 use tokio::sync::Mutex;
 
 /// One fault at a time: the services are shared by every test in the binary.
@@ -38,9 +38,7 @@ fn entry(ns: &str, data: Value, environment: Value) -> ConfigEntry {
 }
 
 async fn setup(test: &str) -> (Client, String, Api<ConfigEntry>, Api<ConfigMap>) {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, test).await;
+    let (client, ns) = fresh_namespace(test).await;
     (
         client.clone(),
         ns.clone(),

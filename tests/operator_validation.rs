@@ -16,7 +16,7 @@ use summit_config::api::v1alpha1::{
     CONDITION_VALIDATED, Condition, ConfigChange, ConfigEntry, DriftCheck, SecretRotationPolicy,
     find_condition,
 };
-use support::{Operator, env, eventually, install_crds, namespace};
+use support::{Operator, eventually, fresh_namespace};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -84,9 +84,7 @@ has_status!(ConfigEntry, ConfigChange, SecretRotationPolicy, DriftCheck);
 
 #[tokio::test]
 async fn a_schema_violation_names_the_environment_and_the_path() {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "schema-violation").await;
+    let (client, ns) = fresh_namespace("schema-violation").await;
     let _operator = Operator::start(&ns);
     let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
 
@@ -135,9 +133,7 @@ async fn a_schema_violation_names_the_environment_and_the_path() {
 
 #[tokio::test]
 async fn an_invalid_schema_and_a_schema_from_a_config_map_are_reported() {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "schema-sources").await;
+    let (client, ns) = fresh_namespace("schema-sources").await;
     let _operator = Operator::start(&ns);
     let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
 
@@ -197,9 +193,7 @@ async fn an_invalid_schema_and_a_schema_from_a_config_map_are_reported() {
 
 #[tokio::test]
 async fn every_controller_reports_its_observed_generation() {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "observed-generation").await;
+    let (client, ns) = fresh_namespace("observed-generation").await;
     let _operator = Operator::start(&ns);
 
     let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
@@ -276,9 +270,7 @@ async fn every_controller_reports_its_observed_generation() {
 
 #[tokio::test]
 async fn a_config_map_the_entry_does_not_own_is_never_taken_over() {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "not-owned").await;
+    let (client, ns) = fresh_namespace("not-owned").await;
     let _operator = Operator::start(&ns);
     // Somebody's ConfigMap, under the name the entry's development environment targets.
     let theirs: ConfigMap = serde_json::from_value(json!({

@@ -14,7 +14,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{SecretRotationPolicy, find_condition};
-use support::{Operator, env, eventually, install_crds, namespace, pause, postgres};
+use support::{Operator, env, eventually, fresh_namespace, pause, postgres};
 use tokio::sync::Mutex;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -37,6 +37,16 @@ async fn secrets_manager() -> SecretsManager {
         .load()
         .await;
     SecretsManager::new(&config)
+}
+
+/// Creates a secret in moto, as someone would before the operator adopts or reads it.
+async fn create_aws_secret(aws: &SecretsManager, id: &str, value: &str) {
+    aws.create_secret()
+        .name(id)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create {id} in moto: {e:?}"));
 }
 
 /// The value at a stage, and its version id.
@@ -131,18 +141,11 @@ async fn request_rotation(policies: &Api<SecretRotationPolicy>, name: &str, requ
 #[tokio::test]
 async fn aws_secrets_rotate_on_demand_and_on_schedule_and_retire_after_the_grace_period() {
     let _moto = MOTO.lock().await;
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "aws-rotation").await;
+    let (client, ns) = fresh_namespace("aws-rotation").await;
     let _operator = Operator::start(&ns);
     let aws = secrets_manager().await;
     let id = format!("tests/{ns}/database");
-    aws.create_secret()
-        .name(&id)
-        .secret_string("initial-password-value")
-        .send()
-        .await
-        .expect("create the secret in moto");
+    create_aws_secret(&aws, &id, "initial-password-value").await;
 
     let policies: Api<SecretRotationPolicy> = Api::namespaced(client.clone(), &ns);
     let spec = json!({
@@ -234,9 +237,7 @@ async fn aws_secrets_rotate_on_demand_and_on_schedule_and_retire_after_the_grace
 
 #[tokio::test]
 async fn the_previous_value_stays_while_a_restart_target_runs_it() {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "rotation-consumers").await;
+    let (client, ns) = fresh_namespace("rotation-consumers").await;
     let _operator = Operator::start(&ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let deployment: Deployment = serde_json::from_value(json!({
@@ -412,18 +413,11 @@ async fn webhook() -> (String, std::sync::Arc<Mutex<Vec<Value>>>) {
 #[tokio::test]
 async fn a_rotation_survives_secrets_manager_hanging() {
     let _moto = MOTO.lock().await;
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "moto-down").await;
+    let (client, ns) = fresh_namespace("moto-down").await;
     let _operator = Operator::start(&ns);
     let aws = secrets_manager().await;
     let id = format!("tests/{ns}/cache");
-    aws.create_secret()
-        .name(&id)
-        .secret_string("last-good-value")
-        .send()
-        .await
-        .expect("create the secret in moto");
+    create_aws_secret(&aws, &id, "last-good-value").await;
     let policies: Api<SecretRotationPolicy> = Api::namespaced(client.clone(), &ns);
     let spec = json!({
         "provider": "AwsSecretsManager",
@@ -493,12 +487,7 @@ async fn a_rotation_survives_secrets_manager_hanging() {
     // Another secret is deleted upstream: its rotation fails and says so, and its
     // Secret keeps what it had.
     let gone_id = format!("tests/{ns}/gone");
-    aws.create_secret()
-        .name(&gone_id)
-        .secret_string("value-before-deletion")
-        .send()
-        .await
-        .expect("create the secret in moto");
+    create_aws_secret(&aws, &gone_id, "value-before-deletion").await;
     let spec = json!({
         "provider": "AwsSecretsManager",
         "secretId": gone_id,
@@ -538,18 +527,11 @@ async fn a_rotation_survives_secrets_manager_hanging() {
 #[tokio::test]
 async fn no_secret_value_reaches_logs_events_status_postgres_or_consul() {
     let _moto = MOTO.lock().await;
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "no-leaks").await;
+    let (client, ns) = fresh_namespace("no-leaks").await;
     let _operator = Operator::start(&ns);
     let aws = secrets_manager().await;
     let id = format!("tests/{ns}/leak-check");
-    aws.create_secret()
-        .name(&id)
-        .secret_string("fetched-value-7f3a9c")
-        .send()
-        .await
-        .expect("create the secret in moto");
+    create_aws_secret(&aws, &id, "fetched-value-7f3a9c").await;
     let policies: Api<SecretRotationPolicy> = Api::namespaced(client.clone(), &ns);
     for (name, provider, secret_id) in [
         ("aws", "AwsSecretsManager", id.as_str()),
@@ -574,12 +556,7 @@ async fn no_secret_value_reaches_logs_events_status_postgres_or_consul() {
 
     // A ConfigEntry fetches a value of its own through a reference.
     let fetched = format!("tests/{ns}/fetched");
-    aws.create_secret()
-        .name(&fetched)
-        .secret_string(r#"{"password":"entry-fetched-value-51d2"}"#)
-        .send()
-        .await
-        .expect("create the secret in moto");
+    create_aws_secret(&aws, &fetched, r#"{"password":"entry-fetched-value-51d2"}"#).await;
     let entry: summit_config::api::v1alpha1::ConfigEntry = serde_json::from_value(json!({
         "apiVersion": "config.summit.io/v1alpha1",
         "kind": "ConfigEntry",
@@ -696,18 +673,16 @@ async fn no_secret_value_reaches_logs_events_status_postgres_or_consul() {
 #[tokio::test]
 async fn a_config_entry_projects_aws_and_in_cluster_references_and_stores_only_references() {
     let _moto = MOTO.lock().await;
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "entry-secrets").await;
+    let (client, ns) = fresh_namespace("entry-secrets").await;
     let _operator = Operator::start_with(&ns, &["--secret-refresh-seconds", "2"]);
     let aws = secrets_manager().await;
     let id = format!("tests/{ns}/db");
-    aws.create_secret()
-        .name(&id)
-        .secret_string(r#"{"user":"app","password":"first-db-password"}"#)
-        .send()
-        .await
-        .expect("create the secret in moto");
+    create_aws_secret(
+        &aws,
+        &id,
+        r#"{"user":"app","password":"first-db-password"}"#,
+    )
+    .await;
 
     // An in-cluster secret, generated by its policy.
     let policies: Api<SecretRotationPolicy> = Api::namespaced(client.clone(), &ns);
@@ -850,19 +825,12 @@ async fn a_config_entry_projects_aws_and_in_cluster_references_and_stores_only_r
 #[tokio::test]
 async fn a_namespace_reaches_only_its_own_aws_secrets_through_the_operator() {
     let _moto = MOTO.lock().await;
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "tenant").await;
+    let (client, ns) = fresh_namespace("tenant").await;
     let _operator = Operator::start(&ns);
     let aws = secrets_manager().await;
     // Another tenant's secret: outside `tests/<ns>/`, the prefix this namespace gets.
     let theirs = format!("tests/other-{ns}/db");
-    aws.create_secret()
-        .name(&theirs)
-        .secret_string("another-tenants-password")
-        .send()
-        .await
-        .expect("create the secret in moto");
+    create_aws_secret(&aws, &theirs, "another-tenants-password").await;
 
     let entries: Api<summit_config::api::v1alpha1::ConfigEntry> =
         Api::namespaced(client.clone(), &ns);

@@ -12,7 +12,7 @@ use kube::{
 };
 use serde_json::json;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, env, eventually, install_crds, namespace, operator_writes, postgres};
+use support::{Operator, env, eventually, fresh_namespace, operator_writes, postgres};
 
 const ENTRIES: usize = 200;
 const IDLE: Duration = Duration::from_secs(60);
@@ -71,9 +71,7 @@ async fn consul_index(prefix: &str) -> String {
 
 #[tokio::test]
 async fn an_idle_minute_writes_nothing_anywhere() {
-    let client = env().admin().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "steady-state").await;
+    let (client, ns) = fresh_namespace("steady-state").await;
     let port = free_port();
     let _operator = Operator::start_with(&ns, &["--http-addr", &format!("127.0.0.1:{port}")]);
     let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);

@@ -182,6 +182,15 @@ pub async fn grant(client: &Client, ns: &str, user: &str, role: &str) {
         .unwrap_or_else(|error| panic!("grant {role} to {user} in {ns}: {error}"));
 }
 
+/// An admin client, the CRDs installed, and a new namespace for `test`: how a test
+/// starts.
+pub async fn fresh_namespace(test: &str) -> (Client, String) {
+    let client = env().admin().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, test).await;
+    (client, ns)
+}
+
 /// Creates a fresh namespace for one test, named after it.
 pub async fn namespace(client: &Client, test: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
