@@ -301,6 +301,20 @@ async fn a_config_map_the_entry_does_not_own_is_never_taken_over() {
     })
     .await;
     assert!(message.contains("payments-development"), "{message}");
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let degraded = eventually("a Degraded Event", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Degraded"))
+    })
+    .await;
+    assert_eq!(degraded.type_.as_deref(), Some("Warning"));
+    let note = degraded.note.unwrap_or_default();
+    assert!(
+        note.starts_with("development: ") && note.contains("belongs to nobody in summit-config"),
+        "{note}"
+    );
     // Production, whose target is free, is projected as always.
     eventually("production's ConfigMap", WAIT, || async {
         config_maps.get_opt("payments-production").await.ok()?

@@ -26,7 +26,7 @@ use super::{
 use crate::{
     api::v1alpha1::{
         CONDITION_VALIDATED, ConfigChange, ConfigChangeSpec, ConfigEntry, ConfigFormat,
-        EnvironmentPhase, EnvironmentSpec, find_condition,
+        EnvironmentPhase, EnvironmentSpec, EnvironmentStatus, find_condition,
     },
     controller::{Context, Error, FIELD_MANAGER, Result, status},
     project::{
@@ -522,7 +522,8 @@ impl Stale {
 }
 
 /// Writes the status the report describes (only if it changed) and publishes an Event
-/// when the validation verdict changes.
+/// when the validation verdict changes, and when an environment becomes degraded (or
+/// degraded for another reason) or recovers: never twice for the same state.
 async fn finish(ctx: &Context, entry: &ConfigEntry, report: &Report) -> Result<()> {
     let current = entry.status.as_ref();
     let next = build_status(current, report, status::now());
@@ -541,6 +542,34 @@ async fn finish(ctx: &Context, entry: &ConfigEntry, report: &Report) -> Result<(
             (EventType::Warning, "ValidationFailed")
         };
         ctx.publish(entry, type_, reason, after.1).await;
+    }
+    let degraded = |environments: &[EnvironmentStatus], name: &str| {
+        environments
+            .iter()
+            .find(|e| e.name == name && e.phase == Some(EnvironmentPhase::Degraded))
+            .map(|e| e.message.clone().unwrap_or_default())
+    };
+    let previous = current
+        .map(|s| s.environments.as_slice())
+        .unwrap_or_default();
+    for environment in &next.environments {
+        let was = degraded(previous, &environment.name);
+        match degraded(&next.environments, &environment.name) {
+            Some(message) if was.as_ref() != Some(&message) => {
+                let note = format!("{}: {message}", environment.name);
+                ctx.publish(entry, EventType::Warning, "Degraded", note)
+                    .await;
+            }
+            None if was.is_some() => {
+                let phase = environment
+                    .phase
+                    .map_or_else(|| "unknown".to_owned(), |p| format!("{p:?}"));
+                let note = format!("{} is {phase} again", environment.name);
+                ctx.publish(entry, EventType::Normal, "Recovered", note)
+                    .await;
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
