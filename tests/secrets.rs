@@ -708,13 +708,13 @@ async fn a_config_entry_projects_aws_and_in_cluster_references_and_stores_only_r
         d.get("value") == Some(&session)
     })
     .await;
-    let edit = json!({"stringData": {"value": "hand-edited"}});
+    let edit = json!({"stringData": {"value": "hand-edited", "INJECTED": "by hand"}});
     secrets
         .patch("session-key", &PatchParams::default(), &Patch::Merge(&edit))
         .await
         .expect("edit the target by hand");
     target(&client, &ns, "session-key", |d| {
-        d.get("value") == Some(&session)
+        d.get("value") == Some(&session) && !d.contains_key("INJECTED")
     })
     .await;
 

@@ -691,7 +691,15 @@ async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Resu
                 .ok_or(Error::CacheClosed)?;
             match &drift.repair {
                 Repair::ConfigMap(projection) => {
-                    restore_config_map(ctx, &entry, projection).await?;
+                    if let Err(error) = restore_config_map(ctx, &entry, projection).await {
+                        let note = format!(
+                            "{} {}: cannot restore {}: {error}",
+                            drift.entry, drift.environment, drift.location
+                        );
+                        ctx.publish(check, EventType::Warning, "RemediationFailed", note)
+                            .await;
+                        return Ok(false);
+                    }
                 }
                 Repair::Secret => {
                     if let Err(error) = restore_secret(ctx, &entry, drift).await {

@@ -28,7 +28,7 @@ use crate::{
         SecretRotationPolicy, SecretRotationPolicySpec, SecretRotationPolicyStatus, Time,
         parse_duration,
     },
-    project::{ProjectedSecret, desired_secret, key_checksums},
+    project::{ANNOTATION_VERSION, ProjectedSecret, desired_secret, key_checksums},
     secrets::{
         self, CURRENT, ExposeSecret, PREVIOUS, Provider, SecretProvider, SecretString, SecretValue,
         Selector, generate,
@@ -249,8 +249,6 @@ async fn step(
         .await;
     }
 
-    repair_target(policy, provider, status, progress, ctx).await?;
-
     // Due: asked for (a new value of the annotation) or scheduled.
     let request = policy.annotations().get(ROTATE_ANNOTATION).cloned();
     let requested = request.is_some() && request != status.last_handled_request;
@@ -329,7 +327,8 @@ async fn step(
             record(ctx, policy, schedule, status, "retired").await;
         }
     }
-    Ok(())
+    // Last, so that a rotation or retirement this reconcile finishes comes first.
+    repair_target(policy, provider, status, progress, ctx).await
 }
 
 /// One rotation: a new version staged under a token derived from the policy and its
@@ -471,16 +470,27 @@ async fn repair_target(
     if matches(&live) {
         return Ok(());
     }
+    // A version status does not name yet was projected by a rotation that has not
+    // finished (the operator stopped part way): the rotation's retry settles it.
+    if let Some(live) = &live
+        && live
+            .annotations()
+            .get(ANNOTATION_VERSION)
+            .map(String::as_str)
+            != Some(current_version)
+    {
+        return Ok(());
+    }
     let secret_id = &policy.spec.secret_id;
     let current = provider
         .read(secret_id, Selector::Version(current_version))
         .await?;
+    // A previous version already retired (before a crash let status say so) is left out.
     let previous = match &status.previous_version {
-        Some(previous) => Some(
-            provider
-                .read(secret_id, Selector::Version(previous))
-                .await?,
-        ),
+        Some(previous) => provider
+            .read(secret_id, Selector::Version(previous))
+            .await
+            .ok(),
         None => None,
     };
     let keys = target_checksums(policy, &current, previous.as_ref());
@@ -535,10 +545,7 @@ fn target_data(
             ANNOTATION_POLICY.to_owned(),
             format!("{namespace}/{}", policy.name_any()),
         ),
-        (
-            "config.summit.io/version".to_owned(),
-            current.version_id.clone(),
-        ),
+        (ANNOTATION_VERSION.to_owned(), current.version_id.clone()),
     ]);
     if let Some(previous) = previous {
         data.insert(
@@ -572,6 +579,15 @@ async fn project(
         &target.name,
         target_checksums(policy, current, previous),
     );
+    // Keys someone else added are not ours to own through apply: remove them explicitly.
+    let foreign: serde_json::Map<String, serde_json::Value> = ctx
+        .managed_secrets
+        .get(&namespace, &target.name)
+        .iter()
+        .flat_map(|live| live.data.iter().flatten())
+        .filter(|(key, _)| !data.contains_key(*key))
+        .map(|(key, _)| (key.clone(), serde_json::Value::Null))
+        .collect();
     let secret = desired_secret(
         policy,
         &ProjectedSecret {
@@ -581,14 +597,23 @@ async fn project(
             annotations,
         },
     );
-    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    api.patch(
+        &target.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
+    ctx.count_write(KIND, "secret");
+    if !foreign.is_empty() {
+        api.patch(
             &target.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": foreign})),
         )
         .await?;
-    ctx.count_write(KIND, "secret");
+        ctx.count_write(KIND, "secret");
+    }
     Ok(())
 }
 

@@ -543,11 +543,13 @@ async fn finish(ctx: &Context, entry: &ConfigEntry, report: &Report) -> Result<(
         };
         ctx.publish(entry, type_, reason, after.1).await;
     }
+    // Degraded with a reason: an environment held back by an invalid spec has none of
+    // its own, and the ValidationFailed Event says why.
     let degraded = |environments: &[EnvironmentStatus], name: &str| {
         environments
             .iter()
             .find(|e| e.name == name && e.phase == Some(EnvironmentPhase::Degraded))
-            .map(|e| e.message.clone().unwrap_or_default())
+            .and_then(|e| e.message.clone())
     };
     let previous = current
         .map(|s| s.environments.as_slice())

@@ -61,10 +61,21 @@ async fn write_config_map(
             .map_err(Error::kube(describe()))?
             .map(Arc::new),
     };
-    // Never take over a ConfigMap another entry or a person made.
+    // Never take over a ConfigMap another entry or a person made. One this operator
+    // wrote whose annotation was lost (`kubectl replace`) is still its own.
     let owner = desired.annotations().get(ANNOTATION_ENTRY);
+    let written_by_us = |live: &ConfigMap| {
+        live.annotations().get(ANNOTATION_ENTRY).is_none()
+            && live
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .any(|f| f.manager.as_deref() == Some(FIELD_MANAGER))
+    };
     if let Some(live) = &live
         && live.annotations().get(ANNOTATION_ENTRY) != owner
+        && !written_by_us(live)
     {
         return Err(Error::NotOwned {
             object: format!("ConfigMap {}/{}", projection.namespace, projection.name),

@@ -110,8 +110,6 @@ pub async fn project_secrets(
             .iter()
             .map(|(key, value)| (key.as_str(), value.expose_secret().as_bytes())),
     );
-    // What the Secret should hold, for DriftChecks: whether it is written now or not.
-    ctx.expect_secret(&namespace, &name, keys.clone());
     let annotations = BTreeMap::from([
         (
             ANNOTATION_ENTRY.to_owned(),
@@ -149,6 +147,8 @@ pub async fn project_secrets(
             "Secret {namespace}/{name} exists and belongs to {holder}; name another target (secret.name) or remove that Secret"
         ));
     }
+    // What the Secret should hold, for DriftChecks: whether it is written now or not.
+    ctx.expect_secret(&namespace, &name, keys.clone());
     if let Some(live) = &live {
         let same_versions = live.annotations().get(ANNOTATION_SECRETS_CHECKSUM) == Some(&sum);
         let stamped = annotations
