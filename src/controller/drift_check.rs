@@ -481,30 +481,21 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
                 checksum: want.checksum.clone(),
                 data: rendered.clone(),
             };
-            let Some(live) = live else {
-                drifts.push(Drift {
-                    repair: Repair::ConfigMap(projection),
-                    ..drift(
-                        entry,
-                        want,
-                        location,
-                        DriftSource::Kubernetes,
-                        vec!["$".into()],
-                        None,
-                    )
-                });
-                continue;
+            let (paths, actual) = match live {
+                None => (vec!["$".into()], None),
+                Some(live) => {
+                    let data = live.data.clone().unwrap_or_default();
+                    let annotations = live.annotations();
+                    let stamped = annotations.get(ANNOTATION_CHECKSUM);
+                    let version_ok =
+                        annotations.get(ANNOTATION_VERSION) == Some(&want.version.to_string());
+                    if data == rendered && version_ok && stamped == Some(&want.checksum) {
+                        continue;
+                    }
+                    let actual = crate::resolve::checksum(&json!(data));
+                    (differing_paths(&rendered, &data, format), Some(actual))
+                }
             };
-            let data = live.data.clone().unwrap_or_default();
-            let annotations = live.annotations();
-            let stamped = annotations.get(ANNOTATION_CHECKSUM).cloned();
-            let version_ok = annotations.get(ANNOTATION_VERSION) == Some(&want.version.to_string());
-            if data == rendered && version_ok && stamped.as_deref() == Some(want.checksum.as_str())
-            {
-                continue;
-            }
-            let paths = differing_paths(&rendered, &data, format);
-            let actual = crate::resolve::checksum(&json!(data));
             drifts.push(Drift {
                 repair: Repair::ConfigMap(projection),
                 ..drift(
@@ -513,7 +504,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
                     location,
                     DriftSource::Kubernetes,
                     paths,
-                    Some(actual),
+                    actual,
                 )
             });
         }

@@ -75,6 +75,22 @@ impl ManagedSecrets {
         self.stores.iter().flat_map(Store::state).collect()
     }
 
+    /// A Secret read from the apiserver rather than the cache, its values replaced by
+    /// their checksums as the cache would hold it.
+    pub async fn fetch(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+    ) -> kube::Result<Option<Arc<Secret>>> {
+        let found = Api::<Secret>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?;
+        Ok(found.map(|mut secret| {
+            forget_values(&mut secret);
+            Arc::new(secret)
+        }))
+    }
+
     pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
         for store in &self.stores {
             store.wait_until_ready().await?;
@@ -161,9 +177,8 @@ fn owner(secret: &Secret) -> Option<Owner> {
     Some(Owner::Policy(ObjectRef::new(name).within(namespace)))
 }
 
-/// Replaces each value by its checksum, before the Secret reaches the cache (or
-/// anything else that only compares).
-pub fn forget_values(secret: &mut Secret) {
+/// Replaces each value by its checksum, before the Secret reaches the cache.
+fn forget_values(secret: &mut Secret) {
     let salt = secret
         .annotations()
         .get(ANNOTATION_SECRETS_CHECKSUM)

@@ -18,7 +18,7 @@ use tracing::instrument;
 
 use super::{
     Context, Error, FIELD_MANAGER, Result,
-    managed_secrets::{ANNOTATION_POLICY, cached_checksums, forget_values},
+    managed_secrets::{ANNOTATION_POLICY, ManagedSecrets, cached_checksums},
     observed, requeue_after_error,
     status::{self, Invalid, now},
 };
@@ -28,7 +28,7 @@ use crate::{
         SecretRotationPolicy, SecretRotationPolicySpec, SecretRotationPolicyStatus, Time,
         parse_duration,
     },
-    project::{ANNOTATION_VERSION, ProjectedSecret, desired_secret, key_checksums},
+    project::{ANNOTATION_VERSION, ProjectedSecret, desired_secret, foreign_keys, key_checksums},
     secrets::{
         self, CURRENT, ExposeSecret, PREVIOUS, Provider, SecretProvider, SecretString, SecretValue,
         Selector, generate,
@@ -459,14 +459,9 @@ async fn repair_target(
         return Ok(());
     }
     // The cache may not have seen this process's last write yet: ask the apiserver.
-    live = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(name)
+    live = ManagedSecrets::fetch(&ctx.client, &namespace, name)
         .await
-        .map_err(unavailable)?
-        .map(|mut found| {
-            forget_values(&mut found);
-            Arc::new(found)
-        });
+        .map_err(unavailable)?;
     if matches(&live) {
         return Ok(());
     }
@@ -579,15 +574,12 @@ async fn project(
         &target.name,
         target_checksums(policy, current, previous),
     );
-    // Keys someone else added are not ours to own through apply: remove them explicitly.
-    let foreign: serde_json::Map<String, serde_json::Value> = ctx
-        .managed_secrets
-        .get(&namespace, &target.name)
-        .iter()
-        .flat_map(|live| live.data.iter().flatten())
-        .filter(|(key, _)| !data.contains_key(*key))
-        .map(|(key, _)| (key.clone(), serde_json::Value::Null))
-        .collect();
+    let live = ctx.managed_secrets.get(&namespace, &target.name);
+    let foreign = foreign_keys(
+        live.iter()
+            .flat_map(|l| l.data.iter().flatten().map(|(k, _)| k)),
+        &data,
+    );
     let secret = desired_secret(
         policy,
         &ProjectedSecret {
@@ -605,11 +597,11 @@ async fn project(
     )
     .await?;
     ctx.count_write(KIND, "secret");
-    if !foreign.is_empty() {
+    if let Some(removal) = foreign {
         api.patch(
             &target.name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"data": foreign})),
+            &Patch::Merge(removal),
         )
         .await?;
         ctx.count_write(KIND, "secret");

@@ -12,3 +12,38 @@ pub use config_map::{
 };
 pub use render::{CONFIG_MAP_LIMIT, RenderError, render};
 pub use secret::{ANNOTATION_SECRETS_CHECKSUM, ProjectedSecret, desired_secret, key_checksums};
+
+/// The keys of a live object's `data` that the projection does not have, as a merge
+/// patch removing them: keys someone else added are not ours to own through apply, so
+/// they are removed explicitly and the object holds exactly what was projected.
+pub fn foreign_keys<'a, V>(
+    live: impl IntoIterator<Item = &'a String>,
+    projected: &std::collections::BTreeMap<String, V>,
+) -> Option<serde_json::Value> {
+    let extra: serde_json::Map<String, serde_json::Value> = live
+        .into_iter()
+        .filter(|key| !projected.contains_key(*key))
+        .map(|key| (key.clone(), serde_json::Value::Null))
+        .collect();
+    (!extra.is_empty()).then(|| serde_json::json!({"data": extra}))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::foreign_keys;
+
+    #[test]
+    fn keys_added_by_hand_are_found() {
+        let live = ["config.json".to_owned(), "injected".to_owned()];
+        let rendered = BTreeMap::from([("config.json".to_owned(), "{}".to_owned())]);
+        assert_eq!(
+            foreign_keys(&live, &rendered),
+            Some(json!({"data": {"injected": null}}))
+        );
+        assert_eq!(foreign_keys(&live[..1], &rendered), None);
+    }
+}

@@ -1,19 +1,19 @@
 //! Applying an entry's projections to the cluster.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     ResourceExt,
     api::{Patch, PatchParams},
 };
-use serde_json::{Map, Value, json};
 
 use crate::{
     api::v1alpha1::ConfigEntry,
     controller::{Context, Error, FIELD_MANAGER, Result},
     project::{
-        ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, ProjectedConfigMap, desired_config_map, needs_apply,
+        ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, ProjectedConfigMap, desired_config_map,
+        foreign_keys, needs_apply,
     },
     telemetry::WriteLabels,
 };
@@ -107,29 +107,20 @@ async fn write_config_map(
 
     // Keys someone else added are not ours to own through apply: remove them explicitly,
     // so the ConfigMap holds exactly the rendered content.
-    if let Some(extra) = foreign_keys(live.as_deref(), &projection.data) {
+    let live_keys = live
+        .iter()
+        .flat_map(|l| l.data.iter().flatten().map(|(k, _)| k));
+    if let Some(removal) = foreign_keys(live_keys, &projection.data) {
         api.patch(
             &projection.name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"data": extra})),
+            &Patch::Merge(removal),
         )
         .await
         .map_err(Error::kube(describe()))?;
         ctx.count_write("ConfigEntry", "configmap");
     }
     Ok(true)
-}
-
-/// The data keys of `live` that the render does not have, as a merge patch removing them.
-fn foreign_keys(live: Option<&ConfigMap>, rendered: &BTreeMap<String, String>) -> Option<Value> {
-    let extra: Map<String, Value> = live?
-        .data
-        .as_ref()?
-        .keys()
-        .filter(|key| !rendered.contains_key(*key))
-        .map(|key| (key.clone(), Value::Null))
-        .collect();
-    (!extra.is_empty()).then_some(Value::Object(extra))
 }
 
 /// Counts a write to the apiserver, for the steady-state check.
@@ -139,24 +130,5 @@ impl Context {
             .apiserver_writes
             .get_or_create(&WriteLabels { kind, target })
             .inc();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_added_by_hand_are_found() {
-        let live: ConfigMap = serde_json::from_value(json!({
-            "data": {"config.json": "{}", "injected": "x"}
-        }))
-        .unwrap();
-        let rendered = BTreeMap::from([("config.json".to_owned(), "{}".to_owned())]);
-        assert_eq!(
-            foreign_keys(Some(&live), &rendered),
-            Some(json!({"injected": null}))
-        );
-        assert_eq!(foreign_keys(None, &rendered), None);
     }
 }

@@ -4,7 +4,7 @@
 //! Secret cache holds the same key checksums, so the Secret is written only when it
 //! would change.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -19,11 +19,11 @@ use crate::{
     },
     controller::{
         Context, FIELD_MANAGER,
-        managed_secrets::{cached_checksums, forget_values},
+        managed_secrets::{ManagedSecrets, cached_checksums},
     },
     project::{
         ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
-        LABEL_ENVIRONMENT, ProjectedSecret, desired_secret, key_checksums,
+        LABEL_ENVIRONMENT, ProjectedSecret, desired_secret, foreign_keys, key_checksums,
     },
     resolve::checksum,
     secrets::{
@@ -127,14 +127,9 @@ pub async fn project_secrets(
     let live = match ctx.managed_secrets.get(&namespace, &name) {
         Some(live) => Some(live),
         // Not in the cache: new, deleted, or somebody else's.
-        None => Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&name)
+        None => ManagedSecrets::fetch(&ctx.client, &namespace, &name)
             .await
-            .map_err(|error| format!("cannot read Secret {namespace}/{name}: {error}"))?
-            .map(|mut found| {
-                forget_values(&mut found);
-                Arc::new(found)
-            }),
+            .map_err(|error| format!("cannot read Secret {namespace}/{name}: {error}"))?,
     };
     if let Some(live) = &live
         && live.annotations().get(ANNOTATION_ENTRY) != Some(owner)
@@ -161,14 +156,11 @@ pub async fn project_secrets(
             return Ok(outcome);
         }
     }
-    // Keys someone else added are not ours to own through apply: remove them explicitly,
-    // so the Secret holds exactly the references' values.
-    let foreign: serde_json::Map<String, Value> = live
-        .iter()
-        .flat_map(|live| live.data.iter().flatten())
-        .filter(|(key, _)| !values.contains_key(*key))
-        .map(|(key, _)| (key.clone(), Value::Null))
-        .collect();
+    let foreign = foreign_keys(
+        live.iter()
+            .flat_map(|l| l.data.iter().flatten().map(|(k, _)| k)),
+        &values,
+    );
     let secret = desired_secret(
         entry,
         &ProjectedSecret {
@@ -187,16 +179,12 @@ pub async fn project_secrets(
     .await
     .map_err(|error| format!("cannot apply Secret {namespace}/{name}: {error}"))?;
     ctx.count_write(super::KIND, "secret");
-    if !foreign.is_empty() {
-        api.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": foreign})),
-        )
-        .await
-        .map_err(|error| {
-            format!("cannot remove foreign keys of Secret {namespace}/{name}: {error}")
-        })?;
+    if let Some(removal) = foreign {
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(removal))
+            .await
+            .map_err(|error| {
+                format!("cannot remove foreign keys of Secret {namespace}/{name}: {error}")
+            })?;
         ctx.count_write(super::KIND, "secret");
     }
     tracing::info!(secret = %format!("{namespace}/{name}"), version, "secret references projected");
