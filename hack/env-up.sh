@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Brings up a throw-away control plane and its backends for tests and the demo:
-# etcd + kube-apiserver (RBAC and ValidatingAdmissionPolicy on, TLS on loopback,
+# etcd + kube-apiserver (RBAC, ValidatingAdmissionPolicy and MutatingAdmissionPolicy on, TLS on loopback,
 # static-token users), PostgreSQL, a Consul dev agent and moto's AWS server.
 # Waits until each answers, then writes $dir/env with what tests and the demo read.
 #
@@ -74,7 +74,7 @@ start kube-apiserver "$bin/kube-apiserver" \
   --client-ca-file "$dir/pki/ca.crt" \
   --token-auth-file "$dir/tokens.csv" \
   --authorization-mode RBAC \
-  --enable-admission-plugins ValidatingAdmissionPolicy \
+  --enable-admission-plugins ValidatingAdmissionPolicy,MutatingAdmissionPolicy \
   --disable-admission-plugins ServiceAccount \
   --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file "$dir/pki/sa.pub" \

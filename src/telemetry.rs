@@ -19,10 +19,17 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use crate::cli::LogFormat;
 
 /// Starts logging to stderr. `RUST_LOG` chooses the level (default `info`).
+///
+/// Whatever it says, the Kubernetes client never logs below `error`: when it cannot
+/// decode a response it logs the whole body, which may be every tenant's config.
 pub fn init_logging(format: LogFormat) -> Result<(), String> {
+    let quiet_bodies = "kube_client::client=error"
+        .parse()
+        .map_err(|e: tracing_subscriber::filter::ParseError| e.to_string())?;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new("info,kube=warn"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .add_directive(quiet_bodies);
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry
@@ -89,6 +96,8 @@ pub struct Metrics {
     pub drift_check_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Requests to each backend, by backend.
     pub backend_requests: Family<BackendLabels, Counter>,
+    /// Objects found invalid, by kind and reason, counted as they become so.
+    pub refused_objects: Family<FailureLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -251,8 +260,15 @@ impl Default for Metrics {
             "Requests sent, by backend: kubernetes (apiserver requests, a watch counting once), consul (HTTP requests), postgres (queries or transactions)",
             backend_requests.clone(),
         );
+        let refused_objects = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "refused_objects",
+            "Objects found invalid (unreadable, outside their namespace's config ids, contradictory), by kind and reason, counted as they become so",
+            refused_objects.clone(),
+        );
         Self {
             registry,
+            refused_objects,
             reconciles,
             failures,
             reconcile_seconds,

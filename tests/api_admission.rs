@@ -215,11 +215,11 @@ async fn a_proposal_cannot_be_edited_after_creation() {
     let edits = [
         (
             json!({"spec": {"rollbackTo": 2}}),
-            "the proposal (data, patch, rollbackTo, version) is immutable",
+            "the proposal (data, patch, rollbackTo, version, approvalPolicy) is immutable",
         ),
         (
             json!({"spec": {"rollbackTo": null, "patch": {"a": 1}}}),
-            "the proposal (data, patch, rollbackTo, version) is immutable",
+            "the proposal (data, patch, rollbackTo, version, approvalPolicy) is immutable",
         ),
         (
             json!({"spec": {"environment": "development"}}),

@@ -124,8 +124,8 @@ async fn versions_are_recorded_once_per_content_change_and_projected() {
     )
     .await;
     assert_eq!(
-        audit, 3,
-        "one row for the version, one per environment applied"
+        audit, 4,
+        "one row for the claim on the config id, one for the version, one per environment applied"
     );
     let applied: Vec<(String, i32)> = sqlx::query_as(
         "SELECT environment, version FROM config_applied_state WHERE config_id = $1 ORDER BY environment",

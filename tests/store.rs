@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
-use summit_config::store::{NewVersion, Snapshot, Source, Stores, StoresConfig};
+use summit_config::store::{Claimant, NewVersion, Snapshot, Source, Stores, StoresConfig};
 use support::env;
 
 fn stores(requests: &Counter) -> Stores {
@@ -19,6 +19,14 @@ fn stores(requests: &Counter) -> Stores {
         consul_requests: Counter::default(),
     })
     .expect("stores")
+}
+
+fn claimant(namespace: &str, name: &str) -> Claimant {
+    Claimant {
+        namespace: namespace.into(),
+        name: name.into(),
+        uid: "uid-1".into(),
+    }
 }
 
 #[tokio::test]
@@ -34,7 +42,7 @@ async fn versions_missing_from_the_cache_come_in_one_query_and_then_cost_none() 
         writer
             .record(&NewVersion {
                 config_id: config_id.clone(),
-                owner: "tests/store".into(),
+                claimant: claimant("tests", "store"),
                 checksum: snapshot.checksum(),
                 snapshot,
                 source: Source::Spec,
@@ -109,7 +117,7 @@ async fn the_version_a_change_recorded_is_found_by_its_id() {
         stores
             .record(&NewVersion {
                 config_id: config_id.clone(),
-                owner: "tests/store".into(),
+                claimant: claimant("tests", "store"),
                 checksum: snapshot.checksum(),
                 snapshot,
                 source,

@@ -223,6 +223,7 @@ pub async fn propose(target: &Target, propose: &Propose, proposal: Proposal) -> 
                 .and_then(|e| e.version),
             message: propose.message.clone(),
             requested_by: user.clone(),
+            approval_policy: None,
             approvals: Vec::new(),
             rejection: None,
         },

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
-    Operator(OperatorArgs),
+    Operator(Box<OperatorArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds {
         /// Write `<crd-name>.yaml` files into this directory instead of printing.
@@ -133,6 +133,33 @@ pub struct OperatorArgs {
     #[arg(long, env = "SUMMIT_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// Reconcile only ConfigEntries, ConfigChanges, SecretRotationPolicies and
+    /// DriftChecks carrying these labels (a Kubernetes label selector, e.g.
+    /// `shard=a`): to split a large cluster between several operators, or to try a new
+    /// operator on a few objects first.
+    #[arg(long, env = "SUMMIT_WATCH_LABEL_SELECTOR")]
+    pub watch_label_selector: Option<String>,
+
+    /// Config ids of a namespace must start with this, `{namespace}` replaced (e.g.
+    /// `{namespace}/` makes team-a's ids `team-a/...`), so tenants cannot even try each
+    /// other's ids. Empty: any id, first come first served (each id still belongs to
+    /// one ConfigEntry). The chart sets `{namespace}/`.
+    #[arg(long, env = "SUMMIT_CONFIG_ID_PREFIX", default_value = "")]
+    pub config_id_prefix: String,
+
+    /// Approval floors every ConfigEntry answers to, whatever its spec says, as JSON:
+    /// a list of `{"environments": "prod*", "requiredApprovals": 1, "approvers": [...],
+    /// "approverGroups": [...]}` (`*` matches any characters). The chart passes
+    /// `approvalFloors`.
+    #[arg(long, env = "SUMMIT_APPROVAL_FLOORS", default_value = "[]")]
+    pub approval_floors: String,
+
+    /// Apply ConfigChanges even when the chart's admission policies are missing. Then
+    /// nothing proves who requested or approved a change: for development clusters
+    /// only.
+    #[arg(long, env = "SUMMIT_ALLOW_UNGUARDED")]
+    pub allow_unguarded: bool,
+
     /// PostgreSQL URL of the durable record (versions, audit trail, applied state).
     /// Without it, versions live in memory only and are lost on restart: a demo mode.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -142,6 +169,19 @@ pub struct OperatorArgs {
     /// `http://127.0.0.1:8500`. Needs --database-url.
     #[arg(long, env = "CONSUL_HTTP_ADDR")]
     pub consul_addr: Option<String>,
+
+    /// Consul ACL token. Prefer --consul-token-file, or this variable from a Secret:
+    /// never a command-line argument, which any process on the node can read.
+    #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true, hide = true)]
+    pub consul_token: Option<String>,
+
+    /// A file holding the Consul ACL token (a mounted Secret).
+    #[arg(long, env = "CONSUL_HTTP_TOKEN_FILE", value_name = "FILE")]
+    pub consul_token_file: Option<PathBuf>,
+
+    /// PEM file of the certificate authority that signed Consul's HTTPS certificate.
+    #[arg(long, env = "CONSUL_CACERT", value_name = "FILE")]
+    pub consul_ca_file: Option<PathBuf>,
 
     /// Consul key prefix under which versions are kept.
     #[arg(long, env = "SUMMIT_CONSUL_PREFIX", default_value = "summit/config")]
@@ -244,7 +284,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Crds { out_dir } => Ok(crds::print(out_dir.as_deref())?),
         Command::Operator(args) => {
             telemetry::init_logging(args.log_format).map_err(Error::Logging)?;
-            Ok(controller::run(args).await?)
+            Ok(controller::run(*args).await?)
         }
         Command::Set {
             change,

@@ -5,7 +5,7 @@
 //! its audit row) and has its entry project it. `Applied`, `Rejected`, `Failed`,
 //! `Superseded` and `Expired` are final. The `approval_workflows` table mirrors it all.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use kube::{
     ResourceExt,
@@ -16,7 +16,11 @@ use tracing::instrument;
 
 use super::{
     Context, Error, Result,
-    config_entry::validate::{compile, schema_source},
+    config_entry::{
+        claimant,
+        validate::{compile, schema_source},
+    },
+    guards::Verdict,
     observed, requeue_after_error,
     status::{self, Invalid, now},
 };
@@ -24,13 +28,19 @@ use crate::{
     api::v1alpha1::{
         CONDITION_READY, CONDITION_VALIDATED, ChangePhase, Conditions, ConfigChange,
         ConfigChangeSpec, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,
-        IgnoredApproval, parse_duration,
+        parse_duration,
     },
+    core::approval::{self, Excluded, Tally},
     project::render,
     resolve::{Snapshot, checksum, merge_patch},
-    store::{self, Application, NewVersion, Source, Version, Workflow, WorkflowApproval},
+    store::{
+        self, Application, FloorUpdate, NewVersion, Source, Version, Workflow, WorkflowApproval,
+    },
     telemetry::{EnvironmentLabels, StageLabels},
 };
+
+/// The most validation errors a change's status lists; the message says how many more.
+const STATUS_LIST_LIMIT: usize = 20;
 
 const KIND: &str = "ConfigChange";
 
@@ -60,10 +70,13 @@ struct Decision {
     base_version: Option<i64>,
     resulting_version: Option<i64>,
     validation_errors: Vec<String>,
-    approvals: Option<Approvals>,
+    approvals: Option<Tally>,
     /// Who ended the change, for the audit trail.
     ended_by: Option<String>,
     requeue: Option<Duration>,
+    /// Whether the change may be mirrored in the approval_workflows table and audited:
+    /// not while nothing vouches for it, nor under a config id its entry does not hold.
+    unrecorded: bool,
 }
 
 impl Decision {
@@ -103,24 +116,75 @@ async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action
     }
     let namespace = change.namespace().unwrap_or_default();
     let entry = ctx.entry(&namespace, &change.spec.config_entry);
-    let decision = match check_target(change, entry.as_deref()) {
+    let decision = match (vouched(change, ctx), check_target(change, entry.as_deref())) {
+        (Err(decision), _) => *decision,
         // GitOps tools apply in any order: wait for the entry to appear.
-        Err(invalid) if entry.is_none() => Decision {
+        (Ok(()), Err(invalid)) if entry.is_none() => Decision {
             validated: Some(Err(Invalid {
                 reason: invalid.reason,
                 message: invalid.message.clone(),
             })),
             ..Decision::waiting(invalid.reason, invalid.message)
         },
-        Err(invalid) => Decision::failed(invalid),
-        Ok(_) => {
+        (Ok(()), Err(invalid)) => Decision::failed(invalid),
+        (Ok(()), Ok(_)) => {
             let entry = entry.as_deref().ok_or(Error::CacheClosed)?;
-            decide(change, entry, &current, ctx).await?
+            let config_id = &entry.spec.config_id;
+            match ctx.stores.claim(config_id, &claimant(entry)).await {
+                Ok(()) => decide(change, entry, &current, ctx).await?,
+                // Another entry's history: nothing of it is read, applied or audited.
+                Err(store::Error::Claimed(refused)) => Decision {
+                    unrecorded: true,
+                    ..Decision::failed(Invalid {
+                        reason: "ConfigIdClaimed",
+                        message: format!(
+                            "ConfigEntry {:?} cannot take changes: {}",
+                            entry.name_any(),
+                            refused.message
+                        ),
+                    })
+                },
+                Err(error) => return Err(Error::Store(error)),
+            }
         }
     };
     let requeue = decision.requeue;
     finish(change, entry.as_deref(), &current, decision, ctx).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Whether the admission policies vouch for the change's requester and approvals:
+/// they are all in place, and were before the change was created.
+fn vouched(change: &ConfigChange, ctx: &Context) -> Result<(), Box<Decision>> {
+    match ctx.rules.guards.verdict() {
+        Verdict::NotRequired => Ok(()),
+        Verdict::Missing(why) => Err(Box::new(Decision {
+            unrecorded: true,
+            ..Decision::waiting(
+                "GuardsMissing",
+                format!("{why}; this change waits until the policy is back"),
+            )
+        })),
+        Verdict::Guarded { since: Some(since) }
+            if change
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|created| created.0 <= since.0) =>
+        {
+            Err(Box::new(Decision {
+                unrecorded: true,
+                ..Decision::failed(Invalid {
+                    reason: "Unvouched",
+                    message: format!(
+                        "created before the admission policies that prove who requested and approved it were all in place (the last at {}); its requester and approvals cannot be trusted: create it again",
+                        since.0
+                    ),
+                })
+            }))
+        }
+        Verdict::Guarded { .. } => Ok(()),
+    }
 }
 
 /// The workflow's step for a change whose entry and environment exist.
@@ -217,8 +281,18 @@ async fn decide(
         .as_ref()
         .and_then(|p| p.pending_expiry.as_deref())
         .and_then(|text| parse_duration(text).ok());
-    let approvals = count_approvals(&change.spec, environment);
-    if approvals.counted.len() < approvals.required {
+    let floors = ctx.stores.floors(config_id).await.map_err(Error::Store)?;
+    let floor = floors.iter().find(|f| f.environment == environment.name);
+    let requirements = ctx.requirements(&environment.name, environment.approval.as_ref(), floor);
+    let excluded = excluded(
+        change,
+        proposal.promoted.as_ref(),
+        applied.as_ref().map(|a| a.version),
+        ctx,
+    )
+    .await?;
+    let approvals = requirements.count(&change.spec.approvals, &excluded);
+    if !approvals.approved() {
         if let Some(expiry) = expiry
             && waited >= expiry
         {
@@ -239,11 +313,7 @@ async fn decide(
                 )
             }));
         }
-        let message = format!(
-            "waiting for {} more approval(s) of {} required",
-            approvals.required - approvals.counted.len(),
-            approvals.required
-        );
+        let message = approvals.waiting_message();
         return Ok(with_base(Decision {
             validated,
             approvals: Some(approvals),
@@ -264,7 +334,7 @@ async fn decide(
         change,
         entry,
         base,
-        &approvals,
+        &approvals.counted,
         ChangePhase::Approved,
         None,
         ctx,
@@ -275,11 +345,7 @@ async fn decide(
         None => {
             let new = NewVersion {
                 config_id: config_id.clone(),
-                owner: format!(
-                    "{}/{}",
-                    entry.namespace().unwrap_or_default(),
-                    entry.name_any()
-                ),
+                claimant: claimant(entry),
                 checksum: proposal.snapshot.checksum(),
                 snapshot: proposal.snapshot.clone(),
                 source: Source::Change {
@@ -314,8 +380,16 @@ async fn decide(
         }
     };
     let approvers: Vec<&str> = approvals.counted.iter().map(String::as_str).collect();
+    let floor = approval::floor_change(
+        floor.map(|f| f.policy.as_ref()),
+        environment.approval.as_ref(),
+        change.spec.approval_policy.as_ref(),
+    )
+    .map_or(FloorUpdate::Keep, FloorUpdate::Record);
     let application = Application {
         forward_only: true,
+        claimant: claimant(entry),
+        floor,
         config_id: config_id.clone(),
         environment: environment.name.clone(),
         version: version.version,
@@ -543,68 +617,62 @@ fn check_content(
     Ok(())
 }
 
-/// The approvals a change holds, and which of them the environment's policy counts.
-#[derive(Debug, Default, PartialEq)]
-struct Approvals {
-    required: usize,
-    counted: Vec<String>,
-    ignored: Vec<IgnoredApproval>,
+/// At most [`STATUS_LIST_LIMIT`] items, the last saying how many more there were.
+fn bounded_list(items: &[String]) -> Vec<String> {
+    if items.len() <= STATUS_LIST_LIMIT {
+        return items.to_vec();
+    }
+    let mut kept = items[..STATUS_LIST_LIMIT - 1].to_vec();
+    kept.push(format!(
+        "... and {} more",
+        items.len() - (STATUS_LIST_LIMIT - 1)
+    ));
+    kept
 }
 
-fn count_approvals(spec: &ConfigChangeSpec, environment: &EnvironmentSpec) -> Approvals {
-    let policy = environment.approval.as_ref();
-    let users: Vec<&String> = policy
-        .map(|p| p.approvers.iter().collect())
-        .unwrap_or_default();
-    let groups: Vec<&String> = policy
-        .map(|p| p.approver_groups.iter().collect())
-        .unwrap_or_default();
-    let mut approvals = Approvals {
-        required: usize::try_from(environment.required_approvals()).unwrap_or(0),
-        ..Approvals::default()
+/// Who may not approve the change: its requester, and, for a spec version, the
+/// authors of the other spec versions it brings live with it (since the live one).
+async fn excluded(
+    change: &ConfigChange,
+    promoted: Option<&Version>,
+    live_version: Option<i64>,
+    ctx: &Context,
+) -> Result<Excluded> {
+    let mut excluded = Excluded::requester(&change.spec.requested_by);
+    let Some(promoted) = promoted.filter(|v| v.source == Source::Spec) else {
+        return Ok(excluded);
     };
-    let mut seen = BTreeSet::new();
-    for approval in &spec.approvals {
-        let who = &approval.approver;
-        let ignored = |reason: String| IgnoredApproval {
-            approver: who.clone(),
-            reason,
+    // The versions between: a hundred at most, which reach far enough back.
+    let first = live_version
+        .map_or(1, |v| v + 1)
+        .max(promoted.version - 100);
+    let between: Vec<(String, i64)> = (first..promoted.version)
+        .map(|v| (promoted.config_id.clone(), v))
+        .collect();
+    ctx.stores
+        .prefetch_versions(&between)
+        .await
+        .map_err(Error::Store)?;
+    for (config_id, number) in &between {
+        let Some(version) = ctx
+            .stores
+            .version(config_id, *number)
+            .await
+            .map_err(Error::Store)?
+        else {
+            continue;
         };
-        if *who == spec.requested_by {
-            approvals.ignored.push(ignored(
-                "the requester cannot approve their own change".into(),
-            ));
-        } else if !seen.insert(who.clone()) {
-            approvals
-                .ignored
-                .push(ignored("counted once already".into()));
-        } else if (!users.is_empty() || !groups.is_empty())
-            && !users.contains(&who)
-            && !approval.groups.iter().any(|g| groups.contains(&g))
-        {
-            approvals.ignored.push(ignored(format!(
-                "not among the approvers of {} (users: {}; groups: {})",
-                environment.name,
-                list(&users),
-                list(&groups)
-            )));
-        } else {
-            approvals.counted.push(who.clone());
+        if version.source == Source::Spec && version.created_by != change.spec.requested_by {
+            excluded.add(
+                &version.created_by,
+                format!(
+                    "{} wrote version {number}, which this change also brings live",
+                    version.created_by
+                ),
+            );
         }
     }
-    approvals
-}
-
-fn list(names: &[&String]) -> String {
-    if names.is_empty() {
-        "none".to_owned()
-    } else {
-        names
-            .iter()
-            .map(|n| n.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+    Ok(excluded)
 }
 
 fn is_final(phase: ChangePhase) -> bool {
@@ -612,11 +680,16 @@ fn is_final(phase: ChangePhase) -> bool {
 }
 
 /// `namespace/name@uid`: a change deleted and created again under its name is another
-/// change, with its own workflow row and versions.
+/// change, with its own workflow row and versions. At most 63 + 1 + 253 + 1 + 36
+/// characters, which the `change_id` column holds.
 fn change_id(change: &ConfigChange) -> String {
     let uid = change.uid().unwrap_or_default();
-    let name: String = change.name_any().chars().take(180).collect();
-    format!("{}/{name}@{uid}", change.namespace().unwrap_or_default())
+    let uid: String = uid.chars().take(36).collect();
+    format!(
+        "{}/{}@{uid}",
+        change.namespace().unwrap_or_default(),
+        change.name_any()
+    )
 }
 
 /// How long ago the change was created.
@@ -656,7 +729,7 @@ async fn sync_workflow(
     change: &ConfigChange,
     entry: &ConfigEntry,
     base: i64,
-    approvals: &Approvals,
+    counted: &[String],
     phase: ChangePhase,
     ended: Option<(&str, &str)>,
     ctx: &Context,
@@ -681,7 +754,7 @@ async fn sync_workflow(
             .map(|a| WorkflowApproval {
                 approver: a.approver.clone(),
                 comment: a.comment.clone(),
-                counted: approvals.counted.contains(&a.approver),
+                counted: counted.contains(&a.approver),
             })
             .collect(),
         status: phase_name(phase),
@@ -712,15 +785,12 @@ async fn finish(
     ctx: &Context,
 ) -> Result<()> {
     let phase = decision.phase.unwrap_or(ChangePhase::Pending);
-    if let (Some(entry), Some(base)) = (entry, decision.base_version) {
-        let approvals = decision
+    if let (Some(entry), Some(base), false) = (entry, decision.base_version, decision.unrecorded) {
+        let counted = decision
             .approvals
             .as_ref()
-            .map_or_else(Approvals::default, |a| Approvals {
-                required: a.required,
-                counted: a.counted.clone(),
-                ignored: Vec::new(),
-            });
+            .map(|a| a.counted.clone())
+            .unwrap_or_default();
         let ended = matches!(
             phase,
             ChangePhase::Rejected
@@ -735,7 +805,7 @@ async fn finish(
                 .unwrap_or(ctx.identity.as_str()),
             decision.message.as_str(),
         ));
-        sync_workflow(change, entry, base, &approvals, phase, ended, ctx).await?;
+        sync_workflow(change, entry, base, &counted, phase, ended, ctx).await?;
     }
 
     let now = now();
@@ -745,9 +815,9 @@ async fn finish(
     next.phase = Some(phase);
     next.base_version = decision.base_version.or(current.base_version);
     next.resulting_version = decision.resulting_version.or(current.resulting_version);
-    next.validation_errors = decision.validation_errors.clone();
+    next.validation_errors = bounded_list(&decision.validation_errors);
     if let Some(approvals) = &decision.approvals {
-        let counted = i32::try_from(approvals.counted.len()).unwrap_or(i32::MAX);
+        let counted = i32::try_from(approvals.counted_toward_required()).unwrap_or(i32::MAX);
         let required = i32::try_from(approvals.required).unwrap_or(i32::MAX);
         next.approvals_counted = Some(counted);
         next.approvals_required = Some(required);
@@ -903,54 +973,6 @@ spec:
             invalid.message,
             "spec.environment: ConfigEntry \"payments\" has no environment \"staging\" (it has development, production)"
         );
-    }
-
-    fn approvals_of(approvals: &str, policy: &str) -> Approvals {
-        let change = change(&format!("{CHANGE}  approvals: {approvals}\n"));
-        let environment: EnvironmentSpec =
-            serde_yaml_ng::from_str(&format!("{{name: production, approval: {policy}}}")).unwrap();
-        count_approvals(&change.spec, &environment)
-    }
-
-    #[test]
-    fn approvals_count_once_per_approver_and_never_the_requester() {
-        let approvals = approvals_of(
-            "[{approver: bob}, {approver: bob}, {approver: alice}, {approver: carol}]",
-            "{requiredApprovals: 2}",
-        );
-        assert_eq!(approvals.required, 2);
-        assert_eq!(approvals.counted, ["bob", "carol"]);
-        let reasons: Vec<(&str, &str)> = approvals
-            .ignored
-            .iter()
-            .map(|i| (i.approver.as_str(), i.reason.as_str()))
-            .collect();
-        assert_eq!(
-            reasons,
-            [
-                ("bob", "counted once already"),
-                ("alice", "the requester cannot approve their own change")
-            ]
-        );
-    }
-
-    #[test]
-    fn only_listed_approvers_or_their_groups_count_when_the_policy_lists_them() {
-        let approvals = approvals_of(
-            "[{approver: bob}, {approver: carol, groups: [summit:approvers]}, {approver: dave, groups: [other]}]",
-            "{approvers: [bob], approverGroups: ['summit:approvers']}",
-        );
-        assert_eq!(approvals.counted, ["bob", "carol"]);
-        assert_eq!(approvals.ignored.len(), 1);
-        assert_eq!(
-            approvals.ignored[0].reason,
-            "not among the approvers of production (users: bob; groups: summit:approvers)"
-        );
-    }
-
-    #[test]
-    fn an_auto_approving_environment_needs_none() {
-        assert_eq!(approvals_of("[]", "{autoApprove: true}").required, 0);
     }
 
     #[test]

@@ -20,12 +20,17 @@ use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::{
-    FIELD_MANAGER, backoff::Backoff, managed_secrets::ManagedSecrets, workloads::Workloads,
+    FIELD_MANAGER, backoff::Backoff, guards::Guards, managed_secrets::ManagedSecrets,
+    workloads::Workloads,
 };
 use crate::{
-    api::v1alpha1::{AwsSecretsManagerOptions, ConfigChange, ConfigEntry, DriftCheck, DriftSource},
+    api::v1alpha1::{
+        ApprovalPolicy, AwsSecretsManagerOptions, ConfigChange, ConfigEntry, DriftCheck,
+        DriftSource,
+    },
+    core::approval::{PlatformFloor, Requirements},
     secrets::{self, AwsProvider, AwsSettings},
-    store::Stores,
+    store::{Floor, Stores},
     telemetry::Metrics,
 };
 
@@ -78,6 +83,19 @@ pub struct Context {
     secret_expectations: std::sync::Mutex<HashMap<(String, String), BTreeMap<String, String>>>,
     /// Secrets Manager clients on the default credential chain, by region.
     aws_clients: tokio::sync::Mutex<HashMap<Option<String>, AwsProvider>>,
+    /// What the platform requires of every entry: approval floors, config id prefixes,
+    /// and the admission policies that prove who asked and who approved.
+    pub rules: Rules,
+}
+
+/// What the platform requires of every entry, set at start-up.
+pub struct Rules {
+    /// Approval floors by environment name, whatever an entry's spec says.
+    pub approval_floors: Vec<PlatformFloor>,
+    /// Config ids of a namespace start with this, `{namespace}` replaced; empty: any.
+    pub config_id_prefix: String,
+    /// The admission policies ConfigChanges depend on.
+    pub guards: Guards,
 }
 
 /// The API of kind `K` in `namespace`, or across the cluster.
@@ -111,6 +129,7 @@ pub struct Parts {
     pub aws_secret_prefix: String,
     pub managed_secrets: ManagedSecrets,
     pub secret_refresh: std::time::Duration,
+    pub rules: Rules,
 }
 
 impl Context {
@@ -146,7 +165,24 @@ impl Context {
             secret_refresh: parts.secret_refresh,
             aws_clients: tokio::sync::Mutex::default(),
             secret_expectations: std::sync::Mutex::default(),
+            rules: parts.rules,
         }
+    }
+
+    /// Every approval requirement of an environment: its spec's policy, the floor
+    /// recorded for it, and the platform's floors for its name.
+    pub fn requirements(
+        &self,
+        environment: &str,
+        spec: Option<&ApprovalPolicy>,
+        floor: Option<&Floor>,
+    ) -> Requirements {
+        Requirements::new(
+            environment,
+            spec,
+            floor.map(|f| (f.version, f.policy.as_ref())),
+            &self.rules.approval_floors,
+        )
     }
 
     /// The API of kind `K` across what the operator watches.

@@ -21,7 +21,9 @@ use tracing::instrument;
 
 use super::{
     Context, Error, Result,
-    config_entry::{config_map_target, project_secrets, restore_config_map, secret_target},
+    config_entry::{
+        claimant, config_map_target, project_secrets, restore_config_map, secret_target,
+    },
     managed_secrets::cached_checksums,
     observed, requeue_after_error,
     status::{self, Invalid, now},
@@ -36,7 +38,7 @@ use crate::{
         ANNOTATION_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION, ProjectedConfigMap,
         render,
     },
-    store::{Application, AppliedState},
+    store::{Application, AppliedState, Claimant, FloorUpdate},
 };
 
 const KIND: &str = "DriftCheck";
@@ -117,6 +119,8 @@ fn matches_selector(
 /// One drifted copy.
 struct Drift {
     entry: String,
+    /// The entry as the holder of its config id.
+    claimant: Claimant,
     environment: String,
     location: String,
     source: DriftSource,
@@ -332,7 +336,19 @@ fn selected(check: &DriftCheck, ctx: &Context) -> Vec<Arc<ConfigEntry>> {
 
 /// Compares every covered copy with what the operator applied.
 async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
-    let entries = selected(check, ctx);
+    // Only entries that hold their config id: another's history is not theirs to read.
+    let mut entries = Vec::new();
+    for entry in selected(check, ctx) {
+        match ctx
+            .stores
+            .claim(&entry.spec.config_id, &claimant(&entry))
+            .await
+        {
+            Ok(()) => entries.push(entry),
+            Err(crate::store::Error::Claimed(_)) => {}
+            Err(error) => return Err(Error::Store(error)),
+        }
+    }
     let wants = |source| {
         check
             .spec
@@ -384,6 +400,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
                  paths,
                  actual: Option<String>| Drift {
         entry: entry.name_any(),
+        claimant: claimant(entry),
         environment: expected.environment.clone(),
         location,
         source,
@@ -557,6 +574,7 @@ fn secret_drift(
     }
     Some(Drift {
         entry: entry.name_any(),
+        claimant: claimant(entry),
         environment: environment.name.clone(),
         location: format!("secret/{namespace}/{name}"),
         source: DriftSource::Kubernetes,
@@ -650,6 +668,8 @@ async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Resu
             ctx.stores
                 .apply(&Application {
                     forward_only: false,
+                    claimant: drift.claimant.clone(),
+                    floor: FloorUpdate::Keep,
                     config_id: want.config_id.clone(),
                     environment: want.environment.clone(),
                     version: want.version,
@@ -744,7 +764,7 @@ async fn restore_secret(ctx: &Context, entry: &ConfigEntry, drift: &Drift) -> Re
         .map_err(|error| error.to_string())?
         .map(|v| v.snapshot.secret_refs(&environment.name))
         .ok_or_else(|| format!("version {} is not recorded", want.version))?;
-    project_secrets(ctx, entry, environment, want.version, &refs, true)
+    project_secrets(ctx, entry, environment, want.version, &refs, true, false)
         .await
         .map(|_| ())
 }

@@ -67,6 +67,9 @@ pub enum Error {
 
     #[error("{object} exists and belongs to {holder}; name another target or remove it")]
     NotOwned { object: String, holder: String },
+
+    #[error("{0}; name another target")]
+    TargetBound(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,13 +91,14 @@ impl Error {
             Error::ProjectionFailed => "ProjectionFailed",
             Error::Secret(error) => error.label(),
             Error::NotOwned { .. } => "NotOwned",
+            Error::TargetBound(_) => "TargetBound",
         }
     }
 
     /// Whether retrying later may succeed without anyone changing the object.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::EncodeStatus(_) => false,
+            Error::EncodeStatus(_) | Error::TargetBound(_) => false,
             Error::Store(error) => error.is_transient(),
             // A secret deleted upstream or a denied request may be put right outside
             // Kubernetes: keep retrying, with backoff.

@@ -6,9 +6,11 @@ mod config_entry;
 mod context;
 mod drift_check;
 mod error;
+mod guards;
 mod managed_secrets;
 mod secret_rotation_policy;
 mod status;
+mod targets;
 mod workloads;
 
 use std::{
@@ -41,11 +43,13 @@ use serde::de::DeserializeOwned;
 pub use context::Context;
 pub use drift_check::CHECK_ANNOTATION;
 pub use error::{Error, Result};
+use guards::Guards;
 use managed_secrets::SecretScope;
 pub use secret_rotation_policy::ROTATE_ANNOTATION;
 use workloads::Workloads;
 
 use reqwest::Url;
+use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::{
@@ -54,8 +58,9 @@ use crate::{
         v1alpha1::{ConfigChange, ConfigEntry, DriftCheck, WorkloadKind},
     },
     cli::OperatorArgs,
+    core::approval::PlatformFloor,
     project::{LABEL_MANAGED_BY, MANAGED_BY},
-    store::{Stores, StoresConfig},
+    store::{ConsulConfig, Stores, StoresConfig},
     telemetry::{self, FailureLabels, Health, KindLabels, Metrics},
 };
 
@@ -87,11 +92,15 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     wait_for_crds(&client, Duration::from_secs(args.crd_wait_seconds)).await?;
 
     let identity = whoami(&client).await?;
-    let entry_controller: Controller<ConfigEntry> =
-        controller_for(&client, args.namespace.as_deref());
-    let change_controller: Controller<ConfigChange> =
-        controller_for(&client, args.namespace.as_deref());
-    let drift_controller = drift_controller_for(&client, args.namespace.as_deref());
+    let scope = Scope {
+        namespace: args.namespace.clone(),
+        selector: args.watch_label_selector.clone(),
+    };
+    let rules = rules(&args, &client)?;
+    let (guards, guard_changes) = (rules.guards.clone(), rules.guard_changes);
+    let entry_controller: Controller<ConfigEntry> = controller_for(&client, &scope);
+    let change_controller: Controller<ConfigChange> = controller_for(&client, &scope);
+    let drift_controller = drift_controller_for(&client, &scope);
     let (entry_requests, requested_entries) = futures::channel::mpsc::unbounded();
     let (schema_config_maps, schema_writer) = reflector::store();
     let (managed_config_maps, managed_writer) = reflector::store();
@@ -135,9 +144,14 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 endpoint_url: args.aws_endpoint_url.clone(),
                 credentials: None,
             },
-            aws_secret_prefix: checked_prefix(&args.aws_secret_prefix)?,
+            aws_secret_prefix: checked_prefix("--aws-secret-prefix", &args.aws_secret_prefix)?,
             managed_secrets,
             secret_refresh: Duration::from_secs(args.secret_refresh_seconds.max(1)),
+            rules: context::Rules {
+                approval_floors: rules.approval_floors,
+                config_id_prefix: rules.config_id_prefix,
+                guards,
+            },
         },
         std::env::var("POD_NAME").ok(),
     ));
@@ -180,7 +194,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     let changes = change_controller.store();
     let change_controller = change_controller.watches(
         ctx.watched::<ConfigEntry>(),
-        watcher::Config::default().any_semantic(),
+        scope.watcher_config(),
         move |entry| {
             let namespace = entry.namespace();
             let name = entry.name_any();
@@ -192,8 +206,11 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 .collect::<Vec<_>>()
         },
     );
+    // Every change is judged again when an admission policy it depends on comes or goes.
+    let change_controller = change_controller.reconcile_all_on(guard_changes);
     // Reconciles read these caches: fill them first.
     let caches = async {
+        ctx.rules.guards.wait_until_ready().await?;
         ctx.schema_config_maps.wait_until_ready().await?;
         ctx.managed_config_maps.wait_until_ready().await?;
         ctx.managed_secrets.wait_until_ready().await?;
@@ -222,8 +239,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                     config_change::error_policy,
                 ),
                 run_controller(
-                    controller_for(&ctx.client, ctx.namespace.as_deref())
-                        .reconcile_on(policy_requests),
+                    controller_for(&ctx.client, &scope).reconcile_on(policy_requests),
                     ctx.clone(),
                     secret_rotation_policy::reconcile,
                     secret_rotation_policy::error_policy,
@@ -268,9 +284,10 @@ fn workload_watch<K: Kind>(
     })
 }
 
-/// The AWS secret prefix, if it keeps namespaces apart: after `{namespace}` must come a
-/// character no namespace name has, or `team` would reach the secrets of `team-b`.
-fn checked_prefix(prefix: &str) -> Result<String> {
+/// A per-namespace prefix (AWS secret names, config ids), if it keeps namespaces
+/// apart: after `{namespace}` must come a character no namespace name has, or `team`
+/// would reach what belongs to `team-b`.
+fn checked_prefix(flag: &str, prefix: &str) -> Result<String> {
     let unsafe_placeholder = prefix
         .match_indices("{namespace}")
         .any(|(at, placeholder)| {
@@ -281,13 +298,14 @@ fn checked_prefix(prefix: &str) -> Result<String> {
         });
     if unsafe_placeholder {
         return Err(Error::Configuration(format!(
-            "--aws-secret-prefix {prefix:?}: follow {{namespace}} with a separator such as '/', or one namespace's prefix would cover another's (team/ and team-b/)"
+            "{flag} {prefix:?}: follow {{namespace}} with a separator such as '/', or one namespace's prefix would cover another's (team/ and team-b/)"
         )));
     }
     if !prefix.is_empty() && !prefix.contains("{namespace}") {
         tracing::warn!(
+            flag,
             prefix,
-            "--aws-secret-prefix has no {{namespace}}: every namespace reaches the same secrets"
+            "the prefix has no {{namespace}}: every namespace shares it"
         );
     }
     Ok(prefix.to_owned())
@@ -313,13 +331,26 @@ fn stores_config(args: &OperatorArgs, metrics: &Metrics) -> Result<StoresConfig>
             } else {
                 format!("http://{address}")
             };
-            Url::parse(&with_scheme)
-                .map(|url| (url, args.consul_prefix.clone()))
-                .map_err(|source| {
-                    Error::Configuration(format!(
-                        "--consul-addr {address:?} does not parse: {source}"
-                    ))
-                })
+            let address = Url::parse(&with_scheme).map_err(|source| {
+                Error::Configuration(format!(
+                    "--consul-addr {address:?} does not parse: {source}"
+                ))
+            })?;
+            let token = match (&args.consul_token_file, &args.consul_token) {
+                (Some(path), _) => Some(read_file(path, "--consul-token-file")?.trim().to_owned()),
+                (None, token) => token.clone(),
+            };
+            let ca_pem = args
+                .consul_ca_file
+                .as_deref()
+                .map(|path| read_file(path, "--consul-ca-file").map(String::into_bytes))
+                .transpose()?;
+            Ok::<_, Error>(ConsulConfig {
+                address,
+                prefix: args.consul_prefix.clone(),
+                token: token.filter(|t| !t.is_empty()).map(SecretString::from),
+                ca_pem,
+            })
         })
         .transpose()?;
     Ok(StoresConfig {
@@ -327,6 +358,16 @@ fn stores_config(args: &OperatorArgs, metrics: &Metrics) -> Result<StoresConfig>
         consul,
         postgres_requests: metrics.requests_to("postgres"),
         consul_requests: metrics.requests_to("consul"),
+    })
+}
+
+/// A file the operator is configured with, read once at start-up.
+fn read_file(path: &std::path::Path, flag: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| {
+        Error::Configuration(format!(
+            "{flag} {}: cannot read it: {source}",
+            path.display()
+        ))
     })
 }
 
@@ -411,11 +452,28 @@ impl<K> Kind for K where
 /// a few more than the pool's connections keep both busy without queueing in them.
 const CONCURRENCY: u16 = 12;
 
+/// Which of its kinds' objects the operator reconciles: a namespace or all, and those
+/// matching a label selector.
+struct Scope {
+    namespace: Option<String>,
+    selector: Option<String>,
+}
+
+impl Scope {
+    fn watcher_config(&self) -> watcher::Config {
+        let config = watcher::Config::default().any_semantic();
+        match &self.selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
+}
+
 /// A controller for kind `K` over what the operator watches.
-fn controller_for<K: Kind>(client: &Client, namespace: Option<&str>) -> Controller<K> {
+fn controller_for<K: Kind>(client: &Client, scope: &Scope) -> Controller<K> {
     Controller::new(
-        context::watched(client, namespace),
-        watcher::Config::default().any_semantic(),
+        context::watched(client, scope.namespace.as_deref()),
+        scope.watcher_config(),
     )
     .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
 }
@@ -423,7 +481,7 @@ fn controller_for<K: Kind>(client: &Client, namespace: Option<&str>) -> Controll
 /// The DriftCheck controller. A check runs on its interval, on a spec change, or when
 /// asked (the check annotation), and never because it wrote its own status: that would
 /// cost every check a second pass.
-fn drift_controller_for(client: &Client, namespace: Option<&str>) -> Controller<DriftCheck> {
+fn drift_controller_for(client: &Client, scope: &Scope) -> Controller<DriftCheck> {
     use std::hash::{Hash, Hasher};
     let (reader, writer) = reflector::store();
     let asked = |check: &DriftCheck| {
@@ -433,8 +491,8 @@ fn drift_controller_for(client: &Client, namespace: Option<&str>) -> Controller<
         Some(hasher.finish())
     };
     let checks = watcher(
-        context::watched(client, namespace),
-        watcher::Config::default().any_semantic(),
+        context::watched(client, scope.namespace.as_deref()),
+        scope.watcher_config(),
     )
     .default_backoff()
     .reflect(writer)
@@ -442,6 +500,41 @@ fn drift_controller_for(client: &Client, namespace: Option<&str>) -> Controller<
     .predicate_filter(asked, Default::default());
     Controller::for_stream(checks, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+}
+
+/// The platform's rules, from the command line.
+struct StartRules {
+    approval_floors: Vec<PlatformFloor>,
+    config_id_prefix: String,
+    guards: Guards,
+    guard_changes: futures::stream::BoxStream<'static, ()>,
+}
+
+fn rules(args: &OperatorArgs, client: &Client) -> Result<StartRules> {
+    let approval_floors: Vec<PlatformFloor> = serde_json::from_str(&args.approval_floors)
+        .map_err(|source| {
+            Error::Configuration(format!(
+                "--approval-floors is not a JSON list of {{\"environments\": \"prod*\", \"requiredApprovals\": 1, \"approverGroups\": [...]}}: {source}"
+            ))
+        })?;
+    if let Some(floor) = approval_floors.iter().find(|f| f.environments.is_empty()) {
+        return Err(Error::Configuration(format!(
+            "--approval-floors: a floor without environments ({floor:?}); use \"*\" for every environment"
+        )));
+    }
+    let config_id_prefix = checked_prefix("--config-id-prefix", &args.config_id_prefix)?;
+    if args.allow_unguarded {
+        tracing::warn!(
+            "--allow-unguarded: ConfigChanges apply without the admission policies that prove who requested and approved them; for development clusters only"
+        );
+    }
+    let (guards, guard_changes) = Guards::watch(client, !args.allow_unguarded);
+    Ok(StartRules {
+        approval_floors,
+        config_id_prefix,
+        guards,
+        guard_changes: guard_changes.boxed(),
+    })
 }
 
 /// The user the operator acts as, as the apiserver authenticates it.
@@ -562,11 +655,12 @@ mod tests {
 
     #[test]
     fn a_prefix_keeps_namespaces_apart_or_is_refused() {
-        assert!(checked_prefix("{namespace}/").is_ok());
-        assert!(checked_prefix("apps/{namespace}_").is_ok());
-        assert!(checked_prefix("").is_ok());
-        assert!(checked_prefix("apps/{namespace}").is_err());
-        assert!(checked_prefix("{namespace}-").is_err());
-        assert!(checked_prefix("{namespace}x/").is_err());
+        let checked = |prefix| checked_prefix("--prefix", prefix);
+        assert!(checked("{namespace}/").is_ok());
+        assert!(checked("apps/{namespace}_").is_ok());
+        assert!(checked("").is_ok());
+        assert!(checked("apps/{namespace}").is_err());
+        assert!(checked("{namespace}-").is_err());
+        assert!(checked("{namespace}x/").is_err());
     }
 }

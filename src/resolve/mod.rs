@@ -4,18 +4,20 @@
 mod canonical;
 mod config_id;
 mod merge;
+mod removal;
 mod schema;
 mod snapshot;
 
 pub use canonical::{canonical_json, checksum};
 pub use config_id::{ConfigIdError, validate_config_id};
 pub use merge::merge_patch;
+pub use removal::{RemovalError, patch_with_removals};
 pub use schema::{CompiledSchema, SchemaError, Violation, json_path};
 pub use snapshot::Snapshot;
 
 use serde_json::Value;
 
-use crate::api::v1alpha1::ConfigEntrySpec;
+use crate::api::v1alpha1::{ConfigEntrySpec, EnvironmentSpec};
 
 /// One environment's resolved content: base data with its overrides merged in.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,21 +26,36 @@ pub struct ResolvedEnvironment {
     pub content: Value,
 }
 
-/// Merges every environment's overrides onto the base data.
+/// Merges every environment's overrides (and removals) onto the base data. A removal
+/// that cannot be made is left out here; validation reports it.
 pub fn resolve_environments(spec: &ConfigEntrySpec) -> Vec<ResolvedEnvironment> {
     spec.environments
         .iter()
         .map(|environment| {
             let mut content = spec.data.clone();
-            if let Some(overrides) = &environment.overrides {
-                merge_patch(&mut content, overrides);
-            }
+            merge_patch(&mut content, &environment_patch(spec, environment));
             ResolvedEnvironment {
                 name: environment.name.clone(),
                 content,
             }
         })
         .collect()
+}
+
+/// An environment's merge patch: its overrides, and its removals as `null`s. A removal
+/// that cannot be made is left out; validation reports it.
+pub fn environment_patch(spec: &ConfigEntrySpec, environment: &EnvironmentSpec) -> Value {
+    patch_with_removals(
+        &spec.data,
+        environment.overrides.as_ref(),
+        &environment.remove,
+    )
+    .unwrap_or_else(|_| {
+        environment
+            .overrides
+            .clone()
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()))
+    })
 }
 
 /// A violation found in one environment's resolved content.

@@ -29,13 +29,7 @@ impl Snapshot {
         let overrides = spec
             .environments
             .iter()
-            .map(|e| {
-                let patch = e
-                    .overrides
-                    .clone()
-                    .unwrap_or_else(|| Value::Object(Map::new()));
-                (e.name.clone(), patch)
-            })
+            .map(|e| (e.name.clone(), super::environment_patch(spec, e)))
             .collect();
         let mut secrets = Map::new();
         if !spec.secrets.is_empty() {

@@ -3,19 +3,21 @@
 //! to the last answer cached in memory while the primary is down.
 
 use prometheus_client::metrics::counter::Counter;
-use reqwest::Url;
 use sqlx::postgres::PgConnectOptions;
 
+use std::{collections::HashMap, sync::Mutex};
+
 use super::{
-    Application, AppliedState, ConsulStore, Error, MemoryStore, NewVersion, PostgresStore,
-    Recorded, Result, Rotation, Version, VersionStore, Workflow,
+    Application, AppliedState, Claimant, ConsulConfig, ConsulStore, Error, Floor, FloorUpdate,
+    MemoryStore, NewVersion, PostgresStore, Projection, Recorded, Result, Rotation, Target,
+    Version, VersionStore, Workflow,
 };
 
 /// Which backends to use, parsed once at start-up.
 #[derive(Clone, Debug, Default)]
 pub struct StoresConfig {
     pub database: Option<PgConnectOptions>,
-    pub consul: Option<(Url, String)>,
+    pub consul: Option<ConsulConfig>,
     /// Counts PostgreSQL queries or transactions.
     pub postgres_requests: Counter,
     /// Counts Consul HTTP requests.
@@ -32,6 +34,9 @@ enum Primary {
 pub struct ConsulSync {
     pub versions_written: usize,
     pub applied_written: usize,
+    /// The newest version, when Consul holds all of it but its content (larger than
+    /// Consul's value limit), and why.
+    pub content_omitted: Option<(i64, String)>,
 }
 
 /// PostgreSQL → Consul, with an in-memory cache (or in-memory only).
@@ -39,6 +44,20 @@ pub struct Stores {
     primary: Primary,
     consul: Option<ConsulStore>,
     cache: MemoryStore,
+    /// Claims known to hold: a claim never moves to another entry, so a reconcile that
+    /// finds its own here needs no query.
+    held: Mutex<HashMap<String, Claimant>>,
+    /// Approval floors by config id, as last read or written: only this operator
+    /// writes them.
+    floors: Mutex<HashMap<String, Vec<Floor>>>,
+    /// Projection bindings known: a binding never moves.
+    bindings: Mutex<HashMap<Target, Projection>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Stores {
@@ -53,20 +72,98 @@ impl Stores {
         };
         let consul = config
             .consul
-            .map(|(address, prefix)| {
-                ConsulStore::new(address, &prefix, config.consul_requests.clone()).map_err(
-                    |source| Error::Consul {
+            .map(|consul| {
+                ConsulStore::new(consul, config.consul_requests.clone()).map_err(|source| {
+                    Error::Consul {
                         action: "create an HTTP client".into(),
                         source,
-                    },
-                )
+                    }
+                })
             })
             .transpose()?;
         Ok(Self {
             primary,
             consul,
             cache: MemoryStore::default(),
+            held: Mutex::default(),
+            floors: Mutex::default(),
+            bindings: Mutex::default(),
         })
+    }
+
+    /// Checks (and takes, or renews) `claimant`'s claim on `config_id`: every read and
+    /// write of a config id's history starts here. Answered from memory once it holds.
+    pub async fn claim(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        if locked(&self.held).get(config_id) == Some(claimant) {
+            return Ok(());
+        }
+        match &self.primary {
+            Primary::Postgres(postgres) => postgres.claim(config_id, claimant).await?,
+            Primary::Memory => self.cache.claim(config_id, claimant)?,
+        }
+        locked(&self.held).insert(config_id.to_owned(), claimant.clone());
+        Ok(())
+    }
+
+    /// The approval floors recorded for a config id's environments.
+    pub async fn floors(&self, config_id: &str) -> Result<Vec<Floor>> {
+        if let Some(known) = locked(&self.floors).get(config_id) {
+            return Ok(known.clone());
+        }
+        let floors = match &self.primary {
+            Primary::Postgres(postgres) => postgres.floors(config_id).await?,
+            Primary::Memory => self.cache.floors(config_id),
+        };
+        locked(&self.floors).insert(config_id.to_owned(), floors.clone());
+        Ok(floors)
+    }
+
+    /// Records an environment's approval floor outside an application.
+    pub async fn record_floor(
+        &self,
+        config_id: &str,
+        claimant: &Claimant,
+        floor: &Floor,
+        actor: &str,
+    ) -> Result<()> {
+        locked(&self.floors).remove(config_id);
+        match &self.primary {
+            Primary::Postgres(postgres) => {
+                postgres
+                    .record_floor(config_id, claimant, floor, actor)
+                    .await
+            }
+            Primary::Memory => self.cache.record_floor(config_id, claimant, floor.clone()),
+        }
+    }
+
+    /// Binds `target` to `projection` unless it is bound already; returns what it is
+    /// bound to now.
+    pub async fn bind(&self, target: &Target, projection: &Projection) -> Result<Projection> {
+        if let Some(bound) = locked(&self.bindings).get(target) {
+            return Ok(bound.clone());
+        }
+        let bound = match &self.primary {
+            Primary::Postgres(postgres) => postgres.bind(target, projection).await?,
+            Primary::Memory => self.cache.bind(target, projection),
+        };
+        locked(&self.bindings).insert(target.clone(), bound.clone());
+        Ok(bound)
+    }
+
+    /// What `target` is bound to, if anything.
+    pub async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
+        if let Some(bound) = locked(&self.bindings).get(target) {
+            return Ok(Some(bound.clone()));
+        }
+        let bound = match &self.primary {
+            Primary::Postgres(postgres) => postgres.binding(target).await?,
+            Primary::Memory => self.cache.binding(target),
+        };
+        if let Some(bound) = &bound {
+            locked(&self.bindings).insert(target.clone(), bound.clone());
+        }
+        Ok(bound)
     }
 
     /// Whether versions survive a restart of the operator.
@@ -92,6 +189,9 @@ impl Stores {
 
     /// Moves an environment to a version in the primary store (with its audit row).
     pub async fn apply(&self, application: &Application) -> Result<bool> {
+        if application.floor != FloorUpdate::Keep {
+            locked(&self.floors).remove(&application.config_id);
+        }
         match &self.primary {
             Primary::Postgres(postgres) => {
                 let changed = postgres.apply(application).await?;
@@ -283,10 +383,12 @@ impl Stores {
     }
 
     /// Removes a config id's applied state (primary and cache) and Consul keys, for a
-    /// ConfigEntry deleted with `deletionPolicy: Delete`. Versions and audit stay.
-    pub async fn forget(&self, config_id: &str, actor: &str) -> Result<()> {
-        if let Primary::Postgres(postgres) = &self.primary {
-            postgres.forget(config_id, actor).await?;
+    /// ConfigEntry deleted with `deletionPolicy: Delete`, if `claimant` holds it.
+    /// Versions, audit, the claim and the approval floors stay.
+    pub async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        match &self.primary {
+            Primary::Postgres(postgres) => postgres.forget(config_id, claimant).await?,
+            Primary::Memory => self.cache.claim(config_id, claimant)?,
         }
         self.cache.forget(config_id);
         if let Some(consul) = &self.consul {
@@ -308,20 +410,22 @@ impl Stores {
             Primary::Postgres(postgres) => postgres.versions(config_id).await?,
             Primary::Memory => self.cache.versions(config_id).await?,
         };
-        let mirrored = consul.versions(config_id).await?;
+        let mirrored = consul.headers(config_id).await?;
         for version in &recorded {
             if !mirrored.iter().any(|m| m.version == version.version) {
                 consul.store_version(version).await?;
                 report.versions_written += 1;
             }
         }
-        if let Some(latest) = recorded.last()
-            && consul
-                .latest(config_id)
-                .await?
-                .is_none_or(|l| l.version < latest.version)
-        {
-            consul.store_version(latest).await?;
+        if let Some(latest) = recorded.last() {
+            let mut current = consul.latest_header(config_id).await?;
+            if current.as_ref().is_none_or(|l| l.version < latest.version) {
+                consul.store_version(latest).await?;
+                current = consul.latest_header(config_id).await?;
+            }
+            report.content_omitted = current
+                .filter(|l| l.version == latest.version)
+                .and_then(|l| l.content_omitted.map(|why| (l.version, why)));
         }
         let applied = self.applied(config_id).await?;
         let mirrored = consul.applied(config_id).await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
@@ -34,17 +35,42 @@ struct Entry {
     modify_index: u64,
 }
 
+/// How to reach Consul.
+#[derive(Clone, Debug)]
+pub struct ConsulConfig {
+    /// The agent, e.g. `http://127.0.0.1:8500` or `https://consul.consul:8501`.
+    pub address: Url,
+    /// The key prefix under which versions are kept.
+    pub prefix: String,
+    /// The ACL token sent with every request.
+    pub token: Option<SecretString>,
+    /// PEM of the certificate authority that signed Consul's HTTPS certificate.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 impl ConsulStore {
-    /// A store talking to the agent at `address` (e.g. `http://127.0.0.1:8500`).
-    pub fn new(address: Url, prefix: &str, requests: Counter) -> Result<Self, reqwest::Error> {
-        let http = Client::builder()
+    /// A store talking to the agent `config` names.
+    pub fn new(config: ConsulConfig, requests: Counter) -> Result<Self, reqwest::Error> {
+        let mut http = Client::builder()
             .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
-            .build()?;
+            .connect_timeout(Duration::from_secs(2));
+        if let Some(token) = &config.token {
+            let mut value = reqwest::header::HeaderValue::from_str(token.expose_secret())
+                .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+            value.set_sensitive(true);
+            let headers = reqwest::header::HeaderMap::from_iter([(
+                reqwest::header::HeaderName::from_static("x-consul-token"),
+                value,
+            )]);
+            http = http.default_headers(headers);
+        }
+        if let Some(pem) = &config.ca_pem {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
         Ok(Self {
-            http,
-            base: address,
-            prefix: prefix.trim_matches('/').to_owned(),
+            http: http.build()?,
+            base: config.address,
+            prefix: config.prefix.trim_matches('/').to_owned(),
             requests,
         })
     }
@@ -126,11 +152,25 @@ impl ConsulStore {
         Ok(text.trim() == "true")
     }
 
+    /// Writes a version at `key` with check-and-set, or, when Consul refuses it as
+    /// larger than its value limit, everything of it but its content. Returns whether
+    /// it was written.
+    async fn put_version(&self, key: &str, version: &Version, index: u64) -> Result<bool> {
+        match self.check_and_set(key, version, index).await {
+            Err(Error::ConsulStatus { status: 413, .. }) => {
+                let size = serde_json::to_vec(version).map_or(0, |v| v.len());
+                let summary = Summary::of(version, size);
+                self.check_and_set(key, &summary, index).await
+            }
+            other => other,
+        }
+    }
+
     /// Points `latest` at `version` unless it already points at that or a newer one.
     async fn advance_latest(&self, version: &Version) -> Result<()> {
         let key = self.key(&version.config_id, "latest");
         for _ in 0..CAS_ATTEMPTS {
-            let current = self.read_one::<Version>(&key).await?;
+            let current = self.read_one::<Header>(&key).await?;
             if current
                 .as_ref()
                 .is_some_and(|(latest, _)| latest.version >= version.version)
@@ -138,7 +178,7 @@ impl ConsulStore {
                 return Ok(());
             }
             let index = current.map_or(0, |(_, index)| index);
-            if self.check_and_set(&key, version, index).await? {
+            if self.put_version(&key, version, index).await? {
                 return Ok(());
             }
         }
@@ -146,6 +186,25 @@ impl ConsulStore {
             action: format!("advance {key}: lost {CAS_ATTEMPTS} check-and-set races"),
             status: 409,
         })
+    }
+
+    /// What `latest` says, without the content.
+    pub async fn latest_header(&self, config_id: &str) -> Result<Option<Header>> {
+        Ok(self
+            .read_one::<Header>(&self.key(config_id, "latest"))
+            .await?
+            .map(|(header, _)| header))
+    }
+
+    /// The versions Consul holds, without their content.
+    pub async fn headers(&self, config_id: &str) -> Result<Vec<Header>> {
+        let entries = self.read(&self.key(config_id, "versions/"), true).await?;
+        let mut headers = entries
+            .iter()
+            .map(decode::<Header>)
+            .collect::<Result<Vec<_>>>()?;
+        headers.sort_by_key(|h| h.version);
+        Ok(headers)
     }
 
     /// The key of one environment's applied state.
@@ -208,6 +267,52 @@ impl ConsulStore {
     }
 }
 
+/// What the operator reads of a version key: its number and checksum, and why its
+/// content is not there, when it is not.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    pub version: i64,
+    pub checksum: String,
+    #[serde(default)]
+    pub content_omitted: Option<String>,
+}
+
+/// A version larger than Consul's value limit, as Consul keeps it: everything but its
+/// content, which PostgreSQL keeps.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary<'v> {
+    config_id: &'v str,
+    version: i64,
+    owner: &'v str,
+    checksum: &'v str,
+    #[serde(flatten)]
+    source: &'v super::Source,
+    created_by: &'v str,
+    created_at: k8s_openapi::jiff::Timestamp,
+    message: &'v str,
+    content_omitted: String,
+}
+
+impl<'v> Summary<'v> {
+    fn of(version: &'v Version, size: usize) -> Self {
+        Self {
+            config_id: &version.config_id,
+            version: version.version,
+            owner: &version.owner,
+            checksum: &version.checksum,
+            source: &version.source,
+            created_by: &version.created_by,
+            created_at: version.created_at,
+            message: &version.message,
+            content_omitted: format!(
+                "the version is {size} bytes, more than Consul's value limit; PostgreSQL holds its content"
+            ),
+        }
+    }
+}
+
 fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T> {
     let invalid = |reason: String| Error::ConsulValue {
         key: entry.key.clone(),
@@ -239,7 +344,7 @@ impl VersionStore for ConsulStore {
             let version = Version {
                 config_id: new.config_id.clone(),
                 version: latest.map_or(1, |v| v.version + 1),
-                owner: new.owner.clone(),
+                owner: new.claimant.entry(),
                 snapshot: new.snapshot.clone(),
                 checksum: new.checksum.clone(),
                 source: new.source.clone(),
@@ -248,7 +353,7 @@ impl VersionStore for ConsulStore {
                 message: new.message.clone(),
             };
             let key = self.key(&new.config_id, &format!("versions/{}", version.version));
-            if self.check_and_set(&key, &version, 0).await? {
+            if self.put_version(&key, &version, 0).await? {
                 self.advance_latest(&version).await?;
                 return Ok(Recorded {
                     version,
@@ -267,9 +372,9 @@ impl VersionStore for ConsulStore {
 
     async fn store_version(&self, version: &Version) -> Result<()> {
         let key = self.key(&version.config_id, &format!("versions/{}", version.version));
-        if !self.check_and_set(&key, version, 0).await? {
+        if !self.put_version(&key, version, 0).await? {
             // Versions are immutable: an existing key must hold the same content.
-            let existing = self.read_one::<Version>(&key).await?;
+            let existing = self.read_one::<Header>(&key).await?;
             if existing.is_some_and(|(v, _)| v.checksum != version.checksum) {
                 return Err(Error::Diverged {
                     config_id: version.config_id.clone(),

@@ -6,14 +6,39 @@ use std::{collections::HashMap, sync::Mutex};
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    Application, AppliedState, Error, NewVersion, Recorded, Result, Version, VersionStore, Workflow,
+    Application, AppliedState, Claimant, Error, Floor, FloorUpdate, NewVersion, Projection,
+    Recorded, Result, Target, Version, VersionStore, Workflow,
 };
+use crate::core::ownership::{self, ClaimVerdict};
 
 #[derive(Default)]
 struct State {
     versions: HashMap<String, Vec<Version>>,
     applied: HashMap<(String, String), AppliedState>,
     workflows: HashMap<String, Workflow>,
+    claims: HashMap<String, Claimant>,
+    floors: HashMap<String, Vec<Floor>>,
+    bindings: HashMap<Target, Projection>,
+}
+
+impl State {
+    /// Checks (and takes, or renews) `claimant`'s claim on `config_id`.
+    fn claim(&mut self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        match ownership::claim(config_id, self.claims.get(config_id), claimant) {
+            ClaimVerdict::Holds => Ok(()),
+            ClaimVerdict::Take | ClaimVerdict::Renew => {
+                self.claims.insert(config_id.to_owned(), claimant.clone());
+                Ok(())
+            }
+            ClaimVerdict::Refuse(refused) => Err(Error::Claimed(refused)),
+        }
+    }
+
+    fn record_floor(&mut self, config_id: &str, floor: Floor) {
+        let floors = self.floors.entry(config_id.to_owned()).or_default();
+        floors.retain(|f| f.environment != floor.environment);
+        floors.push(floor);
+    }
 }
 
 /// Versions and applied state in process memory.
@@ -55,25 +80,54 @@ impl MemoryStore {
         })
     }
 
-    /// Removes a config id's applied state.
+    /// Removes a config id's applied state. Its claim and floors stay.
     pub fn forget(&self, config_id: &str) {
         self.lock().applied.retain(|(id, _), _| id != config_id);
+    }
+
+    /// Checks (and takes, or renews) a claim on a config id.
+    pub fn claim(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        self.lock().claim(config_id, claimant)
+    }
+
+    /// The floors recorded for a config id's environments.
+    pub fn floors(&self, config_id: &str) -> Vec<Floor> {
+        self.lock()
+            .floors
+            .get(config_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Records an environment's floor.
+    pub fn record_floor(&self, config_id: &str, claimant: &Claimant, floor: Floor) -> Result<()> {
+        let mut state = self.lock();
+        state.claim(config_id, claimant)?;
+        state.record_floor(config_id, floor);
+        Ok(())
+    }
+
+    /// Binds `target` to `projection` unless it is bound already; returns what it is
+    /// bound to now.
+    pub fn bind(&self, target: &Target, projection: &Projection) -> Projection {
+        self.lock()
+            .bindings
+            .entry(target.clone())
+            .or_insert_with(|| projection.clone())
+            .clone()
+    }
+
+    /// What `target` is bound to.
+    pub fn binding(&self, target: &Target) -> Option<Projection> {
+        self.lock().bindings.get(target).cloned()
     }
 }
 
 impl VersionStore for MemoryStore {
     async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
         let mut state = self.lock();
+        state.claim(&new.config_id, &new.claimant)?;
         let versions = state.versions.entry(new.config_id.clone()).or_default();
-        if let Some(first) = versions.first()
-            && first.owner != new.owner
-        {
-            return Err(Error::Owned {
-                config_id: new.config_id.clone(),
-                owner: first.owner.clone(),
-                claimant: new.owner.clone(),
-            });
-        }
         let same_source = versions.iter().rev().find(|v| v.source == new.source);
         if let Some(latest) = same_source
             && latest.checksum == new.checksum
@@ -96,7 +150,7 @@ impl VersionStore for MemoryStore {
         let version = Version {
             config_id: new.config_id.clone(),
             version: newest + 1,
-            owner: new.owner.clone(),
+            owner: new.claimant.entry(),
             snapshot: new.snapshot.clone(),
             checksum: new.checksum.clone(),
             source: new.source.clone(),
@@ -131,27 +185,34 @@ impl VersionStore for MemoryStore {
 
     async fn apply(&self, application: &Application) -> Result<bool> {
         let mut state = self.lock();
+        state.claim(&application.config_id, &application.claimant)?;
         let key = (
             application.config_id.clone(),
             application.environment.clone(),
         );
-        if state
-            .applied
-            .get(&key)
-            .is_some_and(|a| a.version == application.version && a.checksum == application.checksum)
-        {
-            return Ok(false);
-        }
-        if let Some(newer) = state
-            .applied
-            .get(&key)
-            .filter(|a| application.forward_only && a.version > application.version)
+        let current = state.applied.get(&key);
+        let already = current.is_some_and(|a| {
+            a.version == application.version && a.checksum == application.checksum
+        });
+        if let Some(newer) =
+            current.filter(|a| application.forward_only && a.version > application.version)
         {
             return Err(Error::Superseded {
                 config_id: application.config_id.clone(),
                 based_on: application.version,
                 latest: newer.version,
             });
+        }
+        if let FloorUpdate::Record(policy) = &application.floor {
+            let floor = Floor {
+                environment: application.environment.clone(),
+                policy: policy.clone(),
+                version: application.version,
+            };
+            state.record_floor(&application.config_id, floor);
+        }
+        if already {
+            return Ok(false);
         }
         state.applied.insert(
             key,
@@ -217,9 +278,14 @@ mod tests {
     use serde_json::json;
 
     fn new_version(checksum: &str, owner: &str) -> NewVersion {
+        let (namespace, name) = owner.split_once('/').unwrap();
         NewVersion {
             config_id: "payments".into(),
-            owner: owner.into(),
+            claimant: Claimant {
+                namespace: namespace.into(),
+                name: name.into(),
+                uid: "uid".into(),
+            },
             snapshot: Snapshot {
                 data: json!({"checksum": checksum}),
                 overrides: Default::default(),
@@ -270,6 +336,6 @@ mod tests {
             .record_version(&new_version("b", "team-b/p"))
             .await
             .unwrap_err();
-        assert!(matches!(error, Error::Owned { .. }), "{error}");
+        assert!(matches!(error, Error::Claimed(_)), "{error}");
     }
 }

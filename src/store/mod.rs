@@ -16,10 +16,13 @@ use std::future::Future;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub use crate::core::ownership::{ClaimRefused, Claimant, Projection, Target, TargetKind};
 pub use crate::resolve::Snapshot;
 
+use crate::api::v1alpha1::ApprovalPolicy;
+
 pub use composite::{ConsulSync, Stores, StoresConfig};
-pub use consul::ConsulStore;
+pub use consul::{ConsulConfig, ConsulStore};
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 
@@ -37,8 +40,8 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewVersion {
     pub config_id: String,
-    /// The ConfigEntry (`namespace/name`) that owns the config id.
-    pub owner: String,
+    /// The ConfigEntry that holds the config id: recording checks its claim.
+    pub claimant: Claimant,
     pub snapshot: Snapshot,
     pub checksum: String,
     pub source: Source,
@@ -89,6 +92,8 @@ pub struct AppliedState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Application {
     pub config_id: String,
+    /// The ConfigEntry that holds the config id: applying checks its claim.
+    pub claimant: Claimant,
     pub environment: String,
     pub version: i64,
     pub checksum: String,
@@ -98,6 +103,27 @@ pub struct Application {
     /// writers racing never move an environment back. Drift remediation, which
     /// restores what was recorded, does not set it.
     pub forward_only: bool,
+    /// The approval floor the environment keeps from now on, in the same transaction.
+    pub floor: FloorUpdate,
+}
+
+/// What an application does to the environment's approval floor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FloorUpdate {
+    Keep,
+    /// Record this policy (`None`: no approval needed).
+    Record(Option<ApprovalPolicy>),
+}
+
+/// The approval policy an environment answered to when `version` went live there: a
+/// floor that a spec asking for less cannot lower by itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Floor {
+    pub environment: String,
+    /// `None`: no approval needed.
+    pub policy: Option<ApprovalPolicy>,
+    pub version: i64,
 }
 
 /// An approval workflow (a ConfigChange) as the `approval_workflows` table mirrors it.
@@ -195,14 +221,8 @@ pub enum Error {
     ConsulStatus { action: String, status: u16 },
     #[error("Consul key {key} holds something that is not a summit-config record: {reason}")]
     ConsulValue { key: String, reason: String },
-    #[error(
-        "config id {config_id} belongs to ConfigEntry {owner}; {claimant} cannot record versions for it"
-    )]
-    Owned {
-        config_id: String,
-        owner: String,
-        claimant: String,
-    },
+    #[error(transparent)]
+    Claimed(#[from] ClaimRefused),
     #[error(
         "{config_id} version {version} differs in {backend} from the recorded version; refusing to overwrite it"
     )]
@@ -236,7 +256,7 @@ impl Error {
             Error::Postgres { .. } | Error::Migrate(_) => "PostgresUnavailable",
             Error::Consul { .. } | Error::ConsulStatus { .. } => "ConsulUnavailable",
             Error::ConsulValue { .. } | Error::Diverged { .. } => "BackendDiverged",
-            Error::Owned { .. } => "ConfigIdOwned",
+            Error::Claimed(_) => "ConfigIdClaimed",
             Error::Superseded { .. } => "Superseded",
             Error::Encode(_) => "Encode",
             Error::ConsulWithoutPostgres => "Configuration",

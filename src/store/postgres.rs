@@ -14,9 +14,15 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{
-    Application, AppliedState, Error, NewVersion, Recorded, Result, Rotation, Snapshot, Source,
-    Version, VersionStore, Workflow, WorkflowApproval,
+    Application, AppliedState, Claimant, Error, Floor, FloorUpdate, NewVersion, Projection,
+    Recorded, Result, Rotation, Snapshot, Source, Target, Version, VersionStore, Workflow,
+    WorkflowApproval,
 };
+use crate::core::ownership::{self, ClaimVerdict};
+
+/// The longest user name, approver list or other user-written text kept in a column
+/// (`VARCHAR(1024)`); longer values are cut, marked with an ellipsis.
+const TEXT_COLUMN: usize = 1024;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -124,7 +130,7 @@ impl PostgresStore {
                 .bind(&workflow.change_id)
                 .bind(&workflow.config_id)
                 .bind(&workflow.proposal)
-                .bind(&workflow.requested_by)
+                .bind(bounded(&workflow.requested_by))
                 .bind(naive(workflow.requested_at))
                 .bind(&counted)
                 .bind(&approvals)
@@ -181,6 +187,102 @@ impl PostgresStore {
             .await
             .map_err(failed("commit an approval workflow"))?;
         Ok(true)
+    }
+
+    /// Checks (and takes, or renews) `claimant`'s claim on `config_id`.
+    pub async fn claim(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        let mut tx = self.begin_locked(config_id).await?;
+        check_claim(&mut tx, config_id, claimant).await?;
+        tx.commit().await.map_err(failed("commit a claim"))?;
+        Ok(())
+    }
+
+    /// The approval floors recorded for a config id's environments.
+    pub async fn floors(&self, config_id: &str) -> Result<Vec<Floor>> {
+        let rows: Vec<(String, Option<Value>, i32)> = sqlx::query_as(
+            "SELECT environment, policy, version FROM approval_floors WHERE config_id = $1 ORDER BY environment",
+        )
+        .bind(config_id)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(failed("read the approval floors"))?;
+        rows.into_iter()
+            .map(|(environment, policy, version)| {
+                Ok(Floor {
+                    environment,
+                    policy: policy
+                        .filter(|p| !p.is_null())
+                        .map(serde_json::from_value)
+                        .transpose()
+                        .map_err(Error::Encode)?,
+                    version: i64::from(version),
+                })
+            })
+            .collect()
+    }
+
+    /// Records an environment's approval floor outside an application (a spec that
+    /// now asks for more than the floor), with its audit row.
+    pub async fn record_floor(
+        &self,
+        config_id: &str,
+        claimant: &Claimant,
+        floor: &Floor,
+        actor: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin_locked(config_id).await?;
+        check_claim(&mut tx, config_id, claimant).await?;
+        write_floor(&mut tx, config_id, floor, actor).await?;
+        tx.commit()
+            .await
+            .map_err(failed("commit an approval floor"))?;
+        Ok(())
+    }
+
+    /// Binds `target` to `projection` unless it is bound already; returns what it is
+    /// bound to now.
+    pub async fn bind(&self, target: &Target, projection: &Projection) -> Result<Projection> {
+        let row: (String, String) = sqlx::query_as(
+            "WITH inserted AS (
+               INSERT INTO projection_bindings (kind, namespace, name, config_id, environment, bound_at)
+               VALUES ($1, $2, $3, $4, $5, now() AT TIME ZONE 'UTC')
+               ON CONFLICT (kind, namespace, name) DO NOTHING
+               RETURNING config_id, environment)
+             SELECT config_id, environment FROM inserted
+             UNION ALL
+             SELECT config_id, environment FROM projection_bindings
+             WHERE kind = $1 AND namespace = $2 AND name = $3
+             LIMIT 1",
+        )
+        .bind(target.kind.as_str())
+        .bind(&target.namespace)
+        .bind(&target.name)
+        .bind(&projection.config_id)
+        .bind(&projection.environment)
+        .fetch_one(self.pool().await?)
+        .await
+        .map_err(failed("bind a projection target"))?;
+        Ok(Projection {
+            config_id: row.0,
+            environment: row.1,
+        })
+    }
+
+    /// What `target` is bound to.
+    pub async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT config_id, environment FROM projection_bindings WHERE kind = $1 AND namespace = $2 AND name = $3",
+        )
+        .bind(target.kind.as_str())
+        .bind(&target.namespace)
+        .bind(&target.name)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(failed("read a projection binding"))?;
+        Ok(row.map(|(config_id, environment)| Projection {
+            config_id,
+            environment,
+        }))
     }
 
     /// The newest version a ConfigChange (`change`: its id) recorded for a config id.
@@ -311,10 +413,14 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Removes a config id's applied state, with an audit row naming who and why.
-    /// Versions and the audit trail stay.
-    pub async fn forget(&self, config_id: &str, actor: &str) -> Result<()> {
+    /// Removes a config id's applied state, with an audit row naming who and why, if
+    /// `claimant` holds it. Versions, the audit trail, the claim and the approval
+    /// floors stay.
+    pub async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        let actor = claimant.entry();
+        let actor = actor.as_str();
         let mut tx = self.begin_locked(config_id).await?;
+        check_claim(&mut tx, config_id, claimant).await?;
         let latest: Option<i32> =
             sqlx::query_scalar("SELECT MAX(version) FROM config_versions WHERE config_id = $1")
                 .bind(config_id)
@@ -340,6 +446,117 @@ impl PostgresStore {
         tx.commit().await.map_err(failed("commit a deletion"))?;
         Ok(())
     }
+}
+
+/// Checks `claimant`'s claim on `config_id` inside a transaction that holds the config
+/// id's lock: takes it when nobody holds it, renews it for an entry created again
+/// under the holder's name, and refuses it to anyone else.
+async fn check_claim(
+    tx: &mut Transaction<'static, Postgres>,
+    config_id: &str,
+    claimant: &Claimant,
+) -> Result<()> {
+    let holder: Option<(String, String, String)> =
+        sqlx::query_as("SELECT namespace, name, uid FROM config_claims WHERE config_id = $1")
+            .bind(config_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(failed("read a config id's claim"))?;
+    let holder = holder.map(|(namespace, name, uid)| Claimant {
+        namespace,
+        name,
+        uid,
+    });
+    match ownership::claim(config_id, holder.as_ref(), claimant) {
+        ClaimVerdict::Holds => Ok(()),
+        ClaimVerdict::Refuse(refused) => Err(Error::Claimed(refused)),
+        verdict @ (ClaimVerdict::Take | ClaimVerdict::Renew) => {
+            sqlx::query(
+                "INSERT INTO config_claims (config_id, namespace, name, uid, claimed_at)
+                 VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC')
+                 ON CONFLICT (config_id) DO UPDATE SET uid = EXCLUDED.uid, claimed_at = EXCLUDED.claimed_at",
+            )
+            .bind(config_id)
+            .bind(&claimant.namespace)
+            .bind(&claimant.name)
+            .bind(&claimant.uid)
+            .execute(&mut **tx)
+            .await
+            .map_err(failed("claim a config id"))?;
+            let event = if verdict == ClaimVerdict::Take {
+                "claimed"
+            } else {
+                "claimRenewed"
+            };
+            insert_audit(
+                tx,
+                config_id,
+                None,
+                &claimant.entry(),
+                &format!("config id {event} by ConfigEntry {claimant}"),
+                json!({"event": event, "entry": claimant.entry(), "uid": claimant.uid}),
+            )
+            .await
+        }
+    }
+}
+
+/// Writes an environment's approval floor, with an audit row when it changed.
+async fn write_floor(
+    tx: &mut Transaction<'static, Postgres>,
+    config_id: &str,
+    floor: &Floor,
+    actor: &str,
+) -> Result<()> {
+    let policy = serde_json::to_value(&floor.policy).map_err(Error::Encode)?;
+    let previous: Option<Option<Value>> = sqlx::query_scalar(
+        "SELECT policy FROM approval_floors WHERE config_id = $1 AND environment = $2",
+    )
+    .bind(config_id)
+    .bind(&floor.environment)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(failed("read an approval floor"))?;
+    let previous = previous.map(|p| p.unwrap_or(Value::Null));
+    if previous.as_ref() == Some(&policy) {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO approval_floors (config_id, environment, policy, version, recorded_at)
+         VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC')
+         ON CONFLICT (config_id, environment) DO UPDATE
+         SET policy = EXCLUDED.policy, version = EXCLUDED.version, recorded_at = EXCLUDED.recorded_at",
+    )
+    .bind(config_id)
+    .bind(&floor.environment)
+    .bind(&policy)
+    .bind(version_number(floor.version))
+    .execute(&mut **tx)
+    .await
+    .map_err(failed("write an approval floor"))?;
+    insert_audit(
+        tx,
+        config_id,
+        Some(floor.version),
+        actor,
+        &format!(
+            "approval floor of {}: {}",
+            floor.environment,
+            crate::core::approval::describe(floor.policy.as_ref())
+        ),
+        json!({"event": "approvalFloor", "environment": floor.environment, "policy": policy, "previous": previous}),
+    )
+    .await
+}
+
+/// Cuts user-written text to what its column holds.
+fn bounded(text: &str) -> String {
+    if text.chars().count() <= TEXT_COLUMN {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(TEXT_COLUMN - 1).collect();
+    cut.push('…');
+    cut
 }
 
 const VERSION_COLUMNS: &str =
@@ -420,7 +637,7 @@ async fn insert_version(tx: &mut Transaction<'static, Postgres>, version: &Versi
     .bind(&version.checksum)
     .bind(metadata)
     .bind(naive(version.created_at))
-    .bind(&version.created_by)
+    .bind(bounded(&version.created_by))
     .execute(&mut **tx)
     .await
     .map_err(failed("insert a version"))?;
@@ -442,7 +659,7 @@ async fn insert_audit(
     .bind(Uuid::new_v4())
     .bind(config_id)
     .bind(version.map(version_number))
-    .bind(actor)
+    .bind(bounded(actor))
     .bind(message)
     .bind(changes)
     .execute(&mut **tx)
@@ -454,20 +671,7 @@ async fn insert_audit(
 impl VersionStore for PostgresStore {
     async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
         let mut tx = self.begin_locked(&new.config_id).await?;
-        let first_owner: Option<String> = sqlx::query_scalar(
-            "SELECT metadata ->> 'owner' FROM config_versions WHERE config_id = $1 ORDER BY version LIMIT 1",
-        )
-        .bind(&new.config_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(failed("read the owner of a config id"))?;
-        if let Some(owner) = first_owner.filter(|owner| owner != &new.owner) {
-            return Err(Error::Owned {
-                config_id: new.config_id.clone(),
-                owner,
-                claimant: new.owner.clone(),
-            });
-        }
+        check_claim(&mut tx, &new.config_id, &new.claimant).await?;
 
         let source = serde_json::to_value(&new.source).map_err(Error::Encode)?;
         let latest_of_source = sqlx::query(&format!(
@@ -509,7 +713,7 @@ impl VersionStore for PostgresStore {
         let version = Version {
             config_id: new.config_id.clone(),
             version: i64::from(next),
-            owner: new.owner.clone(),
+            owner: new.claimant.entry(),
             snapshot: new.snapshot.clone(),
             checksum: new.checksum.clone(),
             source: new.source.clone(),
@@ -560,6 +764,7 @@ impl VersionStore for PostgresStore {
 
     async fn apply(&self, application: &Application) -> Result<bool> {
         let mut tx = self.begin_locked(&application.config_id).await?;
+        check_claim(&mut tx, &application.config_id, &application.claimant).await?;
         let current: Option<(i32, String)> = sqlx::query_as(
             "SELECT version, checksum FROM config_applied_state WHERE config_id = $1 AND environment = $2",
         )
@@ -568,12 +773,6 @@ impl VersionStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(failed("read the applied state"))?;
-        if current.as_ref().is_some_and(|(version, checksum)| {
-            i64::from(*version) == application.version && checksum == &application.checksum
-        }) {
-            tx.commit().await.map_err(failed("commit"))?;
-            return Ok(false);
-        }
         if let Some((newer, _)) = current.as_ref().filter(|(version, _)| {
             application.forward_only && i64::from(*version) > application.version
         }) {
@@ -582,6 +781,20 @@ impl VersionStore for PostgresStore {
                 based_on: application.version,
                 latest: i64::from(*newer),
             });
+        }
+        if let FloorUpdate::Record(policy) = &application.floor {
+            let floor = Floor {
+                environment: application.environment.clone(),
+                policy: policy.clone(),
+                version: application.version,
+            };
+            write_floor(&mut tx, &application.config_id, &floor, &application.actor).await?;
+        }
+        if current.as_ref().is_some_and(|(version, checksum)| {
+            i64::from(*version) == application.version && checksum == &application.checksum
+        }) {
+            tx.commit().await.map_err(failed("commit"))?;
+            return Ok(false);
         }
         sqlx::query(
             "INSERT INTO config_applied_state (config_id, environment, version, checksum, applied_at)

@@ -23,6 +23,12 @@ pub const CONDITION_VALIDATED: &str = "Validated";
 /// Condition type: every backend holds the recorded state.
 pub const CONDITION_SYNCED: &str = "Synced";
 
+/// Annotation of a ConfigEntry naming the user who last wrote its spec. The chart's
+/// admission policies stamp it from the apiserver's own `request.userInfo` and refuse
+/// any value a client sets: the author of the versions the spec records, and the
+/// requester of the changes it proposes.
+pub const ANNOTATION_SPEC_AUTHOR: &str = "config.summit.io/spec-author";
+
 /// Schema for free-form JSON objects (config data, overrides, JSON Schemas, merge patches):
 /// the apiserver keeps every field, and the operator validates the content itself.
 pub fn preserved_object(_: &mut SchemaGenerator) -> Schema {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, preserved_object};
+use super::free_form;
 
 /// A proposal to move one environment of a ConfigEntry to new content: full new base
 /// `data`, a JSON merge `patch` on the current version, `rollbackTo` an old version, or
@@ -65,8 +66,8 @@ use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, p
     validation = Rule::new("[has(self.data), has(self.patch), has(self.rollbackTo), has(self.version)].filter(x, x).size() == 1")
         .message("set exactly one of data, patch, rollbackTo and version"),
     validation = Rule::new(
-        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo) && has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version) && has(self.baseVersion) == has(oldSelf.baseVersion)"
-    ).message("the proposal (data, patch, rollbackTo, version) is immutable: create a new ConfigChange instead"),
+        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo) && has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version) && has(self.baseVersion) == has(oldSelf.baseVersion) && has(self.approvalPolicy) == has(oldSelf.approvalPolicy) && (!has(self.approvalPolicy) || self.approvalPolicy == oldSelf.approvalPolicy)"
+    ).message("the proposal (data, patch, rollbackTo, version, approvalPolicy) is immutable: create a new ConfigChange instead"),
     validation = Rule::new("!has(oldSelf.approvals) || has(self.approvals)")
         .message("approvals cannot be removed"),
     validation = Rule::new("!has(oldSelf.rejection) || has(self.rejection)")
@@ -87,13 +88,21 @@ pub struct ConfigChangeSpec {
     /// Full new base data. Becomes `Superseded` if another version is recorded before
     /// this change applies.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "free_form::option"
+    )]
     pub data: Option<Value>,
 
     /// A JSON merge patch (RFC 7386) on the newest version's base data, re-validated
     /// against the newest version when it applies.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "free_form::option"
+    )]
     pub patch: Option<Value>,
 
     /// Make a new version with the content of this earlier version. History is never
@@ -107,6 +116,14 @@ pub struct ConfigChangeSpec {
     #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+
+    /// The approval policy the environment keeps once this change applies: its
+    /// approval floor, which a ConfigEntry's spec cannot lower by itself. The operator
+    /// proposes it when a spec (edited, or deleted and created again) asks for a weaker
+    /// policy than the one recorded when the live version went live, so that relaxing a
+    /// policy is approved under the policy it relaxes. Unset: the floor stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_policy: Option<super::ApprovalPolicy>,
 
     /// The version live in the environment when the change was proposed (the CLI fills
     /// it in). A `data` change whose environment has moved on since is `Superseded`.

@@ -11,6 +11,7 @@ use super::common::{
     Condition, ConfigMapKeyReference, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, RestartTarget,
     SecretProvider, Time, preserved_object,
 };
+use super::free_form;
 
 /// Pattern of a config id: lowercase segments of letters, digits, `.`, `_` and `-`, each
 /// starting and ending with a letter or digit, joined by single `/`.
@@ -98,7 +99,11 @@ pub struct ConfigEntrySpec {
     /// resolved content of every environment must satisfy. At most one of `schema`
     /// and `schemaRef`.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "free_form::option"
+    )]
     pub schema: Option<Value>,
 
     /// A JSON Schema kept in a ConfigMap key in this namespace, for schemas shared by
@@ -108,6 +113,7 @@ pub struct ConfigEntrySpec {
 
     /// Base configuration shared by every environment, as a JSON object.
     #[schemars(schema_with = "preserved_object")]
+    #[serde(deserialize_with = "free_form::deserialize")]
     pub data: Value,
 
     /// The environments this configuration is served in, each with its overrides,
@@ -139,13 +145,27 @@ pub struct EnvironmentSpec {
     /// A JSON merge patch (RFC 7386) applied to `data` for this environment: objects
     /// merge, other values replace, and `null` deletes a key.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "free_form::option"
+    )]
     pub overrides: Option<Value>,
 
     /// Who must approve a change before it goes live here. Without a policy, changes
     /// apply at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalPolicy>,
+
+    /// Keys removed from this environment's content after `overrides` apply, as JSON
+    /// Pointers (RFC 6901), e.g. `/legacy` or `/pool/debug` (`~1` stands for `/` and `~0`
+    /// for `~` inside a key). Unlike a `null` in `overrides`, which only server-side
+    /// apply keeps, a removal survives `kubectl apply`, Helm and Argo CD.
+    #[schemars(length(max = 256))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(p, p.startsWith('/') && size(p) > 1 && size(p) <= 1024)")
+        .message("every removal is a JSON Pointer to a key, such as /legacy or /pool/debug"))]
+    pub remove: Vec<String>,
 
     /// The ConfigMap this environment's resolved content is projected into. Without
     /// one, the content goes to a ConfigMap named `<entry>-<environment>` as `config.json`.

@@ -5,6 +5,7 @@ mod common;
 mod config_change;
 mod config_entry;
 mod drift_check;
+pub mod free_form;
 mod secret_rotation_policy;
 
 pub use common::*;

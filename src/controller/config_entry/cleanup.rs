@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{ResourceExt, runtime::events::EventType};
 
-use super::pipeline::config_map_target;
+use super::pipeline::{claimant, config_map_target};
 use crate::{
     api::v1alpha1::{ConfigEntry, DeletionPolicy},
     controller::{Context, Error, Result},
@@ -39,10 +39,16 @@ pub async fn cleanup(entry: &ConfigEntry, ctx: &Context) -> Result<()> {
     }
     let policy = entry.spec.deletion_policy.unwrap_or_default();
     if policy == DeletionPolicy::Delete {
-        ctx.stores
-            .forget(&entry.spec.config_id, &owner)
+        // Only the holder of the config id forgets its applied state and Consul keys; an
+        // entry refused the config id leaves them alone.
+        match ctx
+            .stores
+            .forget(&entry.spec.config_id, &claimant(entry))
             .await
-            .map_err(Error::Store)?;
+        {
+            Ok(()) | Err(crate::store::Error::Claimed(_)) => {}
+            Err(error) => return Err(Error::Store(error)),
+        }
     }
     let note = match policy {
         DeletionPolicy::Retain => "projections removed; versions and Consul keys retained",

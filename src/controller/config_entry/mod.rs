@@ -26,7 +26,7 @@ use kube::{
 };
 use tracing::instrument;
 
-pub use pipeline::config_map_target;
+pub use pipeline::{claimant, config_map_target};
 pub use project::restore_config_map;
 pub use restart::{RestartLimiter, restart};
 pub use secrets::{project_secrets, secret_target};

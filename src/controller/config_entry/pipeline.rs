@@ -25,15 +25,24 @@ use super::{
 };
 use crate::{
     api::v1alpha1::{
-        CONDITION_VALIDATED, ConfigChange, ConfigChangeSpec, ConfigEntry, ConfigFormat,
-        EnvironmentPhase, EnvironmentSpec, EnvironmentStatus, find_condition,
+        ANNOTATION_SPEC_AUTHOR, ApprovalPolicy, CONDITION_VALIDATED, ConfigChange,
+        ConfigChangeSpec, ConfigEntry, ConfigFormat, EnvironmentPhase, EnvironmentSpec,
+        EnvironmentStatus, find_condition,
     },
-    controller::{Context, Error, FIELD_MANAGER, Result, status},
+    controller::{Context, Error, Result, status},
+    core::{
+        approval,
+        promotion::{self, Step, promote},
+    },
     project::{
         ANNOTATION_ENTRY, LABEL_MANAGED_BY, MANAGED_BY, ProjectedConfigMap, RenderError, render,
     },
     resolve::{Snapshot, checksum},
-    store::{Application, NewVersion, Source, Version},
+    store::{
+        Application, Claimant, ConsulSync, Error as StoreError, Floor, FloorUpdate, NewVersion,
+        Source, Version,
+    },
+    telemetry::FailureLabels,
 };
 
 /// One environment, fully rendered from the spec before anything is written.
@@ -45,6 +54,8 @@ struct Plan<'s> {
     namespace: String,
     name: String,
     data: std::collections::BTreeMap<String, String>,
+    /// Whether changes here need approval: its projections are bound to it for good.
+    protected: bool,
 }
 
 pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Action> {
@@ -58,9 +69,10 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
 
     // Validate and render everything first: the whole result validates or nothing changes.
     let snapshot = Snapshot::from_spec(&entry.spec);
-    let checked = validate::validate(&entry.spec, validate::schema_source(entry, ctx))
+    let checked = validate::check_place(entry, &ctx.rules.config_id_prefix)
+        .and_then(|()| validate::validate(&entry.spec, validate::schema_source(entry, ctx)))
         .and_then(|message| Ok((message, plan(entry, &snapshot, ctx)?)));
-    let (message, plans) = match checked {
+    let (message, mut plans) = match checked {
         Ok(checked) => checked,
         Err(refusal) => {
             report.validated = Err((refusal.invalid.reason, refusal.invalid.message.clone()));
@@ -71,19 +83,18 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     };
     report.validated = Ok(message);
 
-    // Record: PostgreSQL decides the version number, in one transaction with its audit row.
+    // The config id is this entry's, or nothing of its history is read or written.
     let config_id = entry.spec.config_id.clone();
+    let claimant = claimant(entry);
+    // Record: PostgreSQL decides the version number, in one transaction with its audit row.
+    let author = spec_author(entry);
     let new_version = NewVersion {
         config_id: config_id.clone(),
-        owner: format!(
-            "{}/{}",
-            entry.namespace().unwrap_or_default(),
-            entry.name_any()
-        ),
+        claimant: claimant.clone(),
         checksum: snapshot.checksum(),
         snapshot: snapshot.clone(),
         source: Source::Spec,
-        created_by: spec_author(entry),
+        created_by: author.clone(),
         message: format!(
             "spec of ConfigEntry {} (generation {})",
             entry.name_any(),
@@ -92,9 +103,11 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         based_on: None,
     };
     let stored = async {
+        ctx.stores.claim(&config_id, &claimant).await?;
         let recorded = ctx.stores.record(&new_version).await?;
         let applied = ctx.stores.applied(&config_id).await?;
-        Ok::<_, crate::store::Error>((recorded, applied))
+        let floors = ctx.stores.floors(&config_id).await?;
+        Ok::<_, crate::store::Error>((recorded, applied, floors))
     }
     .await;
     ctx.metrics.backend(
@@ -103,10 +116,17 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         } else {
             "memory"
         },
-        stored.is_ok(),
+        stored.as_ref().is_ok() || matches!(stored, Err(StoreError::Claimed(_))),
     );
-    let (recorded, applied) = match stored {
+    let (recorded, applied, floors) = match stored {
         Ok(stored) => stored,
+        Err(StoreError::Claimed(refused)) => {
+            // Another entry's history: nothing of it is read, written or shown.
+            report.validated = Err(("ConfigIdClaimed", refused.message));
+            report.environments = unchanged_environments(entry, &BTreeSet::new());
+            finish(ctx, entry, &report).await?;
+            return Ok(Action::await_change());
+        }
         Err(error) => {
             report.sync = Some(SyncOutcome {
                 synced: false,
@@ -138,102 +158,135 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     }
     report.latest = Some((latest.version, latest.checksum.clone()));
 
-    // Move each environment whose content changed and whose policy lets it.
+    // Move each environment whose content changed and whose requirements let it.
     let mut moved_at = std::collections::HashMap::new();
-    for plan in &plans {
-        let current = applied.iter().find(|a| a.environment == plan.spec.name);
-        let outcome = if current.is_some_and(|c| c.checksum == plan.checksum) {
-            EnvironmentOutcome {
-                name: plan.spec.name.clone(),
-                phase: EnvironmentPhase::Applied,
-                live: current.map(Live::from),
-                pending_version: None,
-                pending_change: None,
-                secrets: None,
-                consumers: None,
-                message: None,
-            }
-        } else if let Some(newer) = current.filter(|c| c.version > latest.version) {
-            // A ConfigChange (or rollback) applied after the spec's newest version: the
-            // newest version wins until the spec changes again.
-            EnvironmentOutcome {
-                name: plan.spec.name.clone(),
-                phase: EnvironmentPhase::Applied,
-                live: Some(Live::from(newer)),
-                pending_version: None,
-                pending_change: None,
-                secrets: None,
-                consumers: None,
-                message: Some(format!(
-                    "version {} from a ConfigChange is live; the spec's newest version is {}",
-                    newer.version, latest.version
-                )),
-            }
-        } else if plan.spec.auto_approves() {
-            moved_at.insert(plan.spec.name.clone(), std::time::Instant::now());
-            let application = Application {
-                forward_only: true,
-                config_id: config_id.clone(),
-                environment: plan.spec.name.clone(),
-                version: latest.version,
-                checksum: plan.checksum.clone(),
-                actor: new_version.created_by.clone(),
-                message: format!(
-                    "applied version {} to {} (auto-approved)",
-                    latest.version, plan.spec.name
-                ),
+    for plan in &mut plans {
+        let name = plan.spec.name.clone();
+        let current = applied.iter().find(|a| a.environment == name);
+        let floor = floors.iter().find(|f| f.environment == name);
+        let requirements = ctx.requirements(&plan.spec.name, plan.spec.approval.as_ref(), floor);
+        plan.protected = !requirements.auto_approves();
+        let promotion = promote(&promotion::Environment {
+            latest: (latest.version, &plan.checksum),
+            live: current.map(|c| (c.version, c.checksum.as_str())),
+            spec_policy: plan.spec.approval.as_ref(),
+            floor: floor.map(|f| f.policy.as_ref()),
+            requirements: &requirements,
+        });
+        if let Some(policy) = promotion.record_floor {
+            let raised = Floor {
+                environment: name.clone(),
+                policy,
+                version: current.map_or(latest.version, |c| c.version),
             };
-            if let Err(error) = ctx.stores.apply(&application).await {
-                report.sync = Some(SyncOutcome {
-                    synced: false,
-                    reason: error.label(),
+            if let Err(error) = ctx
+                .stores
+                .record_floor(&config_id, &claimant, &raised, &author)
+                .await
+            {
+                return store_failed(ctx, entry, &mut report, error).await;
+            }
+        }
+        let mut outcome = EnvironmentOutcome {
+            name: name.clone(),
+            phase: EnvironmentPhase::Applied,
+            live: current.map(Live::from),
+            pending_version: None,
+            pending_change: None,
+            secrets: None,
+            consumers: None,
+            message: None,
+        };
+        match promotion.step {
+            Step::Live => {}
+            Step::NewerLive { version } => {
+                // A ConfigChange (or rollback) applied after the spec's newest version:
+                // the newest version wins until the spec changes again.
+                outcome.message = Some(format!(
+                    "version {version} from a ConfigChange is live; the spec's newest version is {}",
+                    latest.version
+                ));
+            }
+            Step::Apply => {
+                moved_at.insert(name.clone(), std::time::Instant::now());
+                let floor_update = approval::floor_change(
+                    floor.map(|f| f.policy.as_ref()),
+                    plan.spec.approval.as_ref(),
+                    None,
+                )
+                .map_or(FloorUpdate::Keep, FloorUpdate::Record);
+                let application = Application {
+                    forward_only: true,
+                    config_id: config_id.clone(),
+                    claimant: claimant.clone(),
+                    environment: name.clone(),
+                    version: latest.version,
+                    checksum: plan.checksum.clone(),
+                    actor: latest.created_by.clone(),
                     message: format!(
-                        "{error}: version {} is recorded but not applied yet",
+                        "applied version {} to {name} (no approval needed)",
                         latest.version
                     ),
-                });
-                finish(ctx, entry, &report).await?;
-                return Err(Error::Store(error));
-            }
-            tracing::info!(%config_id, environment = %plan.spec.name, version = latest.version, "applied");
-            ctx.publish(
-                entry,
-                EventType::Normal,
-                "Applied",
-                application.message.clone(),
-            )
-            .await;
-            let applied_now = ctx.stores.applied(&config_id).await.map_err(Error::Store)?;
-            EnvironmentOutcome {
-                name: plan.spec.name.clone(),
-                phase: EnvironmentPhase::Applied,
-                live: applied_now
+                    floor: floor_update,
+                };
+                if let Err(error) = ctx.stores.apply(&application).await {
+                    report.sync = Some(SyncOutcome {
+                        synced: false,
+                        reason: error.label(),
+                        message: format!(
+                            "{error}: version {} is recorded but not applied yet",
+                            latest.version
+                        ),
+                    });
+                    finish(ctx, entry, &report).await?;
+                    return Err(Error::Store(error));
+                }
+                tracing::info!(%config_id, environment = %name, version = latest.version, "applied");
+                ctx.publish(
+                    entry,
+                    EventType::Normal,
+                    "Applied",
+                    application.message.clone(),
+                )
+                .await;
+                let applied_now = ctx.stores.applied(&config_id).await.map_err(Error::Store)?;
+                outcome.live = applied_now
                     .iter()
-                    .find(|a| a.environment == plan.spec.name)
-                    .map(Live::from),
-                pending_version: None,
-                pending_change: None,
-                secrets: None,
-                consumers: None,
-                message: None,
+                    .find(|a| a.environment == name)
+                    .map(Live::from);
             }
-        } else {
-            let change = propose_change(ctx, entry, plan.spec, latest.version).await?;
-            EnvironmentOutcome {
-                name: plan.spec.name.clone(),
-                phase: EnvironmentPhase::PendingApproval,
-                live: current.map(Live::from),
-                pending_version: Some(latest.version),
-                pending_change: Some(change.clone()),
-                secrets: None,
-                consumers: None,
-                message: Some(format!(
-                    "version {} waits for {} approval(s) on ConfigChange {change}; the live version stays",
-                    latest.version,
-                    plan.spec.required_approvals()
-                )),
+            Step::Propose { version, policy } => {
+                // The version's author asks; a relaxation alone is asked by whoever
+                // relaxed the spec.
+                let requester = if current.is_some_and(|c| c.checksum == plan.checksum) {
+                    author.clone()
+                } else {
+                    latest.created_by.clone()
+                };
+                let proposal = Proposal {
+                    version,
+                    policy,
+                    requester,
+                };
+                let change = propose_change(ctx, entry, plan.spec, &proposal).await?;
+                outcome.phase = EnvironmentPhase::PendingApproval;
+                outcome.pending_version = Some(version);
+                outcome.pending_change = Some(change.clone());
+                outcome.message = Some(match &proposal.policy {
+                    Some(relaxed) => format!(
+                        "version {version} waits for approval on ConfigChange {change}: the spec asks for {} where {} holds until it is approved; the live version stays",
+                        approval::describe(Some(relaxed)),
+                        approval::describe(
+                            requirements.relaxed_floor().and_then(|r| r.policy.as_ref())
+                        )
+                    ),
+                    None => format!(
+                        "version {version} waits for {} approval(s) on ConfigChange {change}; the live version stays",
+                        requirements.required()
+                    ),
+                });
             }
-        };
+        }
         report.environments.push(outcome);
     }
 
@@ -270,7 +323,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     checksum: live.checksum.clone(),
                     data,
                 };
-                apply_config_map(ctx, entry, &projection)
+                apply_config_map(ctx, entry, &projection, plan.protected)
                     .await
                     .map(|_| ())
                     .map_err(|error| error.to_string())
@@ -309,8 +362,16 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
             Ok(refs) if refs.is_empty() => None,
             Ok(refs) => {
                 has_secrets = true;
-                let projected =
-                    project_secrets(ctx, entry, plan.spec, live.version, &refs, false).await;
+                let projected = project_secrets(
+                    ctx,
+                    entry,
+                    plan.spec,
+                    live.version,
+                    &refs,
+                    false,
+                    plan.protected,
+                )
+                .await;
                 match projected {
                     Ok(projected) => Some(projected),
                     Err(error) => {
@@ -392,6 +453,16 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
             reason: "InMemoryOnly",
             message: "versions are kept in memory only and are lost when the operator restarts"
                 .into(),
+        },
+        Some(Ok(ConsulSync {
+            content_omitted: Some((version, why)),
+            ..
+        })) => SyncOutcome {
+            synced: true,
+            reason: "ConsulContentOmitted",
+            message: format!(
+                "PostgreSQL holds version {version}; Consul holds its checksum but not its content: {why}"
+            ),
         },
         Some(Ok(_)) => SyncOutcome {
             synced: true,
@@ -541,6 +612,15 @@ async fn finish(ctx: &Context, entry: &ConfigEntry, report: &Report) -> Result<(
         } else {
             (EventType::Warning, "ValidationFailed")
         };
+        if let Err((why, _)) = &report.validated {
+            ctx.metrics
+                .refused_objects
+                .get_or_create(&FailureLabels {
+                    kind: KIND,
+                    reason: why,
+                })
+                .inc();
+        }
         ctx.publish(entry, type_, reason, after.1).await;
     }
     // Degraded with a reason: an environment held back by an invalid spec has none of
@@ -612,6 +692,7 @@ fn plan<'e>(
                 namespace: target_namespace,
                 name,
                 data,
+                protected: false,
             }),
             Err(error) => {
                 failures.push(format!("environment {:?}: {error}", environment.name));
@@ -724,22 +805,39 @@ fn unchanged_environments(
         .collect()
 }
 
+/// What the operator proposes for an environment: a spec version, the approval floor
+/// it would lower (when the spec relaxes it), and who asks.
+struct Proposal {
+    version: i64,
+    policy: Option<ApprovalPolicy>,
+    /// The author of the spec edit: never the operator, so the author cannot approve it.
+    requester: String,
+}
+
 /// The ConfigChange that holds an environment's approval of a spec version: found in
-/// the change controller's cache, or created (as the operator, owned by the entry).
+/// the change controller's cache, or created (by the operator, owned by the entry, on
+/// behalf of the author of the spec edit).
 async fn propose_change(
     ctx: &Context,
     entry: &ConfigEntry,
     environment: &EnvironmentSpec,
-    version: i64,
+    proposal: &Proposal,
 ) -> Result<String> {
     let namespace = entry.namespace().unwrap_or_default();
-    let name = proposed_change_name(&entry.name_any(), &environment.name, version);
+    let version = proposal.version;
+    let name = proposed_change_name(
+        &entry.name_any(),
+        &environment.name,
+        version,
+        proposal.policy.as_ref(),
+    );
     if let Some(existing) = ctx.changes.get(&ObjectRef::new(&name).within(&namespace)) {
-        // Only the operator's own proposal of this version will do: a look-alike made
-        // by someone else must not collect the approvals meant for this version.
+        // Only this very proposal will do: a look-alike made by someone else must not
+        // collect the approvals meant for it.
         let ours = existing.spec.version == Some(version)
-            && existing.spec.requested_by == ctx.identity
-            && existing.spec.environment == environment.name;
+            && existing.spec.requested_by == proposal.requester
+            && existing.spec.environment == environment.name
+            && existing.spec.approval_policy == proposal.policy;
         if !ours {
             return Err(Error::Configuration(format!(
                 "ConfigChange {namespace}/{name} exists but is not the operator's proposal of version {version}; delete it so the proposal can be made"
@@ -747,6 +845,16 @@ async fn propose_change(
         }
         return Ok(name);
     }
+    let relaxing = proposal
+        .policy
+        .as_ref()
+        .map(|p| {
+            format!(
+                ", and relaxes its approval policy to {}",
+                approval::describe(Some(p))
+            )
+        })
+        .unwrap_or_default();
     let change = ConfigChange {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -766,13 +874,14 @@ async fn propose_change(
             patch: None,
             rollback_to: None,
             version: Some(version),
+            approval_policy: proposal.policy.clone(),
             base_version: None,
             message: format!(
-                "spec of ConfigEntry {} (generation {}) recorded version {version}",
+                "spec of ConfigEntry {} (generation {}) recorded version {version}{relaxing}",
                 entry.name_any(),
                 entry.metadata.generation.unwrap_or(0)
             ),
-            requested_by: ctx.identity.clone(),
+            requested_by: proposal.requester.clone(),
             approvals: Vec::new(),
             rejection: None,
         },
@@ -804,28 +913,64 @@ async fn propose_change(
     }
 }
 
-/// `<entry>-<environment>-v<version>`, shortened to fit an object name.
-fn proposed_change_name(entry: &str, environment: &str, version: i64) -> String {
-    let suffix = format!("-{environment}-v{version}");
+/// `<entry>-<environment>-v<version>`, with `-p<hash>` of the policy a relaxation
+/// proposes, shortened to fit an object name.
+fn proposed_change_name(
+    entry: &str,
+    environment: &str,
+    version: i64,
+    policy: Option<&ApprovalPolicy>,
+) -> String {
+    let relaxation = policy
+        .map(|p| format!("-p{}", &checksum(&serde_json::json!(p))[..8]))
+        .unwrap_or_default();
+    let suffix = format!("-{environment}-v{version}{relaxation}");
     let room = 253usize.saturating_sub(suffix.len());
     let entry: String = entry.chars().take(room).collect();
     format!("{}{suffix}", entry.trim_end_matches(['-', '.']))
 }
 
-/// Who last changed the spec, as far as the apiserver tells: the field manager of the
-/// newest write to the object itself (not its status), e.g. `kubectl-client-side-apply`
-/// or `argocd-controller`.
+/// Who last wrote the spec, as the apiserver authenticated them: the annotation the
+/// chart's admission policies stamp from `request.userInfo` and refuse from clients.
+/// Never a field manager, which any client names as it likes.
 fn spec_author(entry: &ConfigEntry) -> String {
     entry
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|f| f.subresource.as_deref().unwrap_or_default().is_empty())
-        .filter(|f| f.manager.as_deref() != Some(FIELD_MANAGER))
-        .max_by_key(|f| f.time.as_ref().map(|t| t.0))
-        .and_then(|f| f.manager.clone())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .annotations()
+        .get(ANNOTATION_SPEC_AUTHOR)
+        .filter(|author| !author.is_empty())
+        .cloned()
+        .unwrap_or_else(|| UNKNOWN_AUTHOR.to_owned())
+}
+
+/// The author of a spec written without the chart's admission policies in place.
+pub const UNKNOWN_AUTHOR: &str = "unknown (no spec-author annotation)";
+
+/// The entry, as the holder of its config id.
+pub fn claimant(entry: &ConfigEntry) -> Claimant {
+    Claimant {
+        namespace: entry.namespace().unwrap_or_default(),
+        name: entry.name_any(),
+        uid: entry.uid().unwrap_or_default(),
+    }
+}
+
+/// Reports a store that failed part way: what is live stays live.
+async fn store_failed(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    report: &mut Report,
+    error: StoreError,
+) -> Result<Action> {
+    report.sync = Some(SyncOutcome {
+        synced: false,
+        reason: error.label(),
+        message: format!("{error}: what is live stays live"),
+    });
+    if report.environments.len() < entry.spec.environments.len() {
+        report.environments = unchanged_environments(entry, &BTreeSet::new());
+    }
+    finish(ctx, entry, report).await?;
+    Err(Error::Store(error))
 }
 
 #[cfg(test)]
@@ -857,10 +1002,10 @@ mod tests {
     #[test]
     fn proposed_changes_are_named_after_entry_environment_and_version() {
         assert_eq!(
-            proposed_change_name("payments", "production", 3),
+            proposed_change_name("payments", "production", 3, None),
             "payments-production-v3"
         );
-        let long = proposed_change_name(&"a".repeat(300), "production", 12);
+        let long = proposed_change_name(&"a".repeat(300), "production", 12, None);
         assert_eq!(long.len(), 253);
         assert!(long.ends_with("-production-v12"));
     }

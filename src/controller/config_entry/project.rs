@@ -10,7 +10,11 @@ use kube::{
 
 use crate::{
     api::v1alpha1::ConfigEntry,
-    controller::{Context, Error, FIELD_MANAGER, Result},
+    controller::{
+        Context, Error, FIELD_MANAGER, Result,
+        targets::{check_binding, foreign_holder},
+    },
+    core::ownership::{Projection, Target, TargetKind},
     project::{
         ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, ProjectedConfigMap, desired_config_map,
         foreign_keys, needs_apply,
@@ -20,13 +24,15 @@ use crate::{
 
 /// Makes the ConfigMap of `projection` exactly what the operator wants, comparing with
 /// the watch cache first so that an unchanged projection costs no request. Returns
-/// whether it wrote.
+/// whether it wrote. An environment that needs approval (`protected`) binds the
+/// ConfigMap to itself for good.
 pub async fn apply_config_map(
     ctx: &Context,
     entry: &ConfigEntry,
     projection: &ProjectedConfigMap,
+    protected: bool,
 ) -> Result<bool> {
-    write_config_map(ctx, entry, projection, false).await
+    write_config_map(ctx, entry, projection, Write::Project { protected }).await
 }
 
 /// Puts a drifted ConfigMap back, for the DriftCheck that found it.
@@ -35,15 +41,22 @@ pub async fn restore_config_map(
     entry: &ConfigEntry,
     projection: &ProjectedConfigMap,
 ) -> Result<bool> {
-    write_config_map(ctx, entry, projection, true).await
+    write_config_map(ctx, entry, projection, Write::Restore).await
+}
+
+#[derive(Clone, Copy)]
+enum Write {
+    Project { protected: bool },
+    Restore,
 }
 
 async fn write_config_map(
     ctx: &Context,
     entry: &ConfigEntry,
     projection: &ProjectedConfigMap,
-    restoring: bool,
+    write: Write,
 ) -> Result<bool> {
+    let restoring = matches!(write, Write::Restore);
     let desired = desired_config_map(entry, projection);
     let api = ctx.namespaced::<ConfigMap>(&projection.namespace);
     let describe = || {
@@ -61,9 +74,14 @@ async fn write_config_map(
             .map_err(Error::kube(describe()))?
             .map(Arc::new),
     };
-    // Never take over a ConfigMap another entry or a person made. One this operator
-    // wrote whose annotation was lost (`kubectl replace`) is still its own.
+    // Never take over a ConfigMap another entry, another environment or a person made.
+    // One this operator wrote whose annotation was lost (`kubectl replace`) is still its
+    // own.
     let owner = desired.annotations().get(ANNOTATION_ENTRY);
+    let wanted = Projection {
+        config_id: entry.spec.config_id.clone(),
+        environment: projection.environment.clone(),
+    };
     let written_by_us = |live: &ConfigMap| {
         live.annotations().get(ANNOTATION_ENTRY).is_none()
             && live
@@ -74,20 +92,28 @@ async fn write_config_map(
                 .any(|f| f.manager.as_deref() == Some(FIELD_MANAGER))
     };
     if let Some(live) = &live
-        && live.annotations().get(ANNOTATION_ENTRY) != owner
         && !written_by_us(live)
+        && let Some(holder) = foreign_holder(
+            &live.metadata,
+            owner.map(String::as_str).unwrap_or_default(),
+            &wanted,
+        )
     {
         return Err(Error::NotOwned {
             object: format!("ConfigMap {}/{}", projection.namespace, projection.name),
-            holder: live.annotations().get(ANNOTATION_ENTRY).map_or_else(
-                || "nobody in summit-config".to_owned(),
-                |o| format!("ConfigEntry {o}"),
-            ),
+            holder,
         });
     }
     if !needs_apply(live.as_deref(), &desired) {
         return Ok(false);
     }
+    let target = Target {
+        kind: TargetKind::ConfigMap,
+        namespace: projection.namespace.clone(),
+        name: projection.name.clone(),
+    };
+    let protected = matches!(write, Write::Project { protected: true });
+    check_binding(ctx, &target, &wanted, protected).await?;
     // A hand edit of the live version under a DriftCheck is the check's to report or
     // remediate (with its audit row); a new version is applied as always.
     let same_version = live.as_ref().is_some_and(|live| {

@@ -20,7 +20,9 @@ use crate::{
     controller::{
         Context, FIELD_MANAGER,
         managed_secrets::{ManagedSecrets, cached_checksums},
+        targets::{check_binding, foreign_holder},
     },
+    core::ownership::{Projection, Target, TargetKind},
     project::{
         ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
         LABEL_ENVIRONMENT, ProjectedSecret, desired_secret, foreign_keys, key_checksums,
@@ -49,8 +51,10 @@ pub fn secret_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (Str
 /// Resolves `refs` and makes the environment's Secret hold them, comparing with the
 /// Secret cache first so that unchanged values cost no write. A hand edit of the
 /// Secret is put back, unless a DriftCheck covers it (then it is the check's to report,
-/// or to remediate with `restoring`). Returns the checksums now projected, or why the
-/// references could not be resolved; the Secret keeps its last good content on failure.
+/// or to remediate with `restoring`). An environment that needs approval (`protected`)
+/// binds the Secret to itself for good. Returns the checksums now projected, or why
+/// the references could not be resolved; the Secret keeps its last good content on
+/// failure.
 pub async fn project_secrets(
     ctx: &Context,
     entry: &ConfigEntry,
@@ -58,6 +62,7 @@ pub async fn project_secrets(
     version: i64,
     refs: &Map<String, Value>,
     restoring: bool,
+    protected: bool,
 ) -> Result<SecretsOutcome, String> {
     let (namespace, name) = secret_target(entry, environment);
     let own = entry.namespace().unwrap_or_default();
@@ -124,6 +129,10 @@ pub async fn project_secrets(
         (ANNOTATION_SECRETS_CHECKSUM.to_owned(), sum.clone()),
     ]);
     let owner = &annotations[ANNOTATION_ENTRY];
+    let wanted = Projection {
+        config_id: entry.spec.config_id.clone(),
+        environment: environment.name.clone(),
+    };
     let live = match ctx.managed_secrets.get(&namespace, &name) {
         Some(live) => Some(live),
         // Not in the cache: new, deleted, or somebody else's.
@@ -132,12 +141,8 @@ pub async fn project_secrets(
             .map_err(|error| format!("cannot read Secret {namespace}/{name}: {error}"))?,
     };
     if let Some(live) = &live
-        && live.annotations().get(ANNOTATION_ENTRY) != Some(owner)
+        && let Some(holder) = foreign_holder(&live.metadata, owner, &wanted)
     {
-        let holder = live.annotations().get(ANNOTATION_ENTRY).map_or_else(
-            || "nobody in summit-config".to_owned(),
-            |o| format!("ConfigEntry {o}"),
-        );
         return Err(format!(
             "Secret {namespace}/{name} exists and belongs to {holder}; name another target (secret.name) or remove that Secret"
         ));
@@ -156,6 +161,14 @@ pub async fn project_secrets(
             return Ok(outcome);
         }
     }
+    let target = Target {
+        kind: TargetKind::Secret,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    check_binding(ctx, &target, &wanted, protected && !restoring)
+        .await
+        .map_err(|error| error.to_string())?;
     let foreign = foreign_keys(
         live.iter()
             .flat_map(|l| l.data.iter().flatten().map(|(k, _)| k)),

@@ -7,8 +7,9 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::{
-    api::v1alpha1::{ConfigEntry, ConfigEntrySpec},
+    api::v1alpha1::{ConfigEntry, ConfigEntrySpec, free_form},
     controller::{Context, status::Invalid},
+    core::ownership::{self, Target, TargetKind},
     resolve::{self, CompiledSchema},
 };
 
@@ -88,13 +89,133 @@ pub fn compile(schema: SchemaSource) -> Result<Option<(CompiledSchema, String)>,
     Ok(Some((compiled, origin)))
 }
 
+/// Checks what the entry's place decides: its config id starts with the prefix its
+/// namespace is given, and no two environments project into one object.
+pub fn check_place(entry: &ConfigEntry, config_id_prefix: &str) -> Result<(), Refusal> {
+    let namespace = entry.namespace().unwrap_or_default();
+    ownership::check_prefix(&entry.spec.config_id, &namespace, config_id_prefix).map_err(
+        |message| Invalid {
+            reason: "ConfigIdNotAllowed",
+            message: format!("spec.configId: {message}"),
+        },
+    )?;
+    let targets: Vec<(String, Target)> = entry
+        .spec
+        .environments
+        .iter()
+        .flat_map(|environment| {
+            let (namespace, name) = super::config_map_target(entry, environment);
+            let config_map = Target {
+                kind: TargetKind::ConfigMap,
+                namespace,
+                name,
+            };
+            let (namespace, name) = super::secret_target(entry, environment);
+            let secret = Target {
+                kind: TargetKind::Secret,
+                namespace,
+                name,
+            };
+            [
+                (environment.name.clone(), config_map),
+                (environment.name.clone(), secret),
+            ]
+        })
+        .collect();
+    let shared = ownership::shared_targets(&targets);
+    if shared.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<String> = shared
+        .iter()
+        .map(|(first, second, target)| {
+            format!("environments {first:?} and {second:?} both project into {target}")
+        })
+        .collect();
+    Err(Refusal {
+        invalid: Invalid {
+            reason: "SharedTarget",
+            message: format!(
+                "{}: each object holds one environment's content; name another target",
+                problems.join("; ")
+            ),
+        },
+        environments: shared
+            .iter()
+            .flat_map(|(a, b, _)| [(*a).to_owned(), (*b).to_owned()])
+            .collect(),
+    })
+}
+
+/// Checks that every free-form field could be read (see
+/// [`free_form`](crate::api::v1alpha1::free_form)).
+fn readable(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
+    let too_deep = |value: &Value| free_form::is_too_deep(value);
+    let mut fields = Vec::new();
+    let mut environments = BTreeSet::new();
+    if too_deep(&spec.data) {
+        fields.push("spec.data".to_owned());
+    }
+    if spec.schema.as_ref().is_some_and(too_deep) {
+        fields.push("spec.schema".to_owned());
+    }
+    for environment in &spec.environments {
+        if environment.overrides.as_ref().is_some_and(too_deep) {
+            fields.push(format!("the overrides of {:?}", environment.name));
+            environments.insert(environment.name.clone());
+        }
+    }
+    if fields.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal {
+        invalid: Invalid {
+            reason: "Unreadable",
+            message: format!(
+                "{} nest objects and arrays deeper than {} levels, more than the operator reads: flatten them",
+                fields.join(", "),
+                free_form::MAX_DEPTH
+            ),
+        },
+        environments,
+    })
+}
+
+/// Checks that every environment's removals can be made.
+fn removals(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
+    let mut problems = Vec::new();
+    let mut environments = BTreeSet::new();
+    for environment in &spec.environments {
+        if let Err(error) = resolve::patch_with_removals(
+            &spec.data,
+            environment.overrides.as_ref(),
+            &environment.remove,
+        ) {
+            problems.push(format!("environment {:?}: {error}", environment.name));
+            environments.insert(environment.name.clone());
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal {
+        invalid: Invalid {
+            reason: "InvalidRemoval",
+            message: problems.join("; "),
+        },
+        environments,
+    })
+}
+
 /// Validates the config id, the schema and every environment's resolved content.
 /// Returns the `Validated` message on success.
 pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Refusal> {
+    readable(spec)?;
     resolve::validate_config_id(&spec.config_id).map_err(|error| Invalid {
         reason: "InvalidConfigId",
         message: format!("spec.configId: {error}"),
     })?;
+    removals(spec)?;
     let Some((compiled, origin)) = compile(schema)? else {
         return Ok(format!(
             "no schema: {} environment(s) accepted as they are",
@@ -216,6 +337,93 @@ environments:
                 .starts_with("spec.schema is not a valid JSON Schema"),
             "{}",
             failure.invalid.message
+        );
+    }
+
+    #[test]
+    fn content_too_deep_to_read_is_refused_by_field() {
+        let deep = format!("{}1{}", "[".repeat(80), "]".repeat(80));
+        let spec: ConfigEntrySpec = serde_json::from_str(&format!(
+            r#"{{"configId": "x", "data": {{"a": {deep}}}, "environments": [{{"name": "dev"}}, {{"name": "prod", "overrides": {{"b": {deep}}}}}]}}"#
+        ))
+        .unwrap();
+        let failure = validate(&spec, SchemaSource::Inline(None)).unwrap_err();
+        assert_eq!(failure.invalid.reason, "Unreadable");
+        assert!(
+            failure.invalid.message.starts_with(
+                "spec.data, the overrides of \"prod\" nest objects and arrays deeper than 64 levels"
+            ),
+            "{}",
+            failure.invalid.message
+        );
+        assert_eq!(failure.environments, BTreeSet::from(["prod".to_owned()]));
+    }
+
+    #[test]
+    fn removals_are_checked_and_applied_before_the_schema() {
+        let removed = spec(
+            r#"
+configId: x
+data: {legacy: true, pool: {max: 10}}
+environments: [{name: prod, remove: [/legacy]}]
+"#,
+        );
+        let schema = json!({"properties": {"legacy": false}});
+        assert!(validate(&removed, SchemaSource::Inline(Some(schema))).is_ok());
+        let contradiction = spec(
+            r#"
+configId: x
+data: {legacy: true}
+environments: [{name: prod, overrides: {legacy: false}, remove: [/legacy]}]
+"#,
+        );
+        let failure = validate(&contradiction, SchemaSource::Inline(None)).unwrap_err();
+        assert_eq!(failure.invalid.reason, "InvalidRemoval");
+        assert_eq!(
+            failure.invalid.message,
+            "environment \"prod\": remove \"/legacy\": overrides also set this key: keep the override or the removal"
+        );
+    }
+
+    fn entry(yaml: &str) -> ConfigEntry {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn config_ids_outside_the_namespace_prefix_are_refused() {
+        let entry = entry(
+            r#"
+apiVersion: config.summit.io/v1alpha1
+kind: ConfigEntry
+metadata: {name: payments, namespace: team-a}
+spec: {configId: team-b/payments, data: {}, environments: [{name: dev}]}
+"#,
+        );
+        let failure = check_place(&entry, "{namespace}/").unwrap_err();
+        assert_eq!(failure.invalid.reason, "ConfigIdNotAllowed");
+        assert!(check_place(&entry, "").is_ok());
+    }
+
+    #[test]
+    fn two_environments_never_share_a_target() {
+        let entry = entry(
+            r#"
+apiVersion: config.summit.io/v1alpha1
+kind: ConfigEntry
+metadata: {name: payments, namespace: team}
+spec:
+  configId: payments
+  data: {}
+  environments:
+    - {name: development, configMap: {name: payments-production}}
+    - {name: production}
+"#,
+        );
+        let failure = check_place(&entry, "").unwrap_err();
+        assert_eq!(failure.invalid.reason, "SharedTarget");
+        assert_eq!(
+            failure.invalid.message,
+            "environments \"development\" and \"production\" both project into ConfigMap team/payments-production: each object holds one environment's content; name another target"
         );
     }
 

@@ -1,0 +1,107 @@
+//! Whether an environment may write a projection target: an object projected for one
+//! (config id, environment) is written by no other, so a protected environment's
+//! consumers never read another environment's content.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::{Context, Error, Result};
+use crate::{
+    core::ownership::{Projection, Target, may_write},
+    project::{ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, LABEL_ENVIRONMENT},
+};
+
+/// Who the live object says it was projected for, when that is not `wanted` of
+/// `entry` (`namespace/name`): another entry, another config id or another
+/// environment. `None` when it is this environment's own, or says nothing.
+pub fn foreign_holder(live: &ObjectMeta, entry: &str, wanted: &Projection) -> Option<String> {
+    let annotations = live.annotations.as_ref();
+    let annotation = |key: &str| annotations.and_then(|a| a.get(key));
+    let environment = live
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_ENVIRONMENT))
+        .or_else(|| annotation(LABEL_ENVIRONMENT));
+    match annotation(ANNOTATION_ENTRY) {
+        None => Some("nobody in summit-config".to_owned()),
+        Some(holder) if holder != entry => Some(format!("ConfigEntry {holder}")),
+        Some(_) if annotation(ANNOTATION_CONFIG_ID).is_some_and(|id| *id != wanted.config_id) => {
+            Some(format!("another configId of ConfigEntry {entry}"))
+        }
+        Some(_) => environment
+            .filter(|e| **e != wanted.environment)
+            .map(|e| format!("environment {e:?} of ConfigEntry {entry}")),
+    }
+}
+
+/// Checks, before a write, that no other environment is bound to `target`; an
+/// environment that needs approval binds it to itself first, for good.
+pub async fn check_binding(
+    ctx: &Context,
+    target: &Target,
+    wanted: &Projection,
+    protected: bool,
+) -> Result<()> {
+    let bound = if protected {
+        Some(
+            ctx.stores
+                .bind(target, wanted)
+                .await
+                .map_err(Error::Store)?,
+        )
+    } else {
+        ctx.stores.binding(target).await.map_err(Error::Store)?
+    };
+    may_write(target, bound.as_ref(), wanted).map_err(Error::TargetBound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(yaml: &str) -> ObjectMeta {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn production() -> Projection {
+        Projection {
+            config_id: "payments".into(),
+            environment: "production".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_same_entry_and_environment_may_write() {
+        let own = meta(
+            "{labels: {config.summit.io/environment: production}, annotations: {config.summit.io/entry: team/payments, config.summit.io/config-id: payments}}",
+        );
+        assert_eq!(foreign_holder(&own, "team/payments", &production()), None);
+        let development = Projection {
+            environment: "development".into(),
+            ..production()
+        };
+        assert_eq!(
+            foreign_holder(&own, "team/payments", &development).as_deref(),
+            Some("environment \"production\" of ConfigEntry team/payments")
+        );
+        assert_eq!(
+            foreign_holder(&own, "team/other", &production()).as_deref(),
+            Some("ConfigEntry team/payments")
+        );
+        assert_eq!(
+            foreign_holder(&meta("{}"), "team/payments", &production()).as_deref(),
+            Some("nobody in summit-config")
+        );
+    }
+
+    #[test]
+    fn secrets_name_their_environment_in_an_annotation() {
+        let secret = meta(
+            "{annotations: {config.summit.io/entry: team/payments, config.summit.io/environment: production}}",
+        );
+        let development = Projection {
+            environment: "development".into(),
+            ..production()
+        };
+        assert!(foreign_holder(&secret, "team/payments", &development).is_some());
+    }
+}

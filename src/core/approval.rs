@@ -1,0 +1,614 @@
+//! Where a change is approved: the policies an environment answers to, how strong one
+//! policy is beside another, and which approvals count.
+//!
+//! An environment answers to every one of its requirements at once: the policy its
+//! spec names, the floor recorded when its live version went live (a spec that was
+//! edited, or deleted and created again, cannot lower it by itself), and the platform's
+//! floors for environments of its name. A change is approved when each requirement has
+//! the approvals it asks for.
+
+use std::{collections::BTreeSet, fmt};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::v1alpha1::{Approval, ApprovalPolicy, IgnoredApproval};
+
+/// Approvals a policy requires: none for `None` (no policy), `autoApprove` or zero
+/// required approvals; one unless it says otherwise.
+pub fn required(policy: Option<&ApprovalPolicy>) -> usize {
+    match policy {
+        None => 0,
+        Some(p) if p.auto_approve == Some(true) => 0,
+        Some(p) => usize::try_from(p.required_approvals.unwrap_or(1)).unwrap_or(0),
+    }
+}
+
+/// Whether `a` asks at least as much as `b`: as many approvals or more, from the same
+/// people or fewer. A policy naming nobody admits anyone who may approve, so it is
+/// weaker than one naming someone.
+pub fn at_least_as_strong(a: Option<&ApprovalPolicy>, b: Option<&ApprovalPolicy>) -> bool {
+    let (needed_a, needed_b) = (required(a), required(b));
+    if needed_b == 0 {
+        return true;
+    }
+    if needed_a < needed_b {
+        return false;
+    }
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let names_anyone =
+                |p: &ApprovalPolicy| p.approvers.is_empty() && p.approver_groups.is_empty();
+            if names_anyone(b) {
+                return true;
+            }
+            !names_anyone(a)
+                && a.approvers.iter().all(|u| b.approvers.contains(u))
+                && a.approver_groups
+                    .iter()
+                    .all(|g| b.approver_groups.contains(g))
+        }
+        _ => false,
+    }
+}
+
+/// One sentence for a policy: "2 approvals from bob or group summit:approvers".
+pub fn describe(policy: Option<&ApprovalPolicy>) -> String {
+    let needed = required(policy);
+    if needed == 0 {
+        return "no approval".to_owned();
+    }
+    let count = if needed == 1 {
+        "1 approval".to_owned()
+    } else {
+        format!("{needed} approvals")
+    };
+    let names: Vec<String> = policy
+        .map(|p| {
+            p.approvers
+                .iter()
+                .cloned()
+                .chain(p.approver_groups.iter().map(|g| format!("group {g}")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        count
+    } else {
+        format!("{count} from {}", names.join(" or "))
+    }
+}
+
+/// A platform's approval floor: every environment whose name matches `environments`
+/// (a pattern where `*` matches any run of characters) answers to `policy`, whatever
+/// its entry's spec says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformFloor {
+    pub environments: String,
+    #[serde(flatten)]
+    pub policy: ApprovalPolicy,
+}
+
+impl PlatformFloor {
+    pub fn covers(&self, environment: &str) -> bool {
+        glob_matches(&self.environments, environment)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Where a requirement comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The environment's `approval` in its entry's spec.
+    Spec,
+    /// The policy recorded when `version` went live in the environment.
+    Recorded { version: i64 },
+    /// A platform floor for environments matching the pattern.
+    Platform { environments: String },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Spec => write!(f, "the environment's policy"),
+            Origin::Recorded { version } => {
+                write!(f, "the policy recorded when version {version} went live")
+            }
+            Origin::Platform { environments } => {
+                write!(f, "the platform's floor for {environments}")
+            }
+        }
+    }
+}
+
+/// One policy an environment answers to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Requirement {
+    pub origin: Origin,
+    /// `None`: no approval needed.
+    pub policy: Option<ApprovalPolicy>,
+}
+
+impl Requirement {
+    fn required(&self) -> usize {
+        required(self.policy.as_ref())
+    }
+
+    /// Why `approval` does not count here, if it does not.
+    fn refuses(&self, approval: &Approval) -> Option<String> {
+        let policy = self.policy.as_ref()?;
+        let (users, groups) = (&policy.approvers, &policy.approver_groups);
+        if users.is_empty() && groups.is_empty() {
+            return None;
+        }
+        let listed = users.contains(&approval.approver)
+            || approval.groups.iter().any(|g| groups.contains(g));
+        (!listed).then(|| {
+            format!(
+                "not among the approvers of {} (users: {}; groups: {})",
+                self.origin,
+                list(users),
+                list(groups)
+            )
+        })
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// People whose approvals never count for a change, and why: its requester, and the
+/// authors of any other spec version it brings live.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Excluded {
+    people: Vec<(String, String)>,
+}
+
+impl Excluded {
+    pub fn requester(requester: &str) -> Self {
+        let mut excluded = Self::default();
+        excluded.add(
+            requester,
+            "the requester cannot approve their own change".to_owned(),
+        );
+        excluded
+    }
+
+    pub fn add(&mut self, who: &str, why: String) {
+        if !self.people.iter().any(|(w, _)| w == who) {
+            self.people.push((who.to_owned(), why));
+        }
+    }
+
+    fn reason(&self, who: &str) -> Option<&str> {
+        self.people
+            .iter()
+            .find(|(w, _)| w == who)
+            .map(|(_, why)| why.as_str())
+    }
+}
+
+/// Every requirement an environment answers to.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Requirements {
+    pub all: Vec<Requirement>,
+}
+
+impl Requirements {
+    /// What an environment answers to: its spec's policy, the floor recorded for it
+    /// (if anything went live there) and the platform floors covering its name.
+    pub fn new(
+        environment: &str,
+        spec: Option<&ApprovalPolicy>,
+        recorded: Option<(i64, Option<&ApprovalPolicy>)>,
+        platform: &[PlatformFloor],
+    ) -> Self {
+        let mut all = vec![Requirement {
+            origin: Origin::Spec,
+            policy: spec.cloned(),
+        }];
+        if let Some((version, policy)) = recorded
+            && !at_least_as_strong(spec, policy)
+        {
+            all.push(Requirement {
+                origin: Origin::Recorded { version },
+                policy: policy.cloned(),
+            });
+        }
+        for floor in platform.iter().filter(|f| f.covers(environment)) {
+            all.push(Requirement {
+                origin: Origin::Platform {
+                    environments: floor.environments.clone(),
+                },
+                policy: Some(floor.policy.clone()),
+            });
+        }
+        Self { all }
+    }
+
+    /// Whether changes go live without any approval.
+    pub fn auto_approves(&self) -> bool {
+        self.all.iter().all(|r| r.required() == 0)
+    }
+
+    /// The most approvals any requirement asks for.
+    pub fn required(&self) -> usize {
+        self.all
+            .iter()
+            .map(Requirement::required)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The recorded floor the spec does not meet, if any: the spec asks for less than
+    /// what held when the live version went live.
+    pub fn relaxed_floor(&self) -> Option<&Requirement> {
+        self.all
+            .iter()
+            .find(|r| matches!(r.origin, Origin::Recorded { .. }))
+    }
+
+    /// Counts `approvals` against every requirement.
+    pub fn count(&self, approvals: &[Approval], excluded: &Excluded) -> Tally {
+        let mut tally = Tally {
+            required: self.required(),
+            ..Tally::default()
+        };
+        let mut seen = BTreeSet::new();
+        let mut counted_per_requirement = vec![0usize; self.all.len()];
+        for approval in approvals {
+            let who = &approval.approver;
+            let ignore = |reason: String| IgnoredApproval {
+                approver: who.clone(),
+                reason,
+            };
+            if let Some(why) = excluded.reason(who) {
+                tally.ignored.push(ignore(why.to_owned()));
+                continue;
+            }
+            if !seen.insert(who.clone()) {
+                tally.ignored.push(ignore("counted once already".into()));
+                continue;
+            }
+            let mut counts_somewhere = false;
+            let mut refusal = None;
+            for (i, requirement) in self.all.iter().enumerate() {
+                match requirement.refuses(approval) {
+                    None if requirement.required() > 0 => {
+                        counted_per_requirement[i] += 1;
+                        counts_somewhere = true;
+                    }
+                    None => {}
+                    Some(why) => refusal = refusal.or(Some(why)),
+                }
+            }
+            match refusal {
+                Some(why) if !counts_somewhere => tally.ignored.push(ignore(why)),
+                _ => tally.counted.push(who.clone()),
+            }
+        }
+        for (requirement, counted) in self.all.iter().zip(counted_per_requirement) {
+            let missing = requirement.required().saturating_sub(counted);
+            if missing > 0 {
+                tally.missing.push(Missing {
+                    approvals: missing,
+                    policy: describe(requirement.policy.as_ref()),
+                    origin: requirement.origin.clone(),
+                });
+            }
+        }
+        tally
+    }
+}
+
+/// Approvals one requirement still lacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    pub approvals: usize,
+    pub policy: String,
+    pub origin: Origin,
+}
+
+/// Which approvals counted, which did not and why, and what is still missing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    /// The most approvals any requirement asks for.
+    pub required: usize,
+    /// Approvers who counted toward at least one requirement, in order.
+    pub counted: Vec<String>,
+    pub ignored: Vec<IgnoredApproval>,
+    pub missing: Vec<Missing>,
+}
+
+impl Tally {
+    pub fn approved(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// For `counted/required` in `kubectl get`: how far the least satisfied
+    /// requirement is from `required`.
+    pub fn counted_toward_required(&self) -> usize {
+        let worst = self.missing.iter().map(|m| m.approvals).max().unwrap_or(0);
+        self.required.saturating_sub(worst)
+    }
+
+    /// "waiting for 1 more approval (1 approval from group summit:approvers, by the
+    /// platform's floor for prod*)", one clause per requirement still short.
+    pub fn waiting_message(&self) -> String {
+        let clauses: Vec<String> = self
+            .missing
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} more approval(s) for {} ({})",
+                    m.approvals, m.origin, m.policy
+                )
+            })
+            .collect();
+        format!("waiting for {}", clauses.join(" and "))
+    }
+}
+
+/// The approval floor an environment keeps after a version goes live there: what the
+/// change proposed, if it proposed a policy; otherwise the spec's policy when it asks
+/// at least as much as the current floor; otherwise the current floor.
+pub fn floor_after(
+    current: Option<Option<&ApprovalPolicy>>,
+    spec: Option<&ApprovalPolicy>,
+    proposed: Option<&ApprovalPolicy>,
+) -> Option<ApprovalPolicy> {
+    if let Some(proposed) = proposed {
+        return Some(proposed.clone());
+    }
+    match current {
+        Some(floor) if !at_least_as_strong(spec, floor) => floor.cloned(),
+        _ => spec.cloned(),
+    }
+}
+
+/// The floor to record when a version goes live, if it differs from the current one
+/// (`Some(None)`: record that no approval is needed).
+pub fn floor_change(
+    current: Option<Option<&ApprovalPolicy>>,
+    spec: Option<&ApprovalPolicy>,
+    proposed: Option<&ApprovalPolicy>,
+) -> Option<Option<ApprovalPolicy>> {
+    let after = floor_after(current, spec, proposed);
+    // No floor yet and none needed: nothing worth a row.
+    if current.is_none() && required(after.as_ref()) == 0 {
+        return None;
+    }
+    (current != Some(after.as_ref())).then_some(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(yaml: &str) -> ApprovalPolicy {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn approvals(yaml: &str) -> Vec<Approval> {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn policies_compare_by_count_then_by_who_may_approve() {
+        let one_anyone = policy("{}");
+        let two_anyone = policy("{requiredApprovals: 2}");
+        let one_group = policy("{approverGroups: [summit:approvers]}");
+        let auto = policy("{autoApprove: true}");
+        assert!(at_least_as_strong(Some(&two_anyone), Some(&one_anyone)));
+        assert!(!at_least_as_strong(Some(&one_anyone), Some(&two_anyone)));
+        assert!(at_least_as_strong(Some(&one_group), Some(&one_anyone)));
+        assert!(!at_least_as_strong(Some(&one_anyone), Some(&one_group)));
+        assert!(!at_least_as_strong(None, Some(&one_anyone)));
+        assert!(!at_least_as_strong(Some(&auto), Some(&one_group)));
+        assert!(at_least_as_strong(None, Some(&auto)));
+        assert!(at_least_as_strong(Some(&one_group), Some(&one_group)));
+        let other_group = policy("{approverGroups: [others]}");
+        assert!(!at_least_as_strong(Some(&other_group), Some(&one_group)));
+    }
+
+    #[test]
+    fn a_weaker_spec_answers_to_the_recorded_floor_too() {
+        let floor = policy("{approverGroups: [summit:approvers]}");
+        let weaker = Requirements::new("production", None, Some((3, Some(&floor))), &[]);
+        assert!(!weaker.auto_approves());
+        assert_eq!(
+            weaker.relaxed_floor().map(|r| &r.origin),
+            Some(&Origin::Recorded { version: 3 })
+        );
+        let same = Requirements::new("production", Some(&floor), Some((3, Some(&floor))), &[]);
+        assert!(same.relaxed_floor().is_none());
+        assert_eq!(same.all.len(), 1);
+    }
+
+    #[test]
+    fn platform_floors_cover_environments_by_pattern() {
+        let floor: PlatformFloor = serde_json::from_value(serde_json::json!({
+            "environments": "prod*", "requiredApprovals": 2
+        }))
+        .unwrap();
+        assert!(floor.covers("production"));
+        assert!(floor.covers("prod"));
+        assert!(!floor.covers("preprod"));
+        let floors = [floor];
+        let requirements = Requirements::new("production", None, None, &floors);
+        assert!(!requirements.auto_approves());
+        assert_eq!(requirements.required(), 2);
+        assert!(Requirements::new("staging", None, None, &floors).auto_approves());
+    }
+
+    #[test]
+    fn patterns_match_whole_names() {
+        assert!(glob_matches("*", "anything"));
+        assert!(glob_matches("prod-*-eu", "prod-payments-eu"));
+        assert!(!glob_matches("prod-*-eu", "prod-payments-us"));
+        assert!(glob_matches("production", "production"));
+        assert!(!glob_matches("production", "production-2"));
+        assert!(glob_matches("*-prod", "eu-prod"));
+        assert!(!glob_matches("a*a", "a"));
+    }
+
+    #[test]
+    fn approvals_count_once_per_approver_and_never_the_requester() {
+        let requirements = Requirements::new(
+            "production",
+            Some(&policy("{requiredApprovals: 2}")),
+            None,
+            &[],
+        );
+        let tally = requirements.count(
+            &approvals("[{approver: bob}, {approver: bob}, {approver: alice}, {approver: carol}]"),
+            &Excluded::requester("alice"),
+        );
+        assert!(tally.approved());
+        assert_eq!(tally.counted, ["bob", "carol"]);
+        let reasons: Vec<(&str, &str)> = tally
+            .ignored
+            .iter()
+            .map(|i| (i.approver.as_str(), i.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("bob", "counted once already"),
+                ("alice", "the requester cannot approve their own change")
+            ]
+        );
+    }
+
+    #[test]
+    fn every_requirement_must_be_met() {
+        let floor = policy("{approverGroups: [summit:approvers]}");
+        let requirements = Requirements::new(
+            "production",
+            Some(&policy("{requiredApprovals: 2}")),
+            Some((4, Some(&floor))),
+            &[],
+        );
+        let outsider_only = requirements.count(
+            &approvals("[{approver: dave}, {approver: erin}]"),
+            &Excluded::requester("alice"),
+        );
+        assert!(!outsider_only.approved());
+        assert_eq!(outsider_only.missing.len(), 1);
+        assert_eq!(
+            outsider_only.waiting_message(),
+            "waiting for 1 more approval(s) for the policy recorded when version 4 went live (1 approval from group summit:approvers)"
+        );
+        let with_group = requirements.count(
+            &approvals("[{approver: dave}, {approver: bob, groups: [summit:approvers]}]"),
+            &Excluded::requester("alice"),
+        );
+        assert!(with_group.approved());
+        assert_eq!(with_group.counted_toward_required(), 2);
+    }
+
+    #[test]
+    fn authors_of_what_a_change_brings_live_are_excluded() {
+        let requirements = Requirements::new("production", Some(&policy("{}")), None, &[]);
+        let mut excluded = Excluded::requester("bob");
+        excluded.add(
+            "alice",
+            "alice wrote version 5, which this change also brings live".into(),
+        );
+        let tally = requirements.count(&approvals("[{approver: alice}]"), &excluded);
+        assert!(!tally.approved());
+        assert_eq!(
+            tally.ignored[0].reason,
+            "alice wrote version 5, which this change also brings live"
+        );
+    }
+
+    #[test]
+    fn only_listed_approvers_or_their_groups_count_when_the_policy_lists_them() {
+        let requirements = Requirements::new(
+            "production",
+            Some(&policy(
+                "{approvers: [bob], approverGroups: ['summit:approvers']}",
+            )),
+            None,
+            &[],
+        );
+        let tally = requirements.count(
+            &approvals("[{approver: bob}, {approver: carol, groups: [summit:approvers]}, {approver: dave, groups: [other]}]"),
+            &Excluded::requester("alice"),
+        );
+        assert_eq!(tally.counted, ["bob", "carol"]);
+        assert_eq!(
+            tally.ignored[0].reason,
+            "not among the approvers of the environment's policy (users: bob; groups: summit:approvers)"
+        );
+    }
+
+    #[test]
+    fn the_floor_follows_a_proposal_or_a_stronger_spec_and_otherwise_stays() {
+        let one = policy("{}");
+        let two = policy("{requiredApprovals: 2}");
+        assert_eq!(floor_after(Some(Some(&two)), None, None), Some(two.clone()));
+        assert_eq!(
+            floor_after(Some(Some(&one)), Some(&two), None),
+            Some(two.clone())
+        );
+        assert_eq!(
+            floor_after(Some(Some(&two)), None, Some(&one)),
+            Some(one.clone())
+        );
+        assert_eq!(floor_after(None, None, None), None);
+        assert_eq!(floor_after(Some(None), Some(&one), None), Some(one.clone()));
+    }
+
+    #[test]
+    fn a_floor_is_recorded_only_when_it_changes_and_guards_something() {
+        let one = policy("{}");
+        assert_eq!(floor_change(None, None, None), None);
+        assert_eq!(
+            floor_change(None, Some(&one), None),
+            Some(Some(one.clone()))
+        );
+        assert_eq!(floor_change(Some(Some(&one)), Some(&one), None), None);
+        assert_eq!(
+            floor_change(Some(Some(&one)), None, Some(&policy("{autoApprove: true}"))),
+            Some(Some(policy("{autoApprove: true}")))
+        );
+    }
+
+    #[test]
+    fn policies_read_as_a_sentence() {
+        assert_eq!(describe(None), "no approval");
+        assert_eq!(describe(Some(&policy("{}"))), "1 approval");
+        assert_eq!(
+            describe(Some(&policy(
+                "{requiredApprovals: 2, approvers: [bob], approverGroups: [ops]}"
+            ))),
+            "2 approvals from bob or group ops"
+        );
+    }
+}
