@@ -56,15 +56,22 @@ start postgres "${pg_user[@]}" "$pg/postgres" -D "$dir/postgres/data" \
   -c listen_addresses=127.0.0.1 -p "$pg_port" -k "$dir/postgres" \
   -c fsync=off -c full_page_writes=off
 
-log "starting Consul on 127.0.0.1:$consul_port"
+# Consul as production runs it: HTTPS only, and ACLs that deny whatever a token does
+# not allow. The operator and tests hold the management token.
+"$here/lib/apiserver-certs.sh" "$dir"
+consul_token="$(python3 -c 'import uuid; print(uuid.uuid4())')"
+printf '%s' "$consul_token" >"$dir/consul-token"
+chmod 600 "$dir/consul-token"
+log "starting Consul on https://127.0.0.1:$consul_port (ACLs on)"
 start consul "$bin/consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 \
-  -hcl "ports { http = $consul_port, dns = -1, grpc = -1, grpc_tls = -1, serf_lan = $(free_port), serf_wan = $(free_port), server = $(free_port) }" \
+  -hcl "ports { http = -1, https = $consul_port, dns = -1, grpc = -1, grpc_tls = -1, serf_lan = $(free_port), serf_wan = $(free_port), server = $(free_port) }" \
+  -hcl "tls { defaults { ca_file = \"$dir/pki/ca.crt\", cert_file = \"$dir/pki/consul.crt\", key_file = \"$dir/pki/consul.key\", verify_incoming = false } }" \
+  -hcl "acl { enabled = true, default_policy = \"deny\", tokens { initial_management = \"$consul_token\" } }" \
   -log-level warn
 
 log "starting moto (AWS Secrets Manager) on 127.0.0.1:$moto_port"
 start moto python3 -m moto.server -H 127.0.0.1 -p "$moto_port"
 
-"$here/lib/apiserver-certs.sh" "$dir"
 log "starting kube-apiserver on https://127.0.0.1:$api_port"
 wait_until 60 etcd curl -sf "http://127.0.0.1:$etcd_port/health"
 start kube-apiserver "$bin/kube-apiserver" \
@@ -106,7 +113,7 @@ KUBECONFIG
 export KUBECONFIG="$dir/kubeconfig"
 wait_until 90 kube-apiserver kubectl get --raw /readyz
 wait_until 60 PostgreSQL "$pg/pg_isready" -h 127.0.0.1 -p "$pg_port" -U summit
-wait_until 60 Consul curl -sf "http://127.0.0.1:$consul_port/v1/status/leader"
+wait_until 60 Consul curl -sf --cacert "$dir/pki/ca.crt" "https://127.0.0.1:$consul_port/v1/status/leader"
 wait_until 60 moto curl -sf "http://127.0.0.1:$moto_port/moto-api/"
 "$pg/psql" -h 127.0.0.1 -p "$pg_port" -U summit -d postgres -qc "CREATE DATABASE summit" >/dev/null
 # The chart's CRDs, roles and admission policy, as a cluster would have them; the
@@ -126,7 +133,9 @@ helm upgrade --install summit-config "$here/../charts/summit-config" \
   echo "KUBE_APISERVER=https://127.0.0.1:$api_port"
   echo "KUBE_CA_FILE=$dir/pki/ca.crt"
   echo "DATABASE_URL=postgres://summit@127.0.0.1:$pg_port/summit"
-  echo "CONSUL_HTTP_ADDR=http://127.0.0.1:$consul_port"
+  echo "CONSUL_HTTP_ADDR=https://127.0.0.1:$consul_port"
+  echo "CONSUL_HTTP_TOKEN_FILE=$dir/consul-token"
+  echo "CONSUL_CACERT=$dir/pki/ca.crt"
   echo "AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port"
   echo "AWS_REGION=us-east-1"
   echo "AWS_ACCESS_KEY_ID=testing"

@@ -100,12 +100,13 @@ async fn tamper(client: &Client, ns: &str) {
     let key = format!("summit/config/tests/{ns}/applied/production");
     let forged = json!({"configId": format!("tests/{ns}"), "environment": "production", "version": 7,
                         "checksum": "forged", "appliedAt": "2026-01-01T00:00:00Z"});
-    reqwest::Client::new()
-        .put(format!("{}/v1/kv/{key}", env().var("CONSUL_HTTP_ADDR")))
-        .body(forged.to_string())
-        .send()
-        .await
-        .expect("overwrite the Consul key");
+    support::consul_request(
+        support::consul_client().put(format!("{}/v1/kv/{key}", env().var("CONSUL_HTTP_ADDR"))),
+    )
+    .body(forged.to_string())
+    .send()
+    .await
+    .expect("overwrite the Consul key");
     sqlx::query("UPDATE config_applied_state SET checksum = 'tampered' WHERE config_id = $1 AND environment = 'development'")
         .bind(format!("tests/{ns}"))
         .execute(&postgres().await)

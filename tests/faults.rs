@@ -242,3 +242,98 @@ async fn an_operator_killed_after_recording_finishes_the_projection_without_a_se
         "the restart made no second version"
     );
 }
+
+#[tokio::test]
+async fn consul_refusing_the_operators_token_stops_nothing_else() {
+    let _serial = SERIAL.lock().await;
+    let (_client, ns, entries, config_maps) = setup("consul-acl").await;
+    let bad_token = std::path::PathBuf::from(support::env().var("SUMMIT_ENV_DIR"))
+        .join(format!("{ns}-bad-token"));
+    std::fs::write(&bad_token, "00000000-0000-0000-0000-000000000000").expect("write a token");
+    let _operator = Operator::start_with(
+        &ns,
+        &["--consul-token-file", bad_token.to_str().expect("a path")],
+    );
+    entries
+        .create(
+            &PostParams::default(),
+            &entry(&ns, json!({"pool": 1}), json!({"name": "production"})),
+        )
+        .await
+        .expect("create entry");
+    // Applied and projected all the same; Consul's refusal is in status.
+    eventually("projected", WAIT, || async {
+        config_json(&config_maps, "payments-production").await
+    })
+    .await;
+    let (status, reason, message) = eventually("Consul behind", WAIT, || async {
+        condition(&entries, CONDITION_SYNCED)
+            .await
+            .filter(|(status, ..)| status == "False")
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ConsulBehind"),
+        "{message}"
+    );
+    assert!(message.contains("403"), "{message}");
+    assert!(
+        consul_get(&format!("summit/config/faults/{ns}/latest"))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_version_larger_than_consuls_value_limit_is_kept_without_its_content() {
+    let _serial = SERIAL.lock().await;
+    let (_client, ns, entries, config_maps) = setup("consul-large").await;
+    let _operator = Operator::start(&ns);
+    // 600 KB of configuration: more than Consul's 512 KiB, less than a ConfigMap's 1 MiB.
+    let large: serde_json::Map<String, Value> = (0..600)
+        .map(|i| (format!("key-{i:04}"), json!("x".repeat(1000))))
+        .collect();
+    entries
+        .create(
+            &PostParams::default(),
+            &entry(&ns, Value::Object(large), json!({"name": "production"})),
+        )
+        .await
+        .expect("create entry");
+    eventually("projected", WAIT, || async {
+        config_json(&config_maps, "payments-production").await
+    })
+    .await;
+    let (status, _, message) = eventually("synced", WAIT, || async {
+        condition(&entries, CONDITION_SYNCED)
+            .await
+            .filter(|(_, reason, _)| reason == "ConsulContentOmitted")
+    })
+    .await;
+    assert_eq!(status, "True", "{message}");
+    assert!(
+        message.contains("Consul holds its checksum but not its content"),
+        "{message}"
+    );
+    let (version, _) = consul_get(&format!("summit/config/faults/{ns}/versions/1"))
+        .await
+        .expect("the version's key");
+    assert!(
+        version.get("snapshot").is_none(),
+        "the content is in Consul"
+    );
+    assert_eq!(version["version"], 1);
+    assert!(version["contentOmitted"].is_string());
+    let (applied, _) = consul_get(&format!("summit/config/faults/{ns}/applied/production"))
+        .await
+        .expect("the applied key");
+    assert_eq!(applied["version"], 1);
+    assert_eq!(
+        condition(&entries, CONDITION_READY)
+            .await
+            .map(|c| c.0)
+            .as_deref(),
+        Some("True")
+    );
+}

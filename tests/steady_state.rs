@@ -62,7 +62,10 @@ async fn consul_index(prefix: &str) -> String {
         "{}/v1/kv/{prefix}?recurse&keys",
         env().var("CONSUL_HTTP_ADDR")
     );
-    let response = reqwest::get(&url).await.expect("reach Consul");
+    let response = support::consul_request(support::consul_client().get(&url))
+        .send()
+        .await
+        .expect("reach Consul");
     response.headers()["x-consul-index"]
         .to_str()
         .expect("index")

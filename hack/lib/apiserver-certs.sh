@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes the PKI and static-token users of a test apiserver into $1:
-# a CA, a serving certificate for 127.0.0.1/localhost, the service-account key pair,
-# and tokens.csv with an admin in system:masters and the users tests act as.
+# a CA, serving certificates for the apiserver and Consul (127.0.0.1/localhost), the
+# service-account key pair, and tokens.csv with an admin in system:masters and the users
+# tests act as.
 set -euo pipefail
 dir="$1"
 mkdir -p "$dir/pki"
@@ -13,6 +14,12 @@ openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >san.ext
 openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
   -extfile san.ext -out apiserver.crt 2>/dev/null
+# Consul's HTTPS certificate, from the same CA.
+openssl req -newkey rsa:2048 -nodes -subj "/CN=server.dc1.consul" \
+  -keyout consul.key -out consul.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:server.dc1.consul\n' >consul-san.ext
+openssl x509 -req -in consul.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+  -extfile consul-san.ext -out consul.crt 2>/dev/null
 openssl genrsa -out sa.key 2048 2>/dev/null
 openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 

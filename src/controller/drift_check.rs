@@ -764,7 +764,7 @@ async fn restore_secret(ctx: &Context, entry: &ConfigEntry, drift: &Drift) -> Re
         .map_err(|error| error.to_string())?
         .map(|v| v.snapshot.secret_refs(&environment.name))
         .ok_or_else(|| format!("version {} is not recorded", want.version))?;
-    project_secrets(ctx, entry, environment, want.version, &refs, true, false)
+    project_secrets(ctx, entry, environment, want.version, &refs, true, None)
         .await
         .map(|_| ())
 }

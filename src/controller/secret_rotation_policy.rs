@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
@@ -28,7 +28,10 @@ use crate::{
         SecretRotationPolicy, SecretRotationPolicySpec, SecretRotationPolicyStatus, Time,
         parse_duration,
     },
-    project::{ANNOTATION_VERSION, ProjectedSecret, desired_secret, foreign_keys, key_checksums},
+    project::{
+        ANNOTATION_ENTRY, ANNOTATION_VERSION, LABEL_MANAGED_BY, MANAGED_BY, ProjectedSecret,
+        desired_secret, key_checksums,
+    },
     secrets::{
         self, CURRENT, ExposeSecret, PREVIOUS, Provider, SecretProvider, SecretString, SecretValue,
         Selector, generate,
@@ -87,6 +90,12 @@ async fn reconcile_policy(policy: &SecretRotationPolicy, ctx: &Context) -> Resul
         }
     };
     let namespace = policy.namespace().unwrap_or_default();
+    if let Err(invalid) = check_target(policy, ctx).await? {
+        status::report_validation(ctx, KIND, policy, policy.status.as_ref(), &Err(invalid)).await?;
+        // A foreign Secret may go away, or be handed over by labelling it, without
+        // this policy hearing of it: look again now and then.
+        return Ok(Action::requeue(TARGET_RECHECK));
+    }
     let mut next = current.clone();
     let mut progress = Progress::default();
     let outcome = match provider_for(ctx, &namespace, &policy.spec).await {
@@ -155,6 +164,50 @@ async fn reconcile_policy(policy: &SecretRotationPolicy, ctx: &Context) -> Resul
     }
     outcome.map_err(Error::Secret)?;
     Ok(requeue(&next, progress.waiting.is_some()))
+}
+
+/// How often a policy refused its target looks again.
+const TARGET_RECHECK: Duration = Duration::from_secs(300);
+
+/// Whether the target Secret is this policy's to write: absent (it creates it), or
+/// labelled as this policy's. Never a Secret someone else made, or another entry's or
+/// policy's: a policy that could write any Secret would let its author replace values
+/// other workloads trust. To hand a Secret over, label it
+/// `app.kubernetes.io/managed-by=summit-config` and annotate it
+/// `config.summit.io/policy=<namespace>/<policy>`.
+async fn check_target(policy: &SecretRotationPolicy, ctx: &Context) -> Result<Result<(), Invalid>> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = &policy.spec.target.name;
+    if !ctx.managed_secrets.covers(&namespace) {
+        return Ok(Ok(()));
+    }
+    let live = match ctx.managed_secrets.get(&namespace, name) {
+        Some(live) => Some(live),
+        // Not in the cache, which holds only labelled Secrets: absent, or not ours.
+        None => ManagedSecrets::fetch(&ctx.client, &namespace, name)
+            .await
+            .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?,
+    };
+    let Some(live) = live else {
+        return Ok(Ok(()));
+    };
+    let own = format!("{namespace}/{}", policy.name_any());
+    let labelled = live.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY);
+    let holder = live.annotations().get(ANNOTATION_POLICY);
+    if labelled && holder == Some(&own) {
+        return Ok(Ok(()));
+    }
+    let belongs_to = match (holder, live.annotations().get(ANNOTATION_ENTRY)) {
+        (Some(policy), _) => format!("SecretRotationPolicy {policy}"),
+        (None, Some(entry)) => format!("ConfigEntry {entry}"),
+        (None, None) => "someone else (it is not labelled as this policy's)".to_owned(),
+    };
+    Ok(Err(Invalid {
+        reason: "TargetNotOwned",
+        message: format!(
+            "spec.target: Secret {name} exists and belongs to {belongs_to}; a policy writes only a Secret it created or one labelled {LABEL_MANAGED_BY}={MANAGED_BY} and annotated {ANNOTATION_POLICY}={own}: name another target, or hand this one over"
+        ),
+    }))
 }
 
 /// When to look again: at the next rotation or retirement, or soon while something waits.
@@ -451,7 +504,7 @@ async fn repair_target(
     }
     let expected = ctx.expected_secret(&namespace, name);
     let matches = |live: &Option<Arc<Secret>>| match (live, &expected) {
-        (Some(live), Some(expected)) => cached_checksums(live) == *expected,
+        (Some(live), Some(expected)) => own_keys(live, expected) == *expected,
         _ => false,
     };
     let mut live = ctx.managed_secrets.get(&namespace, name);
@@ -489,7 +542,7 @@ async fn repair_target(
         None => None,
     };
     let keys = target_checksums(policy, &current, previous.as_ref());
-    if live.as_deref().map(cached_checksums) == Some(keys.clone()) {
+    if live.as_deref().map(|live| own_keys(live, &keys)) == Some(keys.clone()) {
         ctx.expect_secret(&namespace, name, keys);
         return Ok(());
     }
@@ -507,6 +560,15 @@ async fn repair_target(
         "restored",
     ));
     Ok(())
+}
+
+/// The checksums the live Secret holds for the keys the policy writes: keys someone
+/// else added are theirs, and no reason to write the Secret again.
+fn own_keys(live: &Secret, expected: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    cached_checksums(live)
+        .into_iter()
+        .filter(|(key, _)| expected.contains_key(key))
+        .collect()
 }
 
 /// The key checksums of the target Secret holding `current` (and `previous`).
@@ -574,12 +636,8 @@ async fn project(
         &target.name,
         target_checksums(policy, current, previous),
     );
-    let live = ctx.managed_secrets.get(&namespace, &target.name);
-    let foreign = foreign_keys(
-        live.iter()
-            .flat_map(|l| l.data.iter().flatten().map(|(k, _)| k)),
-        &data,
-    );
+    // Keys someone else added stay: the policy owns only the keys it writes, and
+    // server-side apply removes only those it wrote before and writes no more.
     let secret = desired_secret(
         policy,
         &ProjectedSecret {
@@ -590,22 +648,27 @@ async fn project(
         },
     );
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    api.patch(
-        &target.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await?;
-    ctx.count_write(KIND, "secret");
-    if let Some(removal) = foreign {
+    let known = match ctx.managed_secrets.get(&namespace, &target.name) {
+        Some(live) => Some(live),
+        None => ManagedSecrets::fetch(&ctx.client, &namespace, &target.name).await?,
+    };
+    if known.is_none() {
+        // Created, never applied over: a Secret someone makes meanwhile is refused
+        // (409), not taken over, and the next reconcile says whose it is.
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        api.create(&params, &secret).await?;
+    } else {
         api.patch(
             &target.name,
-            &PatchParams::default(),
-            &Patch::Merge(removal),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
         )
         .await?;
-        ctx.count_write(KIND, "secret");
     }
+    ctx.count_write(KIND, "secret");
     Ok(())
 }
 

@@ -6,7 +6,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Context, Error, Result};
 use crate::{
-    core::ownership::{Projection, Target, may_write},
+    core::{
+        approval::Requirements,
+        ownership::{Projection, Target, may_write},
+    },
     project::{ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, LABEL_ENVIRONMENT},
 };
 
@@ -33,25 +36,43 @@ pub fn foreign_holder(live: &ObjectMeta, entry: &str, wanted: &Projection) -> Op
     }
 }
 
-/// Checks, before a write, that no other environment is bound to `target`; an
-/// environment that needs approval binds it to itself first, for good.
+/// Checks, before a write, that no other environment is bound to `target`. An
+/// environment that needs approval (`guard`: what it needs) binds it to itself first,
+/// and takes over another environment's binding only when it is guarded at least as
+/// well as that one's recorded approval floor: an object whose consumers ran approved
+/// content never receives content approved less strictly.
 pub async fn check_binding(
     ctx: &Context,
     target: &Target,
     wanted: &Projection,
-    protected: bool,
+    guard: Option<&Requirements>,
 ) -> Result<()> {
-    let bound = if protected {
-        Some(
-            ctx.stores
-                .bind(target, wanted)
-                .await
-                .map_err(Error::Store)?,
-        )
-    } else {
-        ctx.stores.binding(target).await.map_err(Error::Store)?
+    let Some(guard) = guard else {
+        let bound = ctx.stores.binding(target).await.map_err(Error::Store)?;
+        return may_write(target, bound.as_ref(), wanted).map_err(Error::TargetBound);
     };
-    may_write(target, bound.as_ref(), wanted).map_err(Error::TargetBound)
+    let bound = ctx
+        .stores
+        .bind(target, wanted)
+        .await
+        .map_err(Error::Store)?;
+    if bound == *wanted {
+        return Ok(());
+    }
+    let floors = ctx
+        .stores
+        .floors(&bound.config_id)
+        .await
+        .map_err(Error::Store)?;
+    let floor = floors.iter().find(|f| f.environment == bound.environment);
+    if guard.guards_at_least(floor.and_then(|f| f.policy.as_ref())) {
+        ctx.stores
+            .rebind(target, &bound, wanted)
+            .await
+            .map_err(Error::Store)?;
+        return Ok(());
+    }
+    may_write(target, Some(&bound), wanted).map_err(Error::TargetBound)
 }
 
 #[cfg(test)]

@@ -264,6 +264,14 @@ impl Requirements {
             .unwrap_or(0)
     }
 
+    /// Whether changes answering to these requirements answer to `policy` too: one of
+    /// them asks at least as much.
+    pub fn guards_at_least(&self, policy: Option<&ApprovalPolicy>) -> bool {
+        self.all
+            .iter()
+            .any(|r| at_least_as_strong(r.policy.as_ref(), policy))
+    }
+
     /// The recorded floor the spec does not meet, if any: the spec asks for less than
     /// what held when the live version went live.
     pub fn relaxed_floor(&self) -> Option<&Requirement> {
@@ -398,8 +406,9 @@ pub fn floor_change(
     proposed: Option<&ApprovalPolicy>,
 ) -> Option<Option<ApprovalPolicy>> {
     let after = floor_after(current, spec, proposed);
-    // No floor yet and none needed: nothing worth a row.
-    if current.is_none() && required(after.as_ref()) == 0 {
+    // No floor yet and none needed, or none needed either way: nothing worth a row.
+    let needs_none = required(after.as_ref()) == 0;
+    if needs_none && current.is_none_or(|current| required(current) == 0) {
         return None;
     }
     (current != Some(after.as_ref())).then_some(after)

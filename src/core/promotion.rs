@@ -4,7 +4,7 @@
 
 use crate::{
     api::v1alpha1::ApprovalPolicy,
-    core::approval::{Requirements, at_least_as_strong},
+    core::approval::{Requirements, floor_change},
 };
 
 /// One environment, as the spec and the store see it.
@@ -80,18 +80,12 @@ pub fn promote(environment: &Environment<'_>) -> Promotion {
     };
     // A spec asking at least as much as the floor raises it at once, once something is
     // live to guard; an application records it with the version instead.
-    let floor_differs = environment
-        .floor
-        .is_none_or(|floor| floor != environment.spec_policy);
-    let raise = environment.live.is_some()
-        && step != Step::Apply
-        && floor_differs
-        && environment
-            .floor
-            .is_none_or(|floor| at_least_as_strong(environment.spec_policy, floor));
+    let guarded = environment.live.is_some() && step != Step::Apply;
     Promotion {
         step,
-        record_floor: raise.then(|| environment.spec_policy.cloned()),
+        record_floor: guarded
+            .then(|| floor_change(environment.floor, environment.spec_policy, None))
+            .flatten(),
     }
 }
 
@@ -173,6 +167,14 @@ mod tests {
         // Something live and no floor yet (recorded before floors existed): record it.
         let first = promote_with(Some((3, "new")), Some(&one), None);
         assert_eq!(first.record_floor, Some(Some(one)));
+    }
+
+    #[test]
+    fn an_environment_that_needs_no_approval_records_no_floor() {
+        assert_eq!(
+            promote_with(Some((3, "new")), None, None).record_floor,
+            None
+        );
     }
 
     #[test]

@@ -151,6 +151,19 @@ impl Stores {
         Ok(bound)
     }
 
+    /// Moves `target`'s binding from one environment to another, if it is still bound
+    /// to `from`.
+    pub async fn rebind(&self, target: &Target, from: &Projection, to: &Projection) -> Result<()> {
+        locked(&self.bindings).remove(target);
+        match &self.primary {
+            Primary::Postgres(postgres) => postgres.rebind(target, from, to).await,
+            Primary::Memory => {
+                self.cache.rebind(target, from, to);
+                Ok(())
+            }
+        }
+    }
+
     /// What `target` is bound to, if anything.
     pub async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
         if let Some(bound) = locked(&self.bindings).get(target) {

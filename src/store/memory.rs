@@ -117,6 +117,14 @@ impl MemoryStore {
             .clone()
     }
 
+    /// Moves `target`'s binding to `to`, if it is still bound to `from`.
+    pub fn rebind(&self, target: &Target, from: &Projection, to: &Projection) {
+        let mut state = self.lock();
+        if state.bindings.get(target) == Some(from) {
+            state.bindings.insert(target.clone(), to.clone());
+        }
+    }
+
     /// What `target` is bound to.
     pub fn binding(&self, target: &Target) -> Option<Projection> {
         self.lock().bindings.get(target).cloned()

@@ -268,6 +268,52 @@ impl PostgresStore {
         })
     }
 
+    /// Moves `target`'s binding to `to`, if it is still bound to `from`, with an audit
+    /// row under both config ids.
+    pub async fn rebind(&self, target: &Target, from: &Projection, to: &Projection) -> Result<()> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
+        let moved = sqlx::query(
+            "UPDATE projection_bindings SET config_id = $4, environment = $5, bound_at = now() AT TIME ZONE 'UTC'
+             WHERE kind = $1 AND namespace = $2 AND name = $3 AND config_id = $6 AND environment = $7",
+        )
+        .bind(target.kind.as_str())
+        .bind(&target.namespace)
+        .bind(&target.name)
+        .bind(&to.config_id)
+        .bind(&to.environment)
+        .bind(&from.config_id)
+        .bind(&from.environment)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("move a projection binding"))?
+        .rows_affected();
+        if moved > 0 {
+            let changes = json!({
+                "event": "targetRebound",
+                "target": target.to_string(),
+                "from": {"configId": from.config_id, "environment": from.environment},
+                "to": {"configId": to.config_id, "environment": to.environment},
+            });
+            for config_id in [&from.config_id, &to.config_id] {
+                insert_audit(
+                    &mut tx,
+                    config_id,
+                    None,
+                    "summit-config",
+                    &format!(
+                        "{target} passes from {} of {} to {} of {}, guarded at least as well",
+                        from.environment, from.config_id, to.environment, to.config_id
+                    ),
+                    changes.clone(),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await.map_err(failed("commit a binding"))?;
+        Ok(())
+    }
+
     /// What `target` is bound to.
     pub async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
         let row: Option<(String, String)> = sqlx::query_as(

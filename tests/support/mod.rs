@@ -3,6 +3,8 @@
 //! bounded polling.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod attack;
+
 use std::{
     collections::HashMap,
     future::Future,
@@ -55,6 +57,11 @@ pub fn env() -> &'static TestEnv {
 }
 
 impl TestEnv {
+    /// A variable the environment may not have.
+    pub fn optional_var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
     pub fn var(&self, name: &str) -> &str {
         self.vars
             .get(name)
@@ -223,44 +230,57 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra command-line arguments.
     pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--namespace", namespace, "--secret-namespaces", namespace];
+        args.extend_from_slice(extra);
+        Self::spawn(namespace, &[namespace], &args)
+    }
+
+    /// An operator for the whole cluster (its arguments choose what it reconciles, e.g.
+    /// a label selector), managing Secrets in `namespaces`, logging to
+    /// `$SUMMIT_ENV_DIR/operator-<name>.log`.
+    pub fn start_cluster(name: &str, namespaces: &[&str], args: &[&str]) -> Self {
+        Self::spawn(name, namespaces, args)
+    }
+
+    fn spawn(name: &str, secret_namespaces: &[&str], args: &[&str]) -> Self {
         let log_path =
-            PathBuf::from(env().var("SUMMIT_ENV_DIR")).join(format!("operator-{namespace}.log"));
+            PathBuf::from(env().var("SUMMIT_ENV_DIR")).join(format!("operator-{name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .expect("open the operator log");
-        // As a cluster admin lists the namespace in the chart's operator.secretNamespaces.
-        let granted = env()
-            .kubectl()
-            .args(["create", "rolebinding", "summit-config-operator-secrets"])
-            .args(["--clusterrole", "summit-config-operator-secrets"])
-            .args(["--serviceaccount", "summit-system:summit-config-operator"])
-            .args(["--namespace", namespace])
-            .output()
-            .expect("run kubectl create rolebinding");
-        let stderr = String::from_utf8_lossy(&granted.stderr);
-        assert!(
-            granted.status.success() || stderr.contains("already exists"),
-            "grant the operator Secrets in {namespace}: {stderr}"
-        );
+        // As a cluster admin lists the namespaces in the chart's operator.secretNamespaces.
+        for namespace in secret_namespaces {
+            let granted = env()
+                .kubectl()
+                .args(["create", "rolebinding", "summit-config-operator-secrets"])
+                .args(["--clusterrole", "summit-config-operator-secrets"])
+                .args(["--serviceaccount", "summit-system:summit-config-operator"])
+                .args(["--namespace", namespace])
+                .output()
+                .expect("run kubectl create rolebinding");
+            let stderr = String::from_utf8_lossy(&granted.stderr);
+            assert!(
+                granted.status.success() || stderr.contains("already exists"),
+                "grant the operator Secrets in {namespace}: {stderr}"
+            );
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
             .arg("operator")
             .args(
-                (!extra.contains(&"--http-addr"))
+                (!args.contains(&"--http-addr"))
                     .then_some(["--http-addr", "127.0.0.1:0"])
                     .into_iter()
                     .flatten(),
             )
-            .args(["--namespace", namespace])
             .arg("--kubeconfig")
             .arg(env().operator_kubeconfig())
             .args(["--database-url", env().var("DATABASE_URL")])
             .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
             .args(["--restart-interval-seconds", "1"])
-            .args(["--secret-namespaces", namespace])
             .args(["--aws-secret-prefix", "tests/{namespace}/"])
-            .args(extra)
+            .args(args)
             .env(
                 "RUST_LOG",
                 "info,summit_config=debug,aws_config=debug,aws_smithy_runtime=debug",
@@ -274,12 +294,22 @@ impl Operator {
                 ]
                 .map(|name| (name, env().var(name))),
             )
+            .envs(
+                env()
+                    .optional_var("CONSUL_HTTP_TOKEN_FILE")
+                    .map(|file| ("CONSUL_HTTP_TOKEN_FILE", file)),
+            )
+            .envs(
+                env()
+                    .optional_var("CONSUL_CACERT")
+                    .map(|file| ("CONSUL_CACERT", file)),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .expect("start the operator");
-        eprintln!("operator for {namespace} logs to {}", log_path.display());
+        eprintln!("operator {name} logs to {}", log_path.display());
         Self { child }
     }
 }
@@ -387,11 +417,36 @@ pub async fn postgres() -> sqlx::PgPool {
         .expect("connect to PostgreSQL")
 }
 
+/// A request to the environment's Consul, with its ACL token.
+pub fn consul_request(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match env().optional_var("CONSUL_HTTP_TOKEN_FILE") {
+        Some(file) => {
+            let token = std::fs::read_to_string(file).expect("read the Consul token");
+            request.header("X-Consul-Token", token.trim())
+        }
+        None => request,
+    }
+}
+
+/// A client for the environment's Consul, trusting its CA.
+pub fn consul_client() -> reqwest::Client {
+    let mut builder = reqwest::Client::builder();
+    if let Some(file) = env().optional_var("CONSUL_CACERT") {
+        let pem = std::fs::read(file).expect("read the Consul CA");
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM"));
+    }
+    builder.build().expect("a Consul client")
+}
+
 /// A Consul KV key's value (decoded) and modify index, read consistently.
 pub async fn consul_get(key: &str) -> Option<(serde_json::Value, u64)> {
     use base64::Engine;
     let url = format!("{}/v1/kv/{key}?consistent", env().var("CONSUL_HTTP_ADDR"));
-    let response = reqwest::get(&url).await.expect("reach Consul");
+    let response = consul_request(consul_client().get(&url))
+        .send()
+        .await
+        .expect("reach Consul");
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return None;
     }
@@ -450,4 +505,31 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A client of moto's Secrets Manager, as the operator reaches it.
+pub async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(env().var("AWS_ENDPOINT_URL"))
+        .region(aws_config::Region::new(env().var("AWS_REGION").to_owned()))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            env().var("AWS_ACCESS_KEY_ID"),
+            env().var("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "tests",
+        ))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
+/// Creates a secret in moto, as someone would before the operator adopts or reads it.
+pub async fn create_aws_secret(aws: &aws_sdk_secretsmanager::Client, id: &str, value: &str) {
+    aws.create_secret()
+        .name(id)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create {id} in moto: {e:?}"));
 }

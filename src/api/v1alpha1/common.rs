@@ -31,10 +31,16 @@ pub const ANNOTATION_SPEC_AUTHOR: &str = "config.summit.io/spec-author";
 
 /// Schema for free-form JSON objects (config data, overrides, JSON Schemas, merge patches):
 /// the apiserver keeps every field, and the operator validates the content itself.
+///
+/// Atomic: server-side apply owns such a document whole, so the object's managed
+/// fields name the field alone, not every key inside it. Otherwise they would nest as
+/// deep as the content, and a deep enough document makes the whole list of objects
+/// undecodable for any client with a recursion limit.
 pub fn preserved_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
+        "x-kubernetes-map-type": "atomic",
     })
 }
 

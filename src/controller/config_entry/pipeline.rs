@@ -31,7 +31,7 @@ use crate::{
     },
     controller::{Context, Error, Result, status},
     core::{
-        approval,
+        approval::{self, Requirements},
         promotion::{self, Step, promote},
     },
     project::{
@@ -54,8 +54,9 @@ struct Plan<'s> {
     namespace: String,
     name: String,
     data: std::collections::BTreeMap<String, String>,
-    /// Whether changes here need approval: its projections are bound to it for good.
-    protected: bool,
+    /// What changes here need, when they need approval: its projections are bound to
+    /// it, and pass only to an environment guarded at least as well.
+    guard: Option<Requirements>,
 }
 
 pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Action> {
@@ -165,7 +166,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         let current = applied.iter().find(|a| a.environment == name);
         let floor = floors.iter().find(|f| f.environment == name);
         let requirements = ctx.requirements(&plan.spec.name, plan.spec.approval.as_ref(), floor);
-        plan.protected = !requirements.auto_approves();
+        plan.guard = (!requirements.auto_approves()).then(|| requirements.clone());
         let promotion = promote(&promotion::Environment {
             latest: (latest.version, &plan.checksum),
             live: current.map(|c| (c.version, c.checksum.as_str())),
@@ -323,7 +324,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     checksum: live.checksum.clone(),
                     data,
                 };
-                apply_config_map(ctx, entry, &projection, plan.protected)
+                apply_config_map(ctx, entry, &projection, plan.guard.as_ref())
                     .await
                     .map(|_| ())
                     .map_err(|error| error.to_string())
@@ -369,7 +370,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     live.version,
                     &refs,
                     false,
-                    plan.protected,
+                    plan.guard.as_ref(),
                 )
                 .await;
                 match projected {
@@ -692,7 +693,7 @@ fn plan<'e>(
                 namespace: target_namespace,
                 name,
                 data,
-                protected: false,
+                guard: None,
             }),
             Err(error) => {
                 failures.push(format!("environment {:?}: {error}", environment.name));
@@ -831,20 +832,45 @@ async fn propose_change(
         version,
         proposal.policy.as_ref(),
     );
-    if let Some(existing) = ctx.changes.get(&ObjectRef::new(&name).within(&namespace)) {
-        // Only this very proposal will do: a look-alike made by someone else must not
-        // collect the approvals meant for it.
-        let ours = existing.spec.version == Some(version)
+    // Only this very proposal will do: a look-alike someone else made, or one an
+    // earlier entry of the same name left behind, must not collect the approvals meant
+    // for it. Then the proposal takes a name of its own, after the entry's uid.
+    let uid = entry.uid().unwrap_or_default();
+    let ours = |existing: &ConfigChange| {
+        existing
+            .owner_references()
+            .iter()
+            .any(|owner| owner.uid == uid && owner.controller == Some(true))
+            && existing.spec.version == Some(version)
             && existing.spec.requested_by == proposal.requester
             && existing.spec.environment == environment.name
-            && existing.spec.approval_policy == proposal.policy;
-        if !ours {
-            return Err(Error::Configuration(format!(
-                "ConfigChange {namespace}/{name} exists but is not the operator's proposal of version {version}; delete it so the proposal can be made"
-            )));
+            && existing.spec.approval_policy == proposal.policy
+    };
+    let suffix = format!("-{}", uid.chars().take(8).collect::<String>());
+    let unique: String = name
+        .chars()
+        .take(253 - suffix.len())
+        .chain(suffix.chars())
+        .collect();
+    let mut free = None;
+    for candidate in [name, unique] {
+        match ctx
+            .changes
+            .get(&ObjectRef::new(&candidate).within(&namespace))
+        {
+            Some(existing) if ours(&existing) => return Ok(candidate),
+            Some(_) => continue,
+            None => {
+                free = Some(candidate);
+                break;
+            }
         }
-        return Ok(name);
     }
+    let Some(name) = free else {
+        return Err(Error::Configuration(format!(
+            "ConfigChanges named like the proposal of version {version} in {namespace} exist and are not this entry's; delete them so the proposal can be made"
+        )));
+    };
     let relaxing = proposal
         .policy
         .as_ref()
@@ -860,9 +886,14 @@ async fn propose_change(
             name: Some(name.clone()),
             namespace: Some(namespace.clone()),
             owner_references: entry.controller_owner_ref(&()).map(|r| vec![r]),
+            // The entry's labels too: whatever selects the entry (an operator's
+            // --watch-label-selector, a team's queries) selects its proposals.
             labels: Some(
-                [(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned())]
+                entry
+                    .labels()
+                    .clone()
                     .into_iter()
+                    .chain([(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned())])
                     .collect(),
             ),
             ..ObjectMeta::default()

@@ -14,7 +14,10 @@ use crate::{
         Context, Error, FIELD_MANAGER, Result,
         targets::{check_binding, foreign_holder},
     },
-    core::ownership::{Projection, Target, TargetKind},
+    core::{
+        approval::Requirements,
+        ownership::{Projection, Target, TargetKind},
+    },
     project::{
         ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, ProjectedConfigMap, desired_config_map,
         foreign_keys, needs_apply,
@@ -24,15 +27,15 @@ use crate::{
 
 /// Makes the ConfigMap of `projection` exactly what the operator wants, comparing with
 /// the watch cache first so that an unchanged projection costs no request. Returns
-/// whether it wrote. An environment that needs approval (`protected`) binds the
-/// ConfigMap to itself for good.
+/// whether it wrote. An environment that needs approval (`guard`: what it needs)
+/// binds the ConfigMap to itself.
 pub async fn apply_config_map(
     ctx: &Context,
     entry: &ConfigEntry,
     projection: &ProjectedConfigMap,
-    protected: bool,
+    guard: Option<&Requirements>,
 ) -> Result<bool> {
-    write_config_map(ctx, entry, projection, Write::Project { protected }).await
+    write_config_map(ctx, entry, projection, Write::Project { guard }).await
 }
 
 /// Puts a drifted ConfigMap back, for the DriftCheck that found it.
@@ -45,8 +48,8 @@ pub async fn restore_config_map(
 }
 
 #[derive(Clone, Copy)]
-enum Write {
-    Project { protected: bool },
+enum Write<'g> {
+    Project { guard: Option<&'g Requirements> },
     Restore,
 }
 
@@ -54,7 +57,7 @@ async fn write_config_map(
     ctx: &Context,
     entry: &ConfigEntry,
     projection: &ProjectedConfigMap,
-    write: Write,
+    write: Write<'_>,
 ) -> Result<bool> {
     let restoring = matches!(write, Write::Restore);
     let desired = desired_config_map(entry, projection);
@@ -112,8 +115,11 @@ async fn write_config_map(
         namespace: projection.namespace.clone(),
         name: projection.name.clone(),
     };
-    let protected = matches!(write, Write::Project { protected: true });
-    check_binding(ctx, &target, &wanted, protected).await?;
+    let guard = match write {
+        Write::Project { guard } => guard,
+        Write::Restore => None,
+    };
+    check_binding(ctx, &target, &wanted, guard).await?;
     // A hand edit of the live version under a DriftCheck is the check's to report or
     // remediate (with its audit row); a new version is applied as always.
     let same_version = live.as_ref().is_some_and(|live| {

@@ -22,7 +22,10 @@ use crate::{
         managed_secrets::{ManagedSecrets, cached_checksums},
         targets::{check_binding, foreign_holder},
     },
-    core::ownership::{Projection, Target, TargetKind},
+    core::{
+        approval::Requirements,
+        ownership::{Projection, Target, TargetKind},
+    },
     project::{
         ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
         LABEL_ENVIRONMENT, ProjectedSecret, desired_secret, foreign_keys, key_checksums,
@@ -51,8 +54,8 @@ pub fn secret_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (Str
 /// Resolves `refs` and makes the environment's Secret hold them, comparing with the
 /// Secret cache first so that unchanged values cost no write. A hand edit of the
 /// Secret is put back, unless a DriftCheck covers it (then it is the check's to report,
-/// or to remediate with `restoring`). An environment that needs approval (`protected`)
-/// binds the Secret to itself for good. Returns the checksums now projected, or why
+/// or to remediate with `restoring`). An environment that needs approval (`guard`: what
+/// it needs) binds the Secret to itself. Returns the checksums now projected, or why
 /// the references could not be resolved; the Secret keeps its last good content on
 /// failure.
 pub async fn project_secrets(
@@ -62,7 +65,7 @@ pub async fn project_secrets(
     version: i64,
     refs: &Map<String, Value>,
     restoring: bool,
-    protected: bool,
+    guard: Option<&Requirements>,
 ) -> Result<SecretsOutcome, String> {
     let (namespace, name) = secret_target(entry, environment);
     let own = entry.namespace().unwrap_or_default();
@@ -166,7 +169,7 @@ pub async fn project_secrets(
         namespace: namespace.clone(),
         name: name.clone(),
     };
-    check_binding(ctx, &target, &wanted, protected && !restoring)
+    check_binding(ctx, &target, &wanted, guard.filter(|_| !restoring))
         .await
         .map_err(|error| error.to_string())?;
     let foreign = foreign_keys(

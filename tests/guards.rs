@@ -1,0 +1,252 @@
+//! Without the admission policies that bind requesters and approvals to real users,
+//! anyone could sign a ConfigChange as anyone: the operator then applies none, says
+//! why in status, and never trusts a change created before the policies were back.
+//!
+//! A test binary of its own: it removes a cluster-wide policy binding for a while, which
+//! would disturb every other test running beside it.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::json;
+use summit_config::api::v1alpha1::{ChangePhase, ConfigEntry, EnvironmentPhase};
+use support::{
+    Operator,
+    attack::{
+        Record, Tenant, approve, change, change_in, create, entry, entry_where, environment,
+        ready_reason,
+    },
+    env, eventually, install_crds,
+};
+
+const BINDING: &str = "summit-config-change-identity";
+
+/// The binding, removed until dropped: then created again as it was.
+struct Removed {
+    saved: std::path::PathBuf,
+    restored: bool,
+}
+
+impl Removed {
+    fn binding(name: &str) -> Self {
+        let output = env()
+            .kubectl()
+            .args([
+                "get",
+                "validatingadmissionpolicybinding",
+                name,
+                "-o",
+                "json",
+            ])
+            .output()
+            .expect("run kubectl get");
+        assert!(output.status.success(), "the chart's binding {name} exists");
+        let mut binding: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let metadata = binding["metadata"].as_object_mut().expect("metadata");
+        for field in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+        ] {
+            metadata.remove(field);
+        }
+        binding.as_object_mut().expect("an object").remove("status");
+        let saved =
+            std::path::PathBuf::from(env().var("SUMMIT_ENV_DIR")).join(format!("{name}.json"));
+        std::fs::write(&saved, binding.to_string()).expect("save the binding");
+        run(env()
+            .kubectl()
+            .args(["delete", "validatingadmissionpolicybinding", name]));
+        Self {
+            saved,
+            restored: false,
+        }
+    }
+
+    fn restore(mut self) {
+        self.create();
+        self.restored = true;
+    }
+
+    fn create(&self) {
+        run(env().kubectl().arg("create").arg("-f").arg(&self.saved));
+    }
+}
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        if !self.restored {
+            self.create();
+        }
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run kubectl");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn without_its_admission_policies_the_operator_applies_no_change() {
+    let admin = env().admin().await;
+    install_crds(&admin).await;
+    let team = Tenant::new(
+        &admin,
+        "unguarded",
+        &[
+            ("alice", "summit-config-admin"),
+            ("mallory", "summit-config-admin"),
+            ("bob", "summit-config-approver"),
+            ("carol", "summit-config-approver"),
+        ],
+    )
+    .await;
+    let shard = team.ns.clone();
+    let _operator = Operator::start_with(&team.ns, &[]);
+    let config_id = format!("tests/{}/payments", team.ns);
+    let entries = team.entries_as("alice").await;
+    create(
+        &entries,
+        &entry(
+            "payments",
+            &shard,
+            json!({
+                "configId": config_id,
+                "data": {"pool": 10},
+                "environments": [{"name": "production", "approval": {"approverGroups": ["summit:approvers"]}}],
+            }),
+        ),
+    )
+    .await;
+    let pending = entry_where(&entries, "payments", "version 1 pending", |e| {
+        environment(e, "production").0 == Some(EnvironmentPhase::PendingApproval)
+    })
+    .await;
+    let proposal = pending
+        .status
+        .and_then(|s| s.environments.into_iter().find(|e| e.name == "production"))
+        .and_then(|e| e.pending_change)
+        .expect("the proposal");
+    approve(
+        &team.changes_as("carol").await,
+        &proposal,
+        "carol",
+        &["summit:approvers"],
+    )
+    .await
+    .expect("carol approves");
+    entry_where(&entries, "payments", "version 1 live", |e| {
+        environment(e, "production") == (Some(EnvironmentPhase::Applied), Some(1))
+    })
+    .await;
+    let before = Record::of(&config_id, &[&team]).await;
+
+    // The binding goes; mallory signs a change as carol, already approved by bob.
+    let removed = Removed::binding(BINDING);
+    let forged = change(
+        "forged",
+        &shard,
+        "carol",
+        json!({
+            "configEntry": "payments",
+            "environment": "production",
+            "data": {"pool": 999},
+            "approvals": [{"approver": "bob", "groups": ["summit:approvers"]}],
+        }),
+    );
+    let mallory = team.changes_as("mallory").await;
+    // The apiserver stops enforcing once its policy cache has seen the binding go.
+    eventually(
+        "the apiserver takes a forged change",
+        support::attack::WAIT,
+        || async {
+            mallory
+                .create(&kube::api::PostParams::default(), &forged)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let changes = team.changes().await;
+    let waiting = eventually("the change held", support::attack::WAIT, || async {
+        let change = changes.get("forged").await.ok()?;
+        let (reason, message) = ready_reason(&change);
+        (reason == "GuardsMissing").then_some((change, message))
+    })
+    .await;
+    assert_eq!(
+        waiting.0.status.and_then(|s| s.phase),
+        Some(ChangePhase::Pending)
+    );
+    assert!(
+        waiting.1.contains(&format!(
+            "ValidatingAdmissionPolicyBinding {BINDING} is missing"
+        )),
+        "{}",
+        waiting.1
+    );
+    assert_eq!(
+        Record::of(&config_id, &[&team]).await,
+        before,
+        "the forged change did something"
+    );
+
+    // The binding is back: the change created without it can never be trusted.
+    removed.restore();
+    let failed = change_in(&changes, "forged", ChangePhase::Failed).await;
+    let (reason, message) = ready_reason(&failed);
+    assert_eq!(reason, "Unvouched", "{message}");
+    assert!(message.contains("create it again"), "{message}");
+    assert_eq!(
+        Record::of(&config_id, &[&team]).await,
+        before,
+        "the forged change did something"
+    );
+
+    // A change made once the policies are back goes through as always. (Object times
+    // have a second's grain: one made in the very second the binding came back could
+    // have come before it, and is not trusted either.)
+    let restored = env()
+        .kubectl()
+        .args(["get", "validatingadmissionpolicybinding", BINDING])
+        .args(["-o", "jsonpath={.metadata.creationTimestamp}"])
+        .output()
+        .expect("run kubectl get");
+    let restored: k8s_openapi::jiff::Timestamp = String::from_utf8_lossy(&restored.stdout)
+        .parse()
+        .expect("a timestamp");
+    eventually(
+        "a second after the binding came back",
+        support::attack::WAIT,
+        || async {
+            (k8s_openapi::jiff::Timestamp::now().as_second() > restored.as_second()).then_some(())
+        },
+    )
+    .await;
+    let honest = change(
+        "honest",
+        &shard,
+        "alice",
+        json!({"configEntry": "payments", "environment": "production", "data": {"pool": 20}}),
+    );
+    create(&team.changes_as("alice").await, &honest).await;
+    change_in(&changes, "honest", ChangePhase::Pending).await;
+    approve(
+        &team.changes_as("bob").await,
+        "honest",
+        "bob",
+        &["summit:approvers"],
+    )
+    .await
+    .expect("bob approves");
+    change_in(&changes, "honest", ChangePhase::Applied).await;
+    let entry: ConfigEntry = entries.get("payments").await.expect("payments");
+    assert_eq!(environment(&entry, "production").1, Some(2));
+}
