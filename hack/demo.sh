@@ -21,12 +21,16 @@ kubectl wait --for condition=Established --timeout 60s -f crds/ >/dev/null
 
 http_port="$(free_port)"
 log "starting the operator (log: $dir/operator.log, metrics: http://127.0.0.1:$http_port/metrics)"
+# As the chart runs it: config ids under their namespace's name.
 start operator target/debug/summit-config operator \
-  --kubeconfig "$KUBECONFIG" --http-addr "127.0.0.1:$http_port"
+  --kubeconfig "$KUBECONFIG" --http-addr "127.0.0.1:$http_port" \
+  --config-id-prefix '{namespace}/'
 wait_until 60 operator curl -sf "http://127.0.0.1:$http_port/readyz"
 
 log "applying examples/"
-kubectl apply --server-side -f examples/ >/dev/null
+# The admission policies learn a new CRD's schema a moment after it is established;
+# until then they answer ServiceUnavailable.
+wait_until 60 "applying examples/" kubectl apply --server-side -f examples/
 for kind in configentries configchanges secretrotationpolicies driftchecks; do
   kubectl wait "$kind" --all -A --for jsonpath='{.status.observedGeneration}' --timeout 60s >/dev/null
 done

@@ -80,7 +80,9 @@ pub const RESERVED_CONFIG_ID_SEGMENTS: [&str; 3] = ["latest", "versions", "appli
 #[serde(rename_all = "camelCase")]
 pub struct ConfigEntrySpec {
     /// Identity of this configuration in history, Postgres and Consul, e.g.
-    /// `payments/database`. Lowercase segments joined by `/`; immutable.
+    /// `team-a/payments/database`. Lowercase segments joined by `/`; immutable. It
+    /// belongs to this entry alone, and the operator may require it to start with the
+    /// namespace (`--config-id-prefix`).
     #[schemars(length(min = 1, max = 200), regex(pattern = CONFIG_ID_PATTERN))]
     #[x_kube(
         validation = Rule::new("self == oldSelf").message("configId is immutable: create a new ConfigEntry to use another id"),
