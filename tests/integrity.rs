@@ -949,3 +949,45 @@ spec:
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_platform_floor_holds_whatever_a_spec_says() {
+    let admin = env().admin().await;
+    install_crds(&admin).await;
+    let team = Tenant::new(&admin, "floor", &[("alice", ADMIN), ("carol", APPROVER)]).await;
+    let shard = team.ns.clone();
+    let floors = r#"[{"environments": "prod*", "requiredApprovals": 1, "approverGroups": ["summit:approvers"]}]"#;
+    let _operator = operator_for(&shard, &[&team], &["--approval-floors", floors]);
+    let config_id = format!("tests/{}/payments", team.ns);
+    let mut spec = payments_spec(&config_id, json!({"pool": 10}));
+    spec["environments"][1] = json!({"name": "production", "approval": {"autoApprove": true}});
+    let entries = team.entries_as("alice").await;
+    create(&entries, &entry("payments", &shard, spec)).await;
+    let proposal = production_waits(&entries, 1).await;
+    let changes = team.changes().await;
+    let waiting = eventually("the floor named", WAIT, || async {
+        let change = changes.get(&proposal).await.ok()?;
+        let (_, message) = ready_reason(&change);
+        message.contains("platform").then_some(message)
+    })
+    .await;
+    assert_eq!(
+        waiting,
+        "waiting for 1 more approval(s) for the platform's floor for prod* (1 approval from group summit:approvers)"
+    );
+    let entry = entries.get("payments").await.expect("payments");
+    assert_eq!(
+        environment(&entry, "development").0,
+        Some(EnvironmentPhase::Applied),
+        "the floor covers prod* only"
+    );
+    approve(
+        &team.changes_as("carol").await,
+        &proposal,
+        "carol",
+        &["summit:approvers"],
+    )
+    .await
+    .expect("carol approves");
+    live_everywhere(&entries, 1).await;
+}

@@ -50,6 +50,20 @@ pub const CONDITION_DRIFTED: &str = "Drifted";
 /// Findings kept in status; the count says how many there were.
 const REPORT_LIMIT: usize = 50;
 
+/// The most paths a finding lists (the schema's limit); the last says how many more.
+const PATHS_LIMIT: usize = 50;
+
+/// A finding's paths, at most [`PATHS_LIMIT`]: a status the apiserver would refuse
+/// would leave the check stuck.
+fn bounded_paths(paths: &[String]) -> Vec<String> {
+    if paths.len() <= PATHS_LIMIT {
+        return paths.to_vec();
+    }
+    let mut kept = paths[..PATHS_LIMIT - 1].to_vec();
+    kept.push(format!("... and {} more", paths.len() - (PATHS_LIMIT - 1)));
+    kept
+}
+
 #[instrument(skip_all, fields(namespace = check.namespace().unwrap_or_default(), name = check.name_any()))]
 pub async fn reconcile(check: Arc<DriftCheck>, ctx: Arc<Context>) -> Result<Action> {
     observed(KIND, check.as_ref(), &ctx, run_check(&check, &ctx)).await
@@ -195,7 +209,7 @@ async fn run_check(check: &DriftCheck, ctx: &Context) -> Result<Action> {
                 entry: d.entry.clone(),
                 environment: d.environment.clone(),
                 location: d.location.clone(),
-                paths: d.paths.clone(),
+                paths: bounded_paths(&d.paths),
                 expected_checksum: d.expected_checksum.clone(),
                 actual_checksum: d.actual_checksum.clone(),
                 first_seen: before.map_or_else(|| now.clone(), |f| f.first_seen.clone()),
@@ -880,5 +894,14 @@ mod tests {
             invalid.message,
             "spec.interval 5s is shorter than the 10s minimum"
         );
+    }
+
+    #[test]
+    fn a_finding_lists_at_most_fifty_paths() {
+        let many: Vec<String> = (0..80).map(|i| format!("$.k{i}")).collect();
+        let kept = bounded_paths(&many);
+        assert_eq!(kept.len(), 50);
+        assert_eq!(kept[49], "... and 31 more");
+        assert_eq!(bounded_paths(&many[..3]), many[..3].to_vec());
     }
 }
