@@ -197,6 +197,34 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
         before,
         "the forged change did something"
     );
+    // A spec edit meanwhile is not even proposed: a proposal made now could never be
+    // trusted.
+    support::attack::patch_spec(&entries, "payments", json!({"data": {"pool": 30}}))
+        .await
+        .expect("alice edits the spec");
+    let held = entry_where(&entries, "payments", "the proposal held back", |e| {
+        e.status.as_ref().is_some_and(|s| {
+            s.environments.iter().any(|env| {
+                env.name == "production"
+                    && env.pending_version == Some(2)
+                    && env
+                        .message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("waits for the admission policies"))
+            })
+        })
+    })
+    .await;
+    assert!(
+        changes
+            .get_opt("payments-production-v2")
+            .await
+            .expect("read")
+            .is_none(),
+        "proposed while unguarded: {:?}",
+        held.status
+    );
+    let before = Record::of(&config_id, &[&team]).await;
 
     // The binding is back: the change created without it can never be trusted.
     removed.restore();
@@ -204,9 +232,25 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
     let (reason, message) = ready_reason(&failed);
     assert_eq!(reason, "Unvouched", "{message}");
     assert!(message.contains("create it again"), "{message}");
+    // Once the policies are back, the held version is proposed.
+    let proposed = change_in(&changes, "payments-production-v2", ChangePhase::Pending).await;
+    assert_eq!(proposed.spec.requested_by, "alice");
+    let after = Record::of(&config_id, &[&team]).await;
     assert_eq!(
-        Record::of(&config_id, &[&team]).await,
-        before,
+        (
+            &after.config_maps,
+            &after.applied,
+            &after.floors,
+            &after.versions,
+            &after.consul
+        ),
+        (
+            &before.config_maps,
+            &before.applied,
+            &before.floors,
+            &before.versions,
+            &before.consul
+        ),
         "the forged change did something"
     );
 
@@ -248,5 +292,6 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
     .expect("bob approves");
     change_in(&changes, "honest", ChangePhase::Applied).await;
     let entry: ConfigEntry = entries.get("payments").await.expect("payments");
-    assert_eq!(environment(&entry, "production").1, Some(2));
+    // The honest change made version 3 from what production ran (version 1).
+    assert_eq!(environment(&entry, "production").1, Some(3));
 }

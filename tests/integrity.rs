@@ -659,6 +659,78 @@ async fn nobody_approves_their_own_edit_and_the_audit_names_the_real_author() {
     .await
     .expect("read the audit");
     assert_eq!(recorded, ["alice", "bob", "alice"]);
+
+    // bob slips his content into a write the operator refuses (a target namespace it
+    // does not allow), and alice fixes it: the version holds both their writes, is
+    // proposed in alice's name, and bob still cannot approve it.
+    let mut sneaky = entries.get("payments").await.expect("payments").spec;
+    sneaky.data = json!({"pool": 666});
+    sneaky.environments[0].config_map =
+        Some(serde_json::from_value(json!({"namespace": "kube-system"})).expect("a target"));
+    patch_spec(
+        &bob_entries,
+        "payments",
+        serde_json::to_value(&sneaky).expect("spec"),
+    )
+    .await
+    .expect("bob writes");
+    entry_where(&entries, "payments", "bob's write refused", |e| {
+        validated(e)
+            .is_some_and(|(status, reason, _)| status == "False" && reason == "TargetNotAllowed")
+    })
+    .await;
+    patch_spec(
+        &entries,
+        "payments",
+        json!({"environments": [
+            {"name": "development"},
+            {"name": "production", "approval": {"approverGroups": ["summit:approvers"]}},
+        ]}),
+    )
+    .await
+    .expect("alice fixes the target");
+    let proposal = production_waits(&entries, 4).await;
+    let pending = changes.get(&proposal).await.expect("the proposal");
+    assert_eq!(pending.spec.requested_by, "alice");
+    let authors: serde_json::Value = sqlx::query_scalar(
+        "SELECT metadata -> 'authors' FROM config_versions WHERE config_id = $1 AND version = 4",
+    )
+    .bind(&config_id)
+    .fetch_one(&pool)
+    .await
+    .expect("read the version");
+    assert_eq!(authors, json!(["bob", "alice"]));
+    approve(&bob_changes, &proposal, "bob", &["summit:approvers"])
+        .await
+        .expect("the apiserver lets bob approve alice's change");
+    let ignored = eventually("bob's approval ignored", WAIT, || async {
+        let status = changes.get(&proposal).await.ok()?.status?;
+        (!status.ignored_approvals.is_empty()).then_some(status.ignored_approvals)
+    })
+    .await;
+    assert_eq!(
+        ignored[0].reason,
+        "bob wrote version 4, which this change also brings live"
+    );
+
+    // Nobody asks for a lower floor by hand: that is the operator's to propose.
+    let forged = change(
+        "lower-the-floor",
+        &shard,
+        "alice",
+        json!({"configEntry": "payments", "environment": "production", "patch": {"note": "typo"},
+               "approvalPolicy": {"autoApprove": true}}),
+    );
+    let message = refusal(
+        team.changes_as("alice")
+            .await
+            .create(&kube::api::PostParams::default(), &forged)
+            .await,
+    );
+    assert!(
+        message.contains("proposed by the operator alone"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

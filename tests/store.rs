@@ -33,6 +33,10 @@ fn claimant(namespace: &str, name: &str) -> Claimant {
 async fn versions_missing_from_the_cache_come_in_one_query_and_then_cost_none() {
     let config_id = format!("tests/store-{}", uuid::Uuid::new_v4());
     let writer = stores(&Counter::default());
+    writer
+        .claim(&config_id, &claimant("tests", "store"))
+        .await
+        .expect("claim the config id");
     for pool in [10, 20] {
         let snapshot = Snapshot {
             data: json!({"pool": pool}),
@@ -47,6 +51,7 @@ async fn versions_missing_from_the_cache_come_in_one_query_and_then_cost_none() 
                 snapshot,
                 source: Source::Spec,
                 created_by: "tests".into(),
+                authors: vec!["tests".into()],
                 message: format!("pool {pool}"),
                 based_on: None,
             })
@@ -109,6 +114,10 @@ async fn the_version_a_change_recorded_is_found_by_its_id() {
         ),
         (30, Source::Spec),
     ] {
+        stores
+            .claim(&config_id, &claimant("tests", "store"))
+            .await
+            .expect("claim the config id");
         let snapshot = Snapshot {
             data: json!({"pool": pool}),
             overrides: BTreeMap::from([("production".to_owned(), json!({}))]),
@@ -122,6 +131,7 @@ async fn the_version_a_change_recorded_is_found_by_its_id() {
                 snapshot,
                 source,
                 created_by: "tests".into(),
+                authors: vec!["tests".into()],
                 message: format!("pool {pool}"),
                 based_on: None,
             })
@@ -145,4 +155,90 @@ async fn the_version_a_change_recorded_is_found_by_its_id() {
             .is_none(),
         "a recreated change (another uid) recorded nothing"
     );
+}
+
+fn version_of(config_id: &str, claimant: Claimant, pool: i64) -> NewVersion {
+    let snapshot = Snapshot {
+        data: json!({"pool": pool}),
+        overrides: BTreeMap::from([("production".to_owned(), json!({}))]),
+        secrets: serde_json::Value::Null,
+    };
+    NewVersion {
+        config_id: config_id.to_owned(),
+        claimant,
+        checksum: snapshot.checksum(),
+        snapshot,
+        source: Source::Spec,
+        created_by: "tests".into(),
+        authors: vec!["tests".into()],
+        message: format!("pool {pool}"),
+        based_on: None,
+    }
+}
+
+#[tokio::test]
+async fn a_config_id_belongs_to_the_entry_that_claimed_it_in_postgresql() {
+    use summit_config::store::{Application, Error, FloorUpdate};
+    let config_id = format!("tests/claims-{}", uuid::Uuid::new_v4());
+    let owner = claimant("team-a", "payments");
+    let other = claimant("team-b", "payments");
+    let store = stores(&Counter::default());
+
+    // Checking takes nothing: a config id nobody recorded stays free.
+    assert!(matches!(
+        store.verify_claim(&config_id, &other).await,
+        Err(Error::Unclaimed { .. })
+    ));
+    store
+        .claim(&config_id, &owner)
+        .await
+        .expect("the first claim");
+    store
+        .record(&version_of(&config_id, owner.clone(), 1))
+        .await
+        .expect("the holder records");
+
+    // Another entry, through a store that never saw the claim (another process, or
+    // after a restart), is refused everything.
+    let fresh = stores(&Counter::default());
+    assert!(matches!(
+        fresh.claim(&config_id, &other).await,
+        Err(Error::Claimed(_))
+    ));
+    assert!(matches!(
+        fresh
+            .record(&version_of(&config_id, other.clone(), 2))
+            .await,
+        Err(Error::Claimed(_))
+    ));
+    let application = Application {
+        config_id: config_id.clone(),
+        claimant: other.clone(),
+        environment: "production".into(),
+        version: 1,
+        checksum: "x".into(),
+        actor: "mallory".into(),
+        message: "take over".into(),
+        forward_only: false,
+        floor: FloorUpdate::Keep,
+    };
+    assert!(matches!(
+        fresh.apply(&application).await,
+        Err(Error::Claimed(_))
+    ));
+    assert!(matches!(
+        fresh.forget(&config_id, &other).await,
+        Err(Error::Claimed(_))
+    ));
+    assert!(fresh.applied(&config_id).await.expect("applied").is_empty());
+
+    // The holder's entry, deleted and created again under its name, takes it back.
+    let recreated = Claimant {
+        uid: "uid-2".into(),
+        ..owner.clone()
+    };
+    fresh
+        .claim(&config_id, &recreated)
+        .await
+        .expect("the same entry, created again");
 }

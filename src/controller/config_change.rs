@@ -28,9 +28,12 @@ use crate::{
     api::v1alpha1::{
         CONDITION_READY, CONDITION_VALIDATED, ChangePhase, Conditions, ConfigChange,
         ConfigChangeSpec, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,
-        parse_duration,
+        free_form, parse_duration,
     },
-    core::approval::{self, Excluded, Tally},
+    core::{
+        approval::{self, Excluded, Tally},
+        promotion::relaxed_to,
+    },
     project::render,
     resolve::{Snapshot, checksum, merge_patch},
     store::{
@@ -119,18 +122,20 @@ async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action
     let decision = match (vouched(change, ctx), check_target(change, entry.as_deref())) {
         (Err(decision), _) => *decision,
         // GitOps tools apply in any order: wait for the entry to appear.
-        (Ok(()), Err(invalid)) if entry.is_none() => Decision {
-            validated: Some(Err(Invalid {
-                reason: invalid.reason,
-                message: invalid.message.clone(),
-            })),
-            ..Decision::waiting(invalid.reason, invalid.message)
-        },
+        (Ok(()), Err(invalid)) if entry.is_none() && invalid.reason == "EntryNotFound" => {
+            Decision {
+                validated: Some(Err(Invalid {
+                    reason: invalid.reason,
+                    message: invalid.message.clone(),
+                })),
+                ..Decision::waiting(invalid.reason, invalid.message)
+            }
+        }
         (Ok(()), Err(invalid)) => Decision::failed(invalid),
         (Ok(()), Ok(_)) => {
             let entry = entry.as_deref().ok_or(Error::CacheClosed)?;
             let config_id = &entry.spec.config_id;
-            match ctx.stores.claim(config_id, &claimant(entry)).await {
+            match ctx.stores.verify_claim(config_id, &claimant(entry)).await {
                 Ok(()) => decide(change, entry, &current, ctx).await?,
                 // Another entry's history: nothing of it is read, applied or audited.
                 Err(store::Error::Claimed(refused)) => Decision {
@@ -143,6 +148,18 @@ async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action
                             refused.message
                         ),
                     })
+                },
+                // The entry has recorded nothing under its config id yet (it may be
+                // refused it): the change waits for the entry.
+                Err(store::Error::Unclaimed { .. }) => Decision {
+                    unrecorded: true,
+                    ..Decision::waiting(
+                        "NoVersionYet",
+                        format!(
+                            "ConfigEntry {:?} has recorded no version yet; see its status",
+                            entry.name_any()
+                        ),
+                    )
                 },
                 Err(error) => return Err(Error::Store(error)),
             }
@@ -286,6 +303,7 @@ async fn decide(
     let requirements = ctx.requirements(&environment.name, environment.approval.as_ref(), floor);
     let excluded = excluded(
         change,
+        config_id,
         proposal.promoted.as_ref(),
         applied.as_ref().map(|a| a.version),
         ctx,
@@ -352,6 +370,8 @@ async fn decide(
                     change: change_id.clone(),
                 },
                 created_by: change.spec.requested_by.clone(),
+                // The admission policy proved the requester: the author of what it asks.
+                authors: vec![change.spec.requested_by.clone()],
                 message: change.spec.message.clone(),
                 // Nothing recorded in between: a concurrent record makes this retry.
                 based_on: Some(latest.version),
@@ -383,7 +403,7 @@ async fn decide(
     let floor = approval::floor_change(
         floor.map(|f| f.policy.as_ref()),
         environment.approval.as_ref(),
-        change.spec.approval_policy.as_ref(),
+        proposed_floor(change, entry, environment),
     )
     .map_or(FloorUpdate::Keep, FloorUpdate::Record);
     let application = Application {
@@ -617,6 +637,24 @@ fn check_content(
     Ok(())
 }
 
+/// The approval floor a change lowers the environment to: only the operator's own
+/// proposal of what the entry's spec asks now. Anything else a change names leaves the
+/// floor where it is: a floor is lowered by the spec, through the approvers it guards.
+fn proposed_floor<'c>(
+    change: &'c ConfigChange,
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+) -> Option<&'c crate::api::v1alpha1::ApprovalPolicy> {
+    let proposed = change.spec.approval_policy.as_ref()?;
+    let uid = entry.uid().unwrap_or_default();
+    let the_operators = change
+        .owner_references()
+        .iter()
+        .any(|owner| owner.uid == uid && owner.controller == Some(true));
+    let what_the_spec_asks = *proposed == relaxed_to(environment.approval.as_ref());
+    (the_operators && what_the_spec_asks).then_some(proposed)
+}
+
 /// At most [`STATUS_LIST_LIMIT`] items, the last saying how many more there were.
 fn bounded_list(items: &[String]) -> Vec<String> {
     if items.len() <= STATUS_LIST_LIMIT {
@@ -630,46 +668,55 @@ fn bounded_list(items: &[String]) -> Vec<String> {
     kept
 }
 
-/// Who may not approve the change: its requester, and, for a spec version, the
-/// authors of the other spec versions it brings live with it (since the live one).
+/// Who may not approve the change: its requester, and everyone who wrote content it
+/// brings live: for a spec version, the authors of every version since the live one up
+/// to it; for a rollback, the authors of the version it brings back.
 async fn excluded(
     change: &ConfigChange,
+    config_id: &str,
     promoted: Option<&Version>,
     live_version: Option<i64>,
     ctx: &Context,
 ) -> Result<Excluded> {
-    let mut excluded = Excluded::requester(&change.spec.requested_by);
-    let Some(promoted) = promoted.filter(|v| v.source == Source::Spec) else {
-        return Ok(excluded);
+    let requester = &change.spec.requested_by;
+    let mut excluded = Excluded::requester(requester);
+    let (config_id, numbers, why) = match (promoted, change.spec.rollback_to) {
+        (Some(promoted), _) if promoted.source == Source::Spec => {
+            let first = live_version.map_or(1, |v| v + 1).min(promoted.version);
+            (
+                config_id.to_owned(),
+                (first..=promoted.version).collect::<Vec<_>>(),
+                "which this change also brings live",
+            )
+        }
+        (None, Some(back)) => (
+            config_id.to_owned(),
+            vec![back],
+            "whose content this change brings back",
+        ),
+        _ => return Ok(excluded),
     };
-    // The versions between: a hundred at most, which reach far enough back.
-    let first = live_version
-        .map_or(1, |v| v + 1)
-        .max(promoted.version - 100);
-    let between: Vec<(String, i64)> = (first..promoted.version)
-        .map(|v| (promoted.config_id.clone(), v))
-        .collect();
+    let wanted: Vec<(String, i64)> = numbers.iter().map(|n| (config_id.clone(), *n)).collect();
     ctx.stores
-        .prefetch_versions(&between)
+        .prefetch_versions(&wanted)
         .await
         .map_err(Error::Store)?;
-    for (config_id, number) in &between {
+    for number in numbers {
         let Some(version) = ctx
             .stores
-            .version(config_id, *number)
+            .version(&config_id, number)
             .await
             .map_err(Error::Store)?
         else {
             continue;
         };
-        if version.source == Source::Spec && version.created_by != change.spec.requested_by {
-            excluded.add(
-                &version.created_by,
-                format!(
-                    "{} wrote version {number}, which this change also brings live",
-                    version.created_by
-                ),
-            );
+        let authors = if version.authors_proven() {
+            version.authors.clone()
+        } else {
+            vec![version.created_by.clone()]
+        };
+        for author in authors.iter().filter(|a| *a != requester) {
+            excluded.add(author, format!("{author} wrote version {number}, {why}"));
         }
     }
     Ok(excluded)
@@ -858,6 +905,14 @@ async fn finish(
         tracing::info!(phase = ?phase, reason = decision.reason, "change moved");
         ctx.publish(change, type_, decision.reason, decision.message)
             .await;
+        // Its entry says where its proposals stand, and proposes again when one can
+        // never be approved.
+        if is_final(phase) {
+            ctx.reconcile_entry(
+                &change.namespace().unwrap_or_default(),
+                &change.spec.config_entry,
+            );
+        }
     }
     Ok(())
 }
@@ -885,8 +940,23 @@ fn refresh_pending_metrics(ctx: &Context) {
     ctx.metrics.stalled_changes.set(stalled);
 }
 
-/// Checks that the change targets an existing entry and one of its environments.
+/// Checks that the change targets an existing entry and one of its environments, and
+/// that its content could be read.
 fn check_target(change: &ConfigChange, entry: Option<&ConfigEntry>) -> Result<String, Invalid> {
+    for (field, value) in [
+        ("spec.data", &change.spec.data),
+        ("spec.patch", &change.spec.patch),
+    ] {
+        if value.as_ref().is_some_and(free_form::is_too_deep) {
+            return Err(Invalid {
+                reason: "Unreadable",
+                message: format!(
+                    "{field} nests objects and arrays deeper than {} levels, more than the operator reads: flatten it",
+                    free_form::MAX_DEPTH
+                ),
+            });
+        }
+    }
     let entry_name = &change.spec.config_entry;
     let entry = entry.ok_or_else(|| Invalid {
         reason: "EntryNotFound",

@@ -355,11 +355,11 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
     for entry in selected(check, ctx) {
         match ctx
             .stores
-            .claim(&entry.spec.config_id, &claimant(&entry))
+            .verify_claim(&entry.spec.config_id, &claimant(&entry))
             .await
         {
             Ok(()) => entries.push(entry),
-            Err(crate::store::Error::Claimed(_)) => {}
+            Err(crate::store::Error::Claimed(_) | crate::store::Error::Unclaimed { .. }) => {}
             Err(error) => return Err(Error::Store(error)),
         }
     }
@@ -432,6 +432,11 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
             let row = rows
                 .iter()
                 .find(|r| r.config_id == want.config_id && r.environment == want.environment);
+            // PostgreSQL decides what is live: a newer version there is a change that
+            // applied before the entry's status caught up, never drift to undo.
+            if row.is_some_and(|r| r.version > want.version) {
+                continue;
+            }
             if let Some(paths) = applied_paths(want, row) {
                 drifts.push(drift(
                     entry,
@@ -679,9 +684,11 @@ async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Resu
     let want = &drift.expected;
     match drift.source {
         DriftSource::Postgres => {
-            ctx.stores
+            let restored = ctx
+                .stores
                 .apply(&Application {
-                    forward_only: false,
+                    // Never back over a change that applied meanwhile.
+                    forward_only: true,
                     claimant: drift.claimant.clone(),
                     floor: FloorUpdate::Keep,
                     config_id: want.config_id.clone(),
@@ -691,8 +698,12 @@ async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Resu
                     actor: ctx.identity.clone(),
                     message: why,
                 })
-                .await
-                .map_err(Error::Store)?;
+                .await;
+            match restored {
+                Ok(_) => {}
+                Err(crate::store::Error::Superseded { .. }) => return Ok(false),
+                Err(error) => return Err(Error::Store(error)),
+            }
         }
         DriftSource::Consul => {
             let applied = ctx

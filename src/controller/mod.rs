@@ -337,9 +337,19 @@ fn stores_config(args: &OperatorArgs, metrics: &Metrics) -> Result<StoresConfig>
                 ))
             })?;
             let token = match (&args.consul_token_file, &args.consul_token) {
-                (Some(path), _) => Some(read_file(path, "--consul-token-file")?.trim().to_owned()),
+                (Some(path), _) => Some(read_file(path, "--consul-token-file")?),
                 (None, token) => token.clone(),
-            };
+            }
+            .map(|token| token.trim().to_owned())
+            .filter(|token| !token.is_empty());
+            if token
+                .as_deref()
+                .is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err())
+            {
+                return Err(Error::Configuration(
+                    "the Consul ACL token holds characters an HTTP header cannot carry".into(),
+                ));
+            }
             let ca_pem = args
                 .consul_ca_file
                 .as_deref()
@@ -348,7 +358,7 @@ fn stores_config(args: &OperatorArgs, metrics: &Metrics) -> Result<StoresConfig>
             Ok::<_, Error>(ConsulConfig {
                 address,
                 prefix: args.consul_prefix.clone(),
-                token: token.filter(|t| !t.is_empty()).map(SecretString::from),
+                token: token.map(SecretString::from),
                 ca_pem,
             })
         })

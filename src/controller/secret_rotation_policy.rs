@@ -191,23 +191,36 @@ async fn check_target(policy: &SecretRotationPolicy, ctx: &Context) -> Result<Re
     let Some(live) = live else {
         return Ok(Ok(()));
     };
-    let own = format!("{namespace}/{}", policy.name_any());
-    let labelled = live.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY);
-    let holder = live.annotations().get(ANNOTATION_POLICY);
-    if labelled && holder == Some(&own) {
+    let Err(belongs_to) = owned(&live, policy) else {
         return Ok(Ok(()));
-    }
-    let belongs_to = match (holder, live.annotations().get(ANNOTATION_ENTRY)) {
-        (Some(policy), _) => format!("SecretRotationPolicy {policy}"),
-        (None, Some(entry)) => format!("ConfigEntry {entry}"),
-        (None, None) => "someone else (it is not labelled as this policy's)".to_owned(),
     };
     Ok(Err(Invalid {
         reason: "TargetNotOwned",
         message: format!(
-            "spec.target: Secret {name} exists and belongs to {belongs_to}; a policy writes only a Secret it created or one labelled {LABEL_MANAGED_BY}={MANAGED_BY} and annotated {ANNOTATION_POLICY}={own}: name another target, or hand this one over"
+            "spec.target: Secret {name} exists and belongs to {belongs_to}; a policy writes only a Secret it created or one labelled {LABEL_MANAGED_BY}={MANAGED_BY} and annotated {ANNOTATION_POLICY}={namespace}/{}: name another target, or hand this one over",
+            policy.name_any()
         ),
     }))
+}
+
+/// Whether a live Secret is the policy's: labelled as summit-config's, and annotated
+/// as this policy's target. Otherwise, whose it is.
+fn owned(live: &Secret, policy: &SecretRotationPolicy) -> Result<(), String> {
+    let own = format!(
+        "{}/{}",
+        policy.namespace().unwrap_or_default(),
+        policy.name_any()
+    );
+    let labelled = live.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY);
+    let holder = live.annotations().get(ANNOTATION_POLICY);
+    if labelled && holder == Some(&own) {
+        return Ok(());
+    }
+    Err(match (holder, live.annotations().get(ANNOTATION_ENTRY)) {
+        (Some(policy), _) => format!("SecretRotationPolicy {policy}"),
+        (None, Some(entry)) => format!("ConfigEntry {entry}"),
+        (None, None) => "someone else (it is not labelled as this policy's)".to_owned(),
+    })
 }
 
 /// When to look again: at the next rotation or retirement, or soon while something waits.
@@ -271,9 +284,7 @@ async fn step(
             .create(secret_id, &first, &format!("{uid}-initial"))
             .await?;
         let value = provider.read(secret_id, Selector::Stage(CURRENT)).await?;
-        project(ctx, policy, &value, None)
-            .await
-            .map_err(unavailable)?;
+        project(ctx, policy, &value, None).await?;
         status.current_version = Some(value.version_id.clone());
         status.next_rotation_time = Some(later(&now, schedule.interval));
         status.rotation_count.get_or_insert(0);
@@ -365,9 +376,7 @@ async fn step(
                     Selector::Version(status.current_version.as_deref().unwrap_or_default()),
                 )
                 .await?;
-            project(ctx, policy, &current, None)
-                .await
-                .map_err(unavailable)?;
+            project(ctx, policy, &current, None).await?;
             provider.retire(secret_id, &previous).await?;
             status.previous_version = None;
             status.previous_retires_at = None;
@@ -449,9 +458,7 @@ async fn rotate(
     } else {
         provider.promote(secret_id, &new.version_id).await?;
     }
-    project(ctx, policy, &new, Some(&current))
-        .await
-        .map_err(unavailable)?;
+    project(ctx, policy, &new, Some(&current)).await?;
     let annotation = restart_annotation(&policy.name_any());
     for target in &policy.spec.restart_targets {
         let namespace = policy.namespace().unwrap_or_default();
@@ -546,9 +553,7 @@ async fn repair_target(
         ctx.expect_secret(&namespace, name, keys);
         return Ok(());
     }
-    project(ctx, policy, &current, previous.as_ref())
-        .await
-        .map_err(unavailable)?;
+    project(ctx, policy, &current, previous.as_ref()).await?;
     progress.events.push((
         EventType::Normal,
         "TargetRestored",
@@ -627,7 +632,7 @@ async fn project(
     policy: &SecretRotationPolicy,
     current: &SecretValue,
     previous: Option<&SecretValue>,
-) -> Result<(), kube::Error> {
+) -> Result<(), secrets::Error> {
     let target = &policy.spec.target;
     let namespace = policy.namespace().unwrap_or_default();
     let (data, annotations) = target_data(policy, current, previous);
@@ -650,8 +655,19 @@ async fn project(
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let known = match ctx.managed_secrets.get(&namespace, &target.name) {
         Some(live) => Some(live),
-        None => ManagedSecrets::fetch(&ctx.client, &namespace, &target.name).await?,
+        None => ManagedSecrets::fetch(&ctx.client, &namespace, &target.name)
+            .await
+            .map_err(unavailable)?,
     };
+    // Made by someone else since the reconcile looked: never applied over.
+    if let Some(live) = &known
+        && let Err(holder) = owned(live, policy)
+    {
+        return Err(secrets::Error::TargetTaken {
+            secret: target.name.clone(),
+            holder,
+        });
+    }
     if known.is_none() {
         // Created, never applied over: a Secret someone makes meanwhile is refused
         // (409), not taken over, and the next reconcile says whose it is.
@@ -659,14 +675,15 @@ async fn project(
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         };
-        api.create(&params, &secret).await?;
+        api.create(&params, &secret).await.map_err(unavailable)?;
     } else {
         api.patch(
             &target.name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&secret),
         )
-        .await?;
+        .await
+        .map_err(unavailable)?;
     }
     ctx.count_write(KIND, "secret");
     Ok(())

@@ -8,7 +8,7 @@ use super::{Context, Error, Result};
 use crate::{
     core::{
         approval::Requirements,
-        ownership::{Projection, Target, may_write},
+        ownership::{Claimant, Projection, Target, may_write},
     },
     project::{ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, LABEL_ENVIRONMENT},
 };
@@ -38,11 +38,14 @@ pub fn foreign_holder(live: &ObjectMeta, entry: &str, wanted: &Projection) -> Op
 
 /// Checks, before a write, that no other environment is bound to `target`. An
 /// environment that needs approval (`guard`: what it needs) binds it to itself first,
-/// and takes over another environment's binding only when it is guarded at least as
-/// well as that one's recorded approval floor: an object whose consumers ran approved
-/// content never receives content approved less strictly.
+/// and takes over another environment's binding only when both belong to the same
+/// ConfigEntry (`entry`, by namespace and name: the same `approve` verb guards both)
+/// and it is guarded at least as well as that one's recorded approval floor: an
+/// object whose consumers ran approved content never receives content approved less
+/// strictly, nor approved by other people.
 pub async fn check_binding(
     ctx: &Context,
+    entry: &Claimant,
     target: &Target,
     wanted: &Projection,
     guard: Option<&Requirements>,
@@ -58,6 +61,15 @@ pub async fn check_binding(
         .map_err(Error::Store)?;
     if bound == *wanted {
         return Ok(());
+    }
+    let holder = ctx
+        .stores
+        .holder(&bound.config_id)
+        .await
+        .map_err(Error::Store)?;
+    let same_entry = holder.is_some_and(|h| h.namespace == entry.namespace && h.name == entry.name);
+    if !same_entry {
+        return may_write(target, Some(&bound), wanted).map_err(Error::TargetBound);
     }
     let floors = ctx
         .stores

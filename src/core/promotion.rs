@@ -47,7 +47,7 @@ pub struct Promotion {
 
 /// The policy a proposal records to relax the floor to what the spec asks: the spec's
 /// own, or explicitly none.
-fn relaxed_to(spec: Option<&ApprovalPolicy>) -> ApprovalPolicy {
+pub fn relaxed_to(spec: Option<&ApprovalPolicy>) -> ApprovalPolicy {
     spec.cloned().unwrap_or(ApprovalPolicy {
         auto_approve: Some(true),
         required_approvals: None,

@@ -93,6 +93,8 @@ pub enum Error {
         "secret {secret_id:?} is outside {allowed:?}, the names the operator's own credentials may reach from this namespace; name a secret under it (by name, not ARN), or reference credentials of your own (aws.credentialsSecret)"
     )]
     NotAllowed { secret_id: String, allowed: String },
+    #[error("the target Secret {secret} belongs to {holder}; it is not written")]
+    TargetTaken { secret: String, holder: String },
 }
 
 impl Error {
@@ -107,6 +109,7 @@ impl Error {
             Error::Unusable { .. } | Error::KeyMissing { .. } => "UnusableSecret",
             Error::Generator(_) => "InvalidGenerator",
             Error::NotAllowed { .. } => "SecretNotAllowed",
+            Error::TargetTaken { .. } => "TargetNotOwned",
         }
     }
 

@@ -91,18 +91,42 @@ impl Stores {
         })
     }
 
-    /// Checks (and takes, or renews) `claimant`'s claim on `config_id`: every read and
-    /// write of a config id's history starts here. Answered from memory once it holds.
+    /// Checks (and takes, or renews) `claimant`'s claim on `config_id`: what an entry's
+    /// own reconcile does, once its config id passed every check. Answered from memory
+    /// once it holds.
     pub async fn claim(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        self.check_claim(config_id, claimant, true).await
+    }
+
+    /// Checks that `claimant` holds `config_id`, taking nothing: every read and write of
+    /// a config id's history that is not the entry's own reconcile starts here.
+    pub async fn verify_claim(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        self.check_claim(config_id, claimant, false).await
+    }
+
+    async fn check_claim(&self, config_id: &str, claimant: &Claimant, take: bool) -> Result<()> {
         if locked(&self.held).get(config_id) == Some(claimant) {
             return Ok(());
         }
         match &self.primary {
-            Primary::Postgres(postgres) => postgres.claim(config_id, claimant).await?,
-            Primary::Memory => self.cache.claim(config_id, claimant)?,
+            Primary::Postgres(postgres) => {
+                postgres.claim(config_id, claimant, take).await?;
+                // The cache follows, so that it never refuses what PostgreSQL allowed.
+                self.cache.claim(config_id, claimant)?;
+            }
+            Primary::Memory if take => self.cache.claim(config_id, claimant)?,
+            Primary::Memory => self.cache.verify(config_id, claimant)?,
         }
         locked(&self.held).insert(config_id.to_owned(), claimant.clone());
         Ok(())
+    }
+
+    /// Who holds a config id, if anyone.
+    pub async fn holder(&self, config_id: &str) -> Result<Option<Claimant>> {
+        match &self.primary {
+            Primary::Postgres(postgres) => postgres.holder(config_id).await,
+            Primary::Memory => Ok(self.cache.holder(config_id)),
+        }
     }
 
     /// The approval floors recorded for a config id's environments.
@@ -401,7 +425,7 @@ impl Stores {
     pub async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
         match &self.primary {
             Primary::Postgres(postgres) => postgres.forget(config_id, claimant).await?,
-            Primary::Memory => self.cache.claim(config_id, claimant)?,
+            Primary::Memory => self.cache.verify(config_id, claimant)?,
         }
         self.cache.forget(config_id);
         if let Some(consul) = &self.consul {

@@ -333,8 +333,7 @@ impl VersionStore for ConsulStore {
         for _ in 0..CAS_ATTEMPTS {
             let latest = self.latest(&new.config_id).await?;
             if let Some(latest) = &latest
-                && latest.checksum == new.checksum
-                && latest.source == new.source
+                && latest.records(new)
             {
                 return Ok(Recorded {
                     version: latest.clone(),
@@ -349,6 +348,7 @@ impl VersionStore for ConsulStore {
                 checksum: new.checksum.clone(),
                 source: new.source.clone(),
                 created_by: new.created_by.clone(),
+                authors: new.authors.clone(),
                 created_at: k8s_openapi::jiff::Timestamp::now(),
                 message: new.message.clone(),
             };

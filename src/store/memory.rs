@@ -90,6 +90,23 @@ impl MemoryStore {
         self.lock().claim(config_id, claimant)
     }
 
+    /// Who holds a config id.
+    pub fn holder(&self, config_id: &str) -> Option<Claimant> {
+        self.lock().claims.get(config_id).cloned()
+    }
+
+    /// Checks that `claimant` holds a config id, taking nothing.
+    pub fn verify(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        match ownership::claim(config_id, self.lock().claims.get(config_id), claimant) {
+            ClaimVerdict::Holds => Ok(()),
+            ClaimVerdict::Refuse(refused) => Err(Error::Claimed(refused)),
+            ClaimVerdict::Take | ClaimVerdict::Renew => Err(Error::Unclaimed {
+                config_id: config_id.to_owned(),
+                entry: claimant.entry(),
+            }),
+        }
+    }
+
     /// The floors recorded for a config id's environments.
     pub fn floors(&self, config_id: &str) -> Vec<Floor> {
         self.lock()
@@ -138,7 +155,7 @@ impl VersionStore for MemoryStore {
         let versions = state.versions.entry(new.config_id.clone()).or_default();
         let same_source = versions.iter().rev().find(|v| v.source == new.source);
         if let Some(latest) = same_source
-            && latest.checksum == new.checksum
+            && latest.records(new)
         {
             return Ok(Recorded {
                 version: latest.clone(),
@@ -163,6 +180,7 @@ impl VersionStore for MemoryStore {
             checksum: new.checksum.clone(),
             source: new.source.clone(),
             created_by: new.created_by.clone(),
+            authors: new.authors.clone(),
             created_at: Timestamp::now(),
             message: new.message.clone(),
         };
@@ -302,6 +320,7 @@ mod tests {
             checksum: checksum.into(),
             source: Source::Spec,
             created_by: "alice".into(),
+            authors: vec!["alice".into()],
             message: "test".into(),
             based_on: None,
         }

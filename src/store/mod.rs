@@ -45,7 +45,11 @@ pub struct NewVersion {
     pub snapshot: Snapshot,
     pub checksum: String,
     pub source: Source,
+    /// The last writer of the content: the author the audit names.
     pub created_by: String,
+    /// Everyone whose writes the content holds (`created_by` among them), as the
+    /// apiserver authenticated them; empty when nothing proved who wrote it.
+    pub authors: Vec<String>,
     pub message: String,
     /// Record only while this is the newest version: content proposed against an older
     /// version is superseded rather than silently overwriting what came since.
@@ -64,8 +68,27 @@ pub struct Version {
     #[serde(flatten)]
     pub source: Source,
     pub created_by: String,
+    /// Everyone whose writes the content holds, as the apiserver authenticated them.
+    /// Empty for a version recorded before authors were proven.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authors: Vec<String>,
     pub created_at: Timestamp,
     pub message: String,
+}
+
+impl Version {
+    /// Whether the apiserver proved who wrote this content.
+    pub fn authors_proven(&self) -> bool {
+        !self.authors.is_empty()
+    }
+
+    /// Recording `new` returns this version rather than a new one: the same content
+    /// from the same source, unless `new` proves its authors and this one does not.
+    pub fn records(&self, new: &NewVersion) -> bool {
+        self.checksum == new.checksum
+            && self.source == new.source
+            && (self.authors_proven() || new.authors.is_empty())
+    }
 }
 
 /// The answer to recording a version: the version, and whether this call created it
@@ -224,6 +247,10 @@ pub enum Error {
     #[error(transparent)]
     Claimed(#[from] ClaimRefused),
     #[error(
+        "config id {config_id} is not held by ConfigEntry {entry}: the entry has not recorded it yet"
+    )]
+    Unclaimed { config_id: String, entry: String },
+    #[error(
         "{config_id} version {version} differs in {backend} from the recorded version; refusing to overwrite it"
     )]
     Diverged {
@@ -257,6 +284,7 @@ impl Error {
             Error::Consul { .. } | Error::ConsulStatus { .. } => "ConsulUnavailable",
             Error::ConsulValue { .. } | Error::Diverged { .. } => "BackendDiverged",
             Error::Claimed(_) => "ConfigIdClaimed",
+            Error::Unclaimed { .. } => "NotRecordedYet",
             Error::Superseded { .. } => "Superseded",
             Error::Encode(_) => "Encode",
             Error::ConsulWithoutPostgres => "Configuration",
@@ -272,6 +300,7 @@ impl Error {
         matches!(
             self,
             Error::Postgres { .. }
+                | Error::Unclaimed { .. }
                 | Error::Migrate(_)
                 | Error::Consul { .. }
                 | Error::ConsulStatus { .. }

@@ -189,12 +189,28 @@ impl PostgresStore {
         Ok(true)
     }
 
-    /// Checks (and takes, or renews) `claimant`'s claim on `config_id`.
-    pub async fn claim(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+    /// Checks (and takes, or renews) `claimant`'s claim on `config_id`; or, unless
+    /// `take`, only checks that it holds it.
+    pub async fn claim(&self, config_id: &str, claimant: &Claimant, take: bool) -> Result<()> {
         let mut tx = self.begin_locked(config_id).await?;
-        check_claim(&mut tx, config_id, claimant).await?;
+        check_claim(&mut tx, config_id, claimant, take).await?;
         tx.commit().await.map_err(failed("commit a claim"))?;
         Ok(())
+    }
+
+    /// Who holds a config id.
+    pub async fn holder(&self, config_id: &str) -> Result<Option<Claimant>> {
+        let row: Option<(String, String, String)> =
+            sqlx::query_as("SELECT namespace, name, uid FROM config_claims WHERE config_id = $1")
+                .bind(config_id)
+                .fetch_optional(self.pool().await?)
+                .await
+                .map_err(failed("read a config id's claim"))?;
+        Ok(row.map(|(namespace, name, uid)| Claimant {
+            namespace,
+            name,
+            uid,
+        }))
     }
 
     /// The approval floors recorded for a config id's environments.
@@ -231,7 +247,7 @@ impl PostgresStore {
         actor: &str,
     ) -> Result<()> {
         let mut tx = self.begin_locked(config_id).await?;
-        check_claim(&mut tx, config_id, claimant).await?;
+        check_claim(&mut tx, config_id, claimant, false).await?;
         write_floor(&mut tx, config_id, floor, actor).await?;
         tx.commit()
             .await
@@ -466,7 +482,7 @@ impl PostgresStore {
         let actor = claimant.entry();
         let actor = actor.as_str();
         let mut tx = self.begin_locked(config_id).await?;
-        check_claim(&mut tx, config_id, claimant).await?;
+        check_claim(&mut tx, config_id, claimant, false).await?;
         let latest: Option<i32> =
             sqlx::query_scalar("SELECT MAX(version) FROM config_versions WHERE config_id = $1")
                 .bind(config_id)
@@ -495,12 +511,15 @@ impl PostgresStore {
 }
 
 /// Checks `claimant`'s claim on `config_id` inside a transaction that holds the config
-/// id's lock: takes it when nobody holds it, renews it for an entry created again
-/// under the holder's name, and refuses it to anyone else.
+/// id's lock, and refuses it to anyone else. With `take` (the entry's own reconcile,
+/// after its config id passed every check) it takes the claim when nobody holds it and
+/// renews it for an entry created again under the holder's name; without, only the
+/// holder passes.
 async fn check_claim(
     tx: &mut Transaction<'static, Postgres>,
     config_id: &str,
     claimant: &Claimant,
+    take: bool,
 ) -> Result<()> {
     let holder: Option<(String, String, String)> =
         sqlx::query_as("SELECT namespace, name, uid FROM config_claims WHERE config_id = $1")
@@ -516,6 +535,10 @@ async fn check_claim(
     match ownership::claim(config_id, holder.as_ref(), claimant) {
         ClaimVerdict::Holds => Ok(()),
         ClaimVerdict::Refuse(refused) => Err(Error::Claimed(refused)),
+        ClaimVerdict::Take | ClaimVerdict::Renew if !take => Err(Error::Unclaimed {
+            config_id: config_id.to_owned(),
+            entry: claimant.entry(),
+        }),
         verdict @ (ClaimVerdict::Take | ClaimVerdict::Renew) => {
             sqlx::query(
                 "INSERT INTO config_claims (config_id, namespace, name, uid, claimed_at)
@@ -620,10 +643,15 @@ fn naive(at: Timestamp) -> chrono::NaiveDateTime {
         .naive_utc()
 }
 
-fn metadata(owner: &str, source: &Source, message: &str, secrets: &Value) -> Result<Value> {
-    let mut metadata = serde_json::to_value(source).map_err(Error::Encode)?;
-    metadata["owner"] = json!(owner);
-    metadata["message"] = json!(message);
+fn metadata(version: &Version) -> Result<Value> {
+    let mut metadata = serde_json::to_value(&version.source).map_err(Error::Encode)?;
+    metadata["owner"] = json!(version.owner);
+    metadata["message"] = json!(version.message);
+    if !version.authors.is_empty() {
+        let authors: Vec<String> = version.authors.iter().map(|a| bounded(a)).collect();
+        metadata["authors"] = json!(authors);
+    }
+    let secrets = &version.snapshot.secrets;
     if !secrets.is_null() {
         metadata["secrets"] = secrets.clone();
     }
@@ -654,6 +682,13 @@ fn version_from_row(row: &PgRow) -> Result<Version> {
         checksum: row.try_get("checksum").map_err(read)?,
         source,
         created_by: row.try_get("created_by").map_err(read)?,
+        authors: metadata
+            .get("authors")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(Error::Encode)?
+            .unwrap_or_default(),
         created_at: timestamp(row.try_get("created_at").map_err(read)?),
         message: metadata["message"].as_str().unwrap_or_default().to_owned(),
     })
@@ -664,12 +699,7 @@ fn version_number(version: i64) -> i32 {
 }
 
 async fn insert_version(tx: &mut Transaction<'static, Postgres>, version: &Version) -> Result<()> {
-    let metadata = metadata(
-        &version.owner,
-        &version.source,
-        &version.message,
-        &version.snapshot.secrets,
-    )?;
+    let metadata = metadata(version)?;
     let overrides = serde_json::to_value(&version.snapshot.overrides).map_err(Error::Encode)?;
     sqlx::query(&format!(
         "INSERT INTO config_versions (id, {VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -717,7 +747,7 @@ async fn insert_audit(
 impl VersionStore for PostgresStore {
     async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
         let mut tx = self.begin_locked(&new.config_id).await?;
-        check_claim(&mut tx, &new.config_id, &new.claimant).await?;
+        check_claim(&mut tx, &new.config_id, &new.claimant, false).await?;
 
         let source = serde_json::to_value(&new.source).map_err(Error::Encode)?;
         let latest_of_source = sqlx::query(&format!(
@@ -731,7 +761,7 @@ impl VersionStore for PostgresStore {
         .map_err(failed("read the latest version"))?;
         if let Some(row) = latest_of_source {
             let latest = version_from_row(&row)?;
-            if latest.checksum == new.checksum {
+            if latest.records(new) {
                 tx.commit().await.map_err(failed("commit"))?;
                 return Ok(Recorded {
                     version: latest,
@@ -764,6 +794,7 @@ impl VersionStore for PostgresStore {
             checksum: new.checksum.clone(),
             source: new.source.clone(),
             created_by: new.created_by.clone(),
+            authors: new.authors.clone(),
             // Postgres keeps microseconds; keep what it will return.
             created_at: Timestamp::from_microsecond(Timestamp::now().as_microsecond())
                 .unwrap_or(Timestamp::UNIX_EPOCH),
@@ -810,7 +841,13 @@ impl VersionStore for PostgresStore {
 
     async fn apply(&self, application: &Application) -> Result<bool> {
         let mut tx = self.begin_locked(&application.config_id).await?;
-        check_claim(&mut tx, &application.config_id, &application.claimant).await?;
+        check_claim(
+            &mut tx,
+            &application.config_id,
+            &application.claimant,
+            false,
+        )
+        .await?;
         let current: Option<(i32, String)> = sqlx::query_as(
             "SELECT version, checksum FROM config_applied_state WHERE config_id = $1 AND environment = $2",
         )

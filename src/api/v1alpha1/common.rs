@@ -29,6 +29,11 @@ pub const CONDITION_SYNCED: &str = "Synced";
 /// requester of the changes it proposes.
 pub const ANNOTATION_SPEC_AUTHOR: &str = "config.summit.io/spec-author";
 
+/// Annotation of a ConfigEntry naming, one per line, everyone who wrote its spec since
+/// the operator last recorded it: stamped like [`ANNOTATION_SPEC_AUTHOR`], emptied by
+/// the operator once it has recorded them with the version. None of them approves it.
+pub const ANNOTATION_SPEC_AUTHORS: &str = "config.summit.io/spec-authors";
+
 /// Schema for free-form JSON objects (config data, overrides, JSON Schemas, merge patches):
 /// the apiserver keeps every field, and the operator validates the content itself.
 ///

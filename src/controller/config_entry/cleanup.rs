@@ -46,7 +46,8 @@ pub async fn cleanup(entry: &ConfigEntry, ctx: &Context) -> Result<()> {
             .forget(&entry.spec.config_id, &claimant(entry))
             .await
         {
-            Ok(()) | Err(crate::store::Error::Claimed(_)) => {}
+            Ok(())
+            | Err(crate::store::Error::Claimed(_) | crate::store::Error::Unclaimed { .. }) => {}
             Err(error) => return Err(Error::Store(error)),
         }
     }

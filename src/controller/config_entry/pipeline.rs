@@ -25,11 +25,11 @@ use super::{
 };
 use crate::{
     api::v1alpha1::{
-        ANNOTATION_SPEC_AUTHOR, ApprovalPolicy, CONDITION_VALIDATED, ConfigChange,
-        ConfigChangeSpec, ConfigEntry, ConfigFormat, EnvironmentPhase, EnvironmentSpec,
-        EnvironmentStatus, find_condition,
+        ANNOTATION_SPEC_AUTHOR, ANNOTATION_SPEC_AUTHORS, ApprovalPolicy, CONDITION_VALIDATED,
+        ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, ConfigFormat, EnvironmentPhase,
+        EnvironmentSpec, EnvironmentStatus, find_condition,
     },
-    controller::{Context, Error, Result, status},
+    controller::{Context, Error, Result, guards::Verdict, status},
     core::{
         approval::{self, Requirements},
         promotion::{self, Step, promote},
@@ -96,6 +96,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         snapshot: snapshot.clone(),
         source: Source::Spec,
         created_by: author.clone(),
+        authors: spec_authors(entry),
         message: format!(
             "spec of ConfigEntry {} (generation {})",
             entry.name_any(),
@@ -142,6 +143,9 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         }
     };
     let latest = &recorded.version;
+    if recorded.version.authors_proven() {
+        forget_recorded_authors(ctx, entry).await;
+    }
     if recorded.created {
         tracing::info!(%config_id, version = latest.version, "version recorded");
         ctx.metrics.versions_recorded.inc();
@@ -161,6 +165,8 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
 
     // Move each environment whose content changed and whose requirements let it.
     let mut moved_at = std::collections::HashMap::new();
+    // When to look again for a proposal that cannot be made yet.
+    let mut propose_after: Option<std::time::Duration> = None;
     for plan in &mut plans {
         let name = plan.spec.name.clone();
         let current = applied.iter().find(|a| a.environment == name);
@@ -269,23 +275,52 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                     policy,
                     requester,
                 };
-                let change = propose_change(ctx, entry, plan.spec, &proposal).await?;
                 outcome.phase = EnvironmentPhase::PendingApproval;
                 outcome.pending_version = Some(version);
-                outcome.pending_change = Some(change.clone());
-                outcome.message = Some(match &proposal.policy {
-                    Some(relaxed) => format!(
-                        "version {version} waits for approval on ConfigChange {change}: the spec asks for {} where {} holds until it is approved; the live version stays",
-                        approval::describe(Some(relaxed)),
-                        approval::describe(
-                            requirements.relaxed_floor().and_then(|r| r.policy.as_ref())
-                        )
-                    ),
-                    None => format!(
-                        "version {version} waits for {} approval(s) on ConfigChange {change}; the live version stays",
-                        requirements.required()
-                    ),
-                });
+                let verdict = ctx.rules.guards.verdict();
+                let guarded = verdict != Verdict::NotRequired;
+                if guarded && !latest.authors_proven() {
+                    // Recorded before the apiserver proved who writes specs: its author
+                    // could be anyone, so it is not proposed in anyone's name.
+                    outcome.message = Some(format!(
+                        "version {version} was recorded before summit-config proved who writes a spec, so nobody can tell who may not approve it; write the spec again (any edit) to propose it"
+                    ));
+                } else if let Some(wait) = too_early_to_propose(&verdict) {
+                    // A proposal made now could never be trusted: wait for the policies.
+                    outcome.message = Some(format!(
+                        "version {version} waits for the admission policies before it is proposed: {}",
+                        match &verdict {
+                            Verdict::Missing(why) => why.clone(),
+                            _ => "they were installed this very second".to_owned(),
+                        }
+                    ));
+                    propose_after = Some(propose_after.map_or(wait, |p| p.min(wait)));
+                } else {
+                    match propose_change(ctx, entry, plan.spec, &proposal).await {
+                        Ok(Proposed::Waiting(change)) => {
+                            outcome.pending_change = Some(change.clone());
+                            outcome.message = Some(waiting_message(
+                                version,
+                                &change,
+                                proposal.policy.as_ref(),
+                                &requirements,
+                            ));
+                        }
+                        Ok(Proposed::Ended(change, phase)) => {
+                            outcome.pending_change = Some(change.clone());
+                            outcome.message = Some(format!(
+                                "version {version} was {} on ConfigChange {change}; the live version stays until the spec changes again",
+                                format!("{phase:?}").to_lowercase()
+                            ));
+                        }
+                        // This environment alone: the others go on.
+                        Err(error) => {
+                            outcome.phase = EnvironmentPhase::Degraded;
+                            outcome.message =
+                                Some(format!("cannot propose version {version}: {error}"));
+                        }
+                    }
+                }
             }
         }
         report.environments.push(outcome);
@@ -494,6 +529,9 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     if has_secrets {
         let refresh = ctx.secret_refresh;
         retry_after = Some(retry_after.map_or(refresh, |r: std::time::Duration| r.min(refresh)));
+    }
+    if let Some(wait) = propose_after {
+        retry_after = Some(retry_after.map_or(wait, |r: std::time::Duration| r.min(wait)));
     }
     Ok(retry_after.map_or_else(Action::await_change, Action::requeue))
 }
@@ -806,6 +844,50 @@ fn unchanged_environments(
         .collect()
 }
 
+/// How long to wait before proposing, if a proposal made now could never be trusted:
+/// the admission policies are missing, or were installed this very second (object
+/// times have a second's grain).
+fn too_early_to_propose(verdict: &Verdict) -> Option<std::time::Duration> {
+    match verdict {
+        Verdict::Missing(_) => Some(std::time::Duration::from_secs(10)),
+        Verdict::Guarded { since: Some(since) }
+            if status::now().0.as_second() <= since.0.as_second() =>
+        {
+            Some(std::time::Duration::from_secs(1))
+        }
+        _ => None,
+    }
+}
+
+/// Where the proposal of a version stands.
+enum Proposed {
+    /// Waiting for approval on this ConfigChange.
+    Waiting(String),
+    /// Ended without going live (rejected, expired or failed): not proposed again until
+    /// the spec changes.
+    Ended(String, ChangePhase),
+}
+
+/// What an environment waiting on a proposal says.
+fn waiting_message(
+    version: i64,
+    change: &str,
+    relaxed: Option<&ApprovalPolicy>,
+    requirements: &Requirements,
+) -> String {
+    match relaxed {
+        Some(relaxed) => format!(
+            "version {version} waits for approval on ConfigChange {change}: the spec asks for {} where {} holds until it is approved; the live version stays",
+            approval::describe(Some(relaxed)),
+            approval::describe(requirements.relaxed_floor().and_then(|r| r.policy.as_ref()))
+        ),
+        None => format!(
+            "version {version} waits for {} approval(s) on ConfigChange {change}; the live version stays",
+            requirements.required()
+        ),
+    }
+}
+
 /// What the operator proposes for an environment: a spec version, the approval floor
 /// it would lower (when the spec relaxes it), and who asks.
 struct Proposal {
@@ -823,18 +905,13 @@ async fn propose_change(
     entry: &ConfigEntry,
     environment: &EnvironmentSpec,
     proposal: &Proposal,
-) -> Result<String> {
+) -> Result<Proposed> {
     let namespace = entry.namespace().unwrap_or_default();
     let version = proposal.version;
-    let name = proposed_change_name(
-        &entry.name_any(),
-        &environment.name,
-        version,
-        proposal.policy.as_ref(),
-    );
     // Only this very proposal will do: a look-alike someone else made, or one an
     // earlier entry of the same name left behind, must not collect the approvals meant
-    // for it. Then the proposal takes a name of its own, after the entry's uid.
+    // for it. Then the proposal takes a name of its own, after the entry's uid. A
+    // relaxation is one proposal whoever writes the spec next.
     let uid = entry.uid().unwrap_or_default();
     let ours = |existing: &ConfigChange| {
         existing
@@ -842,28 +919,38 @@ async fn propose_change(
             .iter()
             .any(|owner| owner.uid == uid && owner.controller == Some(true))
             && existing.spec.version == Some(version)
-            && existing.spec.requested_by == proposal.requester
+            && (existing.spec.requested_by == proposal.requester || proposal.policy.is_some())
             && existing.spec.environment == environment.name
             && existing.spec.approval_policy == proposal.policy
     };
-    let suffix = format!("-{}", uid.chars().take(8).collect::<String>());
-    let unique: String = name
-        .chars()
-        .take(253 - suffix.len())
-        .chain(suffix.chars())
-        .collect();
     let mut free = None;
-    for candidate in [name, unique] {
-        match ctx
+    for candidate in proposal_names(entry, environment, proposal) {
+        let Some(existing) = ctx
             .changes
             .get(&ObjectRef::new(&candidate).within(&namespace))
-        {
-            Some(existing) if ours(&existing) => return Ok(candidate),
-            Some(_) => continue,
-            None => {
-                free = Some(candidate);
-                break;
+        else {
+            free = Some(candidate);
+            break;
+        };
+        if !ours(&existing) {
+            continue;
+        }
+        match existing.status.as_ref().and_then(|s| s.phase) {
+            // A proposal made while the admission policies were missing can never be
+            // trusted: propose again under the next name.
+            Some(ChangePhase::Failed)
+                if existing
+                    .status
+                    .as_ref()
+                    .and_then(|s| find_condition(&s.conditions, CONDITION_VALIDATED))
+                    .is_some_and(|c| c.reason == "Unvouched") =>
+            {
+                continue;
             }
+            Some(phase @ (ChangePhase::Rejected | ChangePhase::Expired | ChangePhase::Failed)) => {
+                return Ok(Proposed::Ended(candidate, phase));
+            }
+            _ => return Ok(Proposed::Waiting(candidate)),
         }
     }
     let Some(name) = free else {
@@ -935,13 +1022,40 @@ async fn propose_change(
                 ),
             )
             .await;
-            Ok(name)
+            Ok(Proposed::Waiting(name))
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(name),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Proposed::Waiting(name)),
         Err(error) => Err(Error::kube(format!(
             "propose ConfigChange {namespace}/{name}"
         ))(error)),
     }
+}
+
+/// The names a proposal may take, in order: `<entry>-<environment>-v<version>`, then
+/// the same after the entry's uid (another entry of this name, or someone else, holds
+/// the first), then numbered after it (proposals the admission policies could not
+/// vouch for hold the others).
+fn proposal_names(
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+    proposal: &Proposal,
+) -> Vec<String> {
+    let base = proposed_change_name(
+        &entry.name_any(),
+        &environment.name,
+        proposal.version,
+        proposal.policy.as_ref(),
+    );
+    let uid: String = entry.uid().unwrap_or_default().chars().take(8).collect();
+    let suffixed = |suffix: String| -> String {
+        base.chars()
+            .take(253 - suffix.len())
+            .chain(suffix.chars())
+            .collect()
+    };
+    let mut names = vec![base.clone(), suffixed(format!("-{uid}"))];
+    names.extend((2..=4).map(|n| suffixed(format!("-{uid}-{n}"))));
+    names
 }
 
 /// `<entry>-<environment>-v<version>`, with `-p<hash>` of the policy a relaxation
@@ -971,6 +1085,57 @@ fn spec_author(entry: &ConfigEntry) -> String {
         .filter(|author| !author.is_empty())
         .cloned()
         .unwrap_or_else(|| UNKNOWN_AUTHOR.to_owned())
+}
+
+/// Everyone whose writes the spec holds since the operator last recorded it, as the
+/// chart's admission policies stamped them; empty when nothing stamped them.
+fn spec_authors(entry: &ConfigEntry) -> Vec<String> {
+    let annotations = entry.annotations();
+    let mut authors: Vec<String> = annotations
+        .get(ANNOTATION_SPEC_AUTHORS)
+        .map(|list| {
+            list.lines()
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(author) = annotations
+        .get(ANNOTATION_SPEC_AUTHOR)
+        .filter(|a| !a.is_empty())
+        && !authors.contains(author)
+    {
+        authors.push(author.clone());
+    }
+    authors
+}
+
+/// Empties the list of spec writers once a version holds them, unless the entry was
+/// written since it was read (then the next version holds the newer writers too).
+async fn forget_recorded_authors(ctx: &Context, entry: &ConfigEntry) {
+    if entry
+        .annotations()
+        .get(ANNOTATION_SPEC_AUTHORS)
+        .is_none_or(String::is_empty)
+    {
+        return;
+    }
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": entry.resource_version(),
+        "annotations": {ANNOTATION_SPEC_AUTHORS: null},
+    }});
+    let api = ctx.namespaced::<ConfigEntry>(&entry.namespace().unwrap_or_default());
+    match api
+        .patch(
+            &entry.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+    {
+        Ok(_) => ctx.count_write(KIND, "configentry"),
+        Err(error) => tracing::debug!(%error, "spec writers kept for the next version"),
+    }
 }
 
 /// The author of a spec written without the chart's admission policies in place.

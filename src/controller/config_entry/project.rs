@@ -12,6 +12,7 @@ use crate::{
     api::v1alpha1::ConfigEntry,
     controller::{
         Context, Error, FIELD_MANAGER, Result,
+        config_entry::claimant,
         targets::{check_binding, foreign_holder},
     },
     core::{
@@ -107,9 +108,6 @@ async fn write_config_map(
             holder,
         });
     }
-    if !needs_apply(live.as_deref(), &desired) {
-        return Ok(false);
-    }
     let target = Target {
         kind: TargetKind::ConfigMap,
         namespace: projection.namespace.clone(),
@@ -119,7 +117,18 @@ async fn write_config_map(
         Write::Project { guard } => guard,
         Write::Restore => None,
     };
-    check_binding(ctx, &target, &wanted, guard).await?;
+    // A protected environment binds its object even when it has nothing to write
+    // (once: bindings are cached), so that objects projected before bindings existed
+    // are bound too.
+    if guard.is_some() {
+        check_binding(ctx, &claimant(entry), &target, &wanted, guard).await?;
+    }
+    if !needs_apply(live.as_deref(), &desired) {
+        return Ok(false);
+    }
+    if guard.is_none() {
+        check_binding(ctx, &claimant(entry), &target, &wanted, None).await?;
+    }
     // A hand edit of the live version under a DriftCheck is the check's to report or
     // remediate (with its audit row); a new version is applied as always.
     let same_version = live.as_ref().is_some_and(|live| {

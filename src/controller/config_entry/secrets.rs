@@ -19,6 +19,7 @@ use crate::{
     },
     controller::{
         Context, FIELD_MANAGER,
+        config_entry::claimant,
         managed_secrets::{ManagedSecrets, cached_checksums},
         targets::{check_binding, foreign_holder},
     },
@@ -150,6 +151,19 @@ pub async fn project_secrets(
             "Secret {namespace}/{name} exists and belongs to {holder}; name another target (secret.name) or remove that Secret"
         ));
     }
+    let target = Target {
+        kind: TargetKind::Secret,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let guard = guard.filter(|_| !restoring);
+    // A protected environment binds its Secret even when nothing is written (once:
+    // bindings are cached); another checks before it writes.
+    if guard.is_some() {
+        check_binding(ctx, &claimant(entry), &target, &wanted, guard)
+            .await
+            .map_err(|error| error.to_string())?;
+    }
     // What the Secret should hold, for DriftChecks: whether it is written now or not.
     ctx.expect_secret(&namespace, &name, keys.clone());
     if let Some(live) = &live {
@@ -164,14 +178,11 @@ pub async fn project_secrets(
             return Ok(outcome);
         }
     }
-    let target = Target {
-        kind: TargetKind::Secret,
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
-    check_binding(ctx, &target, &wanted, guard.filter(|_| !restoring))
-        .await
-        .map_err(|error| error.to_string())?;
+    if guard.is_none() {
+        check_binding(ctx, &claimant(entry), &target, &wanted, None)
+            .await
+            .map_err(|error| error.to_string())?;
+    }
     let foreign = foreign_keys(
         live.iter()
             .flat_map(|l| l.data.iter().flatten().map(|(k, _)| k)),
