@@ -15,7 +15,7 @@ use support::{
     Operator,
     attack::{
         Record, Tenant, approve, change, change_in, create, entry, entry_where, environment,
-        ready_reason,
+        environment_where, proposal_waiting, ready_reason, says,
     },
     env, eventually, install_crds,
 };
@@ -125,15 +125,7 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
         ),
     )
     .await;
-    let pending = entry_where(&entries, "payments", "version 1 pending", |e| {
-        environment(e, "production").0 == Some(EnvironmentPhase::PendingApproval)
-    })
-    .await;
-    let proposal = pending
-        .status
-        .and_then(|s| s.environments.into_iter().find(|e| e.name == "production"))
-        .and_then(|e| e.pending_change)
-        .expect("the proposal");
+    let proposal = proposal_waiting(&entries, "payments", "production", 1).await;
     approve(
         &team.changes_as("carol").await,
         &proposal,
@@ -202,18 +194,20 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
     support::attack::patch_spec(&entries, "payments", json!({"data": {"pool": 30}}))
         .await
         .expect("alice edits the spec");
-    let held = entry_where(&entries, "payments", "the proposal held back", |e| {
-        e.status.as_ref().is_some_and(|s| {
-            s.environments.iter().any(|env| {
-                env.name == "production"
-                    && env.pending_version == Some(2)
-                    && env
-                        .message
-                        .as_deref()
-                        .is_some_and(|m| m.contains("waits for the admission policies"))
-            })
-        })
-    })
+    let held = environment_where(
+        &entries,
+        "payments",
+        "production",
+        "the proposal held back",
+        |e| {
+            e.pending_version == Some(2)
+                && says(
+                    e,
+                    EnvironmentPhase::PendingApproval,
+                    "waits for the admission policies",
+                )
+        },
+    )
     .await;
     assert!(
         changes
@@ -221,8 +215,7 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
             .await
             .expect("read")
             .is_none(),
-        "proposed while unguarded: {:?}",
-        held.status
+        "proposed while unguarded: {held:?}"
     );
     let before = Record::of(&config_id, &[&team]).await;
 

@@ -15,7 +15,8 @@ use summit_config::api::v1alpha1::{ChangePhase, ConfigEntry, EnvironmentPhase};
 use support::{
     attack::{
         Record, Tenant, WAIT, approve, change, change_in, create, entry, entry_where, environment,
-        operator_for, patch_spec, ready_reason, refusal, validated,
+        environment_where, operator_for, patch_spec, proposal_waiting, ready_reason, refusal, says,
+        validated,
     },
     env, eventually, install_crds,
 };
@@ -68,26 +69,7 @@ async fn live_everywhere(entries: &Api<ConfigEntry>, version: i64) -> ConfigEntr
 
 /// Waits until production waits for approval of `version`, and returns the proposal's name.
 async fn production_waits(entries: &Api<ConfigEntry>, version: i64) -> String {
-    let entry = entry_where(
-        entries,
-        "payments",
-        &format!("version {version} pending"),
-        |e| {
-            e.status.as_ref().is_some_and(|s| {
-                s.environments.iter().any(|env| {
-                    env.name == "production"
-                        && env.phase == Some(EnvironmentPhase::PendingApproval)
-                        && env.pending_version == Some(version)
-                })
-            })
-        },
-    )
-    .await;
-    entry
-        .status
-        .and_then(|s| s.environments.into_iter().find(|e| e.name == "production"))
-        .and_then(|e| e.pending_change)
-        .expect("the pending change")
+    proposal_waiting(entries, "payments", "production", version).await
 }
 
 #[tokio::test]
@@ -285,24 +267,16 @@ async fn no_environment_writes_into_another_environments_objects() {
     patch_spec(&entries, "payments", swapped.clone())
         .await
         .expect("alice swaps the targets");
-    let refused = entry_where(&entries, "payments", "development refused", |e| {
-        e.status.as_ref().is_some_and(|s| {
-            s.environments.iter().any(|env| {
-                env.name == "development"
-                    && env.phase == Some(EnvironmentPhase::Degraded)
-                    && env
-                        .message
-                        .as_deref()
-                        .is_some_and(|m| m.contains("production"))
-            })
-        })
-    })
-    .await;
-    let message = refused
-        .status
-        .and_then(|s| s.environments.into_iter().find(|e| e.name == "development"))
-        .and_then(|e| e.message)
-        .unwrap_or_default();
+    let message = environment_where(
+        &entries,
+        "payments",
+        "development",
+        "development refused",
+        |e| says(e, EnvironmentPhase::Degraded, "production"),
+    )
+    .await
+    .message
+    .unwrap_or_default();
     assert!(
         message.contains("ConfigMap") && message.contains("environment \"production\""),
         "{message}"
@@ -341,24 +315,16 @@ async fn no_environment_writes_into_another_environments_objects() {
     patch_spec(&entries, "payments", taken)
         .await
         .expect("alice points development at the free name");
-    let refused = entry_where(&entries, "payments", "development refused again", |e| {
-        e.status.as_ref().is_some_and(|s| {
-            s.environments.iter().any(|env| {
-                env.name == "development"
-                    && env.phase == Some(EnvironmentPhase::Degraded)
-                    && env
-                        .message
-                        .as_deref()
-                        .is_some_and(|m| m.contains("bound to environment"))
-            })
-        })
-    })
-    .await;
-    let message = refused
-        .status
-        .and_then(|s| s.environments.into_iter().find(|e| e.name == "development"))
-        .and_then(|e| e.message)
-        .unwrap_or_default();
+    let message = environment_where(
+        &entries,
+        "payments",
+        "development",
+        "development refused again",
+        |e| says(e, EnvironmentPhase::Degraded, "bound to environment"),
+    )
+    .await
+    .message
+    .unwrap_or_default();
     assert!(
         message.contains("whose approved content it holds"),
         "{message}"
@@ -1062,4 +1028,119 @@ async fn a_platform_floor_holds_whatever_a_spec_says() {
     .await
     .expect("carol approves");
     live_everywhere(&entries, 1).await;
+}
+
+#[tokio::test]
+async fn a_relaxation_is_approved_by_none_of_its_writers() {
+    let admin = env().admin().await;
+    install_crds(&admin).await;
+    let team = Tenant::new(
+        &admin,
+        "relaxation",
+        &[
+            ("alice", ADMIN),
+            ("bob", ADMIN),
+            ("bob", APPROVER),
+            ("carol", APPROVER),
+        ],
+    )
+    .await;
+    let shard = team.ns.clone();
+    let _operator = operator_for(&shard, &[&team], &[]);
+    let config_id = format!("tests/{}/payments", team.ns);
+    let entries = team.entries_as("alice").await;
+    create(
+        &entries,
+        &entry(
+            "payments",
+            &shard,
+            payments_spec(&config_id, json!({"pool": 10})),
+        ),
+    )
+    .await;
+    approved_everywhere(&team, 1).await;
+
+    // bob (who may approve, and so may relax a policy) drops production's approval in
+    // a write the operator refuses; alice's fix of the target carries it through.
+    let mut relaxed = entries.get("payments").await.expect("payments").spec;
+    relaxed.environments[1].approval =
+        Some(serde_json::from_value(json!({"autoApprove": true})).expect("a policy"));
+    relaxed.environments[0].config_map =
+        Some(serde_json::from_value(json!({"namespace": "kube-system"})).expect("a target"));
+    patch_spec(
+        &team.entries_as("bob").await,
+        "payments",
+        serde_json::to_value(&relaxed).expect("spec"),
+    )
+    .await
+    .expect("bob relaxes production");
+    entry_where(&entries, "payments", "bob's write refused", |e| {
+        validated(e)
+            .is_some_and(|(status, reason, _)| status == "False" && reason == "TargetNotAllowed")
+    })
+    .await;
+    relaxed.environments[0].config_map = None;
+    patch_spec(
+        &entries,
+        "payments",
+        serde_json::to_value(&relaxed).expect("spec"),
+    )
+    .await
+    .expect("alice fixes the target");
+    let proposal = production_waits(&entries, 1).await;
+    let changes = team.changes().await;
+    let pending = changes.get(&proposal).await.expect("the relaxation");
+    assert_eq!(pending.spec.requested_by, "alice");
+    assert_eq!(
+        pending.spec.approval_policy,
+        Some(serde_json::from_value(json!({"autoApprove": true})).expect("a policy"))
+    );
+
+    // bob may approve changes, but not this one: he wrote it.
+    approve(
+        &team.changes_as("bob").await,
+        &proposal,
+        "bob",
+        &["summit:approvers"],
+    )
+    .await
+    .expect("the apiserver lets bob approve alice's change");
+    let ignored = eventually("bob's approval ignored", WAIT, || async {
+        let status = changes.get(&proposal).await.ok()?.status?;
+        (!status.ignored_approvals.is_empty()).then_some(status.ignored_approvals)
+    })
+    .await;
+    assert_eq!(ignored[0].approver, "bob");
+    assert!(
+        ignored[0].reason.contains("bob wrote the spec"),
+        "{}",
+        ignored[0].reason
+    );
+    let floor = |record: Record| {
+        record
+            .floors
+            .into_iter()
+            .find(|f| f.0 == "production")
+            .and_then(|f| f.1)
+    };
+    assert_eq!(
+        floor(Record::of(&config_id, &[]).await),
+        Some(json!({"approverGroups": ["summit:approvers"]})),
+        "the floor held"
+    );
+
+    // carol, who wrote nothing of it, approves: the relaxation takes effect.
+    approve(
+        &team.changes_as("carol").await,
+        &proposal,
+        "carol",
+        &["summit:approvers"],
+    )
+    .await
+    .expect("carol approves");
+    change_in(&changes, &proposal, ChangePhase::Applied).await;
+    assert_eq!(
+        floor(Record::of(&config_id, &[]).await),
+        Some(json!({"autoApprove": true}))
+    );
 }

@@ -20,15 +20,15 @@ use super::{
         claimant,
         validate::{compile, schema_source},
     },
-    guards::Verdict,
+    guards::{Guarded, Verdict},
     observed, requeue_after_error,
     status::{self, Invalid, now},
 };
 use crate::{
     api::v1alpha1::{
-        CONDITION_READY, CONDITION_VALIDATED, ChangePhase, Conditions, ConfigChange,
-        ConfigChangeSpec, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,
-        free_form, parse_duration,
+        ANNOTATION_CHANGE_AUTHORS, CONDITION_READY, CONDITION_VALIDATED, ChangePhase, Conditions,
+        ConfigChange, ConfigChangeSpec, ConfigChangeStatus, ConfigEntry, ConfigFormat,
+        EnvironmentSpec, free_form, parse_duration,
     },
     core::{
         approval::{self, Excluded, Tally},
@@ -173,7 +173,7 @@ async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action
 /// Whether the admission policies vouch for the change's requester and approvals:
 /// they are all in place, and were before the change was created.
 fn vouched(change: &ConfigChange, ctx: &Context) -> Result<(), Box<Decision>> {
-    match ctx.rules.guards.verdict() {
+    match ctx.rules.guards.verdict(Guarded::Changes) {
         Verdict::NotRequired => Ok(()),
         Verdict::Missing(why) => Err(Box::new(Decision {
             unrecorded: true,
@@ -637,6 +637,20 @@ fn check_content(
     Ok(())
 }
 
+/// The entry whose operator-made proposal this change is, by its controller owner.
+fn operator_owned(change: &ConfigChange, ctx: &Context) -> Option<String> {
+    let entry = ctx.entry(
+        &change.namespace().unwrap_or_default(),
+        &change.spec.config_entry,
+    )?;
+    let uid = entry.uid().unwrap_or_default();
+    change
+        .owner_references()
+        .iter()
+        .any(|owner| owner.uid == uid && owner.controller == Some(true))
+        .then(|| entry.name_any())
+}
+
 /// The approval floor a change lowers the environment to: only the operator's own
 /// proposal of what the entry's spec asks now. Anything else a change names leaves the
 /// floor where it is: a floor is lowered by the spec, through the approvers it guards.
@@ -681,8 +695,11 @@ async fn excluded(
     let requester = &change.spec.requested_by;
     let mut excluded = Excluded::requester(requester);
     let (config_id, numbers, why) = match (promoted, change.spec.rollback_to) {
+        // The spec versions since the live one, up to the one proposed (a hundred at
+        // most: older content is what was live long since). A relaxation of the live
+        // version's policy brings no content live.
         (Some(promoted), _) if promoted.source == Source::Spec => {
-            let first = live_version.map_or(1, |v| v + 1).min(promoted.version);
+            let first = live_version.map_or(1, |v| v + 1).max(promoted.version - 99);
             (
                 config_id.to_owned(),
                 (first..=promoted.version).collect::<Vec<_>>(),
@@ -694,7 +711,7 @@ async fn excluded(
             vec![back],
             "whose content this change brings back",
         ),
-        _ => return Ok(excluded),
+        _ => (config_id.to_owned(), Vec::new(), ""),
     };
     let wanted: Vec<(String, i64)> = numbers.iter().map(|n| (config_id.clone(), *n)).collect();
     ctx.stores
@@ -710,6 +727,10 @@ async fn excluded(
         else {
             continue;
         };
+        // Content another ConfigChange recorded is not in a spec version.
+        if promoted.is_some() && version.source != Source::Spec {
+            continue;
+        }
         let authors = if version.authors_proven() {
             version.authors.clone()
         } else {
@@ -717,6 +738,21 @@ async fn excluded(
         };
         for author in authors.iter().filter(|a| *a != requester) {
             excluded.add(author, format!("{author} wrote version {number}, {why}"));
+        }
+    }
+    // The operator's proposal also names everyone whose writes it carries (a relaxation
+    // of the policy is in no version).
+    if let Some(entry) = operator_owned(change, ctx) {
+        let listed = change
+            .annotations()
+            .get(ANNOTATION_CHANGE_AUTHORS)
+            .cloned()
+            .unwrap_or_default();
+        for author in listed.lines().filter(|a| !a.is_empty() && *a != requester) {
+            excluded.add(
+                author,
+                format!("{author} wrote the spec of ConfigEntry {entry} that this change proposes"),
+            );
         }
     }
     Ok(excluded)

@@ -428,14 +428,36 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
     if wants(DriftSource::Postgres) {
         let ids: Vec<String> = entries.iter().map(|e| e.spec.config_id.clone()).collect();
         let rows = ctx.stores.applied_for(&ids).await.map_err(Error::Store)?;
+        let newer: Vec<(String, i64)> = expected
+            .iter()
+            .filter_map(|(_, _, want)| {
+                rows.iter()
+                    .find(|r| r.config_id == want.config_id && r.environment == want.environment)
+                    .filter(|r| r.version > want.version)
+                    .map(|r| (r.config_id.clone(), r.version))
+            })
+            .collect();
+        ctx.stores
+            .prefetch_versions(&newer)
+            .await
+            .map_err(Error::Store)?;
         for (entry, _, want) in &expected {
             let row = rows
                 .iter()
                 .find(|r| r.config_id == want.config_id && r.environment == want.environment);
-            // PostgreSQL decides what is live: a newer version there is a change that
-            // applied before the entry's status caught up, never drift to undo.
-            if row.is_some_and(|r| r.version > want.version) {
-                continue;
+            // PostgreSQL decides what is live: a newer recorded version there is a change
+            // that applied before the entry's status caught up, never drift to undo. One
+            // that names no recorded content is.
+            if let Some(row) = row.filter(|r| r.version > want.version) {
+                let recorded = ctx
+                    .stores
+                    .version(&row.config_id, row.version)
+                    .await
+                    .map_err(Error::Store)?
+                    .and_then(|v| v.snapshot.environment_checksum(&row.environment));
+                if recorded.as_deref() == Some(row.checksum.as_str()) {
+                    continue;
+                }
             }
             if let Some(paths) = applied_paths(want, row) {
                 drifts.push(drift(

@@ -23,15 +23,37 @@ use kube::{
     },
 };
 
-/// The chart's ValidatingAdmissionPolicies, each with a binding of the same name.
-pub const VALIDATING_POLICIES: [&str; 3] = [
-    "summit-config-change-identity",
-    "summit-config-approval-policy",
-    "summit-config-spec-author",
-];
+/// What the admission policies prove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarded {
+    /// Who requested and who approved a ConfigChange, and who may relax a policy.
+    Changes,
+    /// Who wrote a ConfigEntry's spec.
+    Authors,
+}
 
-/// The chart's MutatingAdmissionPolicies, each with a binding of the same name.
-pub const MUTATING_POLICIES: [&str; 1] = ["summit-config-spec-author"];
+impl Guarded {
+    /// The chart's ValidatingAdmissionPolicies that prove it, each with a binding of the
+    /// same name.
+    fn validating(self) -> &'static [&'static str] {
+        match self {
+            Guarded::Changes => &[
+                "summit-config-change-identity",
+                "summit-config-approval-policy",
+            ],
+            Guarded::Authors => &["summit-config-spec-author"],
+        }
+    }
+
+    /// The chart's MutatingAdmissionPolicies that prove it, each with a binding of the
+    /// same name.
+    fn mutating(self) -> &'static [&'static str] {
+        match self {
+            Guarded::Changes => &[],
+            Guarded::Authors => &["summit-config-spec-author"],
+        }
+    }
+}
 
 /// Where the guards stand.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,8 +119,8 @@ impl Guards {
         self.mutating_bindings.wait_until_ready().await
     }
 
-    /// Whether every guard is in place, and since when.
-    pub fn verdict(&self) -> Verdict {
+    /// Whether every guard of `what` is in place, and since when.
+    pub fn verdict(&self, what: Guarded) -> Verdict {
         if !self.required {
             return Verdict::NotRequired;
         }
@@ -110,7 +132,7 @@ impl Guards {
                 since = Some(created.clone());
             }
         };
-        for name in VALIDATING_POLICIES {
+        for &name in what.validating() {
             let Some(policy) = get(&self.validating, name) else {
                 return missing("ValidatingAdmissionPolicy", name);
             };
@@ -136,7 +158,7 @@ impl Guards {
             newest(&policy.metadata);
             newest(&binding.metadata);
         }
-        for name in MUTATING_POLICIES {
+        for &name in what.mutating() {
             let Some(policy) = get(&self.mutating, name) else {
                 return missing("MutatingAdmissionPolicy", name);
             };

@@ -176,31 +176,42 @@ const TARGET_RECHECK: Duration = Duration::from_secs(300);
 /// `app.kubernetes.io/managed-by=summit-config` and annotate it
 /// `config.summit.io/policy=<namespace>/<policy>`.
 async fn check_target(policy: &SecretRotationPolicy, ctx: &Context) -> Result<Result<(), Invalid>> {
-    let namespace = policy.namespace().unwrap_or_default();
-    let name = &policy.spec.target.name;
-    if !ctx.managed_secrets.covers(&namespace) {
-        return Ok(Ok(()));
-    }
-    let live = match ctx.managed_secrets.get(&namespace, name) {
-        Some(live) => Some(live),
-        // Not in the cache, which holds only labelled Secrets: absent, or not ours.
-        None => ManagedSecrets::fetch(&ctx.client, &namespace, name)
-            .await
-            .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?,
-    };
-    let Some(live) = live else {
-        return Ok(Ok(()));
-    };
-    let Err(belongs_to) = owned(&live, policy) else {
+    let Some(belongs_to) = target_holder(policy, ctx)
+        .await
+        .map_err(Error::kube(format!(
+            "read Secret {}",
+            policy.spec.target.name
+        )))?
+    else {
         return Ok(Ok(()));
     };
     Ok(Err(Invalid {
         reason: "TargetNotOwned",
         message: format!(
-            "spec.target: Secret {name} exists and belongs to {belongs_to}; a policy writes only a Secret it created or one labelled {LABEL_MANAGED_BY}={MANAGED_BY} and annotated {ANNOTATION_POLICY}={namespace}/{}: name another target, or hand this one over",
+            "spec.target: Secret {} exists and belongs to {belongs_to}; a policy writes only a Secret it created or one labelled {LABEL_MANAGED_BY}={MANAGED_BY} and annotated {ANNOTATION_POLICY}={}/{}: name another target, or hand this one over",
+            policy.spec.target.name,
+            policy.namespace().unwrap_or_default(),
             policy.name_any()
         ),
     }))
+}
+
+/// Whose the target Secret is, when it exists and is not the policy's.
+async fn target_holder(
+    policy: &SecretRotationPolicy,
+    ctx: &Context,
+) -> Result<Option<String>, kube::Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = &policy.spec.target.name;
+    if !ctx.managed_secrets.covers(&namespace) {
+        return Ok(None);
+    }
+    let live = match ctx.managed_secrets.get(&namespace, name) {
+        Some(live) => Some(live),
+        // Not in the cache, which holds only labelled Secrets: absent, or not ours.
+        None => ManagedSecrets::fetch(&ctx.client, &namespace, name).await?,
+    };
+    Ok(live.and_then(|live| owned(&live, policy).err()))
 }
 
 /// Whether a live Secret is the policy's: labelled as summit-config's, and annotated
@@ -405,6 +416,14 @@ async fn rotate(
     ctx: &Context,
 ) -> Result<(), secrets::Error> {
     let secret_id = &policy.spec.secret_id;
+    // The target is still the policy's, or nothing is staged and promoted that it
+    // could not then project.
+    if let Some(holder) = target_holder(policy, ctx).await.map_err(unavailable)? {
+        return Err(secrets::Error::TargetTaken {
+            secret: policy.spec.target.name.clone(),
+            holder,
+        });
+    }
     let count = status.rotation_count.unwrap_or(0) + 1;
     let token = format!("{}-{count}", policy.uid().unwrap_or_default());
     let started = std::time::Instant::now();

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Context, Error, Result};
 use crate::{
+    api::v1alpha1::ConfigEntry,
     core::{
         approval::Requirements,
         ownership::{Claimant, Projection, Target, may_write},
@@ -39,10 +40,10 @@ pub fn foreign_holder(live: &ObjectMeta, entry: &str, wanted: &Projection) -> Op
 /// Checks, before a write, that no other environment is bound to `target`. An
 /// environment that needs approval (`guard`: what it needs) binds it to itself first,
 /// and takes over another environment's binding only when both belong to the same
-/// ConfigEntry (`entry`, by namespace and name: the same `approve` verb guards both)
-/// and it is guarded at least as well as that one's recorded approval floor: an
-/// object whose consumers ran approved content never receives content approved less
-/// strictly, nor approved by other people.
+/// ConfigEntry (`entry`, by namespace and name: the same `approve` verb guards both),
+/// or the holder was deleted from the same namespace, and it is guarded at least as
+/// well as that one's recorded approval floor: an object whose consumers ran approved
+/// content never receives content approved less strictly.
 pub async fn check_binding(
     ctx: &Context,
     entry: &Claimant,
@@ -67,8 +68,22 @@ pub async fn check_binding(
         .holder(&bound.config_id)
         .await
         .map_err(Error::Store)?;
-    let same_entry = holder.is_some_and(|h| h.namespace == entry.namespace && h.name == entry.name);
-    if !same_entry {
+    let same_entry = holder
+        .as_ref()
+        .is_some_and(|h| h.namespace == entry.namespace && h.name == entry.name);
+    // An entry of the same namespace may take over what a deleted entry left behind,
+    // when it is guarded at least as well: nothing is left of the holder to protect
+    // but its approved content, which the floor comparison below guards.
+    let holder_gone = match &holder {
+        Some(h) if h.namespace == entry.namespace && !same_entry => ctx
+            .namespaced::<ConfigEntry>(&h.namespace)
+            .get_opt(&h.name)
+            .await
+            .map_err(Error::kube(format!("read ConfigEntry {h}")))?
+            .is_none(),
+        _ => false,
+    };
+    if !same_entry && !holder_gone {
         return may_write(target, Some(&bound), wanted).map_err(Error::TargetBound);
     }
     let floors = ctx

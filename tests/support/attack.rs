@@ -11,7 +11,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{
-    CONDITION_VALIDATED, ChangePhase, ConfigChange, ConfigEntry, EnvironmentPhase, find_condition,
+    CONDITION_VALIDATED, ChangePhase, ConfigChange, ConfigEntry, EnvironmentPhase,
+    EnvironmentStatus, find_condition,
 };
 
 use super::{Operator, env, eventually, grant, namespace, postgres};
@@ -139,6 +140,48 @@ pub async fn entry_where(
         ready(&entry).then_some(entry)
     })
     .await
+}
+
+/// Waits until environment `environment` of entry `name` reports a status for which
+/// `ready` holds, and returns that status.
+pub async fn environment_where(
+    entries: &Api<ConfigEntry>,
+    name: &str,
+    environment: &str,
+    what: &str,
+    ready: impl Fn(&EnvironmentStatus) -> bool,
+) -> EnvironmentStatus {
+    eventually(what, WAIT, || async {
+        let entry = entries.get(name).await.ok()?;
+        entry
+            .status?
+            .environments
+            .into_iter()
+            .find(|e| e.name == environment && ready(e))
+    })
+    .await
+}
+
+/// Waits until `environment` of entry `name` waits for approval of `version`, and
+/// returns the name of the ConfigChange it waits on.
+pub async fn proposal_waiting(
+    entries: &Api<ConfigEntry>,
+    name: &str,
+    environment: &str,
+    version: i64,
+) -> String {
+    let what = format!("version {version} pending in {environment}");
+    environment_where(entries, name, environment, &what, |e| {
+        e.phase == Some(EnvironmentPhase::PendingApproval) && e.pending_version == Some(version)
+    })
+    .await
+    .pending_change
+    .expect("the pending change")
+}
+
+/// Whether an environment's status says `phase` and its message holds `text`.
+pub fn says(status: &EnvironmentStatus, phase: EnvironmentPhase, text: &str) -> bool {
+    status.phase == Some(phase) && status.message.as_deref().is_some_and(|m| m.contains(text))
 }
 
 /// The phase and live version of one environment of an entry.

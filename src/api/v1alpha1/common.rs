@@ -29,6 +29,11 @@ pub const CONDITION_SYNCED: &str = "Synced";
 /// requester of the changes it proposes.
 pub const ANNOTATION_SPEC_AUTHOR: &str = "config.summit.io/spec-author";
 
+/// Annotation of a ConfigChange the operator proposes naming, one per line, everyone
+/// whose writes it carries: none of them approves it. Only the operator sets it, and it
+/// never changes.
+pub const ANNOTATION_CHANGE_AUTHORS: &str = "config.summit.io/authors";
+
 /// Annotation of a ConfigEntry naming, one per line, everyone who wrote its spec since
 /// the operator last recorded it: stamped like [`ANNOTATION_SPEC_AUTHOR`], emptied by
 /// the operator once it has recorded them with the version. None of them approves it.

@@ -25,11 +25,15 @@ use super::{
 };
 use crate::{
     api::v1alpha1::{
-        ANNOTATION_SPEC_AUTHOR, ANNOTATION_SPEC_AUTHORS, ApprovalPolicy, CONDITION_VALIDATED,
-        ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, ConfigFormat, EnvironmentPhase,
-        EnvironmentSpec, EnvironmentStatus, find_condition,
+        ANNOTATION_CHANGE_AUTHORS, ANNOTATION_SPEC_AUTHOR, ANNOTATION_SPEC_AUTHORS, ApprovalPolicy,
+        CONDITION_VALIDATED, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry,
+        ConfigFormat, EnvironmentPhase, EnvironmentSpec, EnvironmentStatus, find_condition,
     },
-    controller::{Context, Error, Result, guards::Verdict, status},
+    controller::{
+        Context, Error, Result,
+        guards::{Guarded, Verdict},
+        status,
+    },
     core::{
         approval::{self, Requirements},
         promotion::{self, Step, promote},
@@ -88,7 +92,12 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     let config_id = entry.spec.config_id.clone();
     let claimant = claimant(entry);
     // Record: PostgreSQL decides the version number, in one transaction with its audit row.
-    let author = spec_author(entry);
+    let authors = spec_authors(entry, &ctx.rules.guards.verdict(Guarded::Authors));
+    let author = if authors.is_empty() {
+        UNKNOWN_AUTHOR.to_owned()
+    } else {
+        spec_author(entry)
+    };
     let new_version = NewVersion {
         config_id: config_id.clone(),
         claimant: claimant.clone(),
@@ -96,7 +105,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         snapshot: snapshot.clone(),
         source: Source::Spec,
         created_by: author.clone(),
-        authors: spec_authors(entry),
+        authors: authors.clone(),
         message: format!(
             "spec of ConfigEntry {} (generation {})",
             entry.name_any(),
@@ -143,9 +152,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
         }
     };
     let latest = &recorded.version;
-    if recorded.version.authors_proven() {
-        forget_recorded_authors(ctx, entry).await;
-    }
+    forget_recorded_authors(ctx, entry, &latest.authors).await;
     if recorded.created {
         tracing::info!(%config_id, version = latest.version, "version recorded");
         ctx.metrics.versions_recorded.inc();
@@ -270,20 +277,30 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                 } else {
                     latest.created_by.clone()
                 };
+                // Everyone whose writes it carries: the version's authors, and whoever
+                // wrote the spec since (a relaxation of the policy is no version's).
+                let mut co_authors = latest.authors.clone();
+                for name in &authors {
+                    if !co_authors.contains(name) {
+                        co_authors.push(name.clone());
+                    }
+                }
                 let proposal = Proposal {
                     version,
                     policy,
                     requester,
+                    co_authors,
                 };
                 outcome.phase = EnvironmentPhase::PendingApproval;
                 outcome.pending_version = Some(version);
-                let verdict = ctx.rules.guards.verdict();
+                let verdict = ctx.rules.guards.verdict(Guarded::Changes);
                 let guarded = verdict != Verdict::NotRequired;
                 if guarded && !latest.authors_proven() {
-                    // Recorded before the apiserver proved who writes specs: its author
-                    // could be anyone, so it is not proposed in anyone's name.
+                    // Nothing proved who wrote it (written before the admission policies
+                    // that stamp authors were in place): its author could be anyone, so
+                    // it is not proposed in anyone's name.
                     outcome.message = Some(format!(
-                        "version {version} was recorded before summit-config proved who writes a spec, so nobody can tell who may not approve it; write the spec again (any edit) to propose it"
+                        "nothing proves who wrote version {version} (it was written while the admission policies that stamp a spec's authors were not in place), so nobody can tell who may not approve it; write the spec again (any edit) to propose it"
                     ));
                 } else if let Some(wait) = too_early_to_propose(&verdict) {
                     // A proposal made now could never be trusted: wait for the policies.
@@ -309,7 +326,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
                         Ok(Proposed::Ended(change, phase)) => {
                             outcome.pending_change = Some(change.clone());
                             outcome.message = Some(format!(
-                                "version {version} was {} on ConfigChange {change}; the live version stays until the spec changes again",
+                                "version {version} was {} on ConfigChange {change}; the live version stays until the content changes again",
                                 format!("{phase:?}").to_lowercase()
                             ));
                         }
@@ -845,13 +862,14 @@ fn unchanged_environments(
 }
 
 /// How long to wait before proposing, if a proposal made now could never be trusted:
-/// the admission policies are missing, or were installed this very second (object
-/// times have a second's grain).
+/// the admission policies are missing, or were installed a moment ago (object times
+/// have a second's grain, and the apiserver's clock may run a little behind ours).
 fn too_early_to_propose(verdict: &Verdict) -> Option<std::time::Duration> {
+    const MARGIN_SECONDS: i64 = 2;
     match verdict {
         Verdict::Missing(_) => Some(std::time::Duration::from_secs(10)),
         Verdict::Guarded { since: Some(since) }
-            if status::now().0.as_second() <= since.0.as_second() =>
+            if status::now().0.as_second() <= since.0.as_second() + MARGIN_SECONDS =>
         {
             Some(std::time::Duration::from_secs(1))
         }
@@ -895,6 +913,8 @@ struct Proposal {
     policy: Option<ApprovalPolicy>,
     /// The author of the spec edit: never the operator, so the author cannot approve it.
     requester: String,
+    /// Everyone else whose writes the proposal carries: none of them approves it either.
+    co_authors: Vec<String>,
 }
 
 /// The ConfigChange that holds an environment's approval of a spec version: found in
@@ -973,6 +993,14 @@ async fn propose_change(
             name: Some(name.clone()),
             namespace: Some(namespace.clone()),
             owner_references: entry.controller_owner_ref(&()).map(|r| vec![r]),
+            annotations: (!proposal.co_authors.is_empty()).then(|| {
+                [(
+                    ANNOTATION_CHANGE_AUTHORS.to_owned(),
+                    proposal.co_authors.join("\n"),
+                )]
+                .into_iter()
+                .collect()
+            }),
             // The entry's labels too: whatever selects the entry (an operator's
             // --watch-label-selector, a team's queries) selects its proposals.
             labels: Some(
@@ -1088,10 +1116,31 @@ fn spec_author(entry: &ConfigEntry) -> String {
 }
 
 /// Everyone whose writes the spec holds since the operator last recorded it, as the
-/// chart's admission policies stamped them; empty when nothing stamped them.
-fn spec_authors(entry: &ConfigEntry) -> Vec<String> {
-    let annotations = entry.annotations();
-    let mut authors: Vec<String> = annotations
+/// chart's admission policies stamped them; empty when nothing proves it: no list, the
+/// policies missing now, or the spec last written before they were all in place
+/// (anyone could have set the list then).
+fn spec_authors(entry: &ConfigEntry, verdict: &Verdict) -> Vec<String> {
+    let since = match verdict {
+        Verdict::Missing(_) => return Vec::new(),
+        Verdict::Guarded { since } => since.as_ref(),
+        Verdict::NotRequired => None,
+    };
+    let written = entry
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter_map(|f| f.time.as_ref())
+        .map(|t| t.0)
+        .max();
+    if let Some(since) = since
+        && written.is_none_or(|written| written.as_second() <= since.0.as_second())
+    {
+        return Vec::new();
+    }
+    entry
+        .annotations()
         .get(ANNOTATION_SPEC_AUTHORS)
         .map(|list| {
             list.lines()
@@ -1099,25 +1148,16 @@ fn spec_authors(entry: &ConfigEntry) -> Vec<String> {
                 .map(str::to_owned)
                 .collect()
         })
-        .unwrap_or_default();
-    if let Some(author) = annotations
-        .get(ANNOTATION_SPEC_AUTHOR)
-        .filter(|a| !a.is_empty())
-        && !authors.contains(author)
-    {
-        authors.push(author.clone());
-    }
-    authors
+        .unwrap_or_default()
 }
 
-/// Empties the list of spec writers once a version holds them, unless the entry was
-/// written since it was read (then the next version holds the newer writers too).
-async fn forget_recorded_authors(ctx: &Context, entry: &ConfigEntry) {
-    if entry
-        .annotations()
-        .get(ANNOTATION_SPEC_AUTHORS)
-        .is_none_or(String::is_empty)
-    {
+/// Empties the list of spec writers once a version holds them all, unless the entry
+/// was written since it was read (then the next version holds the newer writers too).
+/// A write that recorded nothing new (an approval policy changed, say) keeps the list:
+/// its writers are no version's authors yet.
+async fn forget_recorded_authors(ctx: &Context, entry: &ConfigEntry, recorded: &[String]) {
+    let listed = spec_authors(entry, &Verdict::NotRequired);
+    if listed.is_empty() || !listed.iter().all(|name| recorded.contains(name)) {
         return;
     }
     let patch = serde_json::json!({"metadata": {
