@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod core;
+pub mod operator;
 pub mod project;
 pub mod resolve;
 pub mod secrets;

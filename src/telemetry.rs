@@ -16,7 +16,12 @@ use prometheus_client::{
 };
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::cli::LogFormat;
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Starts logging to stderr. `RUST_LOG` chooses the level (default `info`).
 ///

@@ -14,12 +14,12 @@ use kube::{
 };
 use serde_json::Value;
 
+use crate::api::v1alpha1::{ANNOTATION_CHECK, ANNOTATION_ROTATE};
 use crate::{
     api::v1alpha1::{
         Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, DriftCheck, Rejection,
         SecretRotationPolicy, Time,
     },
-    controller::{CHECK_ANNOTATION, ROTATE_ANNOTATION},
     resolve,
 };
 
@@ -405,7 +405,7 @@ pub async fn rotate(target: &Target, policy: &str) -> Result<(), Error> {
         "cli-{}",
         k8s_openapi::jiff::Timestamp::now().as_millisecond()
     );
-    let patch = serde_json::json!({"metadata": {"annotations": {ROTATE_ANNOTATION: token}}});
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_ROTATE: token}}});
     policies
         .patch(policy, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -426,7 +426,7 @@ pub async fn detect(target: &Target, check: &str) -> Result<(), Error> {
         "cli-{}",
         k8s_openapi::jiff::Timestamp::now().as_millisecond()
     );
-    let patch = serde_json::json!({"metadata": {"annotations": {CHECK_ANNOTATION: token}}});
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_CHECK: token}}});
     checks
         .patch(check, &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -24,11 +24,11 @@ use super::{
     observed, requeue_after_error,
     status::{self, Invalid, now},
 };
+use crate::api::v1alpha1::{ANNOTATION_CHANGE_AUTHORS, CONDITION_READY, CONDITION_VALIDATED};
 use crate::{
     api::v1alpha1::{
-        ANNOTATION_CHANGE_AUTHORS, CONDITION_READY, CONDITION_VALIDATED, ChangePhase, Conditions,
-        ConfigChange, ConfigChangeSpec, ConfigChangeStatus, ConfigEntry, ConfigFormat,
-        EnvironmentSpec, free_form, parse_duration,
+        ChangePhase, Conditions, ConfigChange, ConfigChangeSpec, ConfigChangeStatus, ConfigEntry,
+        ConfigFormat, EnvironmentSpec, free_form, parse_duration,
     },
     core::{
         approval::{self, Excluded, Tally},

@@ -20,9 +20,9 @@ use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::{
-    FIELD_MANAGER, backoff::Backoff, guards::Guards, managed_secrets::ManagedSecrets,
-    workloads::Workloads,
+    backoff::Backoff, guards::Guards, managed_secrets::ManagedSecrets, workloads::Workloads,
 };
+use crate::api::v1alpha1::FIELD_MANAGER;
 use crate::{
     api::v1alpha1::{
         ApprovalPolicy, AwsSecretsManagerOptions, ConfigChange, ConfigEntry, DriftCheck,
@@ -130,13 +130,15 @@ pub struct Parts {
     pub managed_secrets: ManagedSecrets,
     pub secret_refresh: std::time::Duration,
     pub rules: Rules,
+    /// Names the Events' reporting instance.
+    pub pod_name: Option<String>,
 }
 
 impl Context {
-    pub fn new(parts: Parts, pod_name: Option<String>) -> Self {
+    pub fn new(parts: Parts) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
-            instance: pod_name,
+            instance: parts.pod_name,
         };
         Self {
             recorder: Recorder::new(parts.client.clone(), reporter),
@@ -167,6 +169,15 @@ impl Context {
             secret_expectations: std::sync::Mutex::default(),
             rules: parts.rules,
         }
+    }
+
+    /// Fills the caches reconciles read, before any reconcile runs.
+    pub async fn caches_ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+        self.rules.guards.wait_until_ready().await?;
+        self.schema_config_maps.wait_until_ready().await?;
+        self.managed_config_maps.wait_until_ready().await?;
+        self.managed_secrets.wait_until_ready().await?;
+        self.workloads.wait_until_ready().await
     }
 
     /// Every approval requirement of an environment: its spec's policy, the floor

@@ -28,25 +28,22 @@ use super::{
     observed, requeue_after_error,
     status::{self, Invalid, now},
 };
+use crate::api::v1alpha1::{
+    ANNOTATION_CHECK, ANNOTATION_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
+    CONDITION_DRIFTED, CONDITION_READY, CONDITION_VALIDATED,
+};
 use crate::{
     api::v1alpha1::{
-        CONDITION_READY, CONDITION_VALIDATED, Conditions, ConfigEntry, ConfigFormat, DriftCheck,
-        DriftCheckSpec, DriftFinding, DriftSource, EnvironmentSpec, RemediationMode,
-        parse_duration,
+        Conditions, ConfigEntry, ConfigFormat, DriftCheck, DriftCheckSpec, DriftFinding,
+        DriftSource, EnvironmentSpec, RemediationMode, parse_duration,
     },
-    project::{
-        ANNOTATION_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION, ProjectedConfigMap,
-        render,
-    },
+    project::{ProjectedConfigMap, render},
     store::{Application, AppliedState, Claimant, FloorUpdate},
 };
 
 const KIND: &str = "DriftCheck";
 const DEFAULT_INTERVAL: &str = "5m";
 const SHORTEST_INTERVAL: Duration = Duration::from_secs(10);
-/// Set (to any new value) to ask for a check now.
-pub const CHECK_ANNOTATION: &str = "config.summit.io/check";
-pub const CONDITION_DRIFTED: &str = "Drifted";
 /// Findings kept in status; the count says how many there were.
 const REPORT_LIMIT: usize = 50;
 
@@ -166,7 +163,7 @@ async fn run_check(check: &DriftCheck, ctx: &Context) -> Result<Action> {
         }
     };
     let current = check.status.clone().unwrap_or_default();
-    let request = check.annotations().get(CHECK_ANNOTATION).cloned();
+    let request = check.annotations().get(ANNOTATION_CHECK).cloned();
     let started = Instant::now();
     let drifts = detect(check, ctx).await?;
     let remediate = check.spec.remediation == Some(RemediationMode::Remediate);

@@ -1,41 +1,10 @@
 //! Errors of the reconcile loops.
 
-use std::time::Duration;
-
 /// Everything a reconcile or the operator's start-up can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot create a Kubernetes client")]
-    Connect(#[source] kube::Error),
-
-    #[error("cannot read kubeconfig {path}")]
-    Kubeconfig {
-        path: String,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-
-    #[error("no Kubernetes configuration: set KUBECONFIG, pass --kubeconfig, or run in a cluster")]
-    InferConfig(#[source] kube::config::InferConfigError),
-
-    #[error("the CRD {name} was not established within {waited:?}: install crds/ first")]
-    CrdMissing { name: String, waited: Duration },
-
-    #[error("cannot watch the CRD {name}")]
-    CrdWait {
-        name: String,
-        #[source]
-        source: kube::runtime::wait::Error,
-    },
-
     #[error("{0}")]
     Configuration(String),
-
-    #[error("cannot serve HTTP endpoints")]
-    Http(#[source] std::io::Error),
-
-    #[error("the HTTP server stopped")]
-    HttpStopped,
 
     #[error("Kubernetes API request failed: {action}")]
     Kube {
@@ -78,9 +47,6 @@ impl Error {
     /// A stable short label for metrics and Events.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Connect(_) | Error::Kubeconfig { .. } | Error::InferConfig(_) => "Connect",
-            Error::CrdMissing { .. } | Error::CrdWait { .. } => "CrdMissing",
-            Error::Http(_) | Error::HttpStopped => "Http",
             Error::Configuration(_) => "Configuration",
             Error::Kube { .. } => "KubeApi",
             Error::EncodeStatus(_) => "EncodeStatus",

@@ -18,15 +18,13 @@ use kube::{
     },
 };
 
+use crate::api::v1alpha1::{
+    ANNOTATION_ENTRY, ANNOTATION_POLICY, ANNOTATION_SECRETS_CHECKSUM, LABEL_MANAGED_BY, MANAGED_BY,
+};
 use crate::{
     api::v1alpha1::{ConfigEntry, SecretRotationPolicy},
-    project::{
-        ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, LABEL_MANAGED_BY, MANAGED_BY, key_checksums,
-    },
+    project::key_checksums,
 };
-
-/// `namespace/name` of the SecretRotationPolicy whose target a Secret is.
-pub const ANNOTATION_POLICY: &str = "config.summit.io/policy";
 
 /// Where the operator manages Secrets: the namespaces it is granted, or everything it
 /// watches.

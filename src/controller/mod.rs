@@ -1,4 +1,5 @@
-//! The reconcile loops, one per kind, and what they share.
+//! The reconcile loops, one per kind, what they share, and how they are wired to the
+//! watches that wake them.
 
 mod backoff;
 mod config_change;
@@ -14,185 +15,256 @@ mod targets;
 mod workloads;
 
 use std::{
+    collections::BTreeSet,
     fmt::Debug,
     future::Future,
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::{authentication::v1::SelfSubjectReview, core::v1::ConfigMap},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
+use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
 use kube::{
-    Api, Client, Config, Resource, ResourceExt,
-    api::PostParams,
-    config::{KubeConfigOptions, Kubeconfig},
+    Client, Resource, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
         reflector::{self, ObjectRef},
-        wait::{await_condition, conditions},
         watcher,
     },
 };
 use serde::de::DeserializeOwned;
 
 pub use context::Context;
-pub use drift_check::CHECK_ANNOTATION;
 pub use error::{Error, Result};
 use guards::Guards;
 use managed_secrets::SecretScope;
-pub use secret_rotation_policy::ROTATE_ANNOTATION;
 use workloads::Workloads;
 
-use reqwest::Url;
-use secrecy::SecretString;
-use sqlx::postgres::PgConnectOptions;
-
 use crate::{
-    api::{
-        self,
-        v1alpha1::{ConfigChange, ConfigEntry, DriftCheck, WorkloadKind},
+    api::v1alpha1::{
+        ANNOTATION_CHECK, ConfigChange, ConfigEntry, DriftCheck, LABEL_MANAGED_BY, LABEL_SCHEMA,
+        MANAGED_BY, WorkloadKind,
     },
-    cli::OperatorArgs,
     core::approval::PlatformFloor,
-    project::{LABEL_MANAGED_BY, MANAGED_BY},
-    store::{ConsulConfig, Stores, StoresConfig},
-    telemetry::{self, FailureLabels, Health, KindLabels, Metrics},
+    secrets::AwsSettings,
+    store::Stores,
+    telemetry::{FailureLabels, KindLabels, Metrics},
 };
 
-/// The name the operator writes under: its server-side apply field manager and the
-/// reporting controller of its Events.
-pub const FIELD_MANAGER: &str = "summit-config";
+/// What the controllers are told at start-up.
+pub struct Launch {
+    /// The only namespace watched, when the operator is scoped to one.
+    pub namespace: Option<String>,
+    /// Only objects with these labels are reconciled.
+    pub selector: Option<String>,
+    /// Where the operator manages Secrets; `None`: wherever it watches.
+    pub secret_namespaces: Option<Vec<String>>,
+    pub stores: Arc<Stores>,
+    pub metrics: Arc<Metrics>,
+    /// The user the operator acts as.
+    pub identity: String,
+    pub allowed_namespaces: BTreeSet<String>,
+    pub restart_interval: Duration,
+    pub aws: AwsSettings,
+    pub aws_secret_prefix: String,
+    pub secret_refresh: Duration,
+    pub approval_floors: Vec<PlatformFloor>,
+    pub config_id_prefix: String,
+    /// Whether ConfigChanges wait for the chart's admission policies.
+    pub require_guards: bool,
+    /// Names the Events' reporting instance.
+    pub pod_name: Option<String>,
+}
 
-/// Runs every controller until SIGTERM or Ctrl-C.
-pub async fn run(args: OperatorArgs) -> Result<()> {
-    let metrics = Arc::new(Metrics::default());
-    let client = connect(
-        args.kubeconfig.as_deref(),
-        metrics.requests_to("kubernetes"),
-    )
-    .await?;
-    let health = Arc::new(Health {
-        metrics: metrics.clone(),
-        ready: false.into(),
-    });
-    let http = tokio::spawn(telemetry::serve(args.http_addr, health.clone()));
-
-    let stores = Arc::new(Stores::new(stores_config(&args, &metrics)?).map_err(Error::Store)?);
-    if !stores.is_durable() {
-        tracing::warn!(
-            "no --database-url: versions are kept in memory only and are lost when the operator \
-             restarts; use this for demos only"
-        );
-    }
-    wait_for_crds(&client, Duration::from_secs(args.crd_wait_seconds)).await?;
-
-    let identity = whoami(&client).await?;
+/// Runs every controller until SIGTERM or Ctrl-C; `ready` is called once the caches
+/// they read are full.
+pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result<()> {
     let scope = Scope {
-        namespace: args.namespace.clone(),
-        selector: args.watch_label_selector.clone(),
+        namespace: launch.namespace.clone(),
+        selector: launch.selector.clone(),
     };
-    let rules = rules(&args, &client)?;
-    let (guards, guard_changes) = (rules.guards.clone(), rules.guard_changes);
-    let entry_controller: Controller<ConfigEntry> = controller_for(&client, &scope);
-    let change_controller: Controller<ConfigChange> = controller_for(&client, &scope);
-    let drift_controller = drift_controller_for(&client, &scope);
-    let (entry_requests, requested_entries) = futures::channel::mpsc::unbounded();
-    let (schema_config_maps, schema_writer) = reflector::store();
-    let (managed_config_maps, managed_writer) = reflector::store();
-    let (deployments, deployment_writer) = reflector::store();
-    let (stateful_sets, stateful_set_writer) = reflector::store();
-    let (daemon_sets, daemon_set_writer) = reflector::store();
-    let secret_scope = match &args.secret_namespaces {
-        Some(namespaces) => SecretScope::Namespaces(
-            namespaces
-                .iter()
-                .filter(|n| !n.is_empty())
-                .cloned()
-                .collect(),
+    let (guards, guard_changes) = Guards::watch(&client, launch.require_guards);
+    let entries: Controller<ConfigEntry> = controller_for(&client, &scope);
+    let changes: Controller<ConfigChange> = controller_for(&client, &scope);
+    let checks = drift_controller_for(&client, &scope);
+    let (ctx, feeds) = assemble(
+        client,
+        launch,
+        guards,
+        (entries.store(), changes.store(), checks.store()),
+    );
+    let ctx = Arc::new(ctx);
+    let triggers = entry_triggers(&ctx, feeds.entries, entries.store());
+    let entries = entries.reconcile_on(triggers);
+    // A change waits on its entry: an entry's new version or policy reconciles the
+    // changes that target it; and every change is judged again when an admission
+    // policy it depends on comes or goes.
+    let changes = changes_of_entries(changes, &ctx, &scope).reconcile_all_on(guard_changes);
+    let policies = controller_for(&ctx.client, &scope).reconcile_on(feeds.policies);
+    ctx.caches_ready().await.map_err(|_| Error::CacheClosed)?;
+    ready();
+    tracing::info!(
+        namespace = ctx.namespace.as_deref().unwrap_or("<all>"),
+        "controllers starting"
+    );
+    tokio::join!(
+        run_controller(
+            entries,
+            ctx.clone(),
+            config_entry::reconcile,
+            config_entry::error_policy
         ),
-        None => SecretScope::Watched(args.namespace.clone()),
+        run_controller(
+            changes,
+            ctx.clone(),
+            config_change::reconcile,
+            config_change::error_policy
+        ),
+        run_controller(
+            policies,
+            ctx.clone(),
+            secret_rotation_policy::reconcile,
+            secret_rotation_policy::error_policy,
+        ),
+        run_controller(
+            checks,
+            ctx.clone(),
+            drift_check::reconcile,
+            drift_check::error_policy
+        ),
+    );
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// What wakes the controllers besides their own watches.
+struct Feeds {
+    entries: EntryFeeds,
+    policies:
+        futures::stream::BoxStream<'static, ObjectRef<crate::api::v1alpha1::SecretRotationPolicy>>,
+}
+
+/// What wakes the entry controller: requests from the other controllers, the Secrets
+/// it projected, and the caches (ConfigMaps, workloads) whose watches still have to run.
+struct EntryFeeds {
+    requested: UnboundedReceiver<ObjectRef<ConfigEntry>>,
+    secret_owners: futures::stream::BoxStream<'static, ObjectRef<ConfigEntry>>,
+    schemas: reflector::store::Writer<ConfigMap>,
+    projected: reflector::store::Writer<ConfigMap>,
+    workloads: workloads::Writers,
+}
+
+/// The context every reconcile shares, with the caches it reads, and what feeds them.
+fn assemble(
+    client: Client,
+    launch: Launch,
+    guards: Guards,
+    (entries, changes, checks): (
+        reflector::Store<ConfigEntry>,
+        reflector::Store<ConfigChange>,
+        reflector::Store<DriftCheck>,
+    ),
+) -> (Context, Feeds) {
+    let (entry_requests, requested) = futures::channel::mpsc::unbounded();
+    let (schema_config_maps, schemas) = reflector::store();
+    let (managed_config_maps, projected) = reflector::store();
+    let (workloads, workload_writers) = Workloads::stores();
+    let secret_scope = match &launch.secret_namespaces {
+        Some(namespaces) => SecretScope::Namespaces(namespaces.clone()),
+        None => SecretScope::Watched(launch.namespace.clone()),
     };
     let (managed_secrets, secret_events) = managed_secrets::watch(&client, secret_scope);
-    let (secret_owners, policy_requests) = managed_secrets::owners(secret_events);
-    let ctx = Arc::new(Context::new(
-        context::Parts {
-            client,
-            metrics,
-            namespace: args.namespace.clone(),
-            schema_config_maps,
-            managed_config_maps,
-            stores,
-            allowed_namespaces: args.allowed_namespaces.iter().cloned().collect(),
-            restart_interval: Duration::from_secs(args.restart_interval_seconds),
-            workloads: Workloads {
-                deployments,
-                stateful_sets,
-                daemon_sets,
-            },
-            entries: entry_controller.store(),
-            changes: change_controller.store(),
-            drift_checks: drift_controller.store(),
-            entry_requests,
-            identity,
-            aws: crate::secrets::AwsSettings {
-                region: args.aws_region.clone(),
-                endpoint_url: args.aws_endpoint_url.clone(),
-                credentials: None,
-            },
-            aws_secret_prefix: checked_prefix("--aws-secret-prefix", &args.aws_secret_prefix)?,
-            managed_secrets,
-            secret_refresh: Duration::from_secs(args.secret_refresh_seconds.max(1)),
-            rules: context::Rules {
-                approval_floors: rules.approval_floors,
-                config_id_prefix: rules.config_id_prefix,
-                guards,
-            },
+    let (secret_owners, policies) = managed_secrets::owners(secret_events);
+    let ctx = Context::new(context::Parts {
+        client,
+        metrics: launch.metrics,
+        namespace: launch.namespace,
+        schema_config_maps,
+        managed_config_maps,
+        stores: launch.stores,
+        allowed_namespaces: launch.allowed_namespaces,
+        restart_interval: launch.restart_interval,
+        workloads,
+        entries,
+        changes,
+        drift_checks: checks,
+        entry_requests,
+        identity: launch.identity,
+        aws: launch.aws,
+        aws_secret_prefix: launch.aws_secret_prefix,
+        managed_secrets,
+        secret_refresh: launch.secret_refresh,
+        rules: context::Rules {
+            approval_floors: launch.approval_floors,
+            config_id_prefix: launch.config_id_prefix,
+            guards,
         },
-        std::env::var("POD_NAME").ok(),
-    ));
+        pod_name: launch.pod_name,
+    });
+    let feeds = Feeds {
+        entries: EntryFeeds {
+            requested,
+            secret_owners: secret_owners.boxed(),
+            schemas,
+            projected,
+            workloads: workload_writers,
+        },
+        policies: policies.boxed(),
+    };
+    (ctx, feeds)
+}
+
+/// What wakes the entry controller besides its own watch: schema ConfigMaps, the
+/// ConfigMaps and Secrets it projected, its restart targets, and other controllers'
+/// requests.
+fn entry_triggers(
+    ctx: &Context,
+    feeds: EntryFeeds,
+    entries: reflector::Store<ConfigEntry>,
+) -> impl futures::Stream<Item = ObjectRef<ConfigEntry>> + Send + 'static {
     let schema_events = watcher(
         ctx.watched::<ConfigMap>(),
-        watcher::Config::default().labels(config_entry::SCHEMA_LABEL),
+        watcher::Config::default().labels(LABEL_SCHEMA),
     )
     .default_backoff()
-    .reflect(schema_writer)
+    .reflect(feeds.schemas)
     .touched_objects();
     let projected_events = watcher(
         ctx.watched::<ConfigMap>(),
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
     )
     .default_backoff()
-    .reflect(managed_writer)
+    .reflect(feeds.projected)
     .touched_objects();
     // Restart targets: a rollout's progress shows in the status of the entries that
     // restart it.
-    let workload_events = futures::stream::select(
-        futures::stream::select(
-            workload_watch(&ctx, deployment_writer, WorkloadKind::Deployment),
-            workload_watch(&ctx, stateful_set_writer, WorkloadKind::StatefulSet),
-        ),
-        workload_watch(&ctx, daemon_set_writer, WorkloadKind::DaemonSet),
-    );
-    let triggers = futures::stream::select(
-        futures::stream::select(
-            config_entry::config_map_triggers(
-                entry_controller.store(),
-                schema_events,
-                projected_events,
-            ),
-            config_entry::workload_triggers(entry_controller.store(), workload_events),
-        ),
-        futures::stream::select(requested_entries, secret_owners),
-    );
-    // A change waits on its entry: an entry's new version or policy reconciles the
-    // changes that target it.
-    let changes = change_controller.store();
-    let change_controller = change_controller.watches(
+    let workload_events = futures::stream::select_all([
+        workload_watch(ctx, feeds.workloads.deployments, WorkloadKind::Deployment).boxed(),
+        workload_watch(
+            ctx,
+            feeds.workloads.stateful_sets,
+            WorkloadKind::StatefulSet,
+        )
+        .boxed(),
+        workload_watch(ctx, feeds.workloads.daemon_sets, WorkloadKind::DaemonSet).boxed(),
+    ]);
+    futures::stream::select_all([
+        config_entry::config_map_triggers(entries.clone(), schema_events, projected_events).boxed(),
+        config_entry::workload_triggers(entries, workload_events).boxed(),
+        feeds.requested.boxed(),
+        feeds.secret_owners,
+    ])
+}
+
+/// The change controller, woken too by the entries its changes target.
+fn changes_of_entries(
+    controller: Controller<ConfigChange>,
+    ctx: &Context,
+    scope: &Scope,
+) -> Controller<ConfigChange> {
+    let changes = controller.store();
+    controller.watches(
         ctx.watched::<ConfigEntry>(),
         scope.watcher_config(),
         move |entry| {
@@ -205,60 +277,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
         },
-    );
-    // Every change is judged again when an admission policy it depends on comes or goes.
-    let change_controller = change_controller.reconcile_all_on(guard_changes);
-    // Reconciles read these caches: fill them first.
-    let caches = async {
-        ctx.rules.guards.wait_until_ready().await?;
-        ctx.schema_config_maps.wait_until_ready().await?;
-        ctx.managed_config_maps.wait_until_ready().await?;
-        ctx.managed_secrets.wait_until_ready().await?;
-        ctx.workloads.wait_until_ready().await
-    };
-    caches.await.map_err(|_| Error::CacheClosed)?;
-    health.ready.store(true, Ordering::Relaxed);
-    tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
-        "controllers starting"
-    );
-
-    tokio::select! {
-        _ = async {
-            tokio::join!(
-                run_controller(
-                    entry_controller.reconcile_on(triggers),
-                    ctx.clone(),
-                    config_entry::reconcile,
-                    config_entry::error_policy,
-                ),
-                run_controller(
-                    change_controller,
-                    ctx.clone(),
-                    config_change::reconcile,
-                    config_change::error_policy,
-                ),
-                run_controller(
-                    controller_for(&ctx.client, &scope).reconcile_on(policy_requests),
-                    ctx.clone(),
-                    secret_rotation_policy::reconcile,
-                    secret_rotation_policy::error_policy,
-                ),
-                run_controller(
-                    drift_controller,
-                    ctx.clone(),
-                    drift_check::reconcile,
-                    drift_check::error_policy,
-                ),
-            )
-        } => {}
-        served = http => match served {
-            Ok(Err(source)) => return Err(Error::Http(source)),
-            _ => return Err(Error::HttpStopped),
-        },
-    }
-    tracing::info!("controllers stopped");
-    Ok(())
+    )
 }
 
 /// A watch of one workload kind that fills its cache, as a stream of the workloads it
@@ -282,156 +301,6 @@ fn workload_watch<K: Kind>(
                 .map(|w| (kind, w.namespace().unwrap_or_default(), w.name_any())),
         )
     })
-}
-
-/// A per-namespace prefix (AWS secret names, config ids), if it keeps namespaces
-/// apart: after `{namespace}` must come a character no namespace name has, or `team`
-/// would reach what belongs to `team-b`.
-fn checked_prefix(flag: &str, prefix: &str) -> Result<String> {
-    let unsafe_placeholder = prefix
-        .match_indices("{namespace}")
-        .any(|(at, placeholder)| {
-            prefix[at + placeholder.len()..]
-                .chars()
-                .next()
-                .is_none_or(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        });
-    if unsafe_placeholder {
-        return Err(Error::Configuration(format!(
-            "{flag} {prefix:?}: follow {{namespace}} with a separator such as '/', or one namespace's prefix would cover another's (team/ and team-b/)"
-        )));
-    }
-    if !prefix.is_empty() && !prefix.contains("{namespace}") {
-        tracing::warn!(
-            flag,
-            prefix,
-            "the prefix has no {{namespace}}: every namespace shares it"
-        );
-    }
-    Ok(prefix.to_owned())
-}
-
-/// Which backends to use, from the command line.
-fn stores_config(args: &OperatorArgs, metrics: &Metrics) -> Result<StoresConfig> {
-    let database = args
-        .database_url
-        .as_deref()
-        .map(|url| {
-            url.parse::<PgConnectOptions>().map_err(|source| {
-                Error::Configuration(format!("--database-url does not parse: {source}"))
-            })
-        })
-        .transpose()?;
-    let consul = args
-        .consul_addr
-        .as_deref()
-        .map(|address| {
-            let with_scheme = if address.contains("://") {
-                address.to_owned()
-            } else {
-                format!("http://{address}")
-            };
-            let address = Url::parse(&with_scheme).map_err(|source| {
-                Error::Configuration(format!(
-                    "--consul-addr {address:?} does not parse: {source}"
-                ))
-            })?;
-            let token = match (&args.consul_token_file, &args.consul_token) {
-                (Some(path), _) => Some(read_file(path, "--consul-token-file")?),
-                (None, token) => token.clone(),
-            }
-            .map(|token| token.trim().to_owned())
-            .filter(|token| !token.is_empty());
-            if token
-                .as_deref()
-                .is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err())
-            {
-                return Err(Error::Configuration(
-                    "the Consul ACL token holds characters an HTTP header cannot carry".into(),
-                ));
-            }
-            let ca_pem = args
-                .consul_ca_file
-                .as_deref()
-                .map(|path| read_file(path, "--consul-ca-file").map(String::into_bytes))
-                .transpose()?;
-            Ok::<_, Error>(ConsulConfig {
-                address,
-                prefix: args.consul_prefix.clone(),
-                token: token.map(SecretString::from),
-                ca_pem,
-            })
-        })
-        .transpose()?;
-    Ok(StoresConfig {
-        database,
-        consul,
-        postgres_requests: metrics.requests_to("postgres"),
-        consul_requests: metrics.requests_to("consul"),
-    })
-}
-
-/// A file the operator is configured with, read once at start-up.
-fn read_file(path: &std::path::Path, flag: &str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| {
-        Error::Configuration(format!(
-            "{flag} {}: cannot read it: {source}",
-            path.display()
-        ))
-    })
-}
-
-/// A client from the given kubeconfig, or by the usual rules: `$KUBECONFIG`,
-/// `~/.kube/config`, then the in-cluster service account. Every request it sends is
-/// counted in `requests` (a watch once, when it starts).
-async fn connect(
-    kubeconfig: Option<&std::path::Path>,
-    requests: prometheus_client::metrics::counter::Counter,
-) -> Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-                path: path.display().to_string(),
-                source,
-            })?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|source| Error::Kubeconfig {
-                    path: path.display().to_string(),
-                    source,
-                })?
-        }
-        None => Config::infer().await.map_err(Error::InferConfig)?,
-    };
-    let counted =
-        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
-            requests.inc();
-            request
-        });
-    Ok(kube::client::ClientBuilder::try_from(config)
-        .map_err(Error::Connect)?
-        .with_layer(&counted)
-        .build())
-}
-
-/// Waits until the apiserver serves every summit-config CRD.
-async fn wait_for_crds(client: &Client, limit: Duration) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in api::crds() {
-        let name = crd.metadata.name.unwrap_or_default();
-        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
-        match tokio::time::timeout(limit, established).await {
-            Ok(Ok(_)) => tracing::debug!(crd = %name, "established"),
-            Ok(Err(source)) => return Err(Error::CrdWait { name, source }),
-            Err(_) => {
-                return Err(Error::CrdMissing {
-                    name,
-                    waited: limit,
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// What a kind needs to be watched and reconciled.
@@ -497,7 +366,7 @@ fn drift_controller_for(client: &Client, scope: &Scope) -> Controller<DriftCheck
     let asked = |check: &DriftCheck| {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         check.metadata.generation.hash(&mut hasher);
-        check.annotations().get(CHECK_ANNOTATION).hash(&mut hasher);
+        check.annotations().get(ANNOTATION_CHECK).hash(&mut hasher);
         Some(hasher.finish())
     };
     let checks = watcher(
@@ -510,56 +379,6 @@ fn drift_controller_for(client: &Client, scope: &Scope) -> Controller<DriftCheck
     .predicate_filter(asked, Default::default());
     Controller::for_stream(checks, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
-}
-
-/// The platform's rules, from the command line.
-struct StartRules {
-    approval_floors: Vec<PlatformFloor>,
-    config_id_prefix: String,
-    guards: Guards,
-    guard_changes: futures::stream::BoxStream<'static, ()>,
-}
-
-fn rules(args: &OperatorArgs, client: &Client) -> Result<StartRules> {
-    let approval_floors: Vec<PlatformFloor> = serde_json::from_str(&args.approval_floors)
-        .map_err(|source| {
-            Error::Configuration(format!(
-                "--approval-floors is not a JSON list of {{\"environments\": \"prod*\", \"requiredApprovals\": 1, \"approverGroups\": [...]}}: {source}"
-            ))
-        })?;
-    if let Some(floor) = approval_floors.iter().find(|f| f.environments.is_empty()) {
-        return Err(Error::Configuration(format!(
-            "--approval-floors: a floor without environments ({floor:?}); use \"*\" for every environment"
-        )));
-    }
-    let config_id_prefix = checked_prefix("--config-id-prefix", &args.config_id_prefix)?;
-    if args.allow_unguarded {
-        tracing::warn!(
-            "--allow-unguarded: ConfigChanges apply without the admission policies that prove who requested and approved them; for development clusters only"
-        );
-    }
-    let (guards, guard_changes) = Guards::watch(client, !args.allow_unguarded);
-    Ok(StartRules {
-        approval_floors,
-        config_id_prefix,
-        guards,
-        guard_changes: guard_changes.boxed(),
-    })
-}
-
-/// The user the operator acts as, as the apiserver authenticates it.
-async fn whoami(client: &Client) -> Result<String> {
-    let review = Api::<SelfSubjectReview>::all(client.clone())
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await
-        .map_err(Error::kube(
-            "ask the apiserver who the operator is (SelfSubjectReview)".to_owned(),
-        ))?;
-    review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .ok_or_else(|| Error::Configuration("the apiserver did not say who the operator is".into()))
 }
 
 /// Runs one controller with the shared context until shutdown.
@@ -657,20 +476,4 @@ fn object_key<K: Resource>(object: &K) -> String {
         object.namespace().unwrap_or_default(),
         object.name_any()
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::checked_prefix;
-
-    #[test]
-    fn a_prefix_keeps_namespaces_apart_or_is_refused() {
-        let checked = |prefix| checked_prefix("--prefix", prefix);
-        assert!(checked("{namespace}/").is_ok());
-        assert!(checked("apps/{namespace}_").is_ok());
-        assert!(checked("").is_ok());
-        assert!(checked("apps/{namespace}").is_err());
-        assert!(checked("{namespace}-").is_err());
-        assert!(checked("{namespace}x/").is_err());
-    }
 }

@@ -17,21 +17,22 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::{
-    Context, Error, FIELD_MANAGER, Result,
-    managed_secrets::{ANNOTATION_POLICY, ManagedSecrets, cached_checksums},
+    Context, Error, Result,
+    managed_secrets::{ManagedSecrets, cached_checksums},
     observed, requeue_after_error,
     status::{self, Invalid, now},
 };
+use crate::api::v1alpha1::{
+    ANNOTATION_ENTRY, ANNOTATION_POLICY, ANNOTATION_PREVIOUS_VERSION, ANNOTATION_ROTATE,
+    ANNOTATION_VERSION, CONDITION_READY, CONDITION_ROTATING, CONDITION_ROTATION_FAILED,
+    CONDITION_VALIDATED, FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED_BY,
+};
 use crate::{
     api::v1alpha1::{
-        CONDITION_READY, CONDITION_VALIDATED, Conditions, SecretProvider as ProviderKind,
-        SecretRotationPolicy, SecretRotationPolicySpec, SecretRotationPolicyStatus, Time,
-        parse_duration,
+        Conditions, SecretProvider as ProviderKind, SecretRotationPolicy, SecretRotationPolicySpec,
+        SecretRotationPolicyStatus, Time, parse_duration,
     },
-    project::{
-        ANNOTATION_ENTRY, ANNOTATION_VERSION, LABEL_MANAGED_BY, MANAGED_BY, ProjectedSecret,
-        desired_secret, key_checksums,
-    },
+    project::{ProjectedSecret, desired_secret, key_checksums},
     secrets::{
         self, CURRENT, ExposeSecret, PREVIOUS, Provider, SecretProvider, SecretString, SecretValue,
         Selector, generate,
@@ -42,11 +43,6 @@ use crate::{
 const KIND: &str = "SecretRotationPolicy";
 const DEFAULT_GRACE_PERIOD: &str = "7d";
 const DEFAULT_MINIMUM_INTERVAL: &str = "1h";
-
-/// Set (to any new value, e.g. a timestamp) to ask for a rotation now.
-pub const ROTATE_ANNOTATION: &str = "config.summit.io/rotate";
-pub const CONDITION_ROTATING: &str = "Rotating";
-pub const CONDITION_ROTATION_FAILED: &str = "RotationFailed";
 
 /// While the previous value waits for restart targets, look again this often (the
 /// workloads are read from the watch cache).
@@ -325,7 +321,7 @@ async fn step(
     }
 
     // Due: asked for (a new value of the annotation) or scheduled.
-    let request = policy.annotations().get(ROTATE_ANNOTATION).cloned();
+    let request = policy.annotations().get(ANNOTATION_ROTATE).cloned();
     let requested = request.is_some() && request != status.last_handled_request;
     let scheduled = policy.spec.suspend != Some(true)
         && status
@@ -637,7 +633,7 @@ fn target_data(
             previous.value.clone(),
         );
         annotations.insert(
-            "config.summit.io/previous-version".to_owned(),
+            ANNOTATION_PREVIOUS_VERSION.to_owned(),
             previous.version_id.clone(),
         );
     }

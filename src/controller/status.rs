@@ -8,7 +8,8 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
-use super::{Context, Error, FIELD_MANAGER, Result};
+use super::{Context, Error, Result};
+use crate::api::v1alpha1::FIELD_MANAGER;
 use crate::{api::v1alpha1::Time, telemetry::WriteLabels};
 
 /// The current time as a Kubernetes timestamp, truncated to whole seconds as the

@@ -5,13 +5,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Context, Error, Result};
+use crate::api::v1alpha1::{ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, LABEL_ENVIRONMENT};
 use crate::{
     api::v1alpha1::ConfigEntry,
     core::{
         approval::Requirements,
         ownership::{Claimant, Projection, Target, may_write},
     },
-    project::{ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, LABEL_ENVIRONMENT},
 };
 
 /// Who the live object says it was projected for, when that is not `wanted` of

@@ -12,7 +12,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource,
-    runtime::reflector::{ObjectRef, Store},
+    runtime::reflector::{self, ObjectRef, Store, store::Writer},
 };
 
 use crate::api::v1alpha1::WorkloadKind;
@@ -23,6 +23,13 @@ pub struct Workloads {
     pub deployments: Store<Deployment>,
     pub stateful_sets: Store<StatefulSet>,
     pub daemon_sets: Store<DaemonSet>,
+}
+
+/// What fills [`Workloads`].
+pub struct Writers {
+    pub deployments: Writer<Deployment>,
+    pub stateful_sets: Writer<StatefulSet>,
+    pub daemon_sets: Writer<DaemonSet>,
 }
 
 /// What the cache says about one workload.
@@ -50,6 +57,25 @@ impl Workload {
 }
 
 impl Workloads {
+    /// Empty caches, and what fills them.
+    pub fn stores() -> (Self, Writers) {
+        let (deployments, deployment_writer) = reflector::store();
+        let (stateful_sets, stateful_set_writer) = reflector::store();
+        let (daemon_sets, daemon_set_writer) = reflector::store();
+        (
+            Self {
+                deployments,
+                stateful_sets,
+                daemon_sets,
+            },
+            Writers {
+                deployments: deployment_writer,
+                stateful_sets: stateful_set_writer,
+                daemon_sets: daemon_set_writer,
+            },
+        )
+    }
+
     /// The workload `kind` `namespace/name`, when the cache holds it.
     pub fn get(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Workload> {
         match kind {

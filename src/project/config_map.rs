@@ -6,17 +6,10 @@ use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::O
 use kube::{Resource, ResourceExt};
 
 use crate::api::v1alpha1::ConfigEntry;
-
-/// Value of [`LABEL_MANAGED_BY`] on everything the operator projects; the operator
-/// watches only objects carrying it.
-pub const MANAGED_BY: &str = "summit-config";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const LABEL_ENVIRONMENT: &str = "config.summit.io/environment";
-/// `namespace/name` of the ConfigEntry a projected object belongs to.
-pub const ANNOTATION_ENTRY: &str = "config.summit.io/entry";
-pub const ANNOTATION_CONFIG_ID: &str = "config.summit.io/config-id";
-pub const ANNOTATION_VERSION: &str = "config.summit.io/version";
-pub const ANNOTATION_CHECKSUM: &str = "config.summit.io/checksum";
+use crate::api::v1alpha1::{
+    ANNOTATION_CHECKSUM, ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_VERSION,
+    LABEL_ENVIRONMENT, LABEL_MANAGED_BY, MANAGED_BY,
+};
 
 /// One environment's projection: where it goes and what it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]

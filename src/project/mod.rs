@@ -5,13 +5,9 @@ mod config_map;
 mod render;
 mod secret;
 
-pub use config_map::{
-    ANNOTATION_CHECKSUM, ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_VERSION,
-    LABEL_ENVIRONMENT, LABEL_MANAGED_BY, MANAGED_BY, ProjectedConfigMap, desired_config_map,
-    needs_apply,
-};
+pub use config_map::{ProjectedConfigMap, desired_config_map, needs_apply};
 pub use render::{CONFIG_MAP_LIMIT, RenderError, render};
-pub use secret::{ANNOTATION_SECRETS_CHECKSUM, ProjectedSecret, desired_secret, key_checksums};
+pub use secret::{ProjectedSecret, desired_secret, key_checksums};
 
 /// The keys of a live object's `data` that the projection does not have, as a merge
 /// patch removing them: keys someone else added are not ours to own through apply, so

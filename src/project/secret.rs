@@ -4,15 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::v1alpha1::{LABEL_MANAGED_BY, MANAGED_BY};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Resource, api::ObjectMeta};
 use secrecy::{ExposeSecret, SecretString};
-
-use super::{LABEL_MANAGED_BY, MANAGED_BY};
-
-/// The checksum of the provider versions a projected Secret holds: version ids, never
-/// values. It also salts the Secret's key checksums.
-pub const ANNOTATION_SECRETS_CHECKSUM: &str = "config.summit.io/secrets-checksum";
 
 /// HMAC-SHA256 of each key's value, under a key this process drew at random and never
 /// shows, with `salt` (the Secret's provider-versions checksum) and the key name in the

@@ -13,7 +13,7 @@ use kube::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{CURRENT, Error, PENDING, PREVIOUS, Result, SecretProvider, SecretValue, Selector};
-use crate::project::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::api::v1alpha1::{LABEL_MANAGED_BY, MANAGED_BY};
 
 const PROVIDER: &str = "the in-cluster store";
 

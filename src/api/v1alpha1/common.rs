@@ -16,29 +16,6 @@ pub const OBJECT_NAME_PATTERN: &str =
 /// Pattern of an environment name: a DNS label.
 pub const ENVIRONMENT_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
-/// Condition type: the resource is fully reconciled and serving what it should.
-pub const CONDITION_READY: &str = "Ready";
-/// Condition type: the spec passed every validation the operator applies.
-pub const CONDITION_VALIDATED: &str = "Validated";
-/// Condition type: every backend holds the recorded state.
-pub const CONDITION_SYNCED: &str = "Synced";
-
-/// Annotation of a ConfigEntry naming the user who last wrote its spec. The chart's
-/// admission policies stamp it from the apiserver's own `request.userInfo` and refuse
-/// any value a client sets: the author of the versions the spec records, and the
-/// requester of the changes it proposes.
-pub const ANNOTATION_SPEC_AUTHOR: &str = "config.summit.io/spec-author";
-
-/// Annotation of a ConfigChange the operator proposes naming, one per line, everyone
-/// whose writes it carries: none of them approves it. Only the operator sets it, and it
-/// never changes.
-pub const ANNOTATION_CHANGE_AUTHORS: &str = "config.summit.io/authors";
-
-/// Annotation of a ConfigEntry naming, one per line, everyone who wrote its spec since
-/// the operator last recorded it: stamped like [`ANNOTATION_SPEC_AUTHOR`], emptied by
-/// the operator once it has recorded them with the version. None of them approves it.
-pub const ANNOTATION_SPEC_AUTHORS: &str = "config.summit.io/spec-authors";
-
 /// Schema for free-form JSON objects (config data, overrides, JSON Schemas, merge patches):
 /// the apiserver keeps every field, and the operator validates the content itself.
 ///
@@ -172,6 +149,7 @@ pub fn find_condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::v1alpha1::CONDITION_READY;
     use k8s_openapi::jiff::Timestamp;
 
     fn at(seconds: i64) -> Time {

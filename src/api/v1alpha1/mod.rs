@@ -6,10 +6,12 @@ mod config_change;
 mod config_entry;
 mod drift_check;
 pub mod free_form;
+mod names;
 mod secret_rotation_policy;
 
 pub use common::*;
 pub use config_change::*;
 pub use config_entry::*;
 pub use drift_check::*;
+pub use names::*;
 pub use secret_rotation_policy::*;

@@ -6,14 +6,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{ResourceExt, runtime::events::EventType};
 
 use super::pipeline::{claimant, config_map_target};
+use crate::api::v1alpha1::ANNOTATION_ENTRY;
 use crate::{
     api::v1alpha1::{ConfigEntry, DeletionPolicy},
     controller::{Context, Error, Result},
-    project::ANNOTATION_ENTRY,
 };
-
-/// The finalizer that holds a ConfigEntry until its projections are removed.
-pub const FINALIZER: &str = "config.summit.io/cleanup";
 
 pub async fn cleanup(entry: &ConfigEntry, ctx: &Context) -> Result<()> {
     let owner = format!(

@@ -30,20 +30,17 @@ pub use pipeline::{claimant, config_map_target};
 pub use project::restore_config_map;
 pub use restart::{RestartLimiter, restart};
 pub use secrets::{project_secrets, secret_target};
-pub use validate::SCHEMA_LABEL;
 
 use super::{Context, Error, Result, observed, requeue_after_error};
-use crate::{
-    api::v1alpha1::{ConfigEntry, WorkloadKind},
-    project::ANNOTATION_ENTRY,
-};
+use crate::api::v1alpha1::{ANNOTATION_ENTRY, FINALIZER_CLEANUP};
+use crate::api::v1alpha1::{ConfigEntry, WorkloadKind};
 
 pub const KIND: &str = "ConfigEntry";
 
 #[instrument(skip_all, fields(namespace = entry.namespace().unwrap_or_default(), name = entry.name_any()))]
 pub async fn reconcile(entry: Arc<ConfigEntry>, ctx: Arc<Context>) -> Result<Action> {
     let api = ctx.namespaced::<ConfigEntry>(&entry.namespace().unwrap_or_default());
-    let work = finalizer(&api, cleanup::FINALIZER, entry.clone(), |event| async {
+    let work = finalizer(&api, FINALIZER_CLEANUP, entry.clone(), |event| async {
         match event {
             FinalizerEvent::Apply(entry) => pipeline::reconcile_entry(&entry, &ctx).await,
             FinalizerEvent::Cleanup(entry) => cleanup::cleanup(&entry, &ctx)

@@ -23,11 +23,14 @@ use super::{
     secrets::{consumed_checksum, project_secrets, secret_target},
     validate::{self, Refusal},
 };
+use crate::api::v1alpha1::{
+    ANNOTATION_CHANGE_AUTHORS, ANNOTATION_ENTRY, ANNOTATION_SPEC_AUTHOR, ANNOTATION_SPEC_AUTHORS,
+    CONDITION_VALIDATED, LABEL_MANAGED_BY, MANAGED_BY,
+};
 use crate::{
     api::v1alpha1::{
-        ANNOTATION_CHANGE_AUTHORS, ANNOTATION_SPEC_AUTHOR, ANNOTATION_SPEC_AUTHORS, ApprovalPolicy,
-        CONDITION_VALIDATED, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry,
-        ConfigFormat, EnvironmentPhase, EnvironmentSpec, EnvironmentStatus, find_condition,
+        ApprovalPolicy, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, ConfigFormat,
+        EnvironmentPhase, EnvironmentSpec, EnvironmentStatus, find_condition,
     },
     controller::{
         Context, Error, Result,
@@ -38,9 +41,7 @@ use crate::{
         approval::{self, Requirements},
         promotion::{self, Step, promote},
     },
-    project::{
-        ANNOTATION_ENTRY, LABEL_MANAGED_BY, MANAGED_BY, ProjectedConfigMap, RenderError, render,
-    },
+    project::{ProjectedConfigMap, RenderError, render},
     resolve::{Snapshot, checksum},
     store::{
         Application, Claimant, ConsulSync, Error as StoreError, Floor, FloorUpdate, NewVersion,

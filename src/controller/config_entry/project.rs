@@ -8,10 +8,11 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
+use crate::api::v1alpha1::{ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, FIELD_MANAGER};
 use crate::{
     api::v1alpha1::ConfigEntry,
     controller::{
-        Context, Error, FIELD_MANAGER, Result,
+        Context, Error, Result,
         config_entry::claimant,
         targets::{check_binding, foreign_holder},
     },
@@ -19,10 +20,7 @@ use crate::{
         approval::Requirements,
         ownership::{Projection, Target, TargetKind},
     },
-    project::{
-        ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, ProjectedConfigMap, desired_config_map,
-        foreign_keys, needs_apply,
-    },
+    project::{ProjectedConfigMap, desired_config_map, foreign_keys, needs_apply},
     telemetry::WriteLabels,
 };
 

@@ -1,10 +1,8 @@
 //! What a ConfigEntry reconcile found, turned into its status. Pure.
 
+use crate::api::v1alpha1::{CONDITION_READY, CONDITION_SYNCED, CONDITION_VALIDATED};
 use crate::{
-    api::v1alpha1::{
-        CONDITION_READY, CONDITION_SYNCED, CONDITION_VALIDATED, Conditions, ConfigEntryStatus,
-        EnvironmentPhase, EnvironmentStatus, Time,
-    },
+    api::v1alpha1::{Conditions, ConfigEntryStatus, EnvironmentPhase, EnvironmentStatus, Time},
     store::AppliedState,
 };
 

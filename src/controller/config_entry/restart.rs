@@ -14,9 +14,10 @@ use kube::{
 };
 use serde_json::json;
 
+use crate::api::v1alpha1::FIELD_MANAGER;
 use crate::{
     api::v1alpha1::{RestartTarget, WorkloadKind},
-    controller::{Context, Error, FIELD_MANAGER, Result, workloads::Workloads},
+    controller::{Context, Error, Result, workloads::Workloads},
 };
 
 /// The pod template annotation an entry writes; one per entry, so that several

@@ -18,7 +18,7 @@ use crate::{
         ConfigEntry, EnvironmentSpec, SecretProvider as ProviderKind, SecretReference,
     },
     controller::{
-        Context, FIELD_MANAGER,
+        Context,
         config_entry::claimant,
         managed_secrets::{ManagedSecrets, cached_checksums},
         targets::{check_binding, foreign_holder},
@@ -27,10 +27,7 @@ use crate::{
         approval::Requirements,
         ownership::{Projection, Target, TargetKind},
     },
-    project::{
-        ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
-        LABEL_ENVIRONMENT, ProjectedSecret, desired_secret, foreign_keys, key_checksums,
-    },
+    project::{ProjectedSecret, desired_secret, foreign_keys, key_checksums},
     resolve::checksum,
     secrets::{
         self, CURRENT, ExposeSecret, InClusterProvider, Provider, SecretProvider, Selector,
@@ -39,6 +36,10 @@ use crate::{
 };
 
 use super::report::SecretsOutcome;
+use crate::api::v1alpha1::{
+    ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
+    FIELD_MANAGER, LABEL_ENVIRONMENT,
+};
 
 /// Where an environment's Secret goes: its target, or `<entry>-<environment>` in the
 /// entry's namespace.

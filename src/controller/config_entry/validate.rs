@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 use serde_json::Value;
 
+use crate::api::v1alpha1::LABEL_SCHEMA;
 use crate::{
     api::v1alpha1::{ConfigEntry, ConfigEntrySpec, free_form},
     controller::{Context, status::Invalid},
@@ -15,10 +16,6 @@ use crate::{
 
 /// How many violations a condition message lists before it summarises the rest.
 const LISTED_VIOLATIONS: usize = 5;
-
-/// Label that marks a ConfigMap as holding JSON Schemas for `schemaRef`. Only labelled
-/// ConfigMaps are watched, so the operator never caches unrelated ConfigMaps.
-pub const SCHEMA_LABEL: &str = "config.summit.io/schema";
 
 pub const REASON_SCHEMA_NOT_FOUND: &str = "SchemaNotFound";
 
@@ -73,7 +70,7 @@ pub fn compile(schema: SchemaSource) -> Result<Option<(CompiledSchema, String)>,
             let origin = format!("ConfigMap {name} key {key:?} (spec.schemaRef)");
             let text = text.ok_or_else(|| Invalid {
                 reason: REASON_SCHEMA_NOT_FOUND,
-                message: format!("{origin} does not exist, or lacks the label {SCHEMA_LABEL}"),
+                message: format!("{origin} does not exist, or lacks the label {LABEL_SCHEMA}"),
             })?;
             let schema = serde_yaml_ng::from_str::<Value>(&text).map_err(|error| Invalid {
                 reason: "InvalidSchema",

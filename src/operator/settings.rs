@@ -1,0 +1,307 @@
+//! The operator's command line, and what it turns into: the stores to open and what
+//! the controllers are told.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use reqwest::Url;
+use secrecy::SecretString;
+use sqlx::postgres::PgConnectOptions;
+
+use super::Error;
+use crate::{
+    controller::Launch,
+    core::approval::PlatformFloor,
+    secrets::AwsSettings,
+    store::{ConsulConfig, Stores, StoresConfig},
+    telemetry::{LogFormat, Metrics},
+};
+
+/// How the operator runs: its command line, read once at start-up.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Settings {
+    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    #[arg(long, env = "SUMMIT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Kubeconfig file to use instead of `$KUBECONFIG`, `~/.kube/config` or the
+    /// in-cluster service account.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch only this namespace instead of the whole cluster.
+    #[arg(long, env = "SUMMIT_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Reconcile only ConfigEntries, ConfigChanges, SecretRotationPolicies and
+    /// DriftChecks carrying these labels (a Kubernetes label selector, e.g.
+    /// `shard=a`): to split a large cluster between several operators, or to try a new
+    /// operator on a few objects first.
+    #[arg(long, env = "SUMMIT_WATCH_LABEL_SELECTOR")]
+    pub watch_label_selector: Option<String>,
+
+    /// Config ids of a namespace must start with this, `{namespace}` replaced (e.g.
+    /// `{namespace}/` makes team-a's ids `team-a/...`), so tenants cannot even try each
+    /// other's ids. Empty: any id, first come first served (each id still belongs to
+    /// one ConfigEntry). The chart sets `{namespace}/`.
+    #[arg(long, env = "SUMMIT_CONFIG_ID_PREFIX", default_value = "")]
+    pub config_id_prefix: String,
+
+    /// Approval floors every ConfigEntry answers to, whatever its spec says, as JSON:
+    /// a list of `{"environments": "prod*", "requiredApprovals": 1, "approvers": [...],
+    /// "approverGroups": [...]}` (`*` matches any characters). The chart passes
+    /// `approvalFloors`.
+    #[arg(long, env = "SUMMIT_APPROVAL_FLOORS", default_value = "[]")]
+    pub approval_floors: String,
+
+    /// Apply ConfigChanges even when the chart's admission policies are missing. Then
+    /// nothing proves who requested or approved a change: for development clusters
+    /// only.
+    #[arg(long, env = "SUMMIT_ALLOW_UNGUARDED")]
+    pub allow_unguarded: bool,
+
+    /// PostgreSQL URL of the durable record (versions, audit trail, applied state).
+    /// Without it, versions live in memory only and are lost on restart: a demo mode.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Address of the Consul agent whose KV store receives every version, e.g.
+    /// `http://127.0.0.1:8500`. Needs --database-url.
+    #[arg(long, env = "CONSUL_HTTP_ADDR")]
+    pub consul_addr: Option<String>,
+
+    /// Consul ACL token. Prefer --consul-token-file, or this variable from a Secret:
+    /// never a command-line argument, which any process on the node can read.
+    #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true, hide = true)]
+    pub consul_token: Option<String>,
+
+    /// A file holding the Consul ACL token (a mounted Secret).
+    #[arg(long, env = "CONSUL_HTTP_TOKEN_FILE", value_name = "FILE")]
+    pub consul_token_file: Option<PathBuf>,
+
+    /// PEM file of the certificate authority that signed Consul's HTTPS certificate.
+    #[arg(long, env = "CONSUL_CACERT", value_name = "FILE")]
+    pub consul_ca_file: Option<PathBuf>,
+
+    /// Consul key prefix under which versions are kept.
+    #[arg(long, env = "SUMMIT_CONSUL_PREFIX", default_value = "summit/config")]
+    pub consul_prefix: String,
+
+    /// A namespace, besides an entry's own, that projections may target; repeat for more.
+    #[arg(
+        long = "allow-target-namespace",
+        env = "SUMMIT_ALLOWED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub allowed_namespaces: Vec<String>,
+
+    /// The namespaces where the operator manages Secrets (projected Secrets, the
+    /// in-cluster provider's store, credentials), comma-separated: it watches its
+    /// Secrets there and refuses to project elsewhere. The chart passes
+    /// operator.secretNamespaces, where it grants the access. Unset: every namespace
+    /// the operator watches.
+    #[arg(long, env = "SUMMIT_SECRET_NAMESPACES", value_delimiter = ',')]
+    pub secret_namespaces: Option<Vec<String>>,
+
+    /// Which AWS secret names the operator's own credentials may reach for a namespace:
+    /// names starting with this, `{namespace}` replaced. References with credentials
+    /// of their own are not limited. Empty lets every namespace reach every secret the
+    /// operator can: only for single-tenant clusters.
+    #[arg(long, env = "SUMMIT_AWS_SECRET_PREFIX", default_value = "{namespace}/")]
+    pub aws_secret_prefix: String,
+
+    /// Restarts of one workload are at least this many seconds apart.
+    #[arg(long, env = "SUMMIT_RESTART_INTERVAL_SECONDS", default_value_t = 30)]
+    pub restart_interval_seconds: u64,
+
+    /// AWS region for Secrets Manager when a policy or reference names none.
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// Secrets Manager endpoint instead of AWS's own, e.g. a VPC endpoint or a local
+    /// emulator.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Seconds between looks at the providers for new versions of the secrets that
+    /// ConfigEntries reference.
+    #[arg(long, env = "SUMMIT_SECRET_REFRESH_SECONDS", default_value_t = 60)]
+    pub secret_refresh_seconds: u64,
+
+    /// Log format.
+    #[arg(long, env = "SUMMIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// How long to wait for the CRDs to be established before giving up, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub crd_wait_seconds: u64,
+}
+
+impl Settings {
+    /// Which backends to use.
+    pub fn stores(&self, metrics: &Metrics) -> Result<StoresConfig, Error> {
+        let database = self
+            .database_url
+            .as_deref()
+            .map(|url| {
+                url.parse::<PgConnectOptions>().map_err(|source| {
+                    Error::Configuration(format!("--database-url does not parse: {source}"))
+                })
+            })
+            .transpose()?;
+        let consul = self
+            .consul_addr
+            .as_deref()
+            .map(|address| self.consul(address))
+            .transpose()?;
+        Ok(StoresConfig {
+            database,
+            consul,
+            postgres_requests: metrics.requests_to("postgres"),
+            consul_requests: metrics.requests_to("consul"),
+        })
+    }
+
+    /// How to reach the Consul agent at `address`.
+    fn consul(&self, address: &str) -> Result<ConsulConfig, Error> {
+        let with_scheme = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        let address = Url::parse(&with_scheme).map_err(|source| {
+            Error::Configuration(format!(
+                "--consul-addr {address:?} does not parse: {source}"
+            ))
+        })?;
+        let token = match (&self.consul_token_file, &self.consul_token) {
+            (Some(path), _) => Some(read_file(path, "--consul-token-file")?),
+            (None, token) => token.clone(),
+        }
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty());
+        if token
+            .as_deref()
+            .is_some_and(|t| reqwest::header::HeaderValue::from_str(t).is_err())
+        {
+            return Err(Error::Configuration(
+                "the Consul ACL token holds characters an HTTP header cannot carry".into(),
+            ));
+        }
+        let ca_pem = self
+            .consul_ca_file
+            .as_deref()
+            .map(|path| read_file(path, "--consul-ca-file").map(String::into_bytes))
+            .transpose()?;
+        Ok(ConsulConfig {
+            address,
+            prefix: self.consul_prefix.clone(),
+            token: token.map(SecretString::from),
+            ca_pem,
+        })
+    }
+
+    /// What the controllers are told.
+    pub fn launch(
+        &self,
+        stores: Arc<Stores>,
+        metrics: Arc<Metrics>,
+        identity: String,
+    ) -> Result<Launch, Error> {
+        let approval_floors: Vec<PlatformFloor> = serde_json::from_str(&self.approval_floors)
+            .map_err(|source| {
+                Error::Configuration(format!(
+                    "--approval-floors is not a JSON list of {{\"environments\": \"prod*\", \"requiredApprovals\": 1, \"approverGroups\": [...]}}: {source}"
+                ))
+            })?;
+        if let Some(floor) = approval_floors.iter().find(|f| f.environments.is_empty()) {
+            return Err(Error::Configuration(format!(
+                "--approval-floors: a floor without environments ({floor:?}); use \"*\" for every environment"
+            )));
+        }
+        if self.allow_unguarded {
+            tracing::warn!(
+                "--allow-unguarded: ConfigChanges apply without the admission policies that prove who requested and approved them; for development clusters only"
+            );
+        }
+        Ok(Launch {
+            namespace: self.namespace.clone(),
+            selector: self.watch_label_selector.clone(),
+            secret_namespaces: self.secret_namespaces.as_ref().map(|namespaces| {
+                namespaces
+                    .iter()
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .collect()
+            }),
+            stores,
+            metrics,
+            identity,
+            allowed_namespaces: self.allowed_namespaces.iter().cloned().collect(),
+            restart_interval: Duration::from_secs(self.restart_interval_seconds),
+            aws: AwsSettings {
+                region: self.aws_region.clone(),
+                endpoint_url: self.aws_endpoint_url.clone(),
+                credentials: None,
+            },
+            aws_secret_prefix: checked_prefix("--aws-secret-prefix", &self.aws_secret_prefix)?,
+            secret_refresh: Duration::from_secs(self.secret_refresh_seconds.max(1)),
+            approval_floors,
+            config_id_prefix: checked_prefix("--config-id-prefix", &self.config_id_prefix)?,
+            require_guards: !self.allow_unguarded,
+            pod_name: std::env::var("POD_NAME").ok(),
+        })
+    }
+}
+
+/// A per-namespace prefix (AWS secret names, config ids), if it keeps namespaces
+/// apart: after `{namespace}` must come a character no namespace name has, or `team`
+/// would reach what belongs to `team-b`.
+fn checked_prefix(flag: &str, prefix: &str) -> Result<String, Error> {
+    let unsafe_placeholder = prefix
+        .match_indices("{namespace}")
+        .any(|(at, placeholder)| {
+            prefix[at + placeholder.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        });
+    if unsafe_placeholder {
+        return Err(Error::Configuration(format!(
+            "{flag} {prefix:?}: follow {{namespace}} with a separator such as '/', or one namespace's prefix would cover another's (team/ and team-b/)"
+        )));
+    }
+    if !prefix.is_empty() && !prefix.contains("{namespace}") {
+        tracing::warn!(
+            flag,
+            prefix,
+            "the prefix has no {{namespace}}: every namespace shares it"
+        );
+    }
+    Ok(prefix.to_owned())
+}
+
+/// A file the operator is configured with, read once at start-up.
+fn read_file(path: &std::path::Path, flag: &str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| {
+        Error::Configuration(format!(
+            "{flag} {}: cannot read it: {source}",
+            path.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_prefix;
+
+    #[test]
+    fn a_prefix_keeps_namespaces_apart_or_is_refused() {
+        let checked = |prefix| checked_prefix("--prefix", prefix);
+        assert!(checked("{namespace}/").is_ok());
+        assert!(checked("apps/{namespace}_").is_ok());
+        assert!(checked("").is_ok());
+        assert!(checked("apps/{namespace}").is_err());
+        assert!(checked("{namespace}-").is_err());
+        assert!(checked("{namespace}x/").is_err());
+    }
+}
