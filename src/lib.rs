@@ -8,8 +8,6 @@ pub mod cli;
 pub mod controller;
 pub mod core;
 pub mod operator;
-pub mod project;
-pub mod resolve;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

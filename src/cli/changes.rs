@@ -20,7 +20,7 @@ use crate::{
         Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, DriftCheck, Rejection,
         SecretRotationPolicy, Time,
     },
-    resolve,
+    core::resolve,
 };
 
 /// Where to reach the cluster, for the commands people run.

@@ -30,12 +30,12 @@ use crate::{
         ChangePhase, Conditions, ConfigChange, ConfigChangeSpec, ConfigChangeStatus, ConfigEntry,
         ConfigFormat, EnvironmentSpec, free_form, parse_duration,
     },
+    core::render::render,
+    core::resolve::{Snapshot, checksum, merge_patch},
     core::{
         approval::{self, Excluded, Tally},
         promotion::relaxed_to,
     },
-    project::render,
-    resolve::{Snapshot, checksum, merge_patch},
     store::{
         self, Application, FloorUpdate, NewVersion, Source, Version, Workflow, WorkflowApproval,
     },

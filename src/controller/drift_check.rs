@@ -37,7 +37,7 @@ use crate::{
         Conditions, ConfigEntry, ConfigFormat, DriftCheck, DriftCheckSpec, DriftFinding,
         DriftSource, EnvironmentSpec, RemediationMode, parse_duration,
     },
-    project::{ProjectedConfigMap, render},
+    core::render::{ProjectedConfigMap, render},
     store::{Application, AppliedState, Claimant, FloorUpdate},
 };
 
@@ -547,7 +547,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
                     if data == rendered && version_ok && stamped == Some(&want.checksum) {
                         continue;
                     }
-                    let actual = crate::resolve::checksum(&json!(data));
+                    let actual = crate::core::resolve::checksum(&json!(data));
                     (differing_paths(&rendered, &data, format), Some(actual))
                 }
             };
@@ -618,8 +618,8 @@ fn secret_drift(
         source: DriftSource::Kubernetes,
         paths,
         expected: want.clone(),
-        expected_checksum: crate::resolve::checksum(&json!(expected)),
-        actual_checksum: actual.map(|a| crate::resolve::checksum(&json!(a))),
+        expected_checksum: crate::core::resolve::checksum(&json!(expected)),
+        actual_checksum: actual.map(|a| crate::core::resolve::checksum(&json!(a))),
         repair: Repair::Secret,
     })
 }

@@ -1,7 +1,7 @@
 //! The Secrets the operator projected, from label-selected watches of the namespaces
 //! where it manages Secrets. The cache never holds a value: as each Secret arrives, the
 //! value of every key is replaced by that key's checksum (see
-//! [`key_checksums`](crate::project::key_checksums)). That is all the entry controller
+//! [`key_checksums`](crate::core::render::key_checksums)). That is all the entry controller
 //! needs to skip an unchanged projection or notice a deleted one, and all a DriftCheck
 //! needs to report a hand edit.
 
@@ -23,7 +23,7 @@ use crate::api::v1alpha1::{
 };
 use crate::{
     api::v1alpha1::{ConfigEntry, SecretRotationPolicy},
-    project::key_checksums,
+    core::render::key_checksums,
 };
 
 /// Where the operator manages Secrets: the namespaces it is granted, or everything it

@@ -32,7 +32,7 @@ use crate::{
         Conditions, SecretProvider as ProviderKind, SecretRotationPolicy, SecretRotationPolicySpec,
         SecretRotationPolicyStatus, Time, parse_duration,
     },
-    project::{ProjectedSecret, desired_secret, key_checksums},
+    core::render::{ProjectedSecret, desired_secret, key_checksums},
     secrets::{
         self, CURRENT, ExposeSecret, PREVIOUS, Provider, SecretProvider, SecretString, SecretValue,
         Selector, generate,
@@ -911,7 +911,9 @@ fn check_schedule(spec: &SecretRotationPolicySpec) -> Result<Schedule, Invalid> 
             message: "spec.rotationFunction needs provider AwsSecretsManager; the in-cluster provider generates values itself".into(),
         });
     }
-    if spec.provider == ProviderKind::InCluster && !crate::resolve::is_dns_label(&spec.secret_id) {
+    if spec.provider == ProviderKind::InCluster
+        && !crate::core::resolve::is_dns_label(&spec.secret_id)
+    {
         return Err(Invalid {
             reason: "InvalidSecretId",
             message: format!(

@@ -5,3 +5,5 @@
 pub mod approval;
 pub mod ownership;
 pub mod promotion;
+pub mod render;
+pub mod resolve;

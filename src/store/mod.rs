@@ -17,7 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use crate::core::ownership::{ClaimRefused, Claimant, Projection, Target, TargetKind};
-pub use crate::resolve::Snapshot;
+pub use crate::core::resolve::Snapshot;
 
 use crate::api::v1alpha1::ApprovalPolicy;
 

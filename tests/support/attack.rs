@@ -306,7 +306,7 @@ impl Record {
                     .data
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(k, v)| (k, summit_config::resolve::checksum(&json!(v.0))))
+                    .map(|(k, v)| (k, summit_config::core::resolve::checksum(&json!(v.0))))
                     .collect();
                 secrets.insert(name, data);
             }

@@ -37,12 +37,12 @@ use crate::{
         guards::{Guarded, Verdict},
         status,
     },
+    core::render::{ProjectedConfigMap, RenderError, render},
+    core::resolve::{Snapshot, checksum},
     core::{
         approval::{self, Requirements},
         promotion::{self, Step, promote},
     },
-    project::{ProjectedConfigMap, RenderError, render},
-    resolve::{Snapshot, checksum},
     store::{
         Application, Claimant, ConsulSync, Error as StoreError, Floor, FloorUpdate, NewVersion,
         Source, Version,

@@ -16,11 +16,11 @@ use crate::{
         config_entry::claimant,
         targets::{check_binding, foreign_holder},
     },
+    core::render::{ProjectedConfigMap, desired_config_map, foreign_keys, needs_apply},
     core::{
         approval::Requirements,
         ownership::{Projection, Target, TargetKind},
     },
-    project::{ProjectedConfigMap, desired_config_map, foreign_keys, needs_apply},
     telemetry::WriteLabels,
 };
 

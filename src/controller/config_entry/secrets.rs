@@ -23,12 +23,12 @@ use crate::{
         managed_secrets::{ManagedSecrets, cached_checksums},
         targets::{check_binding, foreign_holder},
     },
+    core::render::{ProjectedSecret, desired_secret, foreign_keys, key_checksums},
+    core::resolve::checksum,
     core::{
         approval::Requirements,
         ownership::{Projection, Target, TargetKind},
     },
-    project::{ProjectedSecret, desired_secret, foreign_keys, key_checksums},
-    resolve::checksum,
     secrets::{
         self, CURRENT, ExposeSecret, InClusterProvider, Provider, SecretProvider, Selector,
         select_key,

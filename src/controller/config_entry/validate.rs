@@ -11,7 +11,7 @@ use crate::{
     api::v1alpha1::{ConfigEntry, ConfigEntrySpec, free_form},
     controller::{Context, status::Invalid},
     core::ownership::{self, Target, TargetKind},
-    resolve::{self, CompiledSchema},
+    core::resolve::{self, CompiledSchema},
 };
 
 /// How many violations a condition message lists before it summarises the rest.

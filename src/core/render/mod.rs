@@ -1,12 +1,13 @@
-//! Rendering an environment's applied version into ConfigMaps, and applying them with
-//! server-side apply under the operator's field manager.
+//! What an environment's applied version becomes in the cluster: the content of its
+//! ConfigMap (JSON, YAML or `KEY=value`) and the ConfigMap and Secret objects as the
+//! operator wants them. Pure: applying them is the controllers' business.
 
 mod config_map;
-mod render;
+mod content;
 mod secret;
 
 pub use config_map::{ProjectedConfigMap, desired_config_map, needs_apply};
-pub use render::{CONFIG_MAP_LIMIT, RenderError, render};
+pub use content::{CONFIG_MAP_LIMIT, RenderError, render};
 pub use secret::{ProjectedSecret, desired_secret, key_checksums};
 
 /// The keys of a live object's `data` that the projection does not have, as a merge

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::{
     api::v1alpha1::ConfigFormat,
-    resolve::{canonical_json, kind_of},
+    core::resolve::{canonical_json, kind_of},
 };
 
 /// The most a ConfigMap may hold (the apiserver refuses larger ones).
