@@ -26,7 +26,7 @@ use super::{
     },
     managed_secrets::cached_checksums,
     observed, requeue_after_error,
-    status::{self, Invalid, now},
+    status::{self, now},
 };
 use crate::api::v1alpha1::{
     ANNOTATION_CHECK, ANNOTATION_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
@@ -37,6 +37,7 @@ use crate::{
         Conditions, ConfigEntry, ConfigFormat, DriftCheck, DriftCheckSpec, DriftFinding,
         DriftSource, EnvironmentSpec, RemediationMode, parse_duration,
     },
+    core::Invalid,
     core::render::{ProjectedConfigMap, render},
     store::{Application, AppliedState, Claimant, FloorUpdate},
 };

@@ -20,7 +20,7 @@ use super::{
     Context, Error, Result,
     managed_secrets::{ManagedSecrets, cached_checksums},
     observed, requeue_after_error,
-    status::{self, Invalid, now},
+    status::{self, now},
 };
 use crate::api::v1alpha1::{
     ANNOTATION_ENTRY, ANNOTATION_POLICY, ANNOTATION_PREVIOUS_VERSION, ANNOTATION_ROTATE,
@@ -32,6 +32,7 @@ use crate::{
         Conditions, SecretProvider as ProviderKind, SecretRotationPolicy, SecretRotationPolicySpec,
         SecretRotationPolicyStatus, Time, parse_duration,
     },
+    core::Invalid,
     core::render::{ProjectedSecret, desired_secret, key_checksums},
     secrets::{
         self, CURRENT, ExposeSecret, PREVIOUS, Provider, SecretProvider, SecretString, SecretValue,

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{Context, Error, Result};
 use crate::api::v1alpha1::FIELD_MANAGER;
+use crate::core::Invalid;
 use crate::{api::v1alpha1::Time, telemetry::WriteLabels};
 
 /// The current time as a Kubernetes timestamp, truncated to whole seconds as the
@@ -89,13 +90,6 @@ object_status!(
     crate::api::v1alpha1::SecretRotationPolicyStatus,
     crate::api::v1alpha1::DriftCheckStatus
 );
-
-/// Why an object did not validate: a condition reason and a message naming the place.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Invalid {
-    pub reason: &'static str,
-    pub message: String,
-}
 
 /// Records the `Validated` verdict and `observedGeneration` in `status`, writing only
 /// when something changed, and publishes an Event when the verdict or its message changes.

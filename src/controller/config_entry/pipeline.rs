@@ -766,7 +766,7 @@ fn plan<'e>(
         "RenderFailed"
     };
     Err(Refusal {
-        invalid: status::Invalid {
+        invalid: crate::core::Invalid {
             reason,
             message: failures.join("; "),
         },

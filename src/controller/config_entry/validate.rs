@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::api::v1alpha1::LABEL_SCHEMA;
 use crate::{
     api::v1alpha1::{ConfigEntry, ConfigEntrySpec, free_form},
-    controller::{Context, status::Invalid},
+    controller::Context,
+    core::Invalid,
     core::ownership::{self, Target, TargetKind},
     core::resolve::{self, CompiledSchema},
 };
