@@ -7,7 +7,7 @@ use std::{
 
 use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
 use kube::{
-    Api, Client, Resource,
+    Api, Client, Resource, ResourceExt,
     runtime::{
         events::{Event, EventType, Recorder, Reporter},
         reflector::{ObjectRef, Store},
@@ -29,6 +29,7 @@ use crate::{
         DriftSource,
     },
     core::approval::{PlatformFloor, Requirements},
+    core::entry::SchemaSource,
     secrets::{self, AwsProvider, AwsSettings},
     store::{Floor, Stores},
     telemetry::Metrics,
@@ -321,6 +322,22 @@ impl Context {
     }
 
     /// A schema ConfigMap from the watch cache.
+    /// The entry's schema as the caches hold it: inline, or from the watched schema
+    /// ConfigMaps.
+    pub fn schema_source(&self, entry: &ConfigEntry) -> SchemaSource {
+        let namespace = entry.namespace().unwrap_or_default();
+        match &entry.spec.schema_ref {
+            Some(reference) => SchemaSource::Referenced {
+                name: reference.name.clone(),
+                key: reference.key.clone(),
+                text: self
+                    .schema_config_map(&namespace, &reference.name)
+                    .and_then(|cm| cm.data.as_ref()?.get(&reference.key).cloned()),
+            },
+            None => SchemaSource::Inline(entry.spec.schema.clone()),
+        }
+    }
+
     pub fn schema_config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
         self.schema_config_maps
             .get(&ObjectRef::new(name).within(namespace))

@@ -21,9 +21,7 @@ use tracing::instrument;
 
 use super::{
     Context, Error, Result,
-    config_entry::{
-        claimant, config_map_target, project_secrets, restore_config_map, secret_target,
-    },
+    config_entry::{project_secrets, restore_config_map},
     managed_secrets::cached_checksums,
     observed, requeue_after_error,
     status::{self, now},
@@ -38,6 +36,7 @@ use crate::{
         DriftSource, EnvironmentSpec, RemediationMode, parse_duration,
     },
     core::Invalid,
+    core::entry::{config_map_target, secret_target},
     core::render::{ProjectedConfigMap, render},
     store::{Application, AppliedState, Claimant, FloorUpdate},
 };
@@ -353,7 +352,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
     for entry in selected(check, ctx) {
         match ctx
             .stores
-            .verify_claim(&entry.spec.config_id, &claimant(&entry))
+            .verify_claim(&entry.spec.config_id, &Claimant::of(&entry))
             .await
         {
             Ok(()) => entries.push(entry),
@@ -412,7 +411,7 @@ async fn detect(check: &DriftCheck, ctx: &Context) -> Result<Vec<Drift>> {
                  paths,
                  actual: Option<String>| Drift {
         entry: entry.name_any(),
-        claimant: claimant(entry),
+        claimant: Claimant::of(entry),
         environment: expected.environment.clone(),
         location,
         source,
@@ -613,7 +612,7 @@ fn secret_drift(
     }
     Some(Drift {
         entry: entry.name_any(),
-        claimant: claimant(entry),
+        claimant: Claimant::of(entry),
         environment: environment.name.clone(),
         location: format!("secret/{namespace}/{name}"),
         source: DriftSource::Kubernetes,

@@ -39,6 +39,12 @@ pub enum Error {
 
     #[error("{0}; name another target")]
     TargetBound(String),
+
+    #[error(transparent)]
+    Render(#[from] crate::core::render::RenderError),
+
+    #[error("version {version} has no content for {environment}")]
+    VersionMissing { version: i64, environment: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +64,8 @@ impl Error {
             Error::Secret(error) => error.label(),
             Error::NotOwned { .. } => "NotOwned",
             Error::TargetBound(_) => "TargetBound",
+            Error::Render(_) => "RenderFailed",
+            Error::VersionMissing { .. } => "VersionMissing",
         }
     }
 

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+
+use crate::core::vouching::Vouching;
 use k8s_openapi::{
     api::admissionregistration::v1::{
         MatchResources, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
@@ -53,18 +55,6 @@ impl Guarded {
             Guarded::Authors => &["summit-config-spec-author"],
         }
     }
-}
-
-/// Where the guards stand.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every guard is in place, the last one since this time: a change created before
-    /// it may have been signed by anyone.
-    Guarded { since: Option<Time> },
-    /// Guards are not required (`--allow-unguarded`).
-    NotRequired,
-    /// What is missing or does not guard everything.
-    Missing(String),
 }
 
 /// Caches of the admission policies and their bindings.
@@ -120,9 +110,9 @@ impl Guards {
     }
 
     /// Whether every guard of `what` is in place, and since when.
-    pub fn verdict(&self, what: Guarded) -> Verdict {
+    pub fn verdict(&self, what: Guarded) -> Vouching {
         if !self.required {
-            return Verdict::NotRequired;
+            return Vouching::NotRequired;
         }
         let mut since: Option<Time> = None;
         let mut newest = |meta: &ObjectMeta| {
@@ -141,17 +131,17 @@ impl Guards {
             };
             let spec = &binding.spec;
             if spec.policy_name != name {
-                return Verdict::Missing(format!(
+                return Vouching::Missing(format!(
                     "the ValidatingAdmissionPolicyBinding {name} does not bind the policy {name}"
                 ));
             }
             if !spec.validation_actions.iter().any(|a| a == "Deny") {
-                return Verdict::Missing(format!(
+                return Vouching::Missing(format!(
                     "the ValidatingAdmissionPolicyBinding {name} does not deny what the policy refuses (validationActions lacks Deny)"
                 ));
             }
             if spec.match_resources.as_ref().is_some_and(narrows) {
-                return Verdict::Missing(format!(
+                return Vouching::Missing(format!(
                     "the ValidatingAdmissionPolicyBinding {name} narrows what it matches (matchResources), so some objects go unguarded"
                 ));
             }
@@ -167,7 +157,7 @@ impl Guards {
             };
             let spec = binding.spec.as_ref();
             if spec.is_none_or(|s| s.policy_name.as_deref() != Some(name)) {
-                return Verdict::Missing(format!(
+                return Vouching::Missing(format!(
                     "the MutatingAdmissionPolicyBinding {name} does not bind the policy {name}"
                 ));
             }
@@ -175,19 +165,19 @@ impl Guards {
                 .and_then(|s| s.match_resources.as_ref())
                 .is_some_and(narrows)
             {
-                return Verdict::Missing(format!(
+                return Vouching::Missing(format!(
                     "the MutatingAdmissionPolicyBinding {name} narrows what it matches (matchResources), so some objects go unguarded"
                 ));
             }
             newest(&policy.metadata);
             newest(&binding.metadata);
         }
-        Verdict::Guarded { since }
+        Vouching::Since(since)
     }
 }
 
-fn missing(kind: &str, name: &str) -> Verdict {
-    Verdict::Missing(format!(
+fn missing(kind: &str, name: &str) -> Vouching {
+    Vouching::Missing(format!(
         "the {kind} {name} is missing: without it nothing proves who requested or approved a change; install the chart with admissionPolicy.enabled=true"
     ))
 }

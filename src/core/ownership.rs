@@ -3,7 +3,11 @@
 
 use std::fmt;
 
+use kube::ResourceExt;
+
 use serde::{Deserialize, Serialize};
+
+use crate::api::v1alpha1::ConfigEntry;
 
 /// The ConfigEntry claiming (or holding) a config id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +19,15 @@ pub struct Claimant {
 }
 
 impl Claimant {
+    /// The entry, as the holder of its config id.
+    pub fn of(entry: &ConfigEntry) -> Self {
+        Self {
+            namespace: entry.namespace().unwrap_or_default(),
+            name: entry.name_any(),
+            uid: entry.uid().unwrap_or_default(),
+        }
+    }
+
     /// `namespace/name`, as versions and projected objects name their entry.
     pub fn entry(&self) -> String {
         format!("{}/{}", self.namespace, self.name)

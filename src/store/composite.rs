@@ -208,6 +208,14 @@ impl Stores {
         matches!(self.primary, Primary::Postgres(_))
     }
 
+    /// The primary store's name, for the backend metrics.
+    pub fn backend(&self) -> &'static str {
+        match self.primary {
+            Primary::Postgres(_) => "postgres",
+            Primary::Memory => "memory",
+        }
+    }
+
     pub fn has_consul(&self) -> bool {
         self.consul.is_some()
     }

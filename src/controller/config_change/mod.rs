@@ -16,11 +16,7 @@ use tracing::instrument;
 
 use super::{
     Context, Error, Result,
-    config_entry::{
-        claimant,
-        validate::{compile, schema_source},
-    },
-    guards::{Guarded, Verdict},
+    guards::Guarded,
     observed, requeue_after_error,
     status::{self, now},
 };
@@ -32,7 +28,9 @@ use crate::{
     core::{
         Invalid,
         approval::Tally,
-        change::{self, Decision, Judgement, Proposal, Vouching},
+        change::{self, Decision, Judgement, Proposal},
+        entry::validate::compile,
+        ownership::Claimant,
         resolve::checksum,
     },
     store::{self, Application, FloorUpdate, NewVersion, Source},
@@ -64,7 +62,7 @@ async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action
     }
     let namespace = change.namespace().unwrap_or_default();
     let entry = ctx.entry(&namespace, &change.spec.config_entry);
-    let vouching = vouching(ctx.rules.guards.verdict(Guarded::Changes));
+    let vouching = ctx.rules.guards.verdict(Guarded::Changes);
     let created = change.metadata.creation_timestamp.as_ref();
     let decision = match (
         change::vouched(&vouching, created),
@@ -89,15 +87,6 @@ async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
-/// The guards' verdict, as a change's decisions see it.
-fn vouching(verdict: Verdict) -> Vouching {
-    match verdict {
-        Verdict::NotRequired => Vouching::NotRequired,
-        Verdict::Missing(why) => Vouching::Missing(why),
-        Verdict::Guarded { since } => Vouching::Since(since),
-    }
-}
-
 /// The change's step, if its entry holds its config id: nothing of another entry's
 /// history is read, applied or audited.
 async fn held(
@@ -107,7 +96,11 @@ async fn held(
     ctx: &Context,
 ) -> Result<Decision> {
     let config_id = &entry.spec.config_id;
-    match ctx.stores.verify_claim(config_id, &claimant(entry)).await {
+    match ctx
+        .stores
+        .verify_claim(config_id, &Claimant::of(entry))
+        .await
+    {
         Ok(()) => decide(change, entry, current, ctx).await,
         Err(store::Error::Claimed(refused)) => Ok(Decision::failed(Invalid {
             reason: "ConfigIdClaimed",
@@ -170,7 +163,7 @@ async fn decide(
         })
         .based_on(base));
     };
-    let schema = compile(schema_source(entry, ctx));
+    let schema = compile(ctx.schema_source(entry));
     let validated =
         match change::check_content(&content, &environment.name, schema, format(environment)) {
             Ok(message) => Some(Ok(message)),
@@ -269,7 +262,7 @@ impl Approved<'_> {
             change::application_note(&change_id(change), &change.spec, &self.tally.counted);
         let application = Application {
             forward_only: true,
-            claimant: claimant(entry),
+            claimant: Claimant::of(entry),
             floor: floor.map_or(FloorUpdate::Keep, FloorUpdate::Record),
             config_id: entry.spec.config_id.clone(),
             environment: environment.name.clone(),
@@ -307,7 +300,7 @@ impl Approved<'_> {
         let spec = &self.change.spec;
         let new = NewVersion {
             config_id: self.entry.spec.config_id.clone(),
-            claimant: claimant(self.entry),
+            claimant: Claimant::of(self.entry),
             checksum: snapshot.checksum(),
             snapshot: snapshot.clone(),
             source: Source::Change {

@@ -5,8 +5,8 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{ResourceExt, runtime::events::EventType};
 
-use super::pipeline::{claimant, config_map_target};
 use crate::api::v1alpha1::ANNOTATION_ENTRY;
+use crate::core::{entry::config_map_target, ownership::Claimant};
 use crate::{
     api::v1alpha1::{ConfigEntry, DeletionPolicy},
     controller::{Context, Error, Result},
@@ -40,7 +40,7 @@ pub async fn cleanup(entry: &ConfigEntry, ctx: &Context) -> Result<()> {
         // entry refused the config id leaves them alone.
         match ctx
             .stores
-            .forget(&entry.spec.config_id, &claimant(entry))
+            .forget(&entry.spec.config_id, &Claimant::of(entry))
             .await
         {
             Ok(())

@@ -6,10 +6,11 @@
 mod cleanup;
 mod pipeline;
 mod project;
-mod report;
+mod projection;
+mod promote;
+mod record;
 mod restart;
 mod secrets;
-pub(super) mod validate;
 
 use std::sync::Arc;
 
@@ -26,14 +27,14 @@ use kube::{
 };
 use tracing::instrument;
 
-pub use pipeline::{claimant, config_map_target};
 pub use project::restore_config_map;
 pub use restart::{RestartLimiter, restart};
-pub use secrets::{project_secrets, secret_target};
+pub use secrets::project_secrets;
 
 use super::{Context, Error, Result, observed, requeue_after_error};
 use crate::api::v1alpha1::{ANNOTATION_ENTRY, FINALIZER_CLEANUP};
 use crate::api::v1alpha1::{ConfigEntry, WorkloadKind};
+use crate::core::entry::config_map_target;
 
 pub const KIND: &str = "ConfigEntry";
 
@@ -124,7 +125,7 @@ pub fn workload_triggers(
             .into_iter()
             .filter(|entry| {
                 entry.spec.environments.iter().any(|environment| {
-                    pipeline::config_map_target(entry, environment).0 == namespace
+                    config_map_target(entry, environment).0 == namespace
                         && environment
                             .restart_targets
                             .iter()

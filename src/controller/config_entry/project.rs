@@ -13,13 +13,12 @@ use crate::{
     api::v1alpha1::ConfigEntry,
     controller::{
         Context, Error, Result,
-        config_entry::claimant,
         targets::{check_binding, foreign_holder},
     },
     core::render::{ProjectedConfigMap, desired_config_map, foreign_keys, needs_apply},
     core::{
         approval::Requirements,
-        ownership::{Projection, Target, TargetKind},
+        ownership::{Claimant, Projection, Target, TargetKind},
     },
     telemetry::WriteLabels,
 };
@@ -119,13 +118,13 @@ async fn write_config_map(
     // (once: bindings are cached), so that objects projected before bindings existed
     // are bound too.
     if guard.is_some() {
-        check_binding(ctx, &claimant(entry), &target, &wanted, guard).await?;
+        check_binding(ctx, &Claimant::of(entry), &target, &wanted, guard).await?;
     }
     if !needs_apply(live.as_deref(), &desired) {
         return Ok(false);
     }
     if guard.is_none() {
-        check_binding(ctx, &claimant(entry), &target, &wanted, None).await?;
+        check_binding(ctx, &Claimant::of(entry), &target, &wanted, None).await?;
     }
     // A hand edit of the live version under a DriftCheck is the check's to report or
     // remediate (with its audit row); a new version is applied as always.

@@ -19,7 +19,6 @@ use crate::{
     },
     controller::{
         Context,
-        config_entry::claimant,
         managed_secrets::{ManagedSecrets, cached_checksums},
         targets::{check_binding, foreign_holder},
     },
@@ -27,7 +26,7 @@ use crate::{
     core::resolve::checksum,
     core::{
         approval::Requirements,
-        ownership::{Projection, Target, TargetKind},
+        ownership::{Claimant, Projection, Target, TargetKind},
     },
     secrets::{
         self, CURRENT, ExposeSecret, InClusterProvider, Provider, SecretProvider, Selector,
@@ -35,23 +34,11 @@ use crate::{
     },
 };
 
-use super::report::SecretsOutcome;
 use crate::api::v1alpha1::{
     ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
     FIELD_MANAGER, LABEL_ENVIRONMENT,
 };
-
-/// Where an environment's Secret goes: its target, or `<entry>-<environment>` in the
-/// entry's namespace.
-pub fn secret_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
-    let target = environment.secret.as_ref();
-    super::pipeline::placed(
-        entry,
-        environment,
-        target.and_then(|t| t.namespace.as_deref()),
-        target.and_then(|t| t.name.as_deref()),
-    )
-}
+use crate::core::entry::{secret_target, status::SecretsOutcome};
 
 /// Resolves `refs` and makes the environment's Secret hold them, comparing with the
 /// Secret cache first so that unchanged values cost no write. A hand edit of the
@@ -161,7 +148,7 @@ pub async fn project_secrets(
     // A protected environment binds its Secret even when nothing is written (once:
     // bindings are cached); another checks before it writes.
     if guard.is_some() {
-        check_binding(ctx, &claimant(entry), &target, &wanted, guard)
+        check_binding(ctx, &Claimant::of(entry), &target, &wanted, guard)
             .await
             .map_err(|error| error.to_string())?;
     }
@@ -180,7 +167,7 @@ pub async fn project_secrets(
         }
     }
     if guard.is_none() {
-        check_binding(ctx, &claimant(entry), &target, &wanted, None)
+        check_binding(ctx, &Claimant::of(entry), &target, &wanted, None)
             .await
             .map_err(|error| error.to_string())?;
     }

@@ -14,7 +14,7 @@ pub use status::{STATUS_LIST_LIMIT, bounded_list, status};
 
 use crate::{
     api::v1alpha1::{ChangePhase, ConfigChangeSpec, ConfigEntry, Rejection, Time, free_form},
-    core::{Invalid, approval::Tally},
+    core::{Invalid, approval::Tally, vouching::Vouching},
 };
 
 /// Where this reconcile leaves the change.
@@ -87,15 +87,6 @@ impl Decision {
 /// Whether a phase is final: nothing moves a change out of it.
 pub fn is_final(phase: ChangePhase) -> bool {
     !matches!(phase, ChangePhase::Pending | ChangePhase::Approved)
-}
-
-/// Whether the chart's admission policies vouch for who requested and approved a
-/// change: missing (`Err` with why), not required, or in place since a time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Vouching {
-    NotRequired,
-    Missing(String),
-    Since(Option<Time>),
 }
 
 /// Whether the admission policies vouch for the change's requester and approvals: they

@@ -6,10 +6,9 @@ use std::collections::BTreeSet;
 use kube::ResourceExt;
 use serde_json::Value;
 
-use crate::api::v1alpha1::LABEL_SCHEMA;
+use super::plan::{config_map_target, secret_target};
 use crate::{
-    api::v1alpha1::{ConfigEntry, ConfigEntrySpec, free_form},
-    controller::Context,
+    api::v1alpha1::{ConfigEntry, ConfigEntrySpec, LABEL_SCHEMA, free_form},
     core::Invalid,
     core::ownership::{self, Target, TargetKind},
     core::resolve::{self, CompiledSchema},
@@ -19,21 +18,6 @@ use crate::{
 const LISTED_VIOLATIONS: usize = 5;
 
 pub const REASON_SCHEMA_NOT_FOUND: &str = "SchemaNotFound";
-
-/// Reads the entry's schema: inline, or from the watched schema ConfigMaps.
-pub fn schema_source(entry: &ConfigEntry, ctx: &Context) -> SchemaSource {
-    let namespace = entry.namespace().unwrap_or_default();
-    match &entry.spec.schema_ref {
-        Some(reference) => SchemaSource::Referenced {
-            name: reference.name.clone(),
-            key: reference.key.clone(),
-            text: ctx
-                .schema_config_map(&namespace, &reference.name)
-                .and_then(|cm| cm.data.as_ref()?.get(&reference.key).cloned()),
-        },
-        None => SchemaSource::Inline(entry.spec.schema.clone()),
-    }
-}
 
 /// Where the entry's schema comes from, already read.
 pub enum SchemaSource {
@@ -102,13 +86,13 @@ pub fn check_place(entry: &ConfigEntry, config_id_prefix: &str) -> Result<(), Re
         .environments
         .iter()
         .flat_map(|environment| {
-            let (namespace, name) = super::config_map_target(entry, environment);
+            let (namespace, name) = config_map_target(entry, environment);
             let config_map = Target {
                 kind: TargetKind::ConfigMap,
                 namespace,
                 name,
             };
-            let (namespace, name) = super::secret_target(entry, environment);
+            let (namespace, name) = secret_target(entry, environment);
             let secret = Target {
                 kind: TargetKind::Secret,
                 namespace,

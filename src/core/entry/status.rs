@@ -1,10 +1,14 @@
-//! What a ConfigEntry reconcile found, turned into its status. Pure.
+//! What a ConfigEntry reconcile found, turned into its status and its Events.
 
-use crate::api::v1alpha1::{CONDITION_READY, CONDITION_SYNCED, CONDITION_VALIDATED};
-use crate::{
-    api::v1alpha1::{Conditions, ConfigEntryStatus, EnvironmentPhase, EnvironmentStatus, Time},
-    store::AppliedState,
+use std::collections::BTreeSet;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::v1alpha1::{
+    CONDITION_READY, CONDITION_SYNCED, CONDITION_VALIDATED, Conditions, ConfigEntry,
+    ConfigEntryStatus, EnvironmentPhase, EnvironmentStatus, Time, find_condition,
 };
+use crate::core::Note;
 
 /// Where one environment ended up in this reconcile.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +26,22 @@ pub struct EnvironmentOutcome {
     /// The restart targets, and how many of them run the live content.
     pub consumers: Option<Consumers>,
     pub message: Option<String>,
+}
+
+impl EnvironmentOutcome {
+    /// An environment where `live` is live, and nothing else is known yet.
+    pub fn live(name: &str, live: Option<Live>) -> Self {
+        Self {
+            name: name.to_owned(),
+            phase: EnvironmentPhase::Applied,
+            live,
+            pending_version: None,
+            pending_change: None,
+            secrets: None,
+            consumers: None,
+            message: None,
+        }
+    }
 }
 
 /// What an environment's Secret holds, by checksum.
@@ -65,17 +85,16 @@ pub struct Live {
     pub applied_at: Option<Time>,
 }
 
-impl From<&AppliedState> for Live {
-    fn from(applied: &AppliedState) -> Self {
+impl Live {
+    /// `version`, with its content's `checksum`, applied at `applied_at`.
+    pub fn new(version: i64, checksum: &str, applied_at: Timestamp) -> Self {
         Self {
-            version: applied.version,
-            checksum: applied.checksum.clone(),
-            applied_at: Some(Time(seconds(applied.applied_at))),
+            version,
+            checksum: checksum.to_owned(),
+            applied_at: Some(Time(seconds(applied_at))),
         }
     }
-}
 
-impl Live {
     /// What the previous status said was live, for reconciles that learn nothing new.
     pub fn from_status(status: &EnvironmentStatus) -> Option<Self> {
         Some(Self {
@@ -102,6 +121,166 @@ pub struct Report {
     pub latest: Option<(i64, String)>,
     pub environments: Vec<EnvironmentOutcome>,
     pub sync: Option<SyncOutcome>,
+}
+
+impl Report {
+    /// A report of generation `generation` that has found nothing yet.
+    pub fn new(generation: Option<i64>) -> Self {
+        Self {
+            generation,
+            validated: Ok(String::new()),
+            latest: None,
+            environments: Vec::new(),
+            sync: None,
+        }
+    }
+
+    /// Whether an environment is degraded.
+    pub fn degraded(&self) -> bool {
+        self.environments
+            .iter()
+            .any(|e| e.phase == EnvironmentPhase::Degraded)
+    }
+}
+
+/// Where the recorded versions stand in the backends after a reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backends {
+    /// Kept in memory only.
+    Memory,
+    /// In PostgreSQL; Consul is not configured.
+    Postgres,
+    /// In PostgreSQL and Consul, which holds only the checksum of `omitted` (a version
+    /// too large for it, and why).
+    Consul { omitted: Option<(i64, String)> },
+    /// Consul did not answer, and why.
+    ConsulBehind(String),
+}
+
+impl SyncOutcome {
+    /// What `Synced` says once version `latest` is recorded.
+    pub fn recorded(latest: i64, backends: Backends) -> Self {
+        let synced = |reason, message| Self {
+            synced: true,
+            reason,
+            message,
+        };
+        match backends {
+            Backends::Memory => synced(
+                "InMemoryOnly",
+                "versions are kept in memory only and are lost when the operator restarts".into(),
+            ),
+            Backends::Postgres => synced("Recorded", format!("PostgreSQL holds version {latest}")),
+            Backends::Consul {
+                omitted: Some((version, why)),
+            } => synced(
+                "ConsulContentOmitted",
+                format!(
+                    "PostgreSQL holds version {version}; Consul holds its checksum but not its content: {why}"
+                ),
+            ),
+            Backends::Consul { omitted: None } => synced(
+                "Recorded",
+                format!("PostgreSQL and Consul hold version {latest}"),
+            ),
+            Backends::ConsulBehind(error) => Self {
+                synced: false,
+                reason: "ConsulBehind",
+                message: format!(
+                    "Consul is behind ({error}); applying continues and Consul catches up when it answers"
+                ),
+            },
+        }
+    }
+}
+
+/// Environments as the previous status left them, those `at_fault` marked `Invalid`:
+/// for reconciles that stop before they learn anything of them.
+pub fn unchanged(entry: &ConfigEntry, at_fault: &BTreeSet<String>) -> Vec<EnvironmentOutcome> {
+    let previous = entry
+        .status
+        .as_ref()
+        .map(|s| s.environments.as_slice())
+        .unwrap_or_default();
+    entry
+        .spec
+        .environments
+        .iter()
+        .map(|environment| {
+            let before = previous.iter().find(|p| p.name == environment.name);
+            let invalid = at_fault.contains(&environment.name);
+            EnvironmentOutcome {
+                name: environment.name.clone(),
+                phase: if invalid {
+                    EnvironmentPhase::Invalid
+                } else {
+                    before
+                        .and_then(|b| b.phase)
+                        .unwrap_or(EnvironmentPhase::Degraded)
+                },
+                live: before.and_then(Live::from_status),
+                pending_version: before.and_then(|b| b.pending_version),
+                pending_change: before.and_then(|b| b.pending_change.clone()),
+                secrets: before.and_then(SecretsOutcome::from_status),
+                consumers: before.and_then(Consumers::from_status),
+                message: if invalid {
+                    Some("does not validate; the live version stays".into())
+                } else {
+                    before.and_then(|b| b.message.clone())
+                },
+            }
+        })
+        .collect()
+}
+
+/// The Events a status change calls for: when the validation verdict changes, and
+/// when an environment becomes degraded (or degraded for another reason) or recovers;
+/// never twice for the same state. An environment held back by an invalid spec has no
+/// reason of its own: the `ValidationFailed` Event says why.
+pub fn notes(current: Option<&ConfigEntryStatus>, next: &ConfigEntryStatus) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let verdict = |status: &ConfigEntryStatus| {
+        find_condition(&status.conditions, CONDITION_VALIDATED)
+            .map(|c| (c.status == "True", c.message.clone()))
+    };
+    let after = verdict(next);
+    if let Some((valid, message)) = after.clone()
+        && current.and_then(verdict) != after
+    {
+        notes.push(match valid {
+            true => Note::normal("Validated", message),
+            false => Note::warning("ValidationFailed", message),
+        });
+    }
+    let degraded = |environments: &[EnvironmentStatus], name: &str| {
+        environments
+            .iter()
+            .find(|e| e.name == name && e.phase == Some(EnvironmentPhase::Degraded))
+            .and_then(|e| e.message.clone())
+    };
+    let previous = current
+        .map(|s| s.environments.as_slice())
+        .unwrap_or_default();
+    for environment in &next.environments {
+        let was = degraded(previous, &environment.name);
+        match degraded(&next.environments, &environment.name) {
+            Some(message) if was.as_ref() != Some(&message) => notes.push(Note::warning(
+                "Degraded",
+                format!("{}: {message}", environment.name),
+            )),
+            None if was.is_some() => {
+                let phase = environment
+                    .phase
+                    .map_or_else(|| "unknown".to_owned(), |p| format!("{p:?}"));
+                notes.push(Note::normal(
+                    "Recovered",
+                    format!("{} is {phase} again", environment.name),
+                ));
+            }
+            _ => {}
+        }
+    }
+    notes
 }
 
 /// The status `report` describes, starting from the current one so that unchanged
@@ -155,8 +334,8 @@ fn count(n: usize) -> i32 {
 }
 
 /// Whole seconds, as the apiserver stores times, so an unchanged status compares equal.
-fn seconds(at: k8s_openapi::jiff::Timestamp) -> k8s_openapi::jiff::Timestamp {
-    k8s_openapi::jiff::Timestamp::from_second(at.as_second()).unwrap_or(at)
+fn seconds(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 
 /// `development=v3 production=v2 (v3 pending)`.
@@ -236,98 +415,4 @@ fn readiness(report: &Report) -> (bool, &'static str, String) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::v1alpha1::find_condition;
-    use k8s_openapi::jiff::Timestamp;
-
-    fn applied(environment: &str, version: i64) -> AppliedState {
-        AppliedState {
-            config_id: "payments".into(),
-            environment: environment.into(),
-            version,
-            checksum: format!("sum-{version}"),
-            applied_at: Timestamp::from_second(1_000).unwrap(),
-        }
-    }
-
-    fn report() -> Report {
-        Report {
-            generation: Some(3),
-            validated: Ok("fine".into()),
-            latest: Some((2, "abc".into())),
-            environments: vec![
-                EnvironmentOutcome {
-                    name: "development".into(),
-                    phase: EnvironmentPhase::Applied,
-                    live: Some(Live::from(&applied("development", 2))),
-                    pending_version: None,
-                    pending_change: None,
-                    secrets: None,
-                    consumers: None,
-                    message: None,
-                },
-                EnvironmentOutcome {
-                    name: "production".into(),
-                    phase: EnvironmentPhase::PendingApproval,
-                    live: Some(Live::from(&applied("production", 1))),
-                    pending_version: Some(2),
-                    pending_change: None,
-                    secrets: None,
-                    consumers: None,
-                    message: Some("waiting for 2 approvals".into()),
-                },
-            ],
-            sync: Some(SyncOutcome {
-                synced: true,
-                reason: "Recorded",
-                message: "PostgreSQL and Consul hold version 2".into(),
-            }),
-        }
-    }
-
-    fn at(seconds: i64) -> Time {
-        Time(Timestamp::from_second(seconds).unwrap())
-    }
-
-    #[test]
-    fn the_summary_says_what_is_live_and_what_waits() {
-        let status = build_status(None, &report(), at(10));
-        assert_eq!(
-            status.summary.as_deref(),
-            Some("development=v2 production=v1 (v2 pending)")
-        );
-        assert_eq!(status.latest_version, Some(2));
-        let ready = find_condition(&status.conditions, CONDITION_READY).unwrap();
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("True", "PendingApproval")
-        );
-    }
-
-    #[test]
-    fn the_same_report_builds_the_same_status() {
-        let first = build_status(None, &report(), at(10));
-        let second = build_status(Some(&first), &report(), at(20));
-        assert_eq!(
-            first, second,
-            "a reconcile that changes nothing must write nothing"
-        );
-    }
-
-    #[test]
-    fn postgres_down_is_not_ready() {
-        let mut report = report();
-        report.sync = Some(SyncOutcome {
-            synced: false,
-            reason: "PostgresUnavailable",
-            message: "no new version is recorded while PostgreSQL is unavailable".into(),
-        });
-        let status = build_status(None, &report, at(10));
-        let ready = find_condition(&status.conditions, CONDITION_READY).unwrap();
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "PostgresUnavailable")
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,208 @@
+//! Where each environment of an entry goes, and what it holds: rendered from the spec
+//! before anything is written, so that the whole entry validates or nothing changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::ResourceExt;
+use serde_json::Value;
+
+use super::validate::Refusal;
+use crate::{
+    api::v1alpha1::{ConfigEntry, ConfigFormat, EnvironmentSpec},
+    core::{
+        Invalid,
+        approval::Requirements,
+        render::render,
+        resolve::{Snapshot, checksum},
+    },
+};
+
+/// One environment, fully rendered from the spec.
+#[derive(Debug)]
+pub struct Plan<'s> {
+    pub spec: &'s EnvironmentSpec,
+    /// Checksum of the environment's resolved content.
+    pub checksum: String,
+    pub format: ConfigFormat,
+    pub namespace: String,
+    pub name: String,
+    pub data: BTreeMap<String, String>,
+    /// What changes here need, when they need approval: its projections are bound to
+    /// it, and pass only to an environment guarded at least as well.
+    pub guard: Option<Requirements>,
+}
+
+/// Renders every environment of the spec, and checks that each projects into the
+/// entry's namespace or one of `allowed`.
+pub fn plan<'e>(
+    entry: &'e ConfigEntry,
+    snapshot: &Snapshot,
+    allowed: &BTreeSet<String>,
+) -> Result<Vec<Plan<'e>>, Refusal> {
+    let namespace = entry.namespace().unwrap_or_default();
+    let mut plans = Vec::new();
+    let mut failures = Vec::new();
+    let mut at_fault = BTreeSet::new();
+    let mut not_allowed = false;
+    for environment in &entry.spec.environments {
+        let content = snapshot.resolve(&environment.name).unwrap_or(Value::Null);
+        let format = environment
+            .config_map
+            .as_ref()
+            .and_then(|t| t.format)
+            .unwrap_or(ConfigFormat::Json);
+        let (target_namespace, name) = config_map_target(entry, environment);
+        let rendered = if target_namespace != namespace && !allowed.contains(&target_namespace) {
+            not_allowed = true;
+            Err(not_allowed_message(&target_namespace))
+        } else {
+            render(&content, format).map_err(|error| error.to_string())
+        };
+        match rendered {
+            Ok(data) => plans.push(Plan {
+                spec: environment,
+                checksum: snapshot
+                    .environment_checksum(&environment.name)
+                    .unwrap_or_else(|| checksum(&content)),
+                format,
+                namespace: target_namespace,
+                name,
+                data,
+                guard: None,
+            }),
+            Err(error) => {
+                failures.push(format!("environment {:?}: {error}", environment.name));
+                at_fault.insert(environment.name.clone());
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Ok(plans);
+    }
+    Err(Refusal {
+        invalid: Invalid {
+            reason: if not_allowed {
+                "TargetNotAllowed"
+            } else {
+                "RenderFailed"
+            },
+            message: failures.join("; "),
+        },
+        environments: at_fault,
+    })
+}
+
+/// Why a projection may not go into `namespace`.
+pub fn not_allowed_message(namespace: &str) -> String {
+    format!(
+        "target namespace {namespace:?} is not allowed; the operator projects into an entry's own namespace and those it is configured to allow"
+    )
+}
+
+/// Where an environment's ConfigMap goes: its target, or `<entry>-<environment>` in
+/// the entry's namespace.
+pub fn config_map_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
+    let target = environment.config_map.as_ref();
+    placed(
+        entry,
+        environment,
+        target.and_then(|t| t.namespace.as_deref()),
+        target.and_then(|t| t.name.as_deref()),
+    )
+}
+
+/// Where an environment's Secret goes: its target, or `<entry>-<environment>` in the
+/// entry's namespace.
+pub fn secret_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
+    let target = environment.secret.as_ref();
+    placed(
+        entry,
+        environment,
+        target.and_then(|t| t.namespace.as_deref()),
+        target.and_then(|t| t.name.as_deref()),
+    )
+}
+
+/// `namespace/name` of an environment's projection: as given, or
+/// `<entry>-<environment>` in the entry's namespace.
+fn placed(
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> (String, String) {
+    (
+        namespace.map_or_else(|| entry.namespace().unwrap_or_default(), str::to_owned),
+        name.map_or_else(
+            || format!("{}-{}", entry.name_any(), environment.name),
+            str::to_owned,
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(yaml: &str) -> ConfigEntry {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    const ENTRY: &str = r#"
+apiVersion: config.summit.io/v1alpha1
+kind: ConfigEntry
+metadata: {name: payments, namespace: team-a}
+spec:
+  configId: team-a/payments
+  data: {a: 1}
+  environments:
+    - name: development
+    - name: production
+      configMap: {namespace: shared, name: payments-config, format: Yaml}
+"#;
+
+    #[test]
+    fn targets_default_to_entry_and_environment_in_the_entry_namespace() {
+        let entry = entry(ENTRY);
+        let [development, production] = &entry.spec.environments[..] else {
+            panic!("two environments")
+        };
+        assert_eq!(
+            config_map_target(&entry, development),
+            ("team-a".to_owned(), "payments-development".to_owned())
+        );
+        assert_eq!(
+            secret_target(&entry, development),
+            ("team-a".to_owned(), "payments-development".to_owned())
+        );
+        assert_eq!(
+            config_map_target(&entry, production),
+            ("shared".to_owned(), "payments-config".to_owned())
+        );
+        assert_eq!(
+            secret_target(&entry, production),
+            ("team-a".to_owned(), "payments-production".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_target_outside_the_allowed_namespaces_refuses_its_environment_only() {
+        let entry = entry(ENTRY);
+        let snapshot = Snapshot::from_spec(&entry.spec);
+        let refusal = plan(&entry, &snapshot, &BTreeSet::new()).unwrap_err();
+        assert_eq!(refusal.invalid.reason, "TargetNotAllowed");
+        assert!(refusal.invalid.message.contains("\"shared\""));
+        assert_eq!(
+            refusal.environments,
+            BTreeSet::from(["production".to_owned()])
+        );
+        let allowed = BTreeSet::from(["shared".to_owned()]);
+        let plans = plan(&entry, &snapshot, &allowed).unwrap();
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[1].format, ConfigFormat::Yaml);
+        assert_eq!(
+            Some(plans[0].checksum.as_str()),
+            snapshot.environment_checksum("development").as_deref()
+        );
+    }
+}
