@@ -811,6 +811,7 @@ async fn restore_secret(ctx: &Context, entry: &ConfigEntry, drift: &Drift) -> Re
     project_secrets(ctx, entry, environment, want.version, &refs, true, None)
         .await
         .map(|_| ())
+        .map_err(|error| error.to_string())
 }
 
 async fn audit(ctx: &Context, drift: &Drift, why: &str) -> Result<()> {

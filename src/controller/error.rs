@@ -45,6 +45,33 @@ pub enum Error {
 
     #[error("version {version} has no content for {environment}")]
     VersionMissing { version: i64, environment: String },
+
+    #[error(
+        "{kind} namespace {namespace:?} is not allowed; the operator projects into an entry's own namespace and those it is configured to allow"
+    )]
+    NamespaceNotAllowed {
+        kind: &'static str,
+        namespace: String,
+    },
+
+    #[error(
+        "the operator manages Secrets in {managed} only, not in {namespace:?}; a cluster admin adds it to the chart's operator.secretNamespaces"
+    )]
+    SecretsNotManaged { namespace: String, managed: String },
+
+    #[error("secret {key}: the recorded reference does not parse: {source}")]
+    SecretReference {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("secret {key}: {source}")]
+    SecretValue {
+        key: String,
+        #[source]
+        source: crate::secrets::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -66,6 +93,10 @@ impl Error {
             Error::TargetBound(_) => "TargetBound",
             Error::Render(_) => "RenderFailed",
             Error::VersionMissing { .. } => "VersionMissing",
+            Error::NamespaceNotAllowed { .. } => "TargetNotAllowed",
+            Error::SecretsNotManaged { .. } => "SecretsNotManaged",
+            Error::SecretReference { .. } => "InvalidSecretReference",
+            Error::SecretValue { source, .. } => source.label(),
         }
     }
 

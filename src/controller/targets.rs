@@ -37,6 +37,45 @@ pub fn foreign_holder(live: &ObjectMeta, entry: &str, wanted: &Projection) -> Op
     }
 }
 
+/// One projection target about to be written for an environment of an entry, and what
+/// the environment needs (`guard`) when its changes need approval.
+pub struct Write<'a> {
+    pub entry: &'a ConfigEntry,
+    pub target: Target,
+    pub wanted: Projection,
+    pub guard: Option<&'a Requirements>,
+}
+
+impl Write<'_> {
+    /// Refuses a live object someone else holds, and binds the target to a protected
+    /// environment even when nothing is written (once: bindings are cached), so that
+    /// objects projected before bindings existed are bound too.
+    pub async fn admit(&self, ctx: &Context, live: Option<&ObjectMeta>) -> Result<()> {
+        let owner = Claimant::of(self.entry);
+        if let Some(live) = live
+            && let Some(holder) = foreign_holder(live, &owner.entry(), &self.wanted)
+        {
+            return Err(Error::NotOwned {
+                object: self.target.to_string(),
+                holder,
+            });
+        }
+        if self.guard.is_some() {
+            check_binding(ctx, &owner, &self.target, &self.wanted, self.guard).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks, just before writing, that no protected environment holds the target.
+    pub async fn prepare(&self, ctx: &Context) -> Result<()> {
+        if self.guard.is_none() {
+            let owner = Claimant::of(self.entry);
+            check_binding(ctx, &owner, &self.target, &self.wanted, None).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Checks, before a write, that no other environment is bound to `target`. An
 /// environment that needs approval (`guard`: what it needs) binds it to itself first,
 /// and takes over another environment's binding only when both belong to the same

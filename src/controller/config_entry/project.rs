@@ -8,17 +8,15 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
+use super::KIND;
 use crate::api::v1alpha1::{ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, FIELD_MANAGER};
 use crate::{
     api::v1alpha1::ConfigEntry,
-    controller::{
-        Context, Error, Result,
-        targets::{check_binding, foreign_holder},
-    },
+    controller::{Context, Error, Result, targets as target},
     core::render::{ProjectedConfigMap, desired_config_map, foreign_keys, needs_apply},
     core::{
         approval::Requirements,
-        ownership::{Claimant, Projection, Target, TargetKind},
+        ownership::{Projection, Target, TargetKind},
     },
     telemetry::WriteLabels,
 };
@@ -57,108 +55,81 @@ async fn write_config_map(
     projection: &ProjectedConfigMap,
     write: Write<'_>,
 ) -> Result<bool> {
-    let restoring = matches!(write, Write::Restore);
+    let (namespace, name) = (&projection.namespace, &projection.name);
     let desired = desired_config_map(entry, projection);
-    let api = ctx.namespaced::<ConfigMap>(&projection.namespace);
-    let describe = || {
-        format!(
-            "apply ConfigMap {}/{}",
-            projection.namespace, projection.name
-        )
-    };
-    let live = match ctx.managed_config_map(&projection.namespace, &projection.name) {
+    let api = ctx.namespaced::<ConfigMap>(namespace);
+    let describe = || format!("apply ConfigMap {namespace}/{name}");
+    let live = match ctx.managed_config_map(namespace, name) {
         Some(live) => Some(live),
         // Not in the cache: new, deleted, or somebody else's.
         None => api
-            .get_opt(&projection.name)
+            .get_opt(name)
             .await
             .map_err(Error::kube(describe()))?
             .map(Arc::new),
     };
+    let target = target::Write {
+        entry,
+        target: Target {
+            kind: TargetKind::ConfigMap,
+            namespace: namespace.clone(),
+            name: name.clone(),
+        },
+        wanted: Projection {
+            config_id: entry.spec.config_id.clone(),
+            environment: projection.environment.clone(),
+        },
+        guard: match write {
+            Write::Project { guard } => guard,
+            Write::Restore => None,
+        },
+    };
     // Never take over a ConfigMap another entry, another environment or a person made.
     // One this operator wrote whose annotation was lost (`kubectl replace`) is still its
     // own.
-    let owner = desired.annotations().get(ANNOTATION_ENTRY);
-    let wanted = Projection {
-        config_id: entry.spec.config_id.clone(),
-        environment: projection.environment.clone(),
-    };
-    let written_by_us = |live: &ConfigMap| {
-        live.annotations().get(ANNOTATION_ENTRY).is_none()
-            && live
-                .metadata
-                .managed_fields
-                .iter()
-                .flatten()
-                .any(|f| f.manager.as_deref() == Some(FIELD_MANAGER))
-    };
-    if let Some(live) = &live
-        && !written_by_us(live)
-        && let Some(holder) = foreign_holder(
-            &live.metadata,
-            owner.map(String::as_str).unwrap_or_default(),
-            &wanted,
-        )
-    {
-        return Err(Error::NotOwned {
-            object: format!("ConfigMap {}/{}", projection.namespace, projection.name),
-            holder,
-        });
-    }
-    let target = Target {
-        kind: TargetKind::ConfigMap,
-        namespace: projection.namespace.clone(),
-        name: projection.name.clone(),
-    };
-    let guard = match write {
-        Write::Project { guard } => guard,
-        Write::Restore => None,
-    };
-    // A protected environment binds its object even when it has nothing to write
-    // (once: bindings are cached), so that objects projected before bindings existed
-    // are bound too.
-    if guard.is_some() {
-        check_binding(ctx, &Claimant::of(entry), &target, &wanted, guard).await?;
-    }
+    let held = live.as_deref().filter(|live| !lost_annotation(live));
+    target.admit(ctx, held.map(|live| &live.metadata)).await?;
     if !needs_apply(live.as_deref(), &desired) {
         return Ok(false);
     }
-    if guard.is_none() {
-        check_binding(ctx, &Claimant::of(entry), &target, &wanted, None).await?;
-    }
+    target.prepare(ctx).await?;
     // A hand edit of the live version under a DriftCheck is the check's to report or
     // remediate (with its audit row); a new version is applied as always.
     let same_version = live.as_ref().is_some_and(|live| {
         live.annotations().get(ANNOTATION_CHECKSUM) == Some(&projection.checksum)
     });
+    let restoring = matches!(write, Write::Restore);
     if !restoring && same_version && ctx.drift_checked(entry, &projection.environment) {
         return Ok(false);
     }
-    api.patch(
-        &projection.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map_err(Error::kube(describe()))?;
-    ctx.count_write("ConfigEntry", "configmap");
-
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &apply, &Patch::Apply(&desired))
+        .await
+        .map_err(Error::kube(describe()))?;
+    ctx.count_write(KIND, "configmap");
     // Keys someone else added are not ours to own through apply: remove them explicitly,
     // so the ConfigMap holds exactly the rendered content.
     let live_keys = live
         .iter()
         .flat_map(|l| l.data.iter().flatten().map(|(k, _)| k));
     if let Some(removal) = foreign_keys(live_keys, &projection.data) {
-        api.patch(
-            &projection.name,
-            &PatchParams::default(),
-            &Patch::Merge(removal),
-        )
-        .await
-        .map_err(Error::kube(describe()))?;
-        ctx.count_write("ConfigEntry", "configmap");
+        api.patch(name, &PatchParams::default(), &Patch::Merge(removal))
+            .await
+            .map_err(Error::kube(describe()))?;
+        ctx.count_write(KIND, "configmap");
     }
     Ok(true)
+}
+
+/// Whether the operator wrote this ConfigMap and someone dropped its annotations.
+fn lost_annotation(live: &ConfigMap) -> bool {
+    live.annotations().get(ANNOTATION_ENTRY).is_none()
+        && live
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .any(|f| f.manager.as_deref() == Some(FIELD_MANAGER))
 }
 
 /// Counts a write to the apiserver, for the steady-state check.

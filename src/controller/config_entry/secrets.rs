@@ -18,9 +18,9 @@ use crate::{
         ConfigEntry, EnvironmentSpec, SecretProvider as ProviderKind, SecretReference,
     },
     controller::{
-        Context,
+        Context, Error, Result,
         managed_secrets::{ManagedSecrets, cached_checksums},
-        targets::{check_binding, foreign_holder},
+        targets as target,
     },
     core::render::{ProjectedSecret, desired_secret, foreign_keys, key_checksums},
     core::resolve::checksum,
@@ -29,11 +29,12 @@ use crate::{
         ownership::{Claimant, Projection, Target, TargetKind},
     },
     secrets::{
-        self, CURRENT, ExposeSecret, InClusterProvider, Provider, SecretProvider, Selector,
-        select_key,
+        self, CURRENT, ExposeSecret, InClusterProvider, Provider, SecretProvider, SecretString,
+        Selector, select_key,
     },
 };
 
+use super::KIND;
 use crate::api::v1alpha1::{
     ANNOTATION_CONFIG_ID, ANNOTATION_ENTRY, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION,
     FIELD_MANAGER, LABEL_ENVIRONMENT,
@@ -55,105 +56,47 @@ pub async fn project_secrets(
     refs: &Map<String, Value>,
     restoring: bool,
     guard: Option<&Requirements>,
-) -> Result<SecretsOutcome, String> {
+) -> Result<SecretsOutcome> {
     let (namespace, name) = secret_target(entry, environment);
-    let own = entry.namespace().unwrap_or_default();
-    if namespace != own && !ctx.allowed_namespaces.contains(&namespace) {
-        return Err(format!(
-            "Secret namespace {namespace:?} is not allowed; the operator projects into an entry's own namespace and those it is configured to allow"
-        ));
-    }
-    if !ctx.managed_secrets.covers(&namespace) {
-        return Err(format!(
-            "the operator manages Secrets in {} only, not in {namespace:?}; a cluster admin adds it to the chart's operator.secretNamespaces",
-            ctx.managed_secrets.describe()
-        ));
-    }
-    let mut values = BTreeMap::new();
-    let mut versions = Vec::new();
-    for (key, reference) in refs {
-        let reference: SecretReference =
-            serde_json::from_value(reference.clone()).map_err(|error| {
-                format!("secret {key}: the recorded reference does not parse: {error}")
-            })?;
-        let provider = provider_for(ctx, &own, &reference)
-            .await
-            .map_err(|error| format!("secret {key}: {error}"))?;
-        let stage = reference.version_stage.as_deref().unwrap_or(CURRENT);
-        let found = provider
-            .read(&reference.secret_id, Selector::Stage(stage))
-            .await
-            .map_err(|error| format!("secret {key}: {error}"))?;
-        let value = select_key(&reference.secret_id, found.value, reference.key.as_deref())
-            .map_err(|error| format!("secret {key}: {error}"))?;
-        versions.push(json!({
-            "key": key,
-            "provider": reference.provider,
-            "secretId": reference.secret_id,
-            "field": reference.key,
-            "stage": stage,
-            "versionId": found.version_id,
-        }));
-        values.insert(key.clone(), value);
-    }
+    check_namespace(ctx, entry, &namespace)?;
+    let (values, versions) = resolve(ctx, entry, refs).await?;
     // The target is part of it: a renamed or moved Secret is written anew.
     let sum = checksum(&json!({"target": [&namespace, &name], "versions": versions}));
-    let outcome = SecretsOutcome {
-        checksum: sum.clone(),
-    };
     let keys = key_checksums(
         &sum,
         values
             .iter()
             .map(|(key, value)| (key.as_str(), value.expose_secret().as_bytes())),
     );
-    let annotations = BTreeMap::from([
-        (
-            ANNOTATION_ENTRY.to_owned(),
-            format!("{own}/{}", entry.name_any()),
-        ),
-        (
-            ANNOTATION_CONFIG_ID.to_owned(),
-            entry.spec.config_id.clone(),
-        ),
-        (LABEL_ENVIRONMENT.to_owned(), environment.name.clone()),
-        (ANNOTATION_VERSION.to_owned(), version.to_string()),
-        (ANNOTATION_SECRETS_CHECKSUM.to_owned(), sum.clone()),
-    ]);
-    let owner = &annotations[ANNOTATION_ENTRY];
-    let wanted = Projection {
-        config_id: entry.spec.config_id.clone(),
-        environment: environment.name.clone(),
-    };
+    let annotations = stamp(entry, environment, version, &sum);
     let live = match ctx.managed_secrets.get(&namespace, &name) {
         Some(live) => Some(live),
         // Not in the cache: new, deleted, or somebody else's.
         None => ManagedSecrets::fetch(&ctx.client, &namespace, &name)
             .await
-            .map_err(|error| format!("cannot read Secret {namespace}/{name}: {error}"))?,
+            .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?,
     };
-    if let Some(live) = &live
-        && let Some(holder) = foreign_holder(&live.metadata, owner, &wanted)
-    {
-        return Err(format!(
-            "Secret {namespace}/{name} exists and belongs to {holder}; name another target (secret.name) or remove that Secret"
-        ));
-    }
-    let target = Target {
-        kind: TargetKind::Secret,
-        namespace: namespace.clone(),
-        name: name.clone(),
+    let target = target::Write {
+        entry,
+        target: Target {
+            kind: TargetKind::Secret,
+            namespace: namespace.clone(),
+            name: name.clone(),
+        },
+        wanted: Projection {
+            config_id: entry.spec.config_id.clone(),
+            environment: environment.name.clone(),
+        },
+        guard: guard.filter(|_| !restoring),
     };
-    let guard = guard.filter(|_| !restoring);
-    // A protected environment binds its Secret even when nothing is written (once:
-    // bindings are cached); another checks before it writes.
-    if guard.is_some() {
-        check_binding(ctx, &Claimant::of(entry), &target, &wanted, guard)
-            .await
-            .map_err(|error| error.to_string())?;
-    }
+    target
+        .admit(ctx, live.as_ref().map(|l| &l.metadata))
+        .await?;
     // What the Secret should hold, for DriftChecks: whether it is written now or not.
     ctx.expect_secret(&namespace, &name, keys.clone());
+    let outcome = SecretsOutcome {
+        checksum: sum.clone(),
+    };
     if let Some(live) = &live {
         let same_versions = live.annotations().get(ANNOTATION_SECRETS_CHECKSUM) == Some(&sum);
         let stamped = annotations
@@ -166,44 +109,130 @@ pub async fn project_secrets(
             return Ok(outcome);
         }
     }
-    if guard.is_none() {
-        check_binding(ctx, &Claimant::of(entry), &target, &wanted, None)
-            .await
-            .map_err(|error| error.to_string())?;
+    target.prepare(ctx).await?;
+    let projected = ProjectedSecret {
+        namespace,
+        name,
+        data: values,
+        annotations,
+    };
+    write(ctx, entry, live.as_deref(), &projected).await?;
+    tracing::info!(secret = %format!("{}/{}", projected.namespace, projected.name), version, "secret references projected");
+    Ok(outcome)
+}
+
+/// Refuses a Secret outside the namespaces the operator projects into and manages.
+fn check_namespace(ctx: &Context, entry: &ConfigEntry, namespace: &str) -> Result<()> {
+    let own = entry.namespace().unwrap_or_default();
+    if namespace != own && !ctx.allowed_namespaces.contains(namespace) {
+        return Err(Error::NamespaceNotAllowed {
+            kind: "Secret",
+            namespace: namespace.to_owned(),
+        });
     }
+    if !ctx.managed_secrets.covers(namespace) {
+        return Err(Error::SecretsNotManaged {
+            namespace: namespace.to_owned(),
+            managed: ctx.managed_secrets.describe(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads every reference from its provider: the values by key, and which provider
+/// version each came from (ids, never values).
+async fn resolve(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    refs: &Map<String, Value>,
+) -> Result<(BTreeMap<String, SecretString>, Vec<Value>)> {
+    let own = entry.namespace().unwrap_or_default();
+    let mut values = BTreeMap::new();
+    let mut versions = Vec::new();
+    for (key, reference) in refs {
+        let invalid = |source| Error::SecretReference {
+            key: key.clone(),
+            source,
+        };
+        let failed = |source| Error::SecretValue {
+            key: key.clone(),
+            source,
+        };
+        let reference: SecretReference =
+            serde_json::from_value(reference.clone()).map_err(invalid)?;
+        let provider = provider_for(ctx, &own, &reference).await.map_err(failed)?;
+        let stage = reference.version_stage.as_deref().unwrap_or(CURRENT);
+        let found = provider
+            .read(&reference.secret_id, Selector::Stage(stage))
+            .await
+            .map_err(failed)?;
+        let value = select_key(&reference.secret_id, found.value, reference.key.as_deref())
+            .map_err(failed)?;
+        versions.push(json!({
+            "key": key,
+            "provider": reference.provider,
+            "secretId": reference.secret_id,
+            "field": reference.key,
+            "stage": stage,
+            "versionId": found.version_id,
+        }));
+        values.insert(key.clone(), value);
+    }
+    Ok((values, versions))
+}
+
+/// What the environment's Secret says of itself: whose it is, and which versions it
+/// holds (checksums, never values).
+fn stamp(
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+    version: i64,
+    sum: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ANNOTATION_ENTRY.to_owned(), Claimant::of(entry).entry()),
+        (
+            ANNOTATION_CONFIG_ID.to_owned(),
+            entry.spec.config_id.clone(),
+        ),
+        (LABEL_ENVIRONMENT.to_owned(), environment.name.clone()),
+        (ANNOTATION_VERSION.to_owned(), version.to_string()),
+        (ANNOTATION_SECRETS_CHECKSUM.to_owned(), sum.to_owned()),
+    ])
+}
+
+/// Applies the Secret, and removes the keys someone else added to it.
+async fn write(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    live: Option<&Secret>,
+    projected: &ProjectedSecret,
+) -> Result<()> {
+    let (namespace, name) = (&projected.namespace, &projected.name);
     let foreign = foreign_keys(
         live.iter()
             .flat_map(|l| l.data.iter().flatten().map(|(k, _)| k)),
-        &values,
+        &projected.data,
     );
-    let secret = desired_secret(
-        entry,
-        &ProjectedSecret {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            data: values,
-            annotations,
-        },
-    );
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
+        name,
+        &apply,
+        &Patch::Apply(&desired_secret(entry, projected)),
     )
     .await
-    .map_err(|error| format!("cannot apply Secret {namespace}/{name}: {error}"))?;
-    ctx.count_write(super::KIND, "secret");
+    .map_err(Error::kube(format!("apply Secret {namespace}/{name}")))?;
+    ctx.count_write(KIND, "secret");
     if let Some(removal) = foreign {
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(removal))
+        api.patch(name, &PatchParams::default(), &Patch::Merge(removal))
             .await
-            .map_err(|error| {
-                format!("cannot remove foreign keys of Secret {namespace}/{name}: {error}")
-            })?;
-        ctx.count_write(super::KIND, "secret");
+            .map_err(Error::kube(format!(
+                "remove foreign keys of Secret {namespace}/{name}"
+            )))?;
+        ctx.count_write(KIND, "secret");
     }
-    tracing::info!(secret = %format!("{namespace}/{name}"), version, "secret references projected");
-    Ok(outcome)
+    Ok(())
 }
 
 async fn provider_for(
