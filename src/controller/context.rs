@@ -273,7 +273,7 @@ impl Context {
     /// hand edit is the check's to report, or to remediate with an audit row.
     pub fn drift_checked(&self, entry: &ConfigEntry, environment: &str) -> bool {
         self.drift_checks.state().iter().any(|check| {
-            super::drift_check::covers(check, entry, environment, DriftSource::Kubernetes)
+            crate::core::drift::covers(check, entry, environment, DriftSource::Kubernetes)
         })
     }
 

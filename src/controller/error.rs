@@ -46,6 +46,12 @@ pub enum Error {
     #[error("version {version} has no content for {environment}")]
     VersionMissing { version: i64, environment: String },
 
+    #[error("ConfigEntry {entry} has no environment {environment} any more")]
+    EnvironmentGone { entry: String, environment: String },
+
+    #[error("{environment} moved on from version {version}; its entry projects it now")]
+    EnvironmentMoved { environment: String, version: i64 },
+
     #[error(
         "{kind} namespace {namespace:?} is not allowed; the operator projects into an entry's own namespace and those it is configured to allow"
     )]
@@ -93,6 +99,8 @@ impl Error {
             Error::TargetBound(_) => "TargetBound",
             Error::Render(_) => "RenderFailed",
             Error::VersionMissing { .. } => "VersionMissing",
+            Error::EnvironmentGone { .. } => "EnvironmentGone",
+            Error::EnvironmentMoved { .. } => "EnvironmentMoved",
             Error::NamespaceNotAllowed { .. } => "TargetNotAllowed",
             Error::SecretsNotManaged { .. } => "SecretsNotManaged",
             Error::SecretReference { .. } => "InvalidSecretReference",

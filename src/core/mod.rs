@@ -4,6 +4,7 @@
 
 pub mod approval;
 pub mod change;
+pub mod drift;
 pub mod entry;
 pub mod ownership;
 pub mod promotion;

@@ -191,6 +191,13 @@ pub struct EnvironmentSpec {
     pub restart_targets: Vec<RestartTarget>,
 }
 
+impl ConfigEntry {
+    /// The environment of the spec named `name`.
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentSpec> {
+        self.spec.environments.iter().find(|e| e.name == name)
+    }
+}
+
 impl EnvironmentSpec {
     /// Whether changes go live here without approval: no policy, `autoApprove`, or
     /// zero required approvals.

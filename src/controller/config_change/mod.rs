@@ -78,7 +78,10 @@ async fn reconcile_change(change: &ConfigChange, ctx: &Context) -> Result<Action
         }
         (Ok(()), Err(invalid)) => Decision::failed(invalid),
         (Ok(()), Ok(_)) => {
-            let entry = entry.as_deref().ok_or(Error::CacheClosed)?;
+            let entry = entry.as_deref().ok_or_else(|| Error::EnvironmentGone {
+                entry: change.spec.config_entry.clone(),
+                environment: change.spec.environment.clone(),
+            })?;
             held(change, entry, &current, ctx).await?
         }
     };
@@ -132,12 +135,13 @@ async fn decide(
     current: &ConfigChangeStatus,
     ctx: &Context,
 ) -> Result<Decision> {
-    let environment = entry
-        .spec
-        .environments
-        .iter()
-        .find(|e| e.name == change.spec.environment)
-        .ok_or(Error::CacheClosed)?;
+    let environment =
+        entry
+            .environment(&change.spec.environment)
+            .ok_or_else(|| Error::EnvironmentGone {
+                entry: entry.name_any(),
+                environment: change.spec.environment.clone(),
+            })?;
     let Some(facts) = Facts::gather(change, entry, ctx).await? else {
         return Ok(Decision::waiting(
             "NoVersionYet",
