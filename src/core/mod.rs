@@ -10,6 +10,7 @@ pub mod ownership;
 pub mod promotion;
 pub mod render;
 pub mod resolve;
+pub mod rotation;
 pub mod vouching;
 
 /// Why an object, or what it asks for, is refused: a condition reason and a message
