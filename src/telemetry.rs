@@ -158,140 +158,143 @@ impl Metrics {
     }
 }
 
+/// Histogram buckets, in seconds.
+const RECONCILE_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+const APPLY_BUCKETS: [f64; 7] = [0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+const ROTATION_BUCKETS: [f64; 7] = [0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0];
+const APPROVAL_BUCKETS: [f64; 7] = [
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4.0 * 3600.0,
+    86400.0,
+    7.0 * 86400.0,
+];
+
+/// Every metric: its name (after the `summit_config_` prefix) and its help.
+const HELP: &[(&str, &str)] = &[
+    (
+        "drift_occurrences",
+        "Drifted copies found by drift checks, by source (kubernetes, consul, postgres)",
+    ),
+    (
+        "drift_remediations",
+        "Drifted copies put back to their recorded version",
+    ),
+    (
+        "drift_check_duration_seconds",
+        "How long the last drift check took",
+    ),
+    (
+        "secret_rotations",
+        "Secret rotations, by result; the success rate is success / (success + failure)",
+    ),
+    (
+        "secret_rotation_duration_seconds",
+        "Time a successful rotation took",
+    ),
+    (
+        "approval_latency_seconds",
+        "Seconds from a ConfigChange's request to its approval (stage=approved) and to its application (stage=applied)",
+    ),
+    (
+        "pending_changes",
+        "ConfigChanges waiting for approval, by environment",
+    ),
+    (
+        "stalled_changes",
+        "ConfigChanges waiting for approval for more than a day",
+    ),
+    (
+        "apply_duration_seconds",
+        "Time to apply a version to one environment, projection included",
+    ),
+    (
+        "backend_up",
+        "Whether a backend (postgres, consul) answered its last request",
+    ),
+    ("versions_recorded", "Versions recorded"),
+    ("reconciles", "Reconciles run, by kind"),
+    (
+        "reconcile_failures",
+        "Reconciles that failed, by kind and reason",
+    ),
+    (
+        "reconcile_duration_seconds",
+        "Time spent in one reconcile, by kind",
+    ),
+    (
+        "apiserver_writes",
+        "Writes to the apiserver, by kind and target",
+    ),
+    (
+        "backend_requests",
+        "Requests sent, by backend: kubernetes (apiserver requests, a watch counting once), consul (HTTP requests), postgres (queries or transactions)",
+    ),
+    (
+        "refused_objects",
+        "Objects found invalid (unreadable, outside their namespace's config ids, contradictory), by kind and reason, counted as they become so",
+    ),
+];
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("summit_config");
-        let reconciles = Family::<KindLabels, Counter>::default();
-        let failures = Family::<FailureLabels, Counter>::default();
-        let reconcile_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
-        });
-        let apiserver_writes = Family::<WriteLabels, Counter>::default();
-        let versions_recorded = Counter::default();
-        let apply_seconds = Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
-        let backend_up = Family::<BackendLabels, Gauge>::default();
-        let approval_seconds = Family::<StageLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                60.0,
-                300.0,
-                900.0,
-                3600.0,
-                4.0 * 3600.0,
-                86400.0,
-                7.0 * 86400.0,
-            ])
-        });
-        let pending_changes = Family::<EnvironmentLabels, Gauge>::default();
-        let stalled_changes = Gauge::default();
-        let rotations = Family::<ResultLabels, Counter>::default();
-        let rotation_seconds = Histogram::new([0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0]);
-        let drift_occurrences = Family::<SourceLabels, Counter>::default();
-        let remediations = Counter::default();
-        let drift_check_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "drift_occurrences",
-            "Drifted copies found by drift checks, by source (kubernetes, consul, postgres)",
-            drift_occurrences.clone(),
-        );
-        registry.register(
-            "drift_remediations",
-            "Drifted copies put back to their recorded version",
-            remediations.clone(),
-        );
-        registry.register(
-            "drift_check_duration_seconds",
-            "How long the last drift check took",
-            drift_check_seconds.clone(),
-        );
-        registry.register(
-            "secret_rotations",
-            "Secret rotations, by result; the success rate is success / (success + failure)",
-            rotations.clone(),
-        );
-        registry.register(
-            "secret_rotation_duration_seconds",
-            "Time a successful rotation took",
-            rotation_seconds.clone(),
-        );
-        registry.register(
-            "approval_latency_seconds",
-            "Seconds from a ConfigChange's request to its approval (stage=approved) and to its application (stage=applied)",
-            approval_seconds.clone(),
-        );
-        registry.register(
-            "pending_changes",
-            "ConfigChanges waiting for approval, by environment",
-            pending_changes.clone(),
-        );
-        registry.register(
-            "stalled_changes",
-            "ConfigChanges waiting for approval for more than a day",
-            stalled_changes.clone(),
-        );
-        registry.register(
-            "apply_duration_seconds",
-            "Time to apply a version to one environment, projection included",
-            apply_seconds.clone(),
-        );
-        registry.register(
-            "backend_up",
-            "Whether a backend (postgres, consul) answered its last request",
-            backend_up.clone(),
-        );
-        registry.register(
-            "versions_recorded",
-            "Versions recorded",
-            versions_recorded.clone(),
-        );
-        registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
-        registry.register(
-            "reconcile_failures",
-            "Reconciles that failed, by kind and reason",
-            failures.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time spent in one reconcile, by kind",
-            reconcile_seconds.clone(),
-        );
-        registry.register(
-            "apiserver_writes",
-            "Writes to the apiserver, by kind and target",
-            apiserver_writes.clone(),
-        );
-        let backend_requests = Family::<BackendLabels, Counter>::default();
-        registry.register(
-            "backend_requests",
-            "Requests sent, by backend: kubernetes (apiserver requests, a watch counting once), consul (HTTP requests), postgres (queries or transactions)",
-            backend_requests.clone(),
-        );
-        let refused_objects = Family::<FailureLabels, Counter>::default();
-        registry.register(
-            "refused_objects",
-            "Objects found invalid (unreadable, outside their namespace's config ids, contradictory), by kind and reason, counted as they become so",
-            refused_objects.clone(),
-        );
         Self {
+            drift_occurrences: register(&mut registry, "drift_occurrences", Family::default()),
+            remediations: register(&mut registry, "drift_remediations", Counter::default()),
+            drift_check_seconds: register(
+                &mut registry,
+                "drift_check_duration_seconds",
+                Gauge::default(),
+            ),
+            rotations: register(&mut registry, "secret_rotations", Family::default()),
+            rotation_seconds: register(
+                &mut registry,
+                "secret_rotation_duration_seconds",
+                Histogram::new(ROTATION_BUCKETS),
+            ),
+            approval_seconds: register(
+                &mut registry,
+                "approval_latency_seconds",
+                Family::new_with_constructor(|| Histogram::new(APPROVAL_BUCKETS)),
+            ),
+            pending_changes: register(&mut registry, "pending_changes", Family::default()),
+            stalled_changes: register(&mut registry, "stalled_changes", Gauge::default()),
+            apply_seconds: register(
+                &mut registry,
+                "apply_duration_seconds",
+                Histogram::new(APPLY_BUCKETS),
+            ),
+            backend_up: register(&mut registry, "backend_up", Family::default()),
+            versions_recorded: register(&mut registry, "versions_recorded", Counter::default()),
+            reconciles: register(&mut registry, "reconciles", Family::default()),
+            failures: register(&mut registry, "reconcile_failures", Family::default()),
+            reconcile_seconds: register(
+                &mut registry,
+                "reconcile_duration_seconds",
+                Family::new_with_constructor(|| Histogram::new(RECONCILE_BUCKETS)),
+            ),
+            apiserver_writes: register(&mut registry, "apiserver_writes", Family::default()),
+            backend_requests: register(&mut registry, "backend_requests", Family::default()),
+            refused_objects: register(&mut registry, "refused_objects", Family::default()),
             registry,
-            refused_objects,
-            reconciles,
-            failures,
-            reconcile_seconds,
-            apiserver_writes,
-            versions_recorded,
-            apply_seconds,
-            backend_up,
-            approval_seconds,
-            pending_changes,
-            stalled_changes,
-            rotations,
-            rotation_seconds,
-            drift_occurrences,
-            remediations,
-            drift_check_seconds,
-            backend_requests,
         }
     }
+}
+
+/// Registers `metric` under `name`, with its help from [`HELP`], and returns it.
+fn register<M>(registry: &mut Registry, name: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    let help = HELP
+        .iter()
+        .find_map(|(n, help)| (*n == name).then_some(*help))
+        .unwrap_or_default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
@@ -346,4 +349,33 @@ async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
         )],
         health.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_has_its_help() {
+        let metrics = Metrics::default();
+        // Families show once they hold a series.
+        metrics.drift("consul", true);
+        metrics.backend("postgres", true);
+        metrics.rotation("success", std::time::Duration::ZERO);
+        let text = metrics.render();
+        let shown: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP summit_config_"))
+            .collect();
+        for line in &shown {
+            assert!(
+                HELP.iter()
+                    .any(|(name, help)| *line == format!("{name} {help}.")),
+                "{line} has no entry in HELP"
+            );
+        }
+        let names: std::collections::BTreeSet<_> = HELP.iter().map(|(name, _)| name).collect();
+        assert_eq!(names.len(), HELP.len(), "a name listed twice");
+        assert!(shown.len() >= 8, "{text}");
+    }
 }

@@ -156,25 +156,13 @@ fn read_document(path: &PathBuf) -> Result<Value, Error> {
 pub async fn propose(target: &Target, propose: &Propose, proposal: Proposal) -> Result<(), Error> {
     let (client, namespace) = connect(target).await?;
     let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &namespace);
+    let name = &propose.entry;
     let entry = entries
-        .get_opt(&propose.entry)
+        .get_opt(name)
         .await
-        .map_err(request(format!(
-            "read ConfigEntry {namespace}/{}",
-            propose.entry
-        )))?
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "ConfigEntry {namespace}/{} does not exist",
-                propose.entry
-            ))
-        })?;
-    if !entry
-        .spec
-        .environments
-        .iter()
-        .any(|e| e.name == propose.environment)
-    {
+        .map_err(request(format!("read ConfigEntry {namespace}/{name}")))?
+        .ok_or_else(|| Error::Invalid(format!("ConfigEntry {namespace}/{name} does not exist")))?;
+    if entry.environment(&propose.environment).is_none() {
         let known: Vec<&str> = entry
             .spec
             .environments
@@ -182,19 +170,48 @@ pub async fn propose(target: &Target, propose: &Propose, proposal: Proposal) -> 
             .map(|e| e.name.as_str())
             .collect();
         return Err(Error::Invalid(format!(
-            "ConfigEntry {} has no environment {:?} (it has {})",
-            propose.entry,
+            "ConfigEntry {name} has no environment {:?} (it has {})",
             propose.environment,
             known.join(", ")
         )));
     }
     let (user, _) = whoami(&client).await?;
+    let change = change_of(&entry, propose, proposal, &user)?;
+    let created = Api::<ConfigChange>::namespaced(client, &namespace)
+        .create(&PostParams::default(), &change)
+        .await
+        .map_err(request("create the ConfigChange"))?;
+    println!(
+        "configchange/{} created in {namespace}, requested by {user}",
+        created.name_any()
+    );
+    Ok(())
+}
+
+/// The ConfigChange that proposes `proposal` for `entry`, requested by `user`.
+fn change_of(
+    entry: &ConfigEntry,
+    propose: &Propose,
+    proposal: Proposal,
+    user: &str,
+) -> Result<ConfigChange, Error> {
     let (data, patch, rollback_to) = match proposal {
         Proposal::Data(path) => (Some(object(read_document(&path)?, &path)?), None, None),
         Proposal::Patch(path) => (None, Some(object(read_document(&path)?, &path)?), None),
         Proposal::RollbackTo(version) => (None, None, Some(version)),
     };
-    let change = ConfigChange {
+    // What the proposer saw live: a data change made against it is superseded, not
+    // silently applied over, if the environment moves on first.
+    let base_version = entry
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.environments
+                .iter()
+                .find(|e| e.name == propose.environment)
+        })
+        .and_then(|e| e.version);
+    Ok(ConfigChange {
         metadata: ObjectMeta {
             name: propose.name.clone(),
             generate_name: propose
@@ -210,34 +227,15 @@ pub async fn propose(target: &Target, propose: &Propose, proposal: Proposal) -> 
             patch,
             rollback_to,
             version: None,
-            // What the proposer saw live: a data change made against it is superseded,
-            // not silently applied over, if the environment moves on first.
-            base_version: entry
-                .status
-                .as_ref()
-                .and_then(|s| {
-                    s.environments
-                        .iter()
-                        .find(|e| e.name == propose.environment)
-                })
-                .and_then(|e| e.version),
+            base_version,
             message: propose.message.clone(),
-            requested_by: user.clone(),
+            requested_by: user.to_owned(),
             approval_policy: None,
             approvals: Vec::new(),
             rejection: None,
         },
         status: None,
-    };
-    let created = Api::<ConfigChange>::namespaced(client, &namespace)
-        .create(&PostParams::default(), &change)
-        .await
-        .map_err(request("create the ConfigChange"))?;
-    println!(
-        "configchange/{} created in {namespace}, requested by {user}",
-        created.name_any()
-    );
-    Ok(())
+    })
 }
 
 fn object(value: Value, path: &std::path::Path) -> Result<Value, Error> {

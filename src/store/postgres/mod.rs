@@ -1,0 +1,440 @@
+//! PostgreSQL: the durable record. It numbers versions, and writes each version,
+//! application and their audit rows in one transaction.
+
+mod ownership;
+mod reads;
+mod records;
+
+use ownership::{check_claim, write_floor};
+
+use prometheus_client::metrics::counter::Counter;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+use sqlx::{
+    PgPool, Postgres, Row, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::{
+    Application, AppliedState, Error, Floor, FloorUpdate, NewVersion, Recorded, Result, Snapshot,
+    Source, Version, VersionStore,
+};
+
+/// The longest user name, approver list or other user-written text kept in a column
+/// (`VARCHAR(1024)`); longer values are cut, marked with an ellipsis.
+const TEXT_COLUMN: usize = 1024;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Versions, applied state and the audit trail in PostgreSQL.
+pub struct PostgresStore {
+    pool: PgPool,
+    migrated: OnceCell<()>,
+    /// Counts each use of the pool: a query or a transaction.
+    requests: Counter,
+}
+
+fn failed(action: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |source| Error::Postgres { action, source }
+}
+
+impl PostgresStore {
+    /// A store that connects on first use, so that the operator starts, and says why
+    /// it cannot record versions, while the database is down.
+    pub fn connect_lazy(options: PgConnectOptions, requests: Counter) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        Self {
+            pool,
+            migrated: OnceCell::new(),
+            requests,
+        }
+    }
+
+    /// The pool, after the migrations have been applied once. Each call is one query
+    /// or one transaction, and is counted.
+    async fn pool(&self) -> Result<&PgPool> {
+        self.requests.inc();
+        self.migrated
+            .get_or_try_init(|| async { MIGRATOR.run(&self.pool).await.map_err(Error::Migrate) })
+            .await?;
+        Ok(&self.pool)
+    }
+
+    async fn begin_locked(&self, config_id: &str) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self
+            .pool()
+            .await?
+            .begin()
+            .await
+            .map_err(failed("begin a transaction"))?;
+        // Serialises writers of one config id; the unique constraint stays the arbiter.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(config_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("lock the config id"))?;
+        Ok(tx)
+    }
+}
+
+/// Cuts user-written text to what its column holds.
+fn bounded(text: &str) -> String {
+    if text.chars().count() <= TEXT_COLUMN {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(TEXT_COLUMN - 1).collect();
+    cut.push('…');
+    cut
+}
+
+const VERSION_COLUMNS: &str =
+    "config_id, version, config, overrides, checksum, metadata, created_at, created_by";
+
+fn timestamp(at: chrono::NaiveDateTime) -> Timestamp {
+    let utc = at.and_utc();
+    Timestamp::new(utc.timestamp(), utc.timestamp_subsec_nanos() as i32)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn naive(at: Timestamp) -> chrono::NaiveDateTime {
+    chrono::DateTime::from_timestamp(at.as_second(), at.subsec_nanosecond().unsigned_abs())
+        .unwrap_or_default()
+        .naive_utc()
+}
+
+fn metadata(version: &Version) -> Result<Value> {
+    let mut metadata = serde_json::to_value(&version.source).map_err(Error::Encode)?;
+    metadata["owner"] = json!(version.owner);
+    metadata["message"] = json!(version.message);
+    if !version.authors.is_empty() {
+        let authors: Vec<String> = version.authors.iter().map(|a| bounded(a)).collect();
+        metadata["authors"] = json!(authors);
+    }
+    let secrets = &version.snapshot.secrets;
+    if !secrets.is_null() {
+        metadata["secrets"] = secrets.clone();
+    }
+    Ok(metadata)
+}
+
+fn version_from_row(row: &PgRow) -> Result<Version> {
+    let read = |source| Error::Postgres {
+        action: "read a version",
+        source,
+    };
+    let metadata: Value = row.try_get("metadata").map_err(read)?;
+    let overrides: Option<Value> = row.try_get("overrides").map_err(read)?;
+    let source: Source = serde_json::from_value(metadata.clone()).map_err(Error::Encode)?;
+    Ok(Version {
+        config_id: row.try_get("config_id").map_err(read)?,
+        version: i64::from(row.try_get::<i32, _>("version").map_err(read)?),
+        owner: metadata["owner"].as_str().unwrap_or_default().to_owned(),
+        snapshot: Snapshot {
+            data: row.try_get("config").map_err(read)?,
+            overrides: overrides
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(Error::Encode)?
+                .unwrap_or_default(),
+            secrets: metadata.get("secrets").cloned().unwrap_or(Value::Null),
+        },
+        checksum: row.try_get("checksum").map_err(read)?,
+        source,
+        created_by: row.try_get("created_by").map_err(read)?,
+        authors: metadata
+            .get("authors")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(Error::Encode)?
+            .unwrap_or_default(),
+        created_at: timestamp(row.try_get("created_at").map_err(read)?),
+        message: metadata["message"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+fn version_number(version: i64) -> i32 {
+    i32::try_from(version).unwrap_or(i32::MAX)
+}
+
+async fn insert_version(tx: &mut Transaction<'static, Postgres>, version: &Version) -> Result<()> {
+    let metadata = metadata(version)?;
+    let overrides = serde_json::to_value(&version.snapshot.overrides).map_err(Error::Encode)?;
+    sqlx::query(&format!(
+        "INSERT INTO config_versions (id, {VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (config_id, version) DO NOTHING"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(&version.config_id)
+    .bind(version_number(version.version))
+    .bind(&version.snapshot.data)
+    .bind(overrides)
+    .bind(&version.checksum)
+    .bind(metadata)
+    .bind(naive(version.created_at))
+    .bind(bounded(&version.created_by))
+    .execute(&mut **tx)
+    .await
+    .map_err(failed("insert a version"))?;
+    Ok(())
+}
+
+async fn insert_audit(
+    tx: &mut Transaction<'static, Postgres>,
+    config_id: &str,
+    version: Option<i64>,
+    actor: &str,
+    message: &str,
+    changes: Value,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO config_audit (id, config_id, version, actor, timestamp, message, changes)
+         VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC', $5, $6)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(config_id)
+    .bind(version.map(version_number))
+    .bind(bounded(actor))
+    .bind(message)
+    .bind(changes)
+    .execute(&mut **tx)
+    .await
+    .map_err(failed("write an audit row"))?;
+    Ok(())
+}
+
+impl VersionStore for PostgresStore {
+    async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
+        let mut tx = self.begin_locked(&new.config_id).await?;
+        check_claim(&mut tx, &new.config_id, &new.claimant, false).await?;
+
+        let source = serde_json::to_value(&new.source).map_err(Error::Encode)?;
+        let latest_of_source = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM config_versions
+             WHERE config_id = $1 AND metadata @> $2 ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(&new.config_id)
+        .bind(&source)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(failed("read the latest version"))?;
+        if let Some(row) = latest_of_source {
+            let latest = version_from_row(&row)?;
+            if latest.records(new) {
+                tx.commit().await.map_err(failed("commit"))?;
+                return Ok(Recorded {
+                    version: latest,
+                    created: false,
+                });
+            }
+        }
+
+        let next: i32 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM config_versions WHERE config_id = $1",
+        )
+        .bind(&new.config_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(failed("number a version"))?;
+        if let Some(based_on) = new.based_on
+            && based_on != i64::from(next) - 1
+        {
+            return Err(Error::Superseded {
+                config_id: new.config_id.clone(),
+                based_on,
+                latest: i64::from(next) - 1,
+            });
+        }
+        let version = Version {
+            config_id: new.config_id.clone(),
+            version: i64::from(next),
+            owner: new.claimant.entry(),
+            snapshot: new.snapshot.clone(),
+            checksum: new.checksum.clone(),
+            source: new.source.clone(),
+            created_by: new.created_by.clone(),
+            authors: new.authors.clone(),
+            // Postgres keeps microseconds; keep what it will return.
+            created_at: Timestamp::from_microsecond(Timestamp::now().as_microsecond())
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+            message: new.message.clone(),
+        };
+        insert_version(&mut tx, &version).await?;
+        insert_audit(
+            &mut tx,
+            &version.config_id,
+            Some(version.version),
+            &version.created_by,
+            &version.message,
+            json!({"event": "versionRecorded", "checksum": version.checksum, "source": source, "owner": version.owner}),
+        )
+        .await?;
+        tx.commit().await.map_err(failed("commit a version"))?;
+        Ok(Recorded {
+            version,
+            created: true,
+        })
+    }
+
+    async fn store_version(&self, version: &Version) -> Result<()> {
+        let mut tx = self.begin_locked(&version.config_id).await?;
+        insert_version(&mut tx, version).await?;
+        let checksum: String = sqlx::query_scalar(
+            "SELECT checksum FROM config_versions WHERE config_id = $1 AND version = $2",
+        )
+        .bind(&version.config_id)
+        .bind(version_number(version.version))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(failed("read back a version"))?;
+        tx.commit().await.map_err(failed("commit a version"))?;
+        if checksum != version.checksum {
+            return Err(Error::Diverged {
+                config_id: version.config_id.clone(),
+                version: version.version,
+                backend: "postgres",
+            });
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, application: &Application) -> Result<bool> {
+        let mut tx = self.begin_locked(&application.config_id).await?;
+        check_claim(
+            &mut tx,
+            &application.config_id,
+            &application.claimant,
+            false,
+        )
+        .await?;
+        let current: Option<(i32, String)> = sqlx::query_as(
+            "SELECT version, checksum FROM config_applied_state WHERE config_id = $1 AND environment = $2",
+        )
+        .bind(&application.config_id)
+        .bind(&application.environment)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(failed("read the applied state"))?;
+        if let Some((newer, _)) = current.as_ref().filter(|(version, _)| {
+            application.forward_only && i64::from(*version) > application.version
+        }) {
+            return Err(Error::Superseded {
+                config_id: application.config_id.clone(),
+                based_on: application.version,
+                latest: i64::from(*newer),
+            });
+        }
+        if let FloorUpdate::Record(policy) = &application.floor {
+            let floor = Floor {
+                environment: application.environment.clone(),
+                policy: policy.clone(),
+                version: application.version,
+            };
+            write_floor(&mut tx, &application.config_id, &floor, &application.actor).await?;
+        }
+        if current.as_ref().is_some_and(|(version, checksum)| {
+            i64::from(*version) == application.version && checksum == &application.checksum
+        }) {
+            tx.commit().await.map_err(failed("commit"))?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO config_applied_state (config_id, environment, version, checksum, applied_at)
+             VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC')
+             ON CONFLICT (config_id, environment) DO UPDATE
+             SET version = EXCLUDED.version, checksum = EXCLUDED.checksum, applied_at = EXCLUDED.applied_at",
+        )
+        .bind(&application.config_id)
+        .bind(&application.environment)
+        .bind(version_number(application.version))
+        .bind(&application.checksum)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("write the applied state"))?;
+        insert_audit(
+            &mut tx,
+            &application.config_id,
+            Some(application.version),
+            &application.actor,
+            &application.message,
+            json!({
+                "event": "applied",
+                "environment": application.environment,
+                "checksum": application.checksum,
+                "previousVersion": current.map(|(version, _)| version),
+            }),
+        )
+        .await?;
+        tx.commit().await.map_err(failed("commit an application"))?;
+        Ok(true)
+    }
+
+    async fn store_applied(&self, applied: &AppliedState) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO config_applied_state (config_id, environment, version, checksum, applied_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (config_id, environment) DO UPDATE
+             SET version = EXCLUDED.version, checksum = EXCLUDED.checksum, applied_at = EXCLUDED.applied_at",
+        )
+        .bind(&applied.config_id)
+        .bind(&applied.environment)
+        .bind(version_number(applied.version))
+        .bind(&applied.checksum)
+        .bind(naive(applied.applied_at))
+        .execute(self.pool().await?)
+        .await
+        .map_err(failed("write the applied state"))?;
+        Ok(())
+    }
+
+    async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM config_versions WHERE config_id = $1 ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(config_id)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(failed("read the latest version"))?
+        .as_ref()
+        .map(version_from_row)
+        .transpose()
+    }
+
+    async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM config_versions WHERE config_id = $1 AND version = $2"
+        ))
+        .bind(config_id)
+        .bind(version_number(version))
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(failed("read a version"))?
+        .as_ref()
+        .map(version_from_row)
+        .transpose()
+    }
+
+    async fn versions(&self, config_id: &str) -> Result<Vec<Version>> {
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM config_versions WHERE config_id = $1 ORDER BY version"
+        ))
+        .bind(config_id)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(failed("read versions"))?
+        .iter()
+        .map(version_from_row)
+        .collect()
+    }
+
+    async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
+        self.applied_for(&[config_id.to_owned()]).await
+    }
+}

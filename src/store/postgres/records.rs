@@ -1,0 +1,213 @@
+//! The audit trail beyond versions: approval workflows, lone audit rows and rotations.
+
+use serde_json::{Value, json};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{PostgresStore, bounded, failed, insert_audit, naive};
+use crate::store::{Error, Result, Rotation, Workflow, WorkflowApproval};
+
+impl PostgresStore {
+    /// Mirrors a workflow into `approval_workflows`, with an audit row for every step
+    /// the table has not seen yet. Returns whether anything was written.
+    pub async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool> {
+        let mut tx = self.begin_locked(&workflow.config_id).await?;
+        let row: Option<(Value, String)> = sqlx::query_as(
+            "SELECT COALESCE(approvals, '[]'::jsonb), status FROM approval_workflows WHERE change_id = $1",
+        )
+        .bind(&workflow.change_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(failed("read an approval workflow"))?;
+        let known = row.map(|(known, status)| {
+            let known: Vec<WorkflowApproval> = serde_json::from_value(known).unwrap_or_default();
+            (known, status)
+        });
+        if known.as_ref().is_some_and(|(known, status)| {
+            *known == workflow.approvals && *status == workflow.status
+        }) {
+            tx.commit().await.map_err(failed("commit"))?;
+            return Ok(false);
+        }
+        let approvals = serde_json::to_value(&workflow.approvals).map_err(Error::Encode)?;
+        let counted: Vec<&str> = workflow
+            .approvals
+            .iter()
+            .filter(|a| a.counted)
+            .map(|a| a.approver.as_str())
+            .collect();
+        let (known, status) = match known {
+            Some((known, status)) => {
+                sqlx::query(
+                    "UPDATE approval_workflows SET approvals = $2, approvers = $3, status = $4 WHERE change_id = $1",
+                )
+                .bind(&workflow.change_id)
+                .bind(&approvals)
+                .bind(&counted)
+                .bind(&workflow.status)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("update an approval workflow"))?;
+                (known, Some(status))
+            }
+            None => {
+                insert_workflow(&mut tx, workflow, &approvals, &counted).await?;
+                (Vec::new(), None)
+            }
+        };
+        audit_steps(&mut tx, workflow, &known, status.as_deref()).await?;
+        tx.commit()
+            .await
+            .map_err(failed("commit an approval workflow"))?;
+        Ok(true)
+    }
+
+    /// Writes one audit row on its own.
+    pub async fn audit(
+        &self,
+        config_id: &str,
+        version: i64,
+        actor: &str,
+        message: &str,
+        changes: Value,
+    ) -> Result<()> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
+        insert_audit(&mut tx, config_id, Some(version), actor, message, changes).await?;
+        tx.commit().await.map_err(failed("commit an audit row"))?;
+        Ok(())
+    }
+
+    /// Upserts a secret's rotation policy row and writes the audit row of one step, in
+    /// one transaction. Audit rows of secrets carry the config id `secret:<id>` and no
+    /// version.
+    pub async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
+        sqlx::query(
+            "INSERT INTO secret_rotation_policies
+               (secret_id, rotation_interval_days, rotation_lambda, notify_on_rotation, grace_period_days, last_rotated_at, next_rotation_at, policy, provider)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (policy) DO UPDATE SET
+               secret_id = EXCLUDED.secret_id,
+               provider = EXCLUDED.provider,
+               rotation_interval_days = EXCLUDED.rotation_interval_days,
+               rotation_lambda = EXCLUDED.rotation_lambda,
+               notify_on_rotation = EXCLUDED.notify_on_rotation,
+               grace_period_days = EXCLUDED.grace_period_days,
+               last_rotated_at = EXCLUDED.last_rotated_at,
+               next_rotation_at = EXCLUDED.next_rotation_at",
+        )
+        .bind(&rotation.secret_id)
+        .bind(rotation.interval_days)
+        .bind(&rotation.rotation_function)
+        .bind(&rotation.notify)
+        .bind(rotation.grace_days)
+        .bind(rotation.last_rotated_at.map(naive))
+        .bind(rotation.next_rotation_at.map(naive))
+        .bind(&rotation.policy)
+        .bind(&rotation.provider)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("write a rotation policy"))?;
+        insert_audit(
+            &mut tx,
+            &rotation.audit_id(),
+            None,
+            &rotation.actor,
+            &format!(
+                "{} by SecretRotationPolicy {}",
+                rotation.event, rotation.policy
+            ),
+            json!({
+                "event": rotation.event,
+                "policy": rotation.policy,
+                "currentVersion": rotation.current_version,
+                "previousVersion": rotation.previous_version,
+            }),
+        )
+        .await?;
+        tx.commit().await.map_err(failed("commit a rotation"))?;
+        Ok(())
+    }
+}
+
+/// One audit step of a workflow.
+fn step(workflow: &Workflow, event: &str) -> Value {
+    json!({"event": event, "change": workflow.change_id, "environment": workflow.environment})
+}
+
+/// Inserts a workflow first seen, with the audit row of its request.
+async fn insert_workflow(
+    tx: &mut Transaction<'static, Postgres>,
+    workflow: &Workflow,
+    approvals: &Value,
+    counted: &[&str],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO approval_workflows
+           (id, change_id, config_id, proposed_version, requested_by, requested_at, approvers, approvals, status, auto_approve_for)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(&workflow.change_id)
+    .bind(&workflow.config_id)
+    .bind(&workflow.proposal)
+    .bind(bounded(&workflow.requested_by))
+    .bind(naive(workflow.requested_at))
+    .bind(counted)
+    .bind(approvals)
+    .bind(&workflow.status)
+    .bind(&workflow.auto_approve_for)
+    .execute(&mut **tx)
+    .await
+    .map_err(failed("insert an approval workflow"))?;
+    let mut requested = step(workflow, "requested");
+    requested["proposal"] = workflow.proposal.clone();
+    let base = Some(workflow.base_version);
+    insert_audit(
+        tx,
+        &workflow.config_id,
+        base,
+        &workflow.requested_by,
+        &workflow.message,
+        requested,
+    )
+    .await
+}
+
+/// Audit rows for the approvals the table did not know (`known`), and for the end of
+/// the workflow when it ended since (`status`: what the table said).
+async fn audit_steps(
+    tx: &mut Transaction<'static, Postgres>,
+    workflow: &Workflow,
+    known: &[WorkflowApproval],
+    status: Option<&str>,
+) -> Result<()> {
+    let base = Some(workflow.base_version);
+    for approval in &workflow.approvals {
+        if known.iter().any(|k| k.approver == approval.approver) {
+            continue;
+        }
+        let mut approved = step(workflow, "approved");
+        approved["counted"] = json!(approval.counted);
+        let comment = approval.comment.as_deref().unwrap_or("");
+        insert_audit(
+            tx,
+            &workflow.config_id,
+            base,
+            &approval.approver,
+            comment,
+            approved,
+        )
+        .await?;
+    }
+    let ended = ["rejected", "expired", "superseded", "failed"];
+    if status != Some(workflow.status.as_str()) && ended.contains(&workflow.status.as_str()) {
+        let by = workflow.ended_by.as_deref().unwrap_or("summit-config");
+        let why = workflow.end_reason.as_deref().unwrap_or("");
+        let ending = step(workflow, &workflow.status);
+        insert_audit(tx, &workflow.config_id, base, by, why, ending).await?;
+    }
+    Ok(())
+}
