@@ -1,16 +1,20 @@
-//! The composite store the controllers use: PostgreSQL decides and records (or the
-//! in-memory store, in a demo without a database), Consul follows, and reads fall back
-//! to the last answer cached in memory while the primary is down.
+//! The composite store the controllers use: the ledger decides and records
+//! (PostgreSQL, or memory in a demo without a database), Consul follows, and reads
+//! fall back to the last answer cached in memory while the ledger is down.
 
 use prometheus_client::metrics::counter::Counter;
 use sqlx::postgres::PgConnectOptions;
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::Hash,
+    sync::Mutex,
+};
 
 use super::{
     Application, AppliedState, Claimant, ConsulConfig, ConsulStore, Error, Floor, FloorUpdate,
-    MemoryStore, NewVersion, PostgresStore, Projection, Recorded, Result, Rotation, Target,
-    Version, VersionStore, Workflow,
+    Ledger, MemoryStore, NewVersion, PostgresStore, Projection, Recorded, Result, Rotation, Source,
+    Target, Version, Workflow,
 };
 
 /// Which backends to use, parsed once at start-up.
@@ -24,11 +28,6 @@ pub struct StoresConfig {
     pub consul_requests: Counter,
 }
 
-enum Primary {
-    Postgres(PostgresStore),
-    Memory,
-}
-
 /// What bringing Consul up to date did.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ConsulSync {
@@ -39,36 +38,62 @@ pub struct ConsulSync {
     pub content_omitted: Option<(i64, String)>,
 }
 
-/// PostgreSQL → Consul, with an in-memory cache (or in-memory only).
-pub struct Stores {
-    primary: Primary,
-    consul: Option<ConsulStore>,
-    cache: MemoryStore,
-    /// Claims known to hold: a claim never moves to another entry, so a reconcile that
-    /// finds its own here needs no query.
-    held: Mutex<HashMap<String, Claimant>>,
-    /// Approval floors by config id, as last read or written: only this operator
-    /// writes them.
-    floors: Mutex<HashMap<String, Vec<Floor>>>,
-    /// Projection bindings known: a binding never moves.
-    bindings: Mutex<HashMap<Target, Projection>>,
+/// A map behind a lock, as the caches keep them.
+struct Memo<K, V>(Mutex<HashMap<K, V>>);
+
+impl<K: Eq + Hash, V: Clone> Memo<K, V> {
+    fn new() -> Self {
+        Self(Mutex::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.lock().get(key).cloned()
+    }
+
+    fn insert(&self, key: K, value: V) {
+        self.lock().insert(key, value);
+    }
+
+    fn remove(&self, key: &K) {
+        self.lock().remove(key);
+    }
 }
 
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The ledger, Consul, and what the operator remembers of them.
+pub struct Stores {
+    ledger: Box<dyn Ledger>,
+    consul: Option<ConsulStore>,
+    /// Recorded versions never change and their numbers are never reused: once read,
+    /// a version needs no query again, and serves while the ledger is down.
+    versions: Memo<(String, i64), Version>,
+    /// The applied state last read or written per config id, for reads while the
+    /// ledger is down.
+    applied: Memo<String, BTreeMap<String, AppliedState>>,
+    /// Claims known to hold: a claim never moves to another entry, so a reconcile that
+    /// finds its own here needs no query.
+    held: Memo<String, Claimant>,
+    /// Approval floors by config id, as last read or written: only this operator
+    /// writes them.
+    floors: Memo<String, Vec<Floor>>,
+    /// Projection bindings known: a binding never moves but by this operator.
+    bindings: Memo<Target, Projection>,
 }
 
 impl Stores {
     pub fn new(config: StoresConfig) -> Result<Self> {
-        let primary = match config.database {
-            Some(options) => Primary::Postgres(PostgresStore::connect_lazy(
+        let ledger: Box<dyn Ledger> = match config.database {
+            Some(options) => Box::new(PostgresStore::connect_lazy(
                 options,
                 config.postgres_requests,
             )),
             None if config.consul.is_some() => return Err(Error::ConsulWithoutPostgres),
-            None => Primary::Memory,
+            None => Box::new(MemoryStore::default()),
         };
         let consul = config
             .consul
@@ -82,13 +107,28 @@ impl Stores {
             })
             .transpose()?;
         Ok(Self {
-            primary,
+            ledger,
             consul,
-            cache: MemoryStore::default(),
-            held: Mutex::default(),
-            floors: Mutex::default(),
-            bindings: Mutex::default(),
+            versions: Memo::new(),
+            applied: Memo::new(),
+            held: Memo::new(),
+            floors: Memo::new(),
+            bindings: Memo::new(),
         })
+    }
+
+    /// Whether versions survive a restart of the operator.
+    pub fn is_durable(&self) -> bool {
+        self.ledger.is_durable()
+    }
+
+    /// The ledger's name, for the backend metrics.
+    pub fn backend(&self) -> &'static str {
+        self.ledger.name()
+    }
+
+    pub fn has_consul(&self) -> bool {
+        self.consul.is_some()
     }
 
     /// Checks (and takes, or renews) `claimant`'s claim on `config_id`: what an entry's
@@ -105,40 +145,28 @@ impl Stores {
     }
 
     async fn check_claim(&self, config_id: &str, claimant: &Claimant, take: bool) -> Result<()> {
-        if locked(&self.held).get(config_id) == Some(claimant) {
+        let id = config_id.to_owned();
+        if self.held.get(&id).as_ref() == Some(claimant) {
             return Ok(());
         }
-        match &self.primary {
-            Primary::Postgres(postgres) => {
-                postgres.claim(config_id, claimant, take).await?;
-                // The cache follows, so that it never refuses what PostgreSQL allowed.
-                self.cache.claim(config_id, claimant)?;
-            }
-            Primary::Memory if take => self.cache.claim(config_id, claimant)?,
-            Primary::Memory => self.cache.verify(config_id, claimant)?,
-        }
-        locked(&self.held).insert(config_id.to_owned(), claimant.clone());
+        self.ledger.claim(config_id, claimant, take).await?;
+        self.held.insert(id, claimant.clone());
         Ok(())
     }
 
     /// Who holds a config id, if anyone.
     pub async fn holder(&self, config_id: &str) -> Result<Option<Claimant>> {
-        match &self.primary {
-            Primary::Postgres(postgres) => postgres.holder(config_id).await,
-            Primary::Memory => Ok(self.cache.holder(config_id)),
-        }
+        self.ledger.holder(config_id).await
     }
 
     /// The approval floors recorded for a config id's environments.
     pub async fn floors(&self, config_id: &str) -> Result<Vec<Floor>> {
-        if let Some(known) = locked(&self.floors).get(config_id) {
-            return Ok(known.clone());
+        let id = config_id.to_owned();
+        if let Some(known) = self.floors.get(&id) {
+            return Ok(known);
         }
-        let floors = match &self.primary {
-            Primary::Postgres(postgres) => postgres.floors(config_id).await?,
-            Primary::Memory => self.cache.floors(config_id),
-        };
-        locked(&self.floors).insert(config_id.to_owned(), floors.clone());
+        let floors = self.ledger.floors(config_id).await?;
+        self.floors.insert(id, floors.clone());
         Ok(floors)
     }
 
@@ -150,231 +178,171 @@ impl Stores {
         floor: &Floor,
         actor: &str,
     ) -> Result<()> {
-        locked(&self.floors).remove(config_id);
-        match &self.primary {
-            Primary::Postgres(postgres) => {
-                postgres
-                    .record_floor(config_id, claimant, floor, actor)
-                    .await
-            }
-            Primary::Memory => self.cache.record_floor(config_id, claimant, floor.clone()),
-        }
+        self.floors.remove(&config_id.to_owned());
+        let ledger = &self.ledger;
+        ledger.record_floor(config_id, claimant, floor, actor).await
     }
 
     /// Binds `target` to `projection` unless it is bound already; returns what it is
     /// bound to now.
     pub async fn bind(&self, target: &Target, projection: &Projection) -> Result<Projection> {
-        if let Some(bound) = locked(&self.bindings).get(target) {
-            return Ok(bound.clone());
+        if let Some(bound) = self.bindings.get(target) {
+            return Ok(bound);
         }
-        let bound = match &self.primary {
-            Primary::Postgres(postgres) => postgres.bind(target, projection).await?,
-            Primary::Memory => self.cache.bind(target, projection),
-        };
-        locked(&self.bindings).insert(target.clone(), bound.clone());
+        let bound = self.ledger.bind(target, projection).await?;
+        self.bindings.insert(target.clone(), bound.clone());
         Ok(bound)
     }
 
     /// Moves `target`'s binding from one environment to another, if it is still bound
     /// to `from`.
     pub async fn rebind(&self, target: &Target, from: &Projection, to: &Projection) -> Result<()> {
-        locked(&self.bindings).remove(target);
-        match &self.primary {
-            Primary::Postgres(postgres) => postgres.rebind(target, from, to).await,
-            Primary::Memory => {
-                self.cache.rebind(target, from, to);
-                Ok(())
-            }
-        }
+        self.bindings.remove(target);
+        self.ledger.rebind(target, from, to).await
     }
 
     /// What `target` is bound to, if anything.
     pub async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
-        if let Some(bound) = locked(&self.bindings).get(target) {
-            return Ok(Some(bound.clone()));
+        if let Some(bound) = self.bindings.get(target) {
+            return Ok(Some(bound));
         }
-        let bound = match &self.primary {
-            Primary::Postgres(postgres) => postgres.binding(target).await?,
-            Primary::Memory => self.cache.binding(target),
-        };
+        let bound = self.ledger.binding(target).await?;
         if let Some(bound) = &bound {
-            locked(&self.bindings).insert(target.clone(), bound.clone());
+            self.bindings.insert(target.clone(), bound.clone());
         }
         Ok(bound)
     }
 
-    /// Whether versions survive a restart of the operator.
-    pub fn is_durable(&self) -> bool {
-        matches!(self.primary, Primary::Postgres(_))
-    }
-
-    /// The primary store's name, for the backend metrics.
-    pub fn backend(&self) -> &'static str {
-        match self.primary {
-            Primary::Postgres(_) => "postgres",
-            Primary::Memory => "memory",
-        }
-    }
-
-    pub fn has_consul(&self) -> bool {
-        self.consul.is_some()
-    }
-
-    /// Records a version in the primary store. Nothing is applied without this.
+    /// Records a version. Nothing is applied without this.
     pub async fn record(&self, new: &NewVersion) -> Result<Recorded> {
-        let recorded = match &self.primary {
-            Primary::Postgres(postgres) => postgres.record_version(new).await?,
-            Primary::Memory => self.cache.record_version(new).await?,
-        };
-        if matches!(self.primary, Primary::Postgres(_)) {
-            self.cache.store_version(&recorded.version).await?;
-        }
+        let recorded = self.ledger.record(new).await?;
+        self.remember(&recorded.version);
         Ok(recorded)
     }
 
-    /// Moves an environment to a version in the primary store (with its audit row).
+    /// Moves an environment to a version (with its audit row).
     pub async fn apply(&self, application: &Application) -> Result<bool> {
         if application.floor != FloorUpdate::Keep {
-            locked(&self.floors).remove(&application.config_id);
+            self.floors.remove(&application.config_id);
         }
-        match &self.primary {
-            Primary::Postgres(postgres) => {
-                let changed = postgres.apply(application).await?;
-                self.cache.apply(application).await?;
-                Ok(changed)
-            }
-            Primary::Memory => self.cache.apply(application).await,
+        let changed = self.ledger.apply(application).await?;
+        let mut cached = self.applied.lock();
+        let environments = cached.entry(application.config_id.clone()).or_default();
+        let live = environments.get(&application.environment);
+        if changed || live.is_none() {
+            let applied = AppliedState {
+                config_id: application.config_id.clone(),
+                environment: application.environment.clone(),
+                version: application.version,
+                checksum: application.checksum.clone(),
+                applied_at: k8s_openapi::jiff::Timestamp::now(),
+            };
+            environments.insert(application.environment.clone(), applied);
         }
+        Ok(changed)
     }
 
-    /// The latest version, from the primary, or the cache while it is down.
+    /// The latest version, from the ledger, or the cache while it is down.
     pub async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
-        match &self.primary {
-            Primary::Postgres(postgres) => match postgres.latest(config_id).await {
-                Ok(latest) => Ok(latest),
-                Err(error) => match self.cache.latest(config_id).await? {
-                    Some(cached) => Ok(Some(cached)),
-                    None => Err(error),
-                },
-            },
-            Primary::Memory => self.cache.latest(config_id).await,
-        }
+        let answer = self.ledger.latest(config_id).await;
+        self.or_cached(answer, |v| v.config_id == config_id)
     }
 
-    /// The newest version a ConfigChange recorded, from the primary, or the cache while
+    /// The newest version a ConfigChange recorded, from the ledger, or the cache while
     /// it is down.
     pub async fn recorded_by(&self, config_id: &str, change: &str) -> Result<Option<Version>> {
-        match &self.primary {
-            Primary::Postgres(postgres) => match postgres.recorded_by(config_id, change).await {
-                Ok(found) => Ok(found),
-                Err(error) => match self.cache.recorded_by(config_id, change) {
-                    Some(cached) => Ok(Some(cached)),
-                    None => Err(error),
-                },
-            },
-            Primary::Memory => Ok(self.cache.recorded_by(config_id, change)),
+        let answer = self.ledger.recorded_by(config_id, change).await;
+        self.or_cached(answer, |v| {
+            v.config_id == config_id
+                && matches!(&v.source, Source::Change { change: c } if c == change)
+        })
+    }
+
+    /// The ledger's answer, remembered; or, when it failed, the newest cached version
+    /// `matching`.
+    fn or_cached(
+        &self,
+        answer: Result<Option<Version>>,
+        matching: impl Fn(&Version) -> bool,
+    ) -> Result<Option<Version>> {
+        match answer {
+            Ok(found) => {
+                found.iter().for_each(|v| self.remember(v));
+                Ok(found)
+            }
+            Err(error) => {
+                let cached = self.versions.lock();
+                let newest = cached
+                    .values()
+                    .filter(|v| matching(v))
+                    .max_by_key(|v| v.version);
+                newest.cloned().map(Some).ok_or(error)
+            }
         }
+    }
+
+    fn remember(&self, version: &Version) {
+        let key = (version.config_id.clone(), version.version);
+        self.versions.insert(key, version.clone());
     }
 
     /// Brings the versions in `wanted` into the cache: those it lacks, in one query.
     /// For callers about to read many versions one by one (a DriftCheck's pass).
     pub async fn prefetch_versions(&self, wanted: &[(String, i64)]) -> Result<()> {
-        let Primary::Postgres(postgres) = &self.primary else {
-            return Ok(());
-        };
-        let mut missing = Vec::new();
-        for (config_id, version) in wanted {
-            if self.cache.version(config_id, *version).await?.is_none() {
-                missing.push((config_id.clone(), *version));
-            }
-        }
+        let missing: Vec<(String, i64)> = wanted
+            .iter()
+            .filter(|key| self.versions.get(key).is_none())
+            .cloned()
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        for found in postgres.versions_of(&missing).await? {
-            self.cache.store_version(&found).await?;
+        for found in self.ledger.versions_of(&missing).await? {
+            self.remember(&found);
         }
         Ok(())
     }
 
     /// One version: from the cache (recorded versions never change), else from the
-    /// primary, or the cache while it is down.
+    /// ledger.
     pub async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
-        // A recorded version never changes, and its number is never reused (forgetting
-        // a config id keeps its versions): what the cache holds needs no query.
-        if let Some(cached) = self.cache.version(config_id, version).await? {
+        if let Some(cached) = self.versions.get(&(config_id.to_owned(), version)) {
             return Ok(Some(cached));
         }
-        match &self.primary {
-            Primary::Postgres(postgres) => match postgres.version(config_id, version).await {
-                Ok(found) => {
-                    if let Some(found) = &found {
-                        self.cache.store_version(found).await?;
-                    }
-                    Ok(found)
-                }
-                Err(error) => {
-                    let cached = self.cache.version(config_id, version).await?;
-                    if cached.is_some() {
-                        Ok(cached)
-                    } else {
-                        Err(error)
-                    }
-                }
-            },
-            Primary::Memory => self.cache.version(config_id, version).await,
-        }
+        let found = self.ledger.version(config_id, version).await?;
+        found.iter().for_each(|v| self.remember(v));
+        Ok(found)
     }
 
-    /// Every version of a config id, oldest first, from the primary.
+    /// Every version of a config id, oldest first, from the ledger.
     pub async fn versions(&self, config_id: &str) -> Result<Vec<Version>> {
-        match &self.primary {
-            Primary::Postgres(postgres) => postgres.versions(config_id).await,
-            Primary::Memory => self.cache.versions(config_id).await,
-        }
+        self.ledger.versions(config_id).await
     }
 
-    /// The applied state per environment, from the primary, or the cache while it is down.
+    /// The applied state per environment, from the ledger, or the cache while it is
+    /// down.
     pub async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
-        match &self.primary {
-            Primary::Postgres(postgres) => match postgres.applied(config_id).await {
-                Ok(applied) => {
-                    for state in &applied {
-                        self.cache.store_applied(state).await?;
-                    }
-                    Ok(applied)
-                }
-                Err(error) => {
-                    let cached = self.cache.applied(config_id).await?;
-                    if cached.is_empty() {
-                        Err(error)
-                    } else {
-                        Ok(cached)
-                    }
-                }
+        let id = config_id.to_owned();
+        match self.ledger.applied(config_id).await {
+            Ok(applied) => {
+                let by_environment = applied.iter().map(|a| (a.environment.clone(), a.clone()));
+                self.applied.insert(id, by_environment.collect());
+                Ok(applied)
+            }
+            Err(error) => match self.applied.get(&id) {
+                Some(cached) if !cached.is_empty() => Ok(cached.into_values().collect()),
+                _ => Err(error),
             },
-            Primary::Memory => self.cache.applied(config_id).await,
         }
     }
 
-    /// Applied states of many config ids from the primary, in one query.
+    /// Applied states of many config ids from the ledger, in one query.
     pub async fn applied_for(&self, config_ids: &[String]) -> Result<Vec<AppliedState>> {
-        match &self.primary {
-            Primary::Postgres(postgres) => postgres.applied_for(config_ids).await,
-            Primary::Memory => {
-                let mut all = Vec::new();
-                for id in config_ids {
-                    all.extend(self.cache.applied(id).await?);
-                }
-                Ok(all)
-            }
-        }
+        self.ledger.applied_for(config_ids).await
     }
 
     /// Consul's applied states by key, in one recursive read; `None` without Consul.
-    pub async fn consul_applied(
-        &self,
-    ) -> Option<Result<std::collections::BTreeMap<String, Option<AppliedState>>>> {
+    pub async fn consul_applied(&self) -> Option<Result<BTreeMap<String, Option<AppliedState>>>> {
         let consul = self.consul.as_ref()?;
         Some(consul.applied_everywhere().await)
     }
@@ -392,7 +360,7 @@ impl Stores {
         Ok(())
     }
 
-    /// Writes one audit row (PostgreSQL only).
+    /// Writes one audit row.
     pub async fn audit(
         &self,
         config_id: &str,
@@ -401,48 +369,35 @@ impl Stores {
         message: &str,
         changes: serde_json::Value,
     ) -> Result<()> {
-        match &self.primary {
-            Primary::Postgres(postgres) => {
-                postgres
-                    .audit(config_id, version, actor, message, changes)
-                    .await
-            }
-            Primary::Memory => Ok(()),
-        }
+        let ledger = &self.ledger;
+        ledger
+            .audit(config_id, version, actor, message, changes)
+            .await
     }
 
-    /// Records a secret rotation step in PostgreSQL, when there is one.
+    /// Records a secret rotation step.
     pub async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
-        match &self.primary {
-            Primary::Postgres(postgres) => postgres.record_rotation(rotation).await,
-            Primary::Memory => Ok(()),
-        }
+        self.ledger.record_rotation(rotation).await
     }
 
-    /// Mirrors an approval workflow in the primary store, with its audit rows.
+    /// Mirrors an approval workflow, with its audit rows.
     pub async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool> {
-        match &self.primary {
-            Primary::Postgres(postgres) => postgres.sync_workflow(workflow).await,
-            Primary::Memory => Ok(self.cache.sync_workflow(workflow)),
-        }
+        self.ledger.sync_workflow(workflow).await
     }
 
-    /// Removes a config id's applied state (primary and cache) and Consul keys, for a
+    /// Removes a config id's applied state (ledger and cache) and Consul keys, for a
     /// ConfigEntry deleted with `deletionPolicy: Delete`, if `claimant` holds it.
     /// Versions, audit, the claim and the approval floors stay.
     pub async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
-        match &self.primary {
-            Primary::Postgres(postgres) => postgres.forget(config_id, claimant).await?,
-            Primary::Memory => self.cache.verify(config_id, claimant)?,
-        }
-        self.cache.forget(config_id);
+        self.ledger.forget(config_id, claimant).await?;
+        self.applied.remove(&config_id.to_owned());
         if let Some(consul) = &self.consul {
             consul.forget(config_id).await?;
         }
         Ok(())
     }
 
-    /// Brings Consul up to the primary's versions and applied state for one config id,
+    /// Brings Consul up to the ledger's versions and applied state for one config id,
     /// writing only what is missing or behind. `None` when Consul is not configured.
     pub async fn sync_consul(&self, config_id: &str) -> Option<Result<ConsulSync>> {
         let consul = self.consul.as_ref()?;
@@ -451,10 +406,7 @@ impl Stores {
 
     async fn sync_into(&self, consul: &ConsulStore, config_id: &str) -> Result<ConsulSync> {
         let mut report = ConsulSync::default();
-        let recorded = match &self.primary {
-            Primary::Postgres(postgres) => postgres.versions(config_id).await?,
-            Primary::Memory => self.cache.versions(config_id).await?,
-        };
+        let recorded = self.ledger.versions(config_id).await?;
         let mirrored = consul.headers(config_id).await?;
         for version in &recorded {
             if !mirrored.iter().any(|m| m.version == version.version) {

@@ -11,9 +11,7 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{
-    Application, AppliedState, Error, NewVersion, Recorded, Result, Version, VersionStore,
-};
+use super::{AppliedState, Error, Result, Version};
 
 /// How often a check-and-set that lost a race is retried before giving up.
 const CAS_ATTEMPTS: usize = 5;
@@ -326,51 +324,9 @@ fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T> {
     serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))
 }
 
-impl VersionStore for ConsulStore {
-    /// Consul numbers versions itself only when it is the sole store; the operator
-    /// always lets PostgreSQL decide and replicates with `store_version`.
-    async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
-        for _ in 0..CAS_ATTEMPTS {
-            let latest = self.latest(&new.config_id).await?;
-            if let Some(latest) = &latest
-                && latest.records(new)
-            {
-                return Ok(Recorded {
-                    version: latest.clone(),
-                    created: false,
-                });
-            }
-            let version = Version {
-                config_id: new.config_id.clone(),
-                version: latest.map_or(1, |v| v.version + 1),
-                owner: new.claimant.entry(),
-                snapshot: new.snapshot.clone(),
-                checksum: new.checksum.clone(),
-                source: new.source.clone(),
-                created_by: new.created_by.clone(),
-                authors: new.authors.clone(),
-                created_at: k8s_openapi::jiff::Timestamp::now(),
-                message: new.message.clone(),
-            };
-            let key = self.key(&new.config_id, &format!("versions/{}", version.version));
-            if self.put_version(&key, &version, 0).await? {
-                self.advance_latest(&version).await?;
-                return Ok(Recorded {
-                    version,
-                    created: true,
-                });
-            }
-        }
-        Err(Error::ConsulStatus {
-            action: format!(
-                "number a version of {}: lost {CAS_ATTEMPTS} races",
-                new.config_id
-            ),
-            status: 409,
-        })
-    }
-
-    async fn store_version(&self, version: &Version) -> Result<()> {
+impl ConsulStore {
+    /// Keeps a version PostgreSQL numbered, and moves `latest` up to it.
+    pub async fn store_version(&self, version: &Version) -> Result<()> {
         let key = self.key(&version.config_id, &format!("versions/{}", version.version));
         if !self.put_version(&key, version, 0).await? {
             // Versions are immutable: an existing key must hold the same content.
@@ -386,46 +342,13 @@ impl VersionStore for ConsulStore {
         self.advance_latest(version).await
     }
 
-    async fn apply(&self, application: &Application) -> Result<bool> {
-        self.write_applied(&AppliedState {
-            config_id: application.config_id.clone(),
-            environment: application.environment.clone(),
-            version: application.version,
-            checksum: application.checksum.clone(),
-            applied_at: k8s_openapi::jiff::Timestamp::now(),
-        })
-        .await
-    }
-
-    async fn store_applied(&self, applied: &AppliedState) -> Result<()> {
+    /// Writes an environment's applied state as given.
+    pub async fn store_applied(&self, applied: &AppliedState) -> Result<()> {
         self.write_applied(applied).await.map(|_| ())
     }
 
-    async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
-        Ok(self
-            .read_one::<Version>(&self.key(config_id, "latest"))
-            .await?
-            .map(|(version, _)| version))
-    }
-
-    async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
-        Ok(self
-            .read_one::<Version>(&self.key(config_id, &format!("versions/{version}")))
-            .await?
-            .map(|(version, _)| version))
-    }
-
-    async fn versions(&self, config_id: &str) -> Result<Vec<Version>> {
-        let entries = self.read(&self.key(config_id, "versions/"), true).await?;
-        let mut versions = entries
-            .iter()
-            .map(decode::<Version>)
-            .collect::<Result<Vec<_>>>()?;
-        versions.sort_by_key(|v| v.version);
-        Ok(versions)
-    }
-
-    async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
+    /// A config id's applied state per environment.
+    pub async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
         let entries = self.read(&self.key(config_id, "applied/"), true).await?;
         let mut applied = entries
             .iter()

@@ -1,15 +1,28 @@
-//! The in-memory store: the read cache, and the whole store when no database is
-//! configured (a demo mode whose history ends with the process).
+//! The in-memory ledger: the whole record when no database is configured (a demo mode
+//! whose history ends with the process). It keeps everything PostgreSQL keeps,
+//! the audit trail included, under the same rules.
 
 use std::{collections::HashMap, sync::Mutex};
 
+use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    Application, AppliedState, Claimant, Error, Floor, FloorUpdate, NewVersion, Projection,
-    Recorded, Result, Target, Version, VersionStore, Workflow,
+    Application, AppliedState, Audit, Claimant, Error, Floor, FloorUpdate, History, Ledger,
+    NewVersion, Ownership, Projection, Recorded, Result, Rotation, Source, Target, Version,
+    Workflow,
 };
 use crate::core::ownership::{self, ClaimVerdict};
+
+/// One row of the audit trail, as PostgreSQL's `audit_log` holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRow {
+    pub config_id: String,
+    pub version: Option<i64>,
+    pub actor: String,
+    pub message: String,
+    pub changes: serde_json::Value,
+}
 
 #[derive(Default)]
 struct State {
@@ -19,17 +32,23 @@ struct State {
     claims: HashMap<String, Claimant>,
     floors: HashMap<String, Vec<Floor>>,
     bindings: HashMap<Target, Projection>,
+    rotations: HashMap<String, Rotation>,
+    audit: Vec<AuditRow>,
 }
 
 impl State {
-    /// Checks (and takes, or renews) `claimant`'s claim on `config_id`.
-    fn claim(&mut self, config_id: &str, claimant: &Claimant) -> Result<()> {
+    /// Checks (and, with `take`, takes or renews) `claimant`'s claim on `config_id`.
+    fn claim(&mut self, config_id: &str, claimant: &Claimant, take: bool) -> Result<()> {
         match ownership::claim(config_id, self.claims.get(config_id), claimant) {
             ClaimVerdict::Holds => Ok(()),
-            ClaimVerdict::Take | ClaimVerdict::Renew => {
+            ClaimVerdict::Take | ClaimVerdict::Renew if take => {
                 self.claims.insert(config_id.to_owned(), claimant.clone());
                 Ok(())
             }
+            ClaimVerdict::Take | ClaimVerdict::Renew => Err(Error::Unclaimed {
+                config_id: config_id.to_owned(),
+                entry: claimant.entry(),
+            }),
             ClaimVerdict::Refuse(refused) => Err(Error::Claimed(refused)),
         }
     }
@@ -39,9 +58,19 @@ impl State {
         floors.retain(|f| f.environment != floor.environment);
         floors.push(floor);
     }
+
+    fn audit(&mut self, config_id: &str, version: Option<i64>, actor: &str, message: &str) {
+        self.audit.push(AuditRow {
+            config_id: config_id.to_owned(),
+            version,
+            actor: actor.to_owned(),
+            message: message.to_owned(),
+            changes: serde_json::Value::Null,
+        });
+    }
 }
 
-/// Versions and applied state in process memory.
+/// Everything the ledger keeps, in process memory.
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
@@ -53,105 +82,85 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The audit trail of a config id (a secret's is `secret:<id>`), oldest first.
+    pub fn audit_trail(&self, config_id: &str) -> Vec<AuditRow> {
+        let state = self.lock();
+        let rows = state.audit.iter().filter(|row| row.config_id == config_id);
+        rows.cloned().collect()
+    }
 }
 
-impl MemoryStore {
-    /// Keeps a workflow; returns whether it changed.
-    pub fn sync_workflow(&self, workflow: &Workflow) -> bool {
+#[async_trait]
+impl Ownership for MemoryStore {
+    async fn claim(&self, config_id: &str, claimant: &Claimant, take: bool) -> Result<()> {
+        self.lock().claim(config_id, claimant, take)
+    }
+
+    async fn holder(&self, config_id: &str) -> Result<Option<Claimant>> {
+        Ok(self.lock().claims.get(config_id).cloned())
+    }
+
+    async fn floors(&self, config_id: &str) -> Result<Vec<Floor>> {
+        let state = self.lock();
+        Ok(state.floors.get(config_id).cloned().unwrap_or_default())
+    }
+
+    async fn record_floor(
+        &self,
+        config_id: &str,
+        claimant: &Claimant,
+        floor: &Floor,
+        actor: &str,
+    ) -> Result<()> {
         let mut state = self.lock();
-        let known = state.workflows.get(&workflow.change_id);
-        if known == Some(workflow) {
-            return false;
-        }
-        state
-            .workflows
-            .insert(workflow.change_id.clone(), workflow.clone());
-        true
-    }
-
-    /// The newest version a ConfigChange (`change`: its id) recorded for a config id.
-    pub fn recorded_by(&self, config_id: &str, change: &str) -> Option<Version> {
-        self.lock().versions.get(config_id).and_then(|versions| {
-            versions
-                .iter()
-                .rev()
-                .find(|v| matches!(&v.source, super::Source::Change { change: c } if c == change))
-                .cloned()
-        })
-    }
-
-    /// Removes a config id's applied state. Its claim and floors stay.
-    pub fn forget(&self, config_id: &str) {
-        self.lock().applied.retain(|(id, _), _| id != config_id);
-    }
-
-    /// Checks (and takes, or renews) a claim on a config id.
-    pub fn claim(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
-        self.lock().claim(config_id, claimant)
-    }
-
-    /// Who holds a config id.
-    pub fn holder(&self, config_id: &str) -> Option<Claimant> {
-        self.lock().claims.get(config_id).cloned()
-    }
-
-    /// Checks that `claimant` holds a config id, taking nothing.
-    pub fn verify(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
-        match ownership::claim(config_id, self.lock().claims.get(config_id), claimant) {
-            ClaimVerdict::Holds => Ok(()),
-            ClaimVerdict::Refuse(refused) => Err(Error::Claimed(refused)),
-            ClaimVerdict::Take | ClaimVerdict::Renew => Err(Error::Unclaimed {
-                config_id: config_id.to_owned(),
-                entry: claimant.entry(),
-            }),
-        }
-    }
-
-    /// The floors recorded for a config id's environments.
-    pub fn floors(&self, config_id: &str) -> Vec<Floor> {
-        self.lock()
-            .floors
-            .get(config_id)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Records an environment's floor.
-    pub fn record_floor(&self, config_id: &str, claimant: &Claimant, floor: Floor) -> Result<()> {
-        let mut state = self.lock();
-        state.claim(config_id, claimant)?;
-        state.record_floor(config_id, floor);
+        state.claim(config_id, claimant, false)?;
+        state.record_floor(config_id, floor.clone());
+        let message = format!("approval floor of {} recorded", floor.environment);
+        state.audit(config_id, Some(floor.version), actor, &message);
         Ok(())
     }
 
-    /// Binds `target` to `projection` unless it is bound already; returns what it is
-    /// bound to now.
-    pub fn bind(&self, target: &Target, projection: &Projection) -> Projection {
-        self.lock()
-            .bindings
-            .entry(target.clone())
-            .or_insert_with(|| projection.clone())
-            .clone()
+    async fn bind(&self, target: &Target, projection: &Projection) -> Result<Projection> {
+        let mut state = self.lock();
+        let bound = state.bindings.entry(target.clone());
+        Ok(bound.or_insert_with(|| projection.clone()).clone())
     }
 
-    /// Moves `target`'s binding to `to`, if it is still bound to `from`.
-    pub fn rebind(&self, target: &Target, from: &Projection, to: &Projection) {
+    async fn rebind(&self, target: &Target, from: &Projection, to: &Projection) -> Result<()> {
         let mut state = self.lock();
         if state.bindings.get(target) == Some(from) {
             state.bindings.insert(target.clone(), to.clone());
+            let message = format!(
+                "{target} rebound from {} to {}",
+                from.environment, to.environment
+            );
+            state.audit(&to.config_id, None, "summit-config", &message);
         }
+        Ok(())
     }
 
-    /// What `target` is bound to.
-    pub fn binding(&self, target: &Target) -> Option<Projection> {
-        self.lock().bindings.get(target).cloned()
+    async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
+        Ok(self.lock().bindings.get(target).cloned())
+    }
+
+    async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+        let mut state = self.lock();
+        state.claim(config_id, claimant, false)?;
+        state.applied.retain(|(id, _), _| id != config_id);
+        let latest = state.versions.get(config_id).and_then(|v| v.last());
+        let latest = latest.map(|v| v.version);
+        let message = "ConfigEntry deleted with deletionPolicy Delete";
+        state.audit(config_id, latest, &claimant.entry(), message);
+        Ok(())
     }
 }
 
-impl VersionStore for MemoryStore {
-    async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
+#[async_trait]
+impl History for MemoryStore {
+    async fn record(&self, new: &NewVersion) -> Result<Recorded> {
         let mut state = self.lock();
-        state.claim(&new.config_id, &new.claimant)?;
+        state.claim(&new.config_id, &new.claimant, false)?;
         let versions = state.versions.entry(new.config_id.clone()).or_default();
         let same_source = versions.iter().rev().find(|v| v.source == new.source);
         if let Some(latest) = same_source
@@ -185,33 +194,21 @@ impl VersionStore for MemoryStore {
             message: new.message.clone(),
         };
         versions.push(version.clone());
+        state.audit(
+            &new.config_id,
+            Some(version.version),
+            &new.created_by,
+            &new.message,
+        );
         Ok(Recorded {
             version,
             created: true,
         })
     }
 
-    async fn store_version(&self, version: &Version) -> Result<()> {
-        let mut state = self.lock();
-        let versions = state.versions.entry(version.config_id.clone()).or_default();
-        match versions.iter().find(|v| v.version == version.version) {
-            Some(existing) if existing.checksum != version.checksum => Err(Error::Diverged {
-                config_id: version.config_id.clone(),
-                version: version.version,
-                backend: "memory",
-            }),
-            Some(_) => Ok(()),
-            None => {
-                versions.push(version.clone());
-                versions.sort_by_key(|v| v.version);
-                Ok(())
-            }
-        }
-    }
-
     async fn apply(&self, application: &Application) -> Result<bool> {
         let mut state = self.lock();
-        state.claim(&application.config_id, &application.claimant)?;
+        state.claim(&application.config_id, &application.claimant, false)?;
         let key = (
             application.config_id.clone(),
             application.environment.clone(),
@@ -240,129 +237,127 @@ impl VersionStore for MemoryStore {
         if already {
             return Ok(false);
         }
-        state.applied.insert(
-            key,
-            AppliedState {
-                config_id: application.config_id.clone(),
-                environment: application.environment.clone(),
-                version: application.version,
-                checksum: application.checksum.clone(),
-                applied_at: Timestamp::now(),
-            },
-        );
+        let applied = AppliedState {
+            config_id: application.config_id.clone(),
+            environment: application.environment.clone(),
+            version: application.version,
+            checksum: application.checksum.clone(),
+            applied_at: Timestamp::now(),
+        };
+        state.applied.insert(key, applied);
+        let (id, actor) = (&application.config_id, &application.actor);
+        state.audit(id, Some(application.version), actor, &application.message);
         Ok(true)
     }
 
-    async fn store_applied(&self, applied: &AppliedState) -> Result<()> {
-        let key = (applied.config_id.clone(), applied.environment.clone());
-        self.lock().applied.insert(key, applied.clone());
-        Ok(())
-    }
-
     async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
-        Ok(self
-            .lock()
+        let state = self.lock();
+        Ok(state
             .versions
             .get(config_id)
             .and_then(|v| v.last().cloned()))
     }
 
     async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
-        Ok(self
-            .lock()
-            .versions
-            .get(config_id)
-            .and_then(|versions| versions.iter().find(|v| v.version == version).cloned()))
+        let state = self.lock();
+        let versions = state.versions.get(config_id);
+        Ok(versions.and_then(|versions| versions.iter().find(|v| v.version == version).cloned()))
     }
 
     async fn versions(&self, config_id: &str) -> Result<Vec<Version>> {
-        Ok(self
-            .lock()
-            .versions
-            .get(config_id)
-            .cloned()
-            .unwrap_or_default())
+        let state = self.lock();
+        Ok(state.versions.get(config_id).cloned().unwrap_or_default())
+    }
+
+    async fn versions_of(&self, wanted: &[(String, i64)]) -> Result<Vec<Version>> {
+        let mut found = Vec::new();
+        for (config_id, version) in wanted {
+            found.extend(self.version(config_id, *version).await?);
+        }
+        Ok(found)
+    }
+
+    async fn recorded_by(&self, config_id: &str, change: &str) -> Result<Option<Version>> {
+        let state = self.lock();
+        let versions = state.versions.get(config_id);
+        let by = |v: &&Version| matches!(&v.source, Source::Change { change: c } if c == change);
+        Ok(versions.and_then(|versions| versions.iter().rev().find(by).cloned()))
     }
 
     async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
-        let mut applied: Vec<AppliedState> = self
-            .lock()
+        self.applied_for(&[config_id.to_owned()]).await
+    }
+
+    async fn applied_for(&self, config_ids: &[String]) -> Result<Vec<AppliedState>> {
+        let state = self.lock();
+        let mut applied: Vec<AppliedState> = state
             .applied
             .values()
-            .filter(|a| a.config_id == config_id)
+            .filter(|a| config_ids.contains(&a.config_id))
             .cloned()
             .collect();
-        applied.sort_by(|a, b| a.environment.cmp(&b.environment));
+        applied.sort_by(|a, b| (&a.config_id, &a.environment).cmp(&(&b.config_id, &b.environment)));
         Ok(applied)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Snapshot, Source};
-    use serde_json::json;
+#[async_trait]
+impl Audit for MemoryStore {
+    async fn audit(
+        &self,
+        config_id: &str,
+        version: i64,
+        actor: &str,
+        message: &str,
+        changes: serde_json::Value,
+    ) -> Result<()> {
+        self.lock().audit.push(AuditRow {
+            config_id: config_id.to_owned(),
+            version: Some(version),
+            actor: actor.to_owned(),
+            message: message.to_owned(),
+            changes,
+        });
+        Ok(())
+    }
 
-    fn new_version(checksum: &str, owner: &str) -> NewVersion {
-        let (namespace, name) = owner.split_once('/').unwrap();
-        NewVersion {
-            config_id: "payments".into(),
-            claimant: Claimant {
-                namespace: namespace.into(),
-                name: name.into(),
-                uid: "uid".into(),
-            },
-            snapshot: Snapshot {
-                data: json!({"checksum": checksum}),
-                overrides: Default::default(),
-                secrets: serde_json::Value::Null,
-            },
-            checksum: checksum.into(),
-            source: Source::Spec,
-            created_by: "alice".into(),
-            authors: vec!["alice".into()],
-            message: "test".into(),
-            based_on: None,
+    async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
+        let mut state = self.lock();
+        let message = format!(
+            "{} by SecretRotationPolicy {}",
+            rotation.event, rotation.policy
+        );
+        state.audit(&rotation.audit_id(), None, &rotation.actor, &message);
+        state
+            .rotations
+            .insert(rotation.policy.clone(), rotation.clone());
+        Ok(())
+    }
+
+    async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool> {
+        let mut state = self.lock();
+        if state.workflows.get(&workflow.change_id) == Some(workflow) {
+            return Ok(false);
         }
-    }
-
-    #[tokio::test]
-    async fn recording_the_same_content_twice_makes_one_version() {
-        let store = MemoryStore::default();
-        let first = store
-            .record_version(&new_version("a", "ns/p"))
-            .await
-            .unwrap();
-        let again = store
-            .record_version(&new_version("a", "ns/p"))
-            .await
-            .unwrap();
-        assert!(first.created && !again.created);
-        assert_eq!(again.version.version, 1);
-        let second = store
-            .record_version(&new_version("b", "ns/p"))
-            .await
-            .unwrap();
-        assert_eq!(second.version.version, 2);
-        // Going back to earlier content is a new version, never a reused number.
-        let third = store
-            .record_version(&new_version("a", "ns/p"))
-            .await
-            .unwrap();
-        assert_eq!(third.version.version, 3);
-    }
-
-    #[tokio::test]
-    async fn another_entry_cannot_take_over_a_config_id() {
-        let store = MemoryStore::default();
-        store
-            .record_version(&new_version("a", "team-a/p"))
-            .await
-            .unwrap();
-        let error = store
-            .record_version(&new_version("b", "team-b/p"))
-            .await
-            .unwrap_err();
-        assert!(matches!(error, Error::Claimed(_)), "{error}");
+        let message = format!("ConfigChange {} is {}", workflow.change_id, workflow.status);
+        let (id, actor) = (&workflow.config_id, &workflow.requested_by);
+        state.audit(id, Some(workflow.base_version), actor, &message);
+        state
+            .workflows
+            .insert(workflow.change_id.clone(), workflow.clone());
+        Ok(true)
     }
 }
+
+impl Ledger for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn is_durable(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -11,8 +11,7 @@ mod consul;
 mod memory;
 mod postgres;
 
-use std::future::Future;
-
+use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +22,7 @@ use crate::api::v1alpha1::ApprovalPolicy;
 
 pub use composite::{ConsulSync, Stores, StoresConfig};
 pub use consul::{ConsulConfig, ConsulStore};
-pub use memory::MemoryStore;
+pub use memory::{AuditRow, MemoryStore};
 pub use postgres::PostgresStore;
 
 /// Where a version came from.
@@ -309,35 +308,106 @@ impl Error {
     }
 }
 
-/// A store of versions and applied state.
+/// What a config id's holder may do, and where its projections go: claims, approval
+/// floors and projection bindings.
+#[async_trait]
+pub trait Ownership: Send + Sync {
+    /// Checks (and, with `take`, takes or renews) `claimant`'s claim on `config_id`.
+    async fn claim(&self, config_id: &str, claimant: &Claimant, take: bool) -> Result<()>;
+
+    /// Who holds a config id, if anyone.
+    async fn holder(&self, config_id: &str) -> Result<Option<Claimant>>;
+
+    /// The approval floors recorded for a config id's environments.
+    async fn floors(&self, config_id: &str) -> Result<Vec<Floor>>;
+
+    /// Records an environment's approval floor outside an application, with an audit
+    /// row naming `actor`.
+    async fn record_floor(
+        &self,
+        config_id: &str,
+        claimant: &Claimant,
+        floor: &Floor,
+        actor: &str,
+    ) -> Result<()>;
+
+    /// Binds `target` to `projection` unless it is bound already; returns what it is
+    /// bound to now.
+    async fn bind(&self, target: &Target, projection: &Projection) -> Result<Projection>;
+
+    /// Moves `target`'s binding to `to`, if it is still bound to `from`.
+    async fn rebind(&self, target: &Target, from: &Projection, to: &Projection) -> Result<()>;
+
+    /// What `target` is bound to.
+    async fn binding(&self, target: &Target) -> Result<Option<Projection>>;
+
+    /// Removes a config id's applied state, with an audit row, if `claimant` holds it.
+    /// Versions, the audit trail, the claim and the approval floors stay.
+    async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()>;
+}
+
+/// Versions and what is live.
 ///
-/// `record_version` decides version numbers and is idempotent: recording content whose
+/// `record` decides version numbers and is idempotent: recording content whose
 /// checksum equals the latest version of the same source returns that version instead
 /// of making a new one, so a retry after an ambiguous failure never makes two.
-/// `store_version` keeps a version numbered elsewhere (replication).
-pub trait VersionStore: Send + Sync {
-    fn record_version(&self, new: &NewVersion) -> impl Future<Output = Result<Recorded>> + Send;
+#[async_trait]
+pub trait History: Send + Sync {
+    async fn record(&self, new: &NewVersion) -> Result<Recorded>;
 
-    fn store_version(&self, version: &Version) -> impl Future<Output = Result<()>> + Send;
+    /// Moves an environment to a version, with its audit row; returns false when it
+    /// already was there.
+    async fn apply(&self, application: &Application) -> Result<bool>;
 
-    /// Moves an environment to a version; returns false when it already was there.
-    fn apply(&self, application: &Application) -> impl Future<Output = Result<bool>> + Send;
+    async fn latest(&self, config_id: &str) -> Result<Option<Version>>;
 
-    /// Records the applied state exactly as given (replication).
-    fn store_applied(&self, applied: &AppliedState) -> impl Future<Output = Result<()>> + Send;
+    async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>>;
 
-    fn latest(&self, config_id: &str) -> impl Future<Output = Result<Option<Version>>> + Send;
+    /// Every version of a config id, oldest first.
+    async fn versions(&self, config_id: &str) -> Result<Vec<Version>>;
 
-    fn version(
+    /// Many versions, by config id and number.
+    async fn versions_of(&self, wanted: &[(String, i64)]) -> Result<Vec<Version>>;
+
+    /// The newest version a ConfigChange (`change`: its id) recorded for a config id.
+    async fn recorded_by(&self, config_id: &str, change: &str) -> Result<Option<Version>>;
+
+    /// The applied state per environment.
+    async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>>;
+
+    /// Applied states of many config ids.
+    async fn applied_for(&self, config_ids: &[String]) -> Result<Vec<AppliedState>>;
+}
+
+/// The audit trail beyond versions and applications.
+#[async_trait]
+pub trait Audit: Send + Sync {
+    /// Writes one audit row on its own.
+    async fn audit(
         &self,
         config_id: &str,
         version: i64,
-    ) -> impl Future<Output = Result<Option<Version>>> + Send;
+        actor: &str,
+        message: &str,
+        changes: serde_json::Value,
+    ) -> Result<()>;
 
-    /// Every version of a config id, oldest first.
-    fn versions(&self, config_id: &str) -> impl Future<Output = Result<Vec<Version>>> + Send;
+    /// Keeps a secret's rotation policy row, with the audit row of one step.
+    async fn record_rotation(&self, rotation: &Rotation) -> Result<()>;
 
-    fn applied(&self, config_id: &str) -> impl Future<Output = Result<Vec<AppliedState>>> + Send;
+    /// Mirrors an approval workflow, with an audit row for every step not seen yet.
+    /// Returns whether anything was written.
+    async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool>;
+}
+
+/// The record of every config id: PostgreSQL, or memory in a demo without a database
+/// (its history ends with the process).
+pub trait Ledger: Ownership + History + Audit {
+    /// Its name, for the backend metrics.
+    fn name(&self) -> &'static str;
+
+    /// Whether what it records survives a restart of the operator.
+    fn is_durable(&self) -> bool;
 }
 
 #[cfg(test)]

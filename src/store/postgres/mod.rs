@@ -2,11 +2,11 @@
 //! application and their audit rows in one transaction.
 
 mod ownership;
-mod reads;
 mod records;
 
 use ownership::{check_claim, write_floor};
 
+use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 
@@ -20,8 +20,8 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{
-    Application, AppliedState, Error, Floor, FloorUpdate, NewVersion, Recorded, Result, Snapshot,
-    Source, Version, VersionStore,
+    Application, AppliedState, Error, Floor, FloorUpdate, History, Ledger, NewVersion, Recorded,
+    Result, Snapshot, Source, Version,
 };
 
 /// The longest user name, approver list or other user-written text kept in a column
@@ -210,8 +210,9 @@ async fn insert_audit(
     Ok(())
 }
 
-impl VersionStore for PostgresStore {
-    async fn record_version(&self, new: &NewVersion) -> Result<Recorded> {
+#[async_trait]
+impl History for PostgresStore {
+    async fn record(&self, new: &NewVersion) -> Result<Recorded> {
         let mut tx = self.begin_locked(&new.config_id).await?;
         check_claim(&mut tx, &new.config_id, &new.claimant, false).await?;
 
@@ -281,28 +282,6 @@ impl VersionStore for PostgresStore {
             version,
             created: true,
         })
-    }
-
-    async fn store_version(&self, version: &Version) -> Result<()> {
-        let mut tx = self.begin_locked(&version.config_id).await?;
-        insert_version(&mut tx, version).await?;
-        let checksum: String = sqlx::query_scalar(
-            "SELECT checksum FROM config_versions WHERE config_id = $1 AND version = $2",
-        )
-        .bind(&version.config_id)
-        .bind(version_number(version.version))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(failed("read back a version"))?;
-        tx.commit().await.map_err(failed("commit a version"))?;
-        if checksum != version.checksum {
-            return Err(Error::Diverged {
-                config_id: version.config_id.clone(),
-                version: version.version,
-                backend: "postgres",
-            });
-        }
-        Ok(())
     }
 
     async fn apply(&self, application: &Application) -> Result<bool> {
@@ -376,24 +355,6 @@ impl VersionStore for PostgresStore {
         Ok(true)
     }
 
-    async fn store_applied(&self, applied: &AppliedState) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO config_applied_state (config_id, environment, version, checksum, applied_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (config_id, environment) DO UPDATE
-             SET version = EXCLUDED.version, checksum = EXCLUDED.checksum, applied_at = EXCLUDED.applied_at",
-        )
-        .bind(&applied.config_id)
-        .bind(&applied.environment)
-        .bind(version_number(applied.version))
-        .bind(&applied.checksum)
-        .bind(naive(applied.applied_at))
-        .execute(self.pool().await?)
-        .await
-        .map_err(failed("write the applied state"))?;
-        Ok(())
-    }
-
     async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
         sqlx::query(&format!(
             "SELECT {VERSION_COLUMNS} FROM config_versions WHERE config_id = $1 ORDER BY version DESC LIMIT 1"
@@ -436,5 +397,73 @@ impl VersionStore for PostgresStore {
 
     async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
         self.applied_for(&[config_id.to_owned()]).await
+    }
+    /// The newest version a ConfigChange (`change`: its id) recorded for a config id.
+    async fn recorded_by(&self, config_id: &str, change: &str) -> Result<Option<Version>> {
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM config_versions
+             WHERE config_id = $1 AND metadata ->> 'source' = 'change' AND metadata ->> 'change' = $2
+             ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(config_id)
+        .bind(change)
+        .fetch_optional(self.pool().await?)
+        .await
+        .map_err(failed("read a change's version"))?
+        .as_ref()
+        .map(version_from_row)
+        .transpose()
+    }
+
+    /// Many versions, by config id and number, in one query.
+    async fn versions_of(&self, wanted: &[(String, i64)]) -> Result<Vec<Version>> {
+        let ids: Vec<&str> = wanted.iter().map(|(id, _)| id.as_str()).collect();
+        let numbers: Vec<i32> = wanted.iter().map(|(_, n)| version_number(*n)).collect();
+        sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM config_versions
+             WHERE (config_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))"
+        ))
+        .bind(ids)
+        .bind(numbers)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(failed("read versions"))?
+        .iter()
+        .map(version_from_row)
+        .collect()
+    }
+
+    /// Applied states of many config ids, in one query.
+    async fn applied_for(&self, config_ids: &[String]) -> Result<Vec<AppliedState>> {
+        let rows: Vec<(String, String, i32, String, chrono::NaiveDateTime)> = sqlx::query_as(
+            "SELECT config_id, environment, version, checksum, applied_at
+             FROM config_applied_state WHERE config_id = ANY($1) ORDER BY config_id, environment",
+        )
+        .bind(config_ids)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(failed("read the applied state"))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(config_id, environment, version, checksum, applied_at)| AppliedState {
+                    config_id,
+                    environment,
+                    version: i64::from(version),
+                    checksum,
+                    applied_at: timestamp(applied_at),
+                },
+            )
+            .collect())
+    }
+}
+
+impl Ledger for PostgresStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn is_durable(&self) -> bool {
+        true
     }
 }

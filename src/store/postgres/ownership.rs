@@ -1,18 +1,20 @@
 //! Who holds what: claims on config ids, approval floors and projection bindings.
 
+use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 
 use super::{PostgresStore, failed, insert_audit, version_number};
 use crate::{
     core::ownership::{self, ClaimVerdict},
-    store::{Claimant, Error, Floor, Projection, Result, Target},
+    store::{Claimant, Error, Floor, Ownership, Projection, Result, Target},
 };
 
-impl PostgresStore {
+#[async_trait]
+impl Ownership for PostgresStore {
     /// Checks (and takes, or renews) `claimant`'s claim on `config_id`; or, unless
     /// `take`, only checks that it holds it.
-    pub async fn claim(&self, config_id: &str, claimant: &Claimant, take: bool) -> Result<()> {
+    async fn claim(&self, config_id: &str, claimant: &Claimant, take: bool) -> Result<()> {
         let mut tx = self.begin_locked(config_id).await?;
         check_claim(&mut tx, config_id, claimant, take).await?;
         tx.commit().await.map_err(failed("commit a claim"))?;
@@ -20,7 +22,7 @@ impl PostgresStore {
     }
 
     /// Who holds a config id.
-    pub async fn holder(&self, config_id: &str) -> Result<Option<Claimant>> {
+    async fn holder(&self, config_id: &str) -> Result<Option<Claimant>> {
         let row: Option<(String, String, String)> =
             sqlx::query_as("SELECT namespace, name, uid FROM config_claims WHERE config_id = $1")
                 .bind(config_id)
@@ -35,7 +37,7 @@ impl PostgresStore {
     }
 
     /// The approval floors recorded for a config id's environments.
-    pub async fn floors(&self, config_id: &str) -> Result<Vec<Floor>> {
+    async fn floors(&self, config_id: &str) -> Result<Vec<Floor>> {
         let rows: Vec<(String, Option<Value>, i32)> = sqlx::query_as(
             "SELECT environment, policy, version FROM approval_floors WHERE config_id = $1 ORDER BY environment",
         )
@@ -60,7 +62,7 @@ impl PostgresStore {
 
     /// Records an environment's approval floor outside an application (a spec that
     /// now asks for more than the floor), with its audit row.
-    pub async fn record_floor(
+    async fn record_floor(
         &self,
         config_id: &str,
         claimant: &Claimant,
@@ -78,7 +80,7 @@ impl PostgresStore {
 
     /// Binds `target` to `projection` unless it is bound already; returns what it is
     /// bound to now.
-    pub async fn bind(&self, target: &Target, projection: &Projection) -> Result<Projection> {
+    async fn bind(&self, target: &Target, projection: &Projection) -> Result<Projection> {
         let row: (String, String) = sqlx::query_as(
             "WITH inserted AS (
                INSERT INTO projection_bindings (kind, namespace, name, config_id, environment, bound_at)
@@ -107,7 +109,7 @@ impl PostgresStore {
 
     /// Moves `target`'s binding to `to`, if it is still bound to `from`, with an audit
     /// row under both config ids.
-    pub async fn rebind(&self, target: &Target, from: &Projection, to: &Projection) -> Result<()> {
+    async fn rebind(&self, target: &Target, from: &Projection, to: &Projection) -> Result<()> {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
         let moved = sqlx::query(
@@ -152,7 +154,7 @@ impl PostgresStore {
     }
 
     /// What `target` is bound to.
-    pub async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
+    async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT config_id, environment FROM projection_bindings WHERE kind = $1 AND namespace = $2 AND name = $3",
         )
@@ -171,7 +173,7 @@ impl PostgresStore {
     /// Removes a config id's applied state, with an audit row naming who and why, if
     /// `claimant` holds it. Versions, the audit trail, the claim and the approval
     /// floors stay.
-    pub async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
+    async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
         let actor = claimant.entry();
         let actor = actor.as_str();
         let mut tx = self.begin_locked(config_id).await?;

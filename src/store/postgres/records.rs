@@ -1,16 +1,18 @@
 //! The audit trail beyond versions: approval workflows, lone audit rows and rotations.
 
+use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{PostgresStore, bounded, failed, insert_audit, naive};
-use crate::store::{Error, Result, Rotation, Workflow, WorkflowApproval};
+use crate::store::{Audit, Error, Result, Rotation, Workflow, WorkflowApproval};
 
-impl PostgresStore {
+#[async_trait]
+impl Audit for PostgresStore {
     /// Mirrors a workflow into `approval_workflows`, with an audit row for every step
     /// the table has not seen yet. Returns whether anything was written.
-    pub async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool> {
+    async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool> {
         let mut tx = self.begin_locked(&workflow.config_id).await?;
         let row: Option<(Value, String)> = sqlx::query_as(
             "SELECT COALESCE(approvals, '[]'::jsonb), status FROM approval_workflows WHERE change_id = $1",
@@ -63,7 +65,7 @@ impl PostgresStore {
     }
 
     /// Writes one audit row on its own.
-    pub async fn audit(
+    async fn audit(
         &self,
         config_id: &str,
         version: i64,
@@ -81,7 +83,7 @@ impl PostgresStore {
     /// Upserts a secret's rotation policy row and writes the audit row of one step, in
     /// one transaction. Audit rows of secrets carry the config id `secret:<id>` and no
     /// version.
-    pub async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
+    async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
         sqlx::query(
