@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 
 use super::common::{Condition, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time, preserved_object};
 use super::free_form;
@@ -20,6 +21,7 @@ use super::free_form;
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) repeats type_ and json_path by design"
 )]
+#[skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "config.summit.io",
@@ -88,33 +90,23 @@ pub struct ConfigChangeSpec {
     /// Full new base data. Becomes `Superseded` if another version is recorded before
     /// this change applies.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "free_form::option"
-    )]
+    #[serde(default, deserialize_with = "free_form::option")]
     pub data: Option<Value>,
 
     /// A JSON merge patch (RFC 7386) on the newest version's base data, re-validated
     /// against the newest version when it applies.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "free_form::option"
-    )]
+    #[serde(default, deserialize_with = "free_form::option")]
     pub patch: Option<Value>,
 
     /// Make a new version with the content of this earlier version. History is never
     /// rewritten.
     #[schemars(range(min = 1))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_to: Option<i64>,
 
     /// Move the environment to this version recorded from the ConfigEntry's spec, as it
     /// is. `Superseded` once the spec records a newer version.
     #[schemars(range(min = 1))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
 
     /// The approval policy the environment keeps once this change applies: its
@@ -122,14 +114,12 @@ pub struct ConfigChangeSpec {
     /// proposes it when a spec (edited, or deleted and created again) asks for a weaker
     /// policy than the one recorded when the live version went live, so that relaxing a
     /// policy is approved under the policy it relaxes. Unset: the floor stays.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_policy: Option<super::ApprovalPolicy>,
 
     /// The version live in the environment when the change was proposed (the CLI fills
     /// it in). A `data` change whose environment has moved on since is `Superseded`.
     /// When unset, the version live when the operator first sees the change.
     #[schemars(range(min = 1))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("baseVersion is immutable"))]
     pub base_version: Option<i64>,
 
@@ -155,12 +145,12 @@ pub struct ConfigChangeSpec {
     pub approvals: Vec<Approval>,
 
     /// A rejection, which is final.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("a recorded rejection cannot be changed"))]
     pub rejection: Option<Rejection>,
 }
 
 /// One approval of a ConfigChange.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
@@ -169,12 +159,10 @@ pub struct Approval {
     pub approver: String,
 
     /// When the approval was given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_at: Option<Time>,
 
     /// What the approver checked, or any remark.
     #[schemars(length(max = 1024))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 
     /// Groups of the approver this approval counts through (an environment's
@@ -185,6 +173,7 @@ pub struct Approval {
 }
 
 /// The rejection of a ConfigChange.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rejection {
@@ -197,7 +186,6 @@ pub struct Rejection {
     pub reason: String,
 
     /// When the change was rejected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_at: Option<Time>,
 }
 
@@ -221,11 +209,11 @@ pub enum ChangePhase {
 }
 
 /// Observed state of a ConfigChange.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigChangeStatus {
     /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
     /// `Validated` and `Ready`, in the standard Kubernetes shape.
@@ -234,27 +222,21 @@ pub struct ConfigChangeStatus {
     pub conditions: Vec<Condition>,
 
     /// Where the change stands.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ChangePhase>,
 
     /// The version the proposal was made against.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_version: Option<i64>,
 
     /// The version this change produced once applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resulting_version: Option<i64>,
 
     /// Approvals that satisfy the environment's policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals_counted: Option<i32>,
 
     /// Approvals the environment's policy requires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals_required: Option<i32>,
 
     /// `counted/required`, for `kubectl get`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals_summary: Option<String>,
 
     /// Approvals that do not count, and why.
@@ -266,15 +248,12 @@ pub struct ConfigChangeStatus {
     pub validation_errors: Vec<String>,
 
     /// When the approvals were complete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_at: Option<Time>,
 
     /// When the change went live.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<Time>,
 
     /// When the change reached a final phase other than `Applied`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
 }
 

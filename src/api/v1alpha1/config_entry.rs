@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 
 use super::common::{
     Condition, ConfigMapKeyReference, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, RestartTarget,
@@ -29,6 +30,7 @@ pub const RESERVED_CONFIG_ID_SEGMENTS: [&str; 3] = ["latest", "versions", "appli
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) repeats type_ and json_path by design"
 )]
+#[skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "config.summit.io",
@@ -94,23 +96,17 @@ pub struct ConfigEntrySpec {
 
     /// What this configuration is for, shown by the CLI.
     #[schemars(length(max = 1024))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 
     /// Inline JSON Schema (draft 2020-12 unless `$schema` says otherwise) that the
     /// resolved content of every environment must satisfy. At most one of `schema`
     /// and `schemaRef`.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "free_form::option"
-    )]
+    #[serde(default, deserialize_with = "free_form::option")]
     pub schema: Option<Value>,
 
     /// A JSON Schema kept in a ConfigMap key in this namespace, for schemas shared by
     /// several entries. At most one of `schema` and `schemaRef`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_ref: Option<ConfigMapKeyReference>,
 
     /// Base configuration shared by every environment, as a JSON object.
@@ -132,11 +128,11 @@ pub struct ConfigEntrySpec {
 
     /// What happens to versions in Postgres and keys in Consul when this entry is
     /// deleted: `Retain` (the default) keeps history; `Delete` removes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 }
 
 /// One environment of a ConfigEntry.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
@@ -147,16 +143,11 @@ pub struct EnvironmentSpec {
     /// A JSON merge patch (RFC 7386) applied to `data` for this environment: objects
     /// merge, other values replace, and `null` deletes a key.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "free_form::option"
-    )]
+    #[serde(default, deserialize_with = "free_form::option")]
     pub overrides: Option<Value>,
 
     /// Who must approve a change before it goes live here. Without a policy, changes
     /// apply at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalPolicy>,
 
     /// Keys removed from this environment's content after `overrides` apply, as JSON
@@ -171,12 +162,10 @@ pub struct EnvironmentSpec {
 
     /// The ConfigMap this environment's resolved content is projected into. Without
     /// one, the content goes to a ConfigMap named `<entry>-<environment>` as `config.json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapTarget>,
 
     /// The Secret this environment's secret references are resolved into. Without one,
     /// they go to a Secret named `<entry>-<environment>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretTarget>,
 
     /// Secret references for this environment only; they replace shared references
@@ -224,6 +213,7 @@ impl EnvironmentSpec {
 }
 
 /// Approval required before a change goes live in an environment.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new(
     "!(has(self.autoApprove) && self.autoApprove && has(self.requiredApprovals) && self.requiredApprovals > 0)"
@@ -231,13 +221,11 @@ impl EnvironmentSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalPolicy {
     /// Apply changes without approval (the seed's `autoApproveFor`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_approve: Option<bool>,
 
     /// Distinct approvals a change needs before it applies (1 when neither this nor
     /// `autoApprove` is set).
     #[schemars(range(min = 0, max = 10))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_approvals: Option<i32>,
 
     /// Users whose approvals count. Empty: anyone holding the `approve` verb on this
@@ -253,28 +241,25 @@ pub struct ApprovalPolicy {
 
     /// How long a change may wait for approval before it expires, e.g. `72h`.
     #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_expiry: Option<String>,
 }
 
 /// A ConfigMap that receives an environment's resolved content.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapTarget {
     /// ConfigMap name; `<entry>-<environment>` when unset.
     #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 
     /// Namespace of the ConfigMap; the entry's own unless the operator allows this one.
     #[schemars(length(min = 1, max = 63), regex(pattern = ENVIRONMENT_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 
     /// How the content is written: `Json` (`config.json`, the default), `Yaml`
     /// (`config.yaml`) or `Env` (one `KEY=value` entry per leaf, keys upper-cased and
     /// joined with `_`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ConfigFormat>,
 }
 
@@ -287,22 +272,22 @@ pub enum ConfigFormat {
 }
 
 /// A Secret that receives an environment's resolved secret references.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTarget {
     /// Secret name; `<entry>-<environment>` when unset.
     #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 
     /// Namespace of the Secret; the entry's own unless the operator allows this one.
     #[schemars(length(min = 1, max = 63), regex(pattern = ENVIRONMENT_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
 
 /// A reference to a secret value held by a provider. Versions record this reference,
 /// never the value.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretReference {
@@ -316,19 +301,16 @@ pub struct SecretReference {
 
     /// When the secret is a JSON object, the key whose value to use.
     #[schemars(length(min = 1, max = 253))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 
     /// Version stage to read, e.g. `AWSCURRENT` (the default) or `AWSPREVIOUS`.
     #[schemars(length(min = 1, max = 256))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_stage: Option<String>,
 
     /// Settings for AWS Secrets Manager. With a `credentialsSecret` (in the entry's
     /// namespace) the reference reaches what those credentials reach; without, the
     /// operator's own credentials read only secret names under the prefix it allows
     /// this namespace (`<namespace>/` unless configured otherwise).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<super::AwsSecretsManagerOptions>,
 }
 
@@ -343,11 +325,11 @@ pub enum DeletionPolicy {
 }
 
 /// Observed state of a ConfigEntry.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigEntryStatus {
     /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
     /// `Validated`, `Synced` and `Ready`, in the standard Kubernetes shape.
@@ -356,16 +338,13 @@ pub struct ConfigEntryStatus {
     pub conditions: Vec<Condition>,
 
     /// The newest version recorded for this config id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_version: Option<i64>,
 
     /// SHA-256 of the canonical JSON of the newest version's content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_checksum: Option<String>,
 
     /// One line for `kubectl get`: the live version per environment, e.g.
     /// `development=v3 production=v2 (v3 pending)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
 
     /// State per environment.
@@ -375,6 +354,7 @@ pub struct ConfigEntryStatus {
 }
 
 /// Observed state of one environment of a ConfigEntry.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentStatus {
@@ -382,44 +362,34 @@ pub struct EnvironmentStatus {
     pub name: String,
 
     /// `Applied`, `PendingApproval`, `Invalid` or `Degraded`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<EnvironmentPhase>,
 
     /// The version live in this environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
 
     /// Checksum of the live resolved content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
 
     /// When the live version was applied here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<Time>,
 
     /// A version waiting for approval in this environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_version: Option<i64>,
 
     /// The ConfigChange that holds the pending approval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_change: Option<String>,
 
     /// Checksum of the provider versions projected into this environment's Secret:
     /// version ids, never values.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_checksum: Option<String>,
 
     /// Restart targets whose pods run the live checksum.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers_ready: Option<i32>,
 
     /// Restart targets consuming this environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers_total: Option<i32>,
 
     /// Why the environment is not `Applied`, when it is not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 

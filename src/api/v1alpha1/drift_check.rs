@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::common::{Condition, DURATION_PATTERN, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, Time};
 
@@ -14,6 +15,7 @@ use super::common::{Condition, DURATION_PATTERN, ENVIRONMENT_PATTERN, OBJECT_NAM
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) repeats type_ and json_path by design"
 )]
+#[skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "config.summit.io",
@@ -51,34 +53,28 @@ pub struct DriftCheckSpec {
     /// ConfigEntries to check, by name in this namespace. With neither `entries` nor
     /// `selector`, every ConfigEntry in the namespace is checked.
     #[schemars(length(min = 1, max = 10000))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub entries: Option<Vec<EntryName>>,
 
     /// ConfigEntries to check, by label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 
     /// Environments to check; every environment when unset.
     #[schemars(length(min = 1, max = 32))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub environments: Option<Vec<EnvironmentName>>,
 
     /// Time between checks, e.g. `5m` (the default).
     #[schemars(regex(pattern = DURATION_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
 
     /// Which copies to compare with the recorded version; all of them when unset.
     #[schemars(length(min = 1, max = 3))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub sources: Option<Vec<DriftSource>>,
 
     /// `Report` (the default) changes nothing; `Remediate` re-applies the recorded
     /// version wherever it drifted, and audits it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<RemediationMode>,
 }
 
@@ -118,11 +114,11 @@ pub enum RemediationMode {
 }
 
 /// Observed state of a DriftCheck.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftCheckStatus {
     /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
     /// `Drifted` and `Ready`, in the standard Kubernetes shape.
@@ -131,23 +127,18 @@ pub struct DriftCheckStatus {
     pub conditions: Vec<Condition>,
 
     /// When the last check ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_time: Option<Time>,
 
     /// When the next check is due.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_check_time: Option<Time>,
 
     /// Whether any checked copy differs from its recorded version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drifted: Option<bool>,
 
     /// ConfigEntries compared in the last check.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries_checked: Option<i32>,
 
     /// Drifted copies found in the last check.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_count: Option<i32>,
 
     /// The drifted copies, at most 100; `driftCount` tells when there are more.
@@ -156,11 +147,11 @@ pub struct DriftCheckStatus {
     pub report: Vec<DriftFinding>,
 
     /// The last on-demand request (the `config.summit.io/check` annotation) acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_request: Option<String>,
 }
 
 /// One copy that differs from its recorded version.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftFinding {
@@ -178,11 +169,9 @@ pub struct DriftFinding {
     /// Checksum of the recorded version.
     pub expected_checksum: String,
     /// Checksum of what is served, absent when the copy is missing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_checksum: Option<String>,
     /// When this drift was first seen.
     pub first_seen: Time,
     /// When it was restored, in `Remediate` mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediated_at: Option<Time>,
 }

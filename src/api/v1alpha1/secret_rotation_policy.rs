@@ -3,6 +3,7 @@
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::common::{
     Condition, DURATION_PATTERN, OBJECT_NAME_PATTERN, RestartTarget, SecretProvider, Time,
@@ -15,6 +16,7 @@ use super::common::{
     clippy::duplicated_attributes,
     reason = "each printcolumn(...) repeats type_ and json_path by design"
 )]
+#[skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "config.summit.io",
@@ -68,7 +70,6 @@ pub struct SecretRotationPolicySpec {
     pub secret_id: String,
 
     /// Settings for AWS Secrets Manager; the operator's defaults apply when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsSecretsManagerOptions>,
 
     /// Time between scheduled rotations, e.g. `90d`.
@@ -78,23 +79,19 @@ pub struct SecretRotationPolicySpec {
     /// How long the previous value stays valid and projected after a rotation
     /// (the seed's `gracePeriod`); `7d` when unset.
     #[schemars(regex(pattern = DURATION_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period: Option<String>,
 
     /// Rotations never happen closer together than this, whatever asks for them;
     /// `1h` when unset.
     #[schemars(regex(pattern = DURATION_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_interval: Option<String>,
 
     /// ARN of the provider's rotation function (the seed's `rotationLambda`), called
     /// instead of the generator.
     #[schemars(length(min = 1, max = 2048))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_function: Option<String>,
 
     /// How new values are generated; 32 characters of letters and digits when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<GeneratorSpec>,
 
     /// The Secret, in this namespace, that receives the current and previous values.
@@ -107,31 +104,29 @@ pub struct SecretRotationPolicySpec {
     pub restart_targets: Vec<RestartTarget>,
 
     /// Who hears about rotations and failures besides Kubernetes Events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
 
     /// Stop scheduled rotations; on-demand rotations still run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
 }
 
 /// Settings for AWS Secrets Manager.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsSecretsManagerOptions {
     /// AWS region, e.g. `eu-west-1`.
     #[schemars(length(min = 1, max = 64))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 
     /// A Secret in this namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`;
     /// the default credential chain when unset.
     #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
 }
 
 /// How the operator generates a new secret value.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(validation = Rule::new(
     "!has(self.characterClasses) || self.characterClasses.size() > 0"
@@ -140,18 +135,15 @@ pub struct AwsSecretsManagerOptions {
 pub struct GeneratorSpec {
     /// Number of characters, 8 to 4096; 32 when unset.
     #[schemars(range(min = 8, max = 4096))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<i32>,
 
     /// Which classes of characters to draw from; every listed class appears at least once.
     #[schemars(length(max = 4))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub character_classes: Option<Vec<CharacterClass>>,
 
     /// Characters never to use, e.g. ones a consumer cannot quote.
     #[schemars(length(max = 128))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude: Option<String>,
 }
 
@@ -165,6 +157,7 @@ pub enum CharacterClass {
 }
 
 /// The Secret a rotated value is projected into.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationTarget {
@@ -174,32 +167,30 @@ pub struct RotationTarget {
 
     /// Key of the current value; `value` when unset.
     #[schemars(length(min = 1, max = 253))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 
     /// Key of the previous value during the grace period; `previous` when unset.
     #[schemars(length(min = 1, max = 253))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_key: Option<String>,
 }
 
 /// Notifications for one policy.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notifications {
     /// An HTTP(S) endpoint that receives a JSON body per rotation and failure (secret
     /// id, versions and times; never a value), retried with backoff.
     #[schemars(length(min = 1, max = 2048), regex(pattern = "^https?://"))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
 }
 
 /// Observed state of a SecretRotationPolicy.
+#[skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRotationPolicyStatus {
     /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
     /// `Ready`, `Rotating` and `RotationFailed`, in the standard Kubernetes shape.
@@ -208,38 +199,29 @@ pub struct SecretRotationPolicyStatus {
     pub conditions: Vec<Condition>,
 
     /// When the secret last rotated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
 
     /// When the next scheduled rotation is due; kept here so it survives restarts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
 
     /// The provider's id of the current value's version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<String>,
 
     /// The provider's id of the previous value's version, while it is still valid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_version: Option<String>,
 
     /// When the previous value is retired, once every restart target runs the new one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_retires_at: Option<Time>,
 
     /// Rotations completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_count: Option<i64>,
 
     /// The last on-demand request (the `config.summit.io/rotate` annotation) acted on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_request: Option<String>,
 
     /// Restart targets running the current value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers_ready: Option<i32>,
 
     /// Restart targets in all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers_total: Option<i32>,
 }
