@@ -28,6 +28,9 @@ use super::{
 /// (`VARCHAR(1024)`); longer values are cut, marked with an ellipsis.
 const TEXT_COLUMN: usize = 1024;
 
+/// A query against PostgreSQL, its values still to bind.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Versions, applied state and the audit trail in PostgreSQL.
@@ -81,6 +84,24 @@ impl PostgresStore {
             .await
             .map_err(failed("lock the config id"))?;
         Ok(tx)
+    }
+
+    /// The versions `filter` (what follows `FROM config_versions`) selects, with the
+    /// values `bind` binds.
+    async fn select_versions(
+        &self,
+        action: &'static str,
+        filter: &str,
+        bind: impl for<'q> FnOnce(PgQuery<'q>) -> PgQuery<'q>,
+    ) -> Result<Vec<Version>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM config_versions {filter}");
+        bind(sqlx::query(&sql))
+            .fetch_all(self.pool().await?)
+            .await
+            .map_err(failed(action))?
+            .iter()
+            .map(version_from_row)
+            .collect()
     }
 }
 
@@ -356,81 +377,46 @@ impl History for PostgresStore {
     }
 
     async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
-        sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM config_versions WHERE config_id = $1 ORDER BY version DESC LIMIT 1"
-        ))
-        .bind(config_id)
-        .fetch_optional(self.pool().await?)
-        .await
-        .map_err(failed("read the latest version"))?
-        .as_ref()
-        .map(version_from_row)
-        .transpose()
+        let filter = "WHERE config_id = $1 ORDER BY version DESC LIMIT 1";
+        let id = config_id.to_owned();
+        let found = self.select_versions("read the latest version", filter, |q| q.bind(id));
+        Ok(found.await?.pop())
     }
 
     async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
-        sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM config_versions WHERE config_id = $1 AND version = $2"
-        ))
-        .bind(config_id)
-        .bind(version_number(version))
-        .fetch_optional(self.pool().await?)
-        .await
-        .map_err(failed("read a version"))?
-        .as_ref()
-        .map(version_from_row)
-        .transpose()
+        let filter = "WHERE config_id = $1 AND version = $2";
+        let (id, number) = (config_id.to_owned(), version_number(version));
+        let found = self.select_versions("read a version", filter, |q| q.bind(id).bind(number));
+        Ok(found.await?.pop())
     }
 
     async fn versions(&self, config_id: &str) -> Result<Vec<Version>> {
-        sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM config_versions WHERE config_id = $1 ORDER BY version"
-        ))
-        .bind(config_id)
-        .fetch_all(self.pool().await?)
-        .await
-        .map_err(failed("read versions"))?
-        .iter()
-        .map(version_from_row)
-        .collect()
+        let id = config_id.to_owned();
+        let filter = "WHERE config_id = $1 ORDER BY version";
+        self.select_versions("read versions", filter, |q| q.bind(id))
+            .await
     }
 
     async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
         self.applied_for(&[config_id.to_owned()]).await
     }
-    /// The newest version a ConfigChange (`change`: its id) recorded for a config id.
+
     async fn recorded_by(&self, config_id: &str, change: &str) -> Result<Option<Version>> {
-        sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM config_versions
-             WHERE config_id = $1 AND metadata ->> 'source' = 'change' AND metadata ->> 'change' = $2
-             ORDER BY version DESC LIMIT 1"
-        ))
-        .bind(config_id)
-        .bind(change)
-        .fetch_optional(self.pool().await?)
-        .await
-        .map_err(failed("read a change's version"))?
-        .as_ref()
-        .map(version_from_row)
-        .transpose()
+        let filter = "WHERE config_id = $1 AND metadata ->> 'source' = 'change' AND metadata ->> 'change' = $2
+             ORDER BY version DESC LIMIT 1";
+        let (id, change) = (config_id.to_owned(), change.to_owned());
+        let found = self.select_versions("read a change's version", filter, |q| {
+            q.bind(id).bind(change)
+        });
+        Ok(found.await?.pop())
     }
 
-    /// Many versions, by config id and number, in one query.
     async fn versions_of(&self, wanted: &[(String, i64)]) -> Result<Vec<Version>> {
-        let ids: Vec<&str> = wanted.iter().map(|(id, _)| id.as_str()).collect();
+        let ids: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
         let numbers: Vec<i32> = wanted.iter().map(|(_, n)| version_number(*n)).collect();
-        sqlx::query(&format!(
-            "SELECT {VERSION_COLUMNS} FROM config_versions
-             WHERE (config_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))"
-        ))
-        .bind(ids)
-        .bind(numbers)
-        .fetch_all(self.pool().await?)
-        .await
-        .map_err(failed("read versions"))?
-        .iter()
-        .map(version_from_row)
-        .collect()
+        let filter = "WHERE (config_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))";
+        self.select_versions("read versions", filter, |q| q.bind(ids).bind(numbers))
+            .await
     }
 
     /// Applied states of many config ids, in one query.
