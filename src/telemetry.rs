@@ -27,13 +27,10 @@ pub enum LogFormat {
 ///
 /// Whatever it says, the Kubernetes client never logs below `error`: when it cannot
 /// decode a response it logs the whole body, which may be every tenant's config.
-pub fn init_logging(format: LogFormat) -> Result<(), String> {
-    let quiet_bodies = "kube_client::client=error"
-        .parse()
-        .map_err(|e: tracing_subscriber::filter::ParseError| e.to_string())?;
+pub fn init_logging(format: LogFormat) -> Result<(), LoggingError> {
+    let quiet_bodies = "kube_client::client=error".parse()?;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new("info,kube=warn"))
-        .map_err(|e| e.to_string())?
+        .or_else(|_| EnvFilter::try_new("info,kube=warn"))?
         .add_directive(quiet_bodies);
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
@@ -49,7 +46,16 @@ pub fn init_logging(format: LogFormat) -> Result<(), String> {
             .with(fmt::layer().with_writer(std::io::stderr))
             .try_init(),
     };
-    result.map_err(|e| e.to_string())
+    Ok(result?)
+}
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("RUST_LOG does not parse")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("a logger is already installed")]
+    Installed(#[from] tracing_subscriber::util::TryInitError),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -126,8 +126,8 @@ pub enum Error {
     Changes(#[from] changes::Error),
     #[error(transparent)]
     Operator(#[from] operator::Error),
-    #[error("cannot start logging: {0}")]
-    Logging(String),
+    #[error("cannot start logging")]
+    Logging(#[source] crate::telemetry::LoggingError),
 }
 
 impl Error {

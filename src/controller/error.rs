@@ -1,11 +1,10 @@
 //! Errors of the reconcile loops.
 
+use crate::core::Class;
+
 /// Everything a reconcile or the operator's start-up can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    Configuration(String),
-
     #[error("Kubernetes API request failed: {action}")]
     Kube {
         action: String,
@@ -38,7 +37,7 @@ pub enum Error {
     NotOwned { object: String, holder: String },
 
     #[error("{0}; name another target")]
-    TargetBound(String),
+    TargetBound(#[from] crate::core::ownership::Refused),
 
     #[error(transparent)]
     Render(#[from] crate::core::render::RenderError),
@@ -82,11 +81,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Whether the apiserver refused a write because the object changed or exists.
+fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
 impl Error {
     /// A stable short label for metrics and Events.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Configuration(_) => "Configuration",
             Error::Kube { .. } => "KubeApi",
             Error::EncodeStatus(_) => "EncodeStatus",
             Error::Store(error) => error.label(),
@@ -108,14 +111,34 @@ impl Error {
         }
     }
 
-    /// Whether retrying later may succeed without anyone changing the object.
-    pub fn is_transient(&self) -> bool {
+    /// What the failure means for the next attempt.
+    pub fn class(&self) -> Class {
         match self {
-            Error::EncodeStatus(_) | Error::TargetBound(_) => false,
-            Error::Store(error) => error.is_transient(),
+            Error::Kube { source, .. } if is_conflict(source) => Class::Conflict,
+            Error::Kube { .. }
+            | Error::CacheClosed
+            | Error::ConsulBehind
+            | Error::ProjectionFailed
+            | Error::Finalizer(_) => Class::Transient,
+            Error::Store(error) => error.class(),
             // A secret deleted upstream or a denied request may be put right outside
-            // Kubernetes: keep retrying, with backoff.
-            _ => true,
+            // Kubernetes, where nobody tells the operator: retried with backoff.
+            Error::Secret(error) | Error::SecretValue { source: error, .. } => {
+                match error.class() {
+                    Class::Invalid => Class::Conflict,
+                    class => class,
+                }
+            }
+            // Someone else's object where a projection goes: they may remove it.
+            Error::NotOwned { .. } | Error::EnvironmentMoved { .. } => Class::Conflict,
+            Error::EncodeStatus(_)
+            | Error::TargetBound(_)
+            | Error::Render(_)
+            | Error::VersionMissing { .. }
+            | Error::EnvironmentGone { .. }
+            | Error::NamespaceNotAllowed { .. }
+            | Error::SecretsNotManaged { .. }
+            | Error::SecretReference { .. } => Class::Invalid,
         }
     }
 
@@ -123,5 +146,70 @@ impl Error {
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
         move |source| Error::Kube { action, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{core::ownership::Refused, store};
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("refused", "Refused")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn each_error_says_what_the_next_attempt_should_do() {
+        let cases = [
+            (Error::kube("apply")(api(409)), Class::Conflict),
+            (Error::kube("apply")(api(500)), Class::Transient),
+            (
+                Error::Store(store::Error::Superseded {
+                    config_id: "x".into(),
+                    based_on: 1,
+                    latest: 2,
+                }),
+                Class::Conflict,
+            ),
+            (
+                Error::Store(store::Error::Unclaimed {
+                    config_id: "x".into(),
+                    entry: "ns/x".into(),
+                }),
+                Class::Transient,
+            ),
+            (
+                Error::TargetBound(Refused::BoundToConfiguration {
+                    target: crate::core::ownership::Target {
+                        kind: crate::core::ownership::TargetKind::ConfigMap,
+                        namespace: "ns".into(),
+                        name: "x".into(),
+                    },
+                    wanted: "production".into(),
+                }),
+                Class::Invalid,
+            ),
+            (
+                Error::Secret(crate::secrets::Error::NotFound {
+                    provider: "AWS Secrets Manager",
+                    secret_id: "db".into(),
+                }),
+                Class::Conflict,
+            ),
+            (
+                Error::VersionMissing {
+                    version: 3,
+                    environment: "production".into(),
+                },
+                Class::Invalid,
+            ),
+        ];
+        for (error, class) in cases {
+            assert_eq!(error.class(), class, "{error}");
+        }
     }
 }

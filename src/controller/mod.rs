@@ -41,6 +41,7 @@ use guards::Guards;
 use managed_secrets::SecretScope;
 use workloads::Workloads;
 
+use crate::core::Class;
 use crate::{
     api::v1alpha1::{
         ANNOTATION_CHECK, ConfigChange, ConfigEntry, DriftCheck, LABEL_MANAGED_BY, LABEL_SCHEMA,
@@ -431,8 +432,8 @@ where
     result
 }
 
-/// Shared error policy: an invalid object waits for a change; anything else retries with
-/// exponential backoff and jitter.
+/// Shared error policy: an invalid object waits for a change; a transient failure or a
+/// conflict retries with exponential backoff and jitter.
 fn requeue_after_error<K: Resource>(
     kind: &'static str,
     object: &K,
@@ -446,12 +447,13 @@ fn requeue_after_error<K: Resource>(
             reason: error.label(),
         })
         .inc();
-    if !error.is_transient() {
+    let class = error.class();
+    if class == Class::Invalid {
         tracing::warn!(kind, name = %object.name_any(), error = %Chain(error), "reconcile failed; waiting for a change");
         return Action::await_change();
     }
     let delay = ctx.backoff.next(&object_key(object));
-    tracing::warn!(kind, name = %object.name_any(), error = %Chain(error), retry_in = ?delay, "reconcile failed");
+    tracing::warn!(kind, name = %object.name_any(), error = %Chain(error), ?class, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 

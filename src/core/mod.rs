@@ -21,6 +21,20 @@ pub struct Invalid {
     pub message: String,
 }
 
+/// What a failure means for the next attempt. Every error enum says which of these
+/// each of its errors is, and the reconcile loops' error policy acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Something outside did not answer (a backend, the apiserver, a provider): retry,
+    /// with backoff.
+    Transient,
+    /// Someone else moved first, or holds what was asked for: retry, with backoff,
+    /// reading what they did; an operator or user may settle it meanwhile.
+    Conflict,
+    /// The object, or what it names, is wrong: nothing changes until it does.
+    Invalid,
+}
+
 /// An Event a decision calls for: its reason and message, and whether it warns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {

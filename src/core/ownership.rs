@@ -93,15 +93,43 @@ pub fn claim(config_id: &str, holder: Option<&Claimant>, claimant: &Claimant) ->
 
 /// Checks that `config_id` starts with the prefix the operator reserves for
 /// `namespace` (`prefix` with `{namespace}` replaced); an empty prefix allows any.
-pub fn check_prefix(config_id: &str, namespace: &str, prefix: &str) -> Result<(), String> {
+pub fn check_prefix(config_id: &str, namespace: &str, prefix: &str) -> Result<(), Refused> {
     let wanted = prefix.replace("{namespace}", namespace);
     if config_id.starts_with(&wanted) {
-        Ok(())
-    } else {
-        Err(format!(
-            "configId {config_id:?} must start with {wanted:?}: the operator reserves config ids under that prefix for namespace {namespace}"
-        ))
+        return Ok(());
     }
+    Err(Refused::OutsidePrefix {
+        config_id: config_id.to_owned(),
+        prefix: wanted,
+        namespace: namespace.to_owned(),
+    })
+}
+
+/// Why an entry may not write where it asks to.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "configId {config_id:?} must start with {prefix:?}: the operator reserves config ids under that prefix for namespace {namespace}"
+    )]
+    OutsidePrefix {
+        config_id: String,
+        prefix: String,
+        namespace: String,
+    },
+
+    #[error(
+        "{target} is bound to environment {bound:?}, whose approved content it holds; environment {wanted:?} cannot project into it"
+    )]
+    BoundToEnvironment {
+        target: Target,
+        bound: String,
+        wanted: String,
+    },
+
+    #[error(
+        "{target} is bound to another configuration's environment; environment {wanted:?} cannot project into it"
+    )]
+    BoundToConfiguration { target: Target, wanted: String },
 }
 
 /// A projection target: a ConfigMap or Secret.
@@ -146,20 +174,20 @@ pub fn may_write(
     target: &Target,
     bound: Option<&Projection>,
     wanted: &Projection,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
+    let (target, wanted_environment) = (target.clone(), wanted.environment.clone());
     match bound {
-        Some(bound) if bound != wanted => Err(if bound.config_id == wanted.config_id {
-            format!(
-                "{target} is bound to environment {:?}, whose approved content it holds; environment {:?} cannot project into it",
-                bound.environment, wanted.environment
-            )
-        } else {
-            format!(
-                "{target} is bound to another configuration's environment; environment {:?} cannot project into it",
-                wanted.environment
-            )
+        Some(bound) if bound == wanted => Ok(()),
+        Some(bound) if bound.config_id == wanted.config_id => Err(Refused::BoundToEnvironment {
+            target,
+            bound: bound.environment.clone(),
+            wanted: wanted_environment,
         }),
-        _ => Ok(()),
+        Some(_) => Err(Refused::BoundToConfiguration {
+            target,
+            wanted: wanted_environment,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -224,7 +252,10 @@ mod tests {
         assert!(check_prefix("team-a/payments", "team-a", "{namespace}/").is_ok());
         assert!(check_prefix("payments", "team-a", "").is_ok());
         let refused = check_prefix("team-b/payments", "team-a", "{namespace}/").unwrap_err();
-        assert!(refused.contains("must start with \"team-a/\""), "{refused}");
+        assert!(
+            refused.to_string().contains("must start with \"team-a/\""),
+            "{refused}"
+        );
     }
 
     fn target(name: &str) -> Target {
@@ -250,7 +281,7 @@ mod tests {
         assert!(may_write(&t, None, &projection("development")).is_ok());
         let refused = may_write(&t, Some(&production), &projection("development")).unwrap_err();
         assert_eq!(
-            refused,
+            refused.to_string(),
             "ConfigMap team/payments-production is bound to environment \"production\", whose approved content it holds; environment \"development\" cannot project into it"
         );
     }

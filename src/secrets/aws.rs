@@ -298,7 +298,7 @@ mod tests {
         for code in ["ThrottlingException", "TooManyRequestsException"] {
             let error = answered(code);
             assert_eq!(error.label(), "ProviderThrottled");
-            assert!(error.is_transient());
+            assert_eq!(error.class(), crate::core::Class::Transient);
         }
     }
 
@@ -306,10 +306,10 @@ mod tests {
     fn a_lost_secret_or_a_denial_is_not_transient() {
         let lost = answered("ResourceNotFoundException");
         assert_eq!(lost.label(), "SecretNotFound");
-        assert!(!lost.is_transient());
+        assert_eq!(lost.class(), crate::core::Class::Invalid);
         let denied = answered("AccessDeniedException");
         assert_eq!(denied.label(), "AccessDenied");
-        assert!(!denied.is_transient());
+        assert_eq!(denied.class(), crate::core::Class::Invalid);
         assert_eq!(
             answered("InternalServiceError").label(),
             "ProviderUnavailable"

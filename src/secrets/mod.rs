@@ -12,6 +12,8 @@ mod in_cluster;
 
 use std::future::Future;
 
+use crate::core::Class;
+
 pub use secrecy::{ExposeSecret, SecretString};
 
 pub use aws::{AwsProvider, AwsSettings};
@@ -113,9 +115,23 @@ impl Error {
         }
     }
 
-    /// Whether retrying later may succeed without anyone changing anything.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Throttled { .. } | Error::Unavailable { .. })
+    /// What the failure means for the next attempt. Only a provider that did not
+    /// answer is transient; a secret missing upstream or a denied request may be put
+    /// right outside Kubernetes, where nobody tells the operator (the reconcile loops
+    /// retry those too, with backoff).
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Throttled { .. } | Error::Unavailable { .. } => Class::Transient,
+            Error::TargetTaken { .. } => Class::Conflict,
+            Error::NotFound { .. }
+            | Error::Denied { .. }
+            | Error::Credentials { .. }
+            | Error::Refused { .. }
+            | Error::Unusable { .. }
+            | Error::KeyMissing { .. }
+            | Error::Generator(_)
+            | Error::NotAllowed { .. } => Class::Invalid,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub use crate::core::ownership::{ClaimRefused, Claimant, Projection, Target, Tar
 pub use crate::core::resolve::Snapshot;
 
 use crate::api::v1alpha1::ApprovalPolicy;
+use crate::core::Class;
 
 pub use composite::{ConsulSync, Stores, StoresConfig};
 pub use consul::{ConsulConfig, ConsulStore};
@@ -290,21 +291,26 @@ impl Error {
         }
     }
 
-    /// Whether retrying later may succeed without anyone changing anything.
-    pub fn is_transient(&self) -> bool {
-        // Superseded: another writer moved first; the next attempt reads what it did.
-        // Migrate: most often PostgreSQL not answering yet at start-up or after an
-        // outage; a migration that is really broken keeps failing, with backoff, and
-        // says so in status.
-        matches!(
-            self,
+    /// What the failure means for the next attempt.
+    pub fn class(&self) -> Class {
+        match self {
+            // Migrate: most often PostgreSQL not answering yet at start-up or after an
+            // outage; a migration that is really broken keeps failing, with backoff,
+            // and says so in status. Unclaimed: the entry has not recorded its config
+            // id yet; it will.
             Error::Postgres { .. }
-                | Error::Unclaimed { .. }
-                | Error::Migrate(_)
-                | Error::Consul { .. }
-                | Error::ConsulStatus { .. }
-                | Error::Superseded { .. }
-        )
+            | Error::Migrate(_)
+            | Error::Consul { .. }
+            | Error::ConsulStatus { .. }
+            | Error::Unclaimed { .. } => Class::Transient,
+            // Another writer moved first; the next attempt reads what it did.
+            Error::Superseded { .. } => Class::Conflict,
+            Error::Claimed(_)
+            | Error::ConsulValue { .. }
+            | Error::Diverged { .. }
+            | Error::Encode(_)
+            | Error::ConsulWithoutPostgres => Class::Invalid,
+        }
     }
 }
 

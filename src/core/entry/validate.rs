@@ -76,9 +76,9 @@ pub fn compile(schema: SchemaSource) -> Result<Option<(CompiledSchema, String)>,
 pub fn check_place(entry: &ConfigEntry, config_id_prefix: &str) -> Result<(), Refusal> {
     let namespace = entry.namespace().unwrap_or_default();
     ownership::check_prefix(&entry.spec.config_id, &namespace, config_id_prefix).map_err(
-        |message| Invalid {
+        |refused| Invalid {
             reason: "ConfigIdNotAllowed",
-            message: format!("spec.configId: {message}"),
+            message: format!("spec.configId: {refused}"),
         },
     )?;
     let targets: Vec<(String, Target)> = entry
