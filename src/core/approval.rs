@@ -250,9 +250,11 @@ impl Requirements {
         Self { all }
     }
 
-    /// Whether changes go live without any approval.
+    /// Whether changes go live without any approval: the same count a ConfigChange's
+    /// approvals go through, of none. Every way a change arrives (a spec edit, a
+    /// ConfigChange, a rollback) is approved by [`Requirements::count`] alone.
     pub fn auto_approves(&self) -> bool {
-        self.all.iter().all(|r| r.required() == 0)
+        self.count(&[], &Excluded::default()).approved()
     }
 
     /// The most approvals any requirement asks for.
