@@ -163,16 +163,10 @@ pub async fn propose(target: &Target, propose: &Propose, proposal: Proposal) -> 
         .map_err(request(format!("read ConfigEntry {namespace}/{name}")))?
         .ok_or_else(|| Error::Invalid(format!("ConfigEntry {namespace}/{name} does not exist")))?;
     if entry.environment(&propose.environment).is_none() {
-        let known: Vec<&str> = entry
-            .spec
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
         return Err(Error::Invalid(format!(
             "ConfigEntry {name} has no environment {:?} (it has {})",
             propose.environment,
-            known.join(", ")
+            entry.environment_names()
         )));
     }
     let (user, _) = whoami(&client).await?;

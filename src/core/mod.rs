@@ -6,6 +6,8 @@ pub mod approval;
 pub mod change;
 pub mod drift;
 pub mod entry;
+#[cfg(test)]
+pub mod fixtures;
 pub mod ownership;
 pub mod promotion;
 pub mod render;

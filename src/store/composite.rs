@@ -12,9 +12,9 @@ use std::{
 };
 
 use super::{
-    Application, AppliedState, Claimant, ConsulConfig, ConsulStore, Error, Floor, FloorUpdate,
-    Ledger, MemoryStore, NewVersion, PostgresStore, Projection, Recorded, Result, Rotation, Source,
-    Target, Version, Workflow,
+    Application, AppliedState, AuditRow, Claimant, ConsulConfig, ConsulStore, Error, Floor,
+    FloorUpdate, Ledger, MemoryStore, NewVersion, PostgresStore, Projection, RaisedFloor, Recorded,
+    Result, Rotation, Source, Target, Version, Workflow,
 };
 
 /// Which backends to use, parsed once at start-up.
@@ -171,16 +171,9 @@ impl Stores {
     }
 
     /// Records an environment's approval floor outside an application.
-    pub async fn record_floor(
-        &self,
-        config_id: &str,
-        claimant: &Claimant,
-        floor: &Floor,
-        actor: &str,
-    ) -> Result<()> {
-        self.floors.remove(&config_id.to_owned());
-        let ledger = &self.ledger;
-        ledger.record_floor(config_id, claimant, floor, actor).await
+    pub async fn record_floor(&self, raised: &RaisedFloor) -> Result<()> {
+        self.floors.remove(&raised.config_id);
+        self.ledger.record_floor(raised).await
     }
 
     /// Binds `target` to `projection` unless it is bound already; returns what it is
@@ -361,18 +354,8 @@ impl Stores {
     }
 
     /// Writes one audit row.
-    pub async fn audit(
-        &self,
-        config_id: &str,
-        version: i64,
-        actor: &str,
-        message: &str,
-        changes: serde_json::Value,
-    ) -> Result<()> {
-        let ledger = &self.ledger;
-        ledger
-            .audit(config_id, version, actor, message, changes)
-            .await
+    pub async fn audit(&self, row: &AuditRow) -> Result<()> {
+        self.ledger.audit(row).await
     }
 
     /// Records a secret rotation step.

@@ -8,21 +8,11 @@ use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    Application, AppliedState, Audit, Claimant, Error, Floor, FloorUpdate, History, Ledger,
-    NewVersion, Ownership, Projection, Recorded, Result, Rotation, Source, Target, Version,
-    Workflow,
+    Application, AppliedState, Audit, AuditRow, Claimant, Error, Floor, FloorUpdate, History,
+    Ledger, NewVersion, Ownership, Projection, RaisedFloor, Recorded, Result, Rotation, Source,
+    Target, Version, Workflow,
 };
 use crate::core::ownership::{self, ClaimVerdict};
-
-/// One row of the audit trail, as PostgreSQL's `audit_log` holds it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AuditRow {
-    pub config_id: String,
-    pub version: Option<i64>,
-    pub actor: String,
-    pub message: String,
-    pub changes: serde_json::Value,
-}
 
 #[derive(Default)]
 struct State {
@@ -106,18 +96,13 @@ impl Ownership for MemoryStore {
         Ok(state.floors.get(config_id).cloned().unwrap_or_default())
     }
 
-    async fn record_floor(
-        &self,
-        config_id: &str,
-        claimant: &Claimant,
-        floor: &Floor,
-        actor: &str,
-    ) -> Result<()> {
+    async fn record_floor(&self, raised: &RaisedFloor) -> Result<()> {
+        let (id, floor) = (&raised.config_id, &raised.floor);
         let mut state = self.lock();
-        state.claim(config_id, claimant, false)?;
-        state.record_floor(config_id, floor.clone());
+        state.claim(id, &raised.claimant, false)?;
+        state.record_floor(id, floor.clone());
         let message = format!("approval floor of {} recorded", floor.environment);
-        state.audit(config_id, Some(floor.version), actor, &message);
+        state.audit(id, Some(floor.version), &raised.actor, &message);
         Ok(())
     }
 
@@ -181,18 +166,7 @@ impl History for MemoryStore {
                 latest: newest,
             });
         }
-        let version = Version {
-            config_id: new.config_id.clone(),
-            version: newest + 1,
-            owner: new.claimant.entry(),
-            snapshot: new.snapshot.clone(),
-            checksum: new.checksum.clone(),
-            source: new.source.clone(),
-            created_by: new.created_by.clone(),
-            authors: new.authors.clone(),
-            created_at: Timestamp::now(),
-            message: new.message.clone(),
-        };
+        let version = Version::recorded(new, newest + 1, Timestamp::now());
         versions.push(version.clone());
         state.audit(
             &new.config_id,
@@ -303,21 +277,8 @@ impl History for MemoryStore {
 
 #[async_trait]
 impl Audit for MemoryStore {
-    async fn audit(
-        &self,
-        config_id: &str,
-        version: i64,
-        actor: &str,
-        message: &str,
-        changes: serde_json::Value,
-    ) -> Result<()> {
-        self.lock().audit.push(AuditRow {
-            config_id: config_id.to_owned(),
-            version: Some(version),
-            actor: actor.to_owned(),
-            message: message.to_owned(),
-            changes,
-        });
+    async fn audit(&self, row: &AuditRow) -> Result<()> {
+        self.lock().audit.push(row.clone());
         Ok(())
     }
 

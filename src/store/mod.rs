@@ -23,7 +23,7 @@ use crate::core::Class;
 
 pub use composite::{ConsulSync, Stores, StoresConfig};
 pub use consul::{ConsulConfig, ConsulStore};
-pub use memory::{AuditRow, MemoryStore};
+pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 
 /// Where a version came from.
@@ -56,6 +56,27 @@ pub struct NewVersion {
     pub based_on: Option<i64>,
 }
 
+/// One row of the audit trail: who did what to which version of a config id (a
+/// secret's is `secret:<id>`), never a value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRow {
+    pub config_id: String,
+    pub version: Option<i64>,
+    pub actor: String,
+    pub message: String,
+    pub changes: serde_json::Value,
+}
+
+/// An environment's approval floor raised outside an application (a spec that asks for
+/// more than the floor held), by `actor`, for the config id `claimant` holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RaisedFloor {
+    pub config_id: String,
+    pub claimant: Claimant,
+    pub floor: Floor,
+    pub actor: String,
+}
+
 /// A recorded, immutable version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +98,22 @@ pub struct Version {
 }
 
 impl Version {
+    /// `new`, recorded as version `number` at `created_at`.
+    pub fn recorded(new: &NewVersion, number: i64, created_at: Timestamp) -> Self {
+        Self {
+            config_id: new.config_id.clone(),
+            version: number,
+            owner: new.claimant.entry(),
+            snapshot: new.snapshot.clone(),
+            checksum: new.checksum.clone(),
+            source: new.source.clone(),
+            created_by: new.created_by.clone(),
+            authors: new.authors.clone(),
+            created_at,
+            message: new.message.clone(),
+        }
+    }
+
     /// Whether the apiserver proved who wrote this content.
     pub fn authors_proven(&self) -> bool {
         !self.authors.is_empty()
@@ -328,14 +365,8 @@ pub trait Ownership: Send + Sync {
     async fn floors(&self, config_id: &str) -> Result<Vec<Floor>>;
 
     /// Records an environment's approval floor outside an application, with an audit
-    /// row naming `actor`.
-    async fn record_floor(
-        &self,
-        config_id: &str,
-        claimant: &Claimant,
-        floor: &Floor,
-        actor: &str,
-    ) -> Result<()>;
+    /// row.
+    async fn record_floor(&self, raised: &RaisedFloor) -> Result<()>;
 
     /// Binds `target` to `projection` unless it is bound already; returns what it is
     /// bound to now.
@@ -389,14 +420,7 @@ pub trait History: Send + Sync {
 #[async_trait]
 pub trait Audit: Send + Sync {
     /// Writes one audit row on its own.
-    async fn audit(
-        &self,
-        config_id: &str,
-        version: i64,
-        actor: &str,
-        message: &str,
-        changes: serde_json::Value,
-    ) -> Result<()>;
+    async fn audit(&self, row: &AuditRow) -> Result<()>;
 
     /// Keeps a secret's rotation policy row, with the audit row of one step.
     async fn record_rotation(&self, rotation: &Rotation) -> Result<()>;

@@ -185,6 +185,17 @@ impl ConfigEntry {
     pub fn environment(&self, name: &str) -> Option<&EnvironmentSpec> {
         self.spec.environments.iter().find(|e| e.name == name)
     }
+
+    /// The names of the spec's environments, in order: `development, production`.
+    pub fn environment_names(&self) -> String {
+        let names: Vec<&str> = self
+            .spec
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        names.join(", ")
+    }
 }
 
 impl EnvironmentSpec {

@@ -28,7 +28,7 @@ use crate::{
         },
         promotion::{self, Step, promote},
     },
-    store::{Application, Error as StoreError, Floor, FloorUpdate},
+    store::{Application, Error as StoreError, Floor, FloorUpdate, RaisedFloor},
 };
 
 /// Where the environments stand after promotion.
@@ -90,14 +90,18 @@ async fn promote_one(
         requirements: &requirements,
     });
     if let Some(policy) = promotion.record_floor {
-        let raised = Floor {
-            environment: name.clone(),
-            policy,
-            version: current.map_or(latest.version, |c| c.version),
+        let raised = RaisedFloor {
+            config_id: recorded.config_id.clone(),
+            claimant: recorded.claimant.clone(),
+            floor: Floor {
+                environment: name.clone(),
+                policy,
+                version: current.map_or(latest.version, |c| c.version),
+            },
+            actor: recorded.author.clone(),
         };
-        let (id, claimant) = (&recorded.config_id, &recorded.claimant);
         ctx.stores
-            .record_floor(id, claimant, &raised, &recorded.author)
+            .record_floor(&raised)
             .await
             .map_err(Stopped::new("what is live stays live"))?;
     }

@@ -12,7 +12,7 @@ use crate::{
         config_entry::{project_secrets, restore_config_map},
     },
     core::drift::Want,
-    store::{self, Application, AppliedState, FloorUpdate},
+    store::{self, Application, AppliedState, AuditRow, FloorUpdate},
 };
 
 /// Puts one drifted copy back through the path a normal apply takes, with an audit
@@ -138,19 +138,17 @@ async fn restore_object(check: &DriftCheck, drift: &Drift, ctx: &Context) -> Res
 
 async fn audit(ctx: &Context, drift: &Drift, why: &str) -> Result<()> {
     let finding = &drift.finding;
-    ctx.stores
-        .audit(
-            &drift.expected.config_id,
-            drift.expected.version,
-            &ctx.identity,
-            why,
-            json!({
-                "event": "driftRemediated",
-                "environment": finding.environment,
-                "location": finding.location,
-                "paths": finding.paths,
-            }),
-        )
-        .await
-        .map_err(Error::Store)
+    let row = AuditRow {
+        config_id: drift.expected.config_id.clone(),
+        version: Some(drift.expected.version),
+        actor: ctx.identity.clone(),
+        message: why.to_owned(),
+        changes: json!({
+            "event": "driftRemediated",
+            "environment": finding.environment,
+            "location": finding.location,
+            "paths": finding.paths,
+        }),
+    };
+    ctx.stores.audit(&row).await.map_err(Error::Store)
 }

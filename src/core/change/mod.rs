@@ -139,18 +139,12 @@ pub fn target(spec: &ConfigChangeSpec, entry: Option<&ConfigEntry>) -> Result<St
         ),
     })?;
     let environment = &spec.environment;
-    let known: Vec<&str> = entry
-        .spec
-        .environments
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
-    if !known.contains(&environment.as_str()) {
+    if entry.environment(environment).is_none() {
         return Err(Invalid {
             reason: "EnvironmentNotFound",
             message: format!(
                 "spec.environment: ConfigEntry {entry_name:?} has no environment {environment:?} (it has {})",
-                known.join(", ")
+                entry.environment_names()
             ),
         });
     }

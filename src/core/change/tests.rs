@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::json;
 
 use super::*;
+use crate::core::fixtures::{entry_in, yaml};
 use crate::{
     api::v1alpha1::{ConfigChangeStatus, ConfigFormat},
     core::{
@@ -13,23 +14,15 @@ use crate::{
     },
 };
 
-fn spec(yaml: &str) -> ConfigChangeSpec {
-    serde_yaml_ng::from_str(yaml).unwrap()
+fn spec(text: &str) -> ConfigChangeSpec {
+    yaml(text)
 }
 
 fn entry() -> ConfigEntry {
-    serde_yaml_ng::from_str(
-        r#"
-apiVersion: config.summit.io/v1alpha1
-kind: ConfigEntry
-metadata: {name: payments, namespace: team}
-spec:
-  configId: payments
-  data: {}
-  environments: [{name: development}, {name: production}]
-"#,
+    entry_in(
+        "team",
+        "{configId: payments, data: {}, environments: [{name: development}, {name: production}]}",
     )
-    .unwrap()
 }
 
 const CHANGE: &str = r#"

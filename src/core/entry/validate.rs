@@ -241,10 +241,11 @@ pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::fixtures::{entry_in, yaml};
     use serde_json::json;
 
-    fn spec(yaml: &str) -> ConfigEntrySpec {
-        serde_yaml_ng::from_str(yaml).unwrap()
+    fn spec(text: &str) -> ConfigEntrySpec {
+        yaml(text)
     }
 
     const SPEC: &str = r#"
@@ -367,19 +368,11 @@ environments: [{name: prod, overrides: {legacy: false}, remove: [/legacy]}]
         );
     }
 
-    fn entry(yaml: &str) -> ConfigEntry {
-        serde_yaml_ng::from_str(yaml).unwrap()
-    }
-
     #[test]
     fn config_ids_outside_the_namespace_prefix_are_refused() {
-        let entry = entry(
-            r#"
-apiVersion: config.summit.io/v1alpha1
-kind: ConfigEntry
-metadata: {name: payments, namespace: team-a}
-spec: {configId: team-b/payments, data: {}, environments: [{name: dev}]}
-"#,
+        let entry = entry_in(
+            "team-a",
+            "{configId: team-b/payments, data: {}, environments: [{name: dev}]}",
         );
         let failure = check_place(&entry, "{namespace}/").unwrap_err();
         assert_eq!(failure.invalid.reason, "ConfigIdNotAllowed");
@@ -388,17 +381,14 @@ spec: {configId: team-b/payments, data: {}, environments: [{name: dev}]}
 
     #[test]
     fn two_environments_never_share_a_target() {
-        let entry = entry(
+        let entry = entry_in(
+            "team",
             r#"
-apiVersion: config.summit.io/v1alpha1
-kind: ConfigEntry
-metadata: {name: payments, namespace: team}
-spec:
-  configId: payments
-  data: {}
-  environments:
-    - {name: development, configMap: {name: payments-production}}
-    - {name: production}
+configId: payments
+data: {}
+environments:
+  - {name: development, configMap: {name: payments-production}}
+  - {name: production}
 "#,
         );
         let failure = check_place(&entry, "").unwrap_err();

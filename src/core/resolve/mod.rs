@@ -121,8 +121,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn spec(yaml: &str) -> ConfigEntrySpec {
-        serde_yaml_ng::from_str(yaml).unwrap()
+    fn spec(text: &str) -> ConfigEntrySpec {
+        crate::core::fixtures::yaml(text)
     }
 
     #[test]

@@ -96,8 +96,8 @@ impl Snapshot {
 mod tests {
     use super::*;
 
-    fn spec(yaml: &str) -> ConfigEntrySpec {
-        serde_yaml_ng::from_str(yaml).unwrap()
+    fn spec(text: &str) -> ConfigEntrySpec {
+        crate::core::fixtures::yaml(text)
     }
 
     const SPEC: &str = r#"

@@ -274,20 +274,10 @@ impl History for PostgresStore {
                 latest: i64::from(next) - 1,
             });
         }
-        let version = Version {
-            config_id: new.config_id.clone(),
-            version: i64::from(next),
-            owner: new.claimant.entry(),
-            snapshot: new.snapshot.clone(),
-            checksum: new.checksum.clone(),
-            source: new.source.clone(),
-            created_by: new.created_by.clone(),
-            authors: new.authors.clone(),
-            // Postgres keeps microseconds; keep what it will return.
-            created_at: Timestamp::from_microsecond(Timestamp::now().as_microsecond())
-                .unwrap_or(Timestamp::UNIX_EPOCH),
-            message: new.message.clone(),
-        };
+        // Postgres keeps microseconds; keep what it will return.
+        let now = Timestamp::from_microsecond(Timestamp::now().as_microsecond());
+        let created_at = now.unwrap_or(Timestamp::UNIX_EPOCH);
+        let version = Version::recorded(new, i64::from(next), created_at);
         insert_version(&mut tx, &version).await?;
         insert_audit(
             &mut tx,

@@ -7,7 +7,7 @@ use sqlx::{Postgres, Transaction};
 use super::{PostgresStore, failed, insert_audit, version_number};
 use crate::{
     core::ownership::{self, ClaimVerdict},
-    store::{Claimant, Error, Floor, Ownership, Projection, Result, Target},
+    store::{Claimant, Error, Floor, Ownership, Projection, RaisedFloor, Result, Target},
 };
 
 #[async_trait]
@@ -62,16 +62,11 @@ impl Ownership for PostgresStore {
 
     /// Records an environment's approval floor outside an application (a spec that
     /// now asks for more than the floor), with its audit row.
-    async fn record_floor(
-        &self,
-        config_id: &str,
-        claimant: &Claimant,
-        floor: &Floor,
-        actor: &str,
-    ) -> Result<()> {
-        let mut tx = self.begin_locked(config_id).await?;
-        check_claim(&mut tx, config_id, claimant, false).await?;
-        write_floor(&mut tx, config_id, floor, actor).await?;
+    async fn record_floor(&self, raised: &RaisedFloor) -> Result<()> {
+        let id = &raised.config_id;
+        let mut tx = self.begin_locked(id).await?;
+        check_claim(&mut tx, id, &raised.claimant, false).await?;
+        write_floor(&mut tx, id, &raised.floor, &raised.actor).await?;
         tx.commit()
             .await
             .map_err(failed("commit an approval floor"))?;

@@ -6,7 +6,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{PostgresStore, bounded, failed, insert_audit, naive};
-use crate::store::{Audit, Error, Result, Rotation, Workflow, WorkflowApproval};
+use crate::store::{Audit, AuditRow, Error, Result, Rotation, Workflow, WorkflowApproval};
 
 #[async_trait]
 impl Audit for PostgresStore {
@@ -65,17 +65,11 @@ impl Audit for PostgresStore {
     }
 
     /// Writes one audit row on its own.
-    async fn audit(
-        &self,
-        config_id: &str,
-        version: i64,
-        actor: &str,
-        message: &str,
-        changes: Value,
-    ) -> Result<()> {
+    async fn audit(&self, row: &AuditRow) -> Result<()> {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
-        insert_audit(&mut tx, config_id, Some(version), actor, message, changes).await?;
+        let (id, version, actor, message) = (&row.config_id, row.version, &row.actor, &row.message);
+        insert_audit(&mut tx, id, version, actor, message, row.changes.clone()).await?;
         tx.commit().await.map_err(failed("commit an audit row"))?;
         Ok(())
     }
