@@ -4,6 +4,16 @@ use serde::de::DeserializeOwned;
 
 use crate::api::v1alpha1::ConfigEntry;
 
+/// A spec whose production environment raises the pool far above the base.
+pub const PAYMENTS_SPEC: &str = r#"
+configId: payments/database
+data: {pool: {max: 10}}
+environments:
+  - name: development
+  - name: production
+    overrides: {pool: {max: 500}}
+"#;
+
 /// `text`, read as a `T`: a fixture that does not parse fails its test here.
 pub fn yaml<T: DeserializeOwned>(text: &str) -> T {
     serde_yaml_ng::from_str(text)

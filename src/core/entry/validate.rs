@@ -248,14 +248,7 @@ mod tests {
         yaml(text)
     }
 
-    const SPEC: &str = r#"
-configId: payments/database
-data: {pool: {max: 10}}
-environments:
-  - name: development
-  - name: production
-    overrides: {pool: {max: 500}}
-"#;
+    use crate::core::fixtures::PAYMENTS_SPEC as SPEC;
 
     fn schema() -> Value {
         json!({"type": "object", "properties": {"pool": {"properties": {"max": {"maximum": 100}}}}})

@@ -147,16 +147,7 @@ environments:
 
     #[test]
     fn a_violation_names_the_environment_and_the_path() {
-        let spec = spec(
-            r#"
-configId: payments/database
-data: {pool: {max: 10}}
-environments:
-  - name: development
-  - name: production
-    overrides: {pool: {max: 500}}
-"#,
-        );
+        let spec = spec(crate::core::fixtures::PAYMENTS_SPEC);
         let schema = CompiledSchema::compile(&json!({
             "type": "object",
             "properties": {"pool": {"properties": {"max": {"type": "integer", "maximum": 100}}}}
