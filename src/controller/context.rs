@@ -1,9 +1,6 @@
 //! What every reconcile shares, built once at start-up.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
 use kube::{
@@ -78,10 +75,6 @@ pub struct Context {
     pub aws_secret_prefix: String,
     /// Secrets the operator projected, values replaced by checksums.
     pub managed_secrets: ManagedSecrets,
-    /// Key checksums each projected Secret (namespace, name) should hold, as the entry
-    /// controller last resolved them: what a DriftCheck compares the Secret with. In
-    /// memory only, like the key they are made with.
-    secret_expectations: std::sync::Mutex<HashMap<(String, String), BTreeMap<String, String>>>,
     /// Secrets Manager clients on the default credential chain, by region.
     aws_clients: tokio::sync::Mutex<HashMap<Option<String>, AwsProvider>>,
     /// What the platform requires of every entry: approval floors, config id prefixes,
@@ -167,7 +160,6 @@ impl Context {
             managed_secrets: parts.managed_secrets,
             secret_refresh: parts.secret_refresh,
             aws_clients: tokio::sync::Mutex::default(),
-            secret_expectations: std::sync::Mutex::default(),
             rules: parts.rules,
         }
     }
@@ -275,33 +267,6 @@ impl Context {
         self.drift_checks.state().iter().any(|check| {
             crate::core::drift::covers(check, entry, environment, DriftSource::Kubernetes)
         })
-    }
-
-    /// Records what the Secret `namespace/name` should hold.
-    pub fn expect_secret(&self, namespace: &str, name: &str, keys: BTreeMap<String, String>) {
-        self.expectations()
-            .insert((namespace.to_owned(), name.to_owned()), keys);
-    }
-
-    /// What the Secret `namespace/name` should hold, once the entry controller knows.
-    pub fn expected_secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
-        self.expectations()
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
-
-    /// Forgets a Secret no environment projects any more.
-    pub fn forget_secret(&self, namespace: &str, name: &str) {
-        self.expectations()
-            .remove(&(namespace.to_owned(), name.to_owned()));
-    }
-
-    fn expectations(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), BTreeMap<String, String>>> {
-        self.secret_expectations
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Has the entry `namespace/name` reconciled soon.

@@ -5,7 +5,10 @@
 //! needs to skip an unchanged projection or notice a deleted one, and all a DriftCheck
 //! needs to report a hand edit.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
@@ -34,14 +37,46 @@ pub enum SecretScope {
     Watched(Option<String>),
 }
 
+/// Key checksums by Secret (namespace, name).
+type Expectations = HashMap<(String, String), BTreeMap<String, String>>;
+
 /// Caches of projected Secrets, one per watched namespace (or one for all).
 #[derive(Clone)]
 pub struct ManagedSecrets {
     scope: SecretScope,
     stores: Vec<Store<Secret>>,
+    /// Key checksums each Secret (namespace, name) should hold, as its writer (an
+    /// entry's projection, or a rotation policy) last resolved them: what a DriftCheck,
+    /// or a policy repairing its target, compares the Secret with. In memory only, like
+    /// the key they are made with.
+    expectations: Arc<Mutex<Expectations>>,
 }
 
 impl ManagedSecrets {
+    /// Records what the Secret `namespace/name` should hold, written now or not.
+    pub fn expect(&self, namespace: &str, name: &str, keys: BTreeMap<String, String>) {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.expectations().insert(key, keys);
+    }
+
+    /// What the Secret `namespace/name` should hold, once its writer knows.
+    pub fn expected(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.expectations().get(&key).cloned()
+    }
+
+    /// Forgets a Secret nothing projects any more.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.expectations().remove(&key);
+    }
+
+    fn expectations(&self) -> std::sync::MutexGuard<'_, Expectations> {
+        self.expectations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Whether the operator manages Secrets in `namespace`.
     pub fn covers(&self, namespace: &str) -> bool {
         match &self.scope {
@@ -132,7 +167,11 @@ pub fn watch(
         streams.push(events.boxed());
     }
     (
-        ManagedSecrets { scope, stores },
+        ManagedSecrets {
+            scope,
+            stores,
+            expectations: Arc::default(),
+        },
         futures::stream::select_all(streams),
     )
 }

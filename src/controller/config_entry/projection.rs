@@ -271,7 +271,7 @@ async fn remove(
             .await
             .map(|_| ()),
         Stale::Secret => {
-            ctx.forget_secret(namespace, name);
+            ctx.managed_secrets.forget(namespace, name);
             ctx.namespaced::<Secret>(namespace)
                 .delete(name, &Default::default())
                 .await

@@ -93,7 +93,7 @@ pub async fn project_secrets(
         .admit(ctx, live.as_ref().map(|l| &l.metadata))
         .await?;
     // What the Secret should hold, for DriftChecks: whether it is written now or not.
-    ctx.expect_secret(&namespace, &name, keys.clone());
+    ctx.managed_secrets.expect(&namespace, &name, keys.clone());
     let outcome = SecretsOutcome {
         checksum: sum.clone(),
     };

@@ -198,7 +198,7 @@ fn secret_drift(ctx: &Context, entry: &ConfigEntry, want: &Want) -> Option<Drift
         return None;
     }
     // Known once the entry controller resolved the references (it does at start-up).
-    let expected = ctx.expected_secret(&namespace, &name)?;
+    let expected = ctx.managed_secrets.expected(&namespace, &name)?;
     let live = ctx.managed_secrets.get(&namespace, &name);
     let actual = live.as_deref().map(cached_checksums);
     let held = live

@@ -110,7 +110,7 @@ pub async fn project(
     let namespace = policy.namespace().unwrap_or_default();
     let (data, annotations) = rotation::target_data(policy, pair(current), previous.map(pair));
     let keys = rotation::target_checksums(policy, pair(current), previous.map(pair));
-    ctx.expect_secret(&namespace, &target.name, keys);
+    ctx.managed_secrets.expect(&namespace, &target.name, keys);
     let projected = ProjectedSecret {
         namespace: namespace.clone(),
         name: target.name.clone(),
@@ -168,7 +168,7 @@ pub async fn repair(
     if !ctx.managed_secrets.covers(&namespace) {
         return Ok(());
     }
-    let expected = ctx.expected_secret(&namespace, name);
+    let expected = ctx.managed_secrets.expected(&namespace, name);
     let matches = |live: &Option<Arc<Secret>>| match (live, &expected) {
         (Some(live), Some(expected)) => own_keys(live, expected) == *expected,
         _ => false,
@@ -205,7 +205,7 @@ pub async fn repair(
     };
     let keys = rotation::target_checksums(policy, pair(&current), previous.as_ref().map(pair));
     if live.as_deref().map(|live| own_keys(live, &keys)) == Some(keys.clone()) {
-        ctx.expect_secret(&namespace, name, keys);
+        ctx.managed_secrets.expect(&namespace, name, keys);
         return Ok(());
     }
     project(ctx, policy, &current, previous.as_ref()).await?;
