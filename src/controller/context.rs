@@ -32,40 +32,62 @@ use crate::{
     telemetry::Metrics,
 };
 
-/// The client, event recorder, metrics and configuration of the running operator.
+/// What every reconcile shares: the client, the stores, the caches it reads, how the
+/// operator was told to act, and what the platform requires.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// The only namespace watched, when the operator is scoped to one.
-    pub namespace: Option<String>,
+    /// Versions, applied state and the audit trail.
+    pub stores: Arc<Stores>,
+    /// What reconciles read instead of asking the apiserver.
+    pub caches: Caches,
+    /// How the operator was told to act.
+    pub settings: Settings,
+    /// What the platform requires of every entry: approval floors, config id prefixes,
+    /// and the admission policies that prove who asked and who approved.
+    pub rules: Rules,
     pub backoff: Backoff,
-    /// ConfigMaps labelled as JSON Schemas, from a watch: entries read their
-    /// `schemaRef` here instead of asking the apiserver.
+    /// Keeps restarts of each workload apart.
+    pub restarts: super::config_entry::RestartLimiter,
+    /// For webhooks.
+    pub http: reqwest::Client,
+    /// Asks the entry controller to reconcile an entry (after a change applied to it).
+    entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
+    /// Secrets Manager clients on the default credential chain, by region.
+    aws_clients: tokio::sync::Mutex<HashMap<Option<String>, AwsProvider>>,
+}
+
+/// The watch caches reconciles read.
+pub struct Caches {
+    /// ConfigMaps labelled as JSON Schemas: entries read their `schemaRef` here.
     pub schema_config_maps: Store<ConfigMap>,
     /// ConfigMaps the operator projected, from a label-selected watch.
     pub managed_config_maps: Store<ConfigMap>,
-    /// Versions and applied state.
-    pub stores: Arc<Stores>,
-    /// Namespaces besides an entry's own that projections may target.
-    pub allowed_namespaces: BTreeSet<String>,
-    /// Keeps restarts of each workload apart.
-    pub restarts: super::config_entry::RestartLimiter,
-    /// Deployments, StatefulSets and DaemonSets, from watches: the restart targets.
+    /// Secrets the operator projected, values replaced by checksums, and what each
+    /// should hold.
+    pub managed_secrets: ManagedSecrets,
+    /// Deployments, StatefulSets and DaemonSets: the restart targets.
     pub workloads: Workloads,
-    /// The entry controller's cache of ConfigEntries.
+    /// The entry controller's ConfigEntries.
     pub entries: Store<ConfigEntry>,
-    /// The change controller's cache of ConfigChanges.
+    /// The change controller's ConfigChanges.
     pub changes: Store<ConfigChange>,
-    /// The drift controller's cache of DriftChecks.
+    /// The drift controller's DriftChecks.
     pub drift_checks: Store<DriftCheck>,
-    /// Asks the entry controller to reconcile an entry (after a change applied to it).
-    entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
+}
+
+/// How the operator was told to act, at start-up.
+pub struct Settings {
+    /// The only namespace watched, when the operator is scoped to one.
+    pub namespace: Option<String>,
     /// The user the operator acts as, from a SelfSubjectReview: the requester of the
     /// ConfigChanges it proposes.
     pub identity: String,
-    /// For webhooks.
-    pub http: reqwest::Client,
+    /// Namespaces besides an entry's own that projections may target.
+    pub allowed_namespaces: BTreeSet<String>,
+    /// The shortest time between two restarts of one workload.
+    pub restart_interval: std::time::Duration,
     /// How often entries with secret references look for new upstream versions.
     pub secret_refresh: std::time::Duration,
     /// The operator's AWS defaults (region, endpoint).
@@ -73,13 +95,8 @@ pub struct Context {
     /// The names of AWS secrets the operator's own credentials may reach on behalf of a
     /// namespace: this prefix, `{namespace}` replaced. Empty allows every name.
     pub aws_secret_prefix: String,
-    /// Secrets the operator projected, values replaced by checksums.
-    pub managed_secrets: ManagedSecrets,
-    /// Secrets Manager clients on the default credential chain, by region.
-    aws_clients: tokio::sync::Mutex<HashMap<Option<String>, AwsProvider>>,
-    /// What the platform requires of every entry: approval floors, config id prefixes,
-    /// and the admission policies that prove who asked and who approved.
-    pub rules: Rules,
+    /// Names the Events' reporting instance.
+    pub pod_name: Option<String>,
 }
 
 /// What the platform requires of every entry, set at start-up.
@@ -103,74 +120,44 @@ where
     }
 }
 
-/// The parts of a [`Context`] that are made before it.
-pub struct Parts {
-    pub client: Client,
-    pub metrics: Arc<Metrics>,
-    pub namespace: Option<String>,
-    pub schema_config_maps: Store<ConfigMap>,
-    pub managed_config_maps: Store<ConfigMap>,
-    pub stores: Arc<Stores>,
-    pub allowed_namespaces: BTreeSet<String>,
-    pub restart_interval: std::time::Duration,
-    pub workloads: Workloads,
-    pub entries: Store<ConfigEntry>,
-    pub changes: Store<ConfigChange>,
-    pub drift_checks: Store<DriftCheck>,
-    pub entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
-    pub identity: String,
-    pub aws: AwsSettings,
-    pub aws_secret_prefix: String,
-    pub managed_secrets: ManagedSecrets,
-    pub secret_refresh: std::time::Duration,
-    pub rules: Rules,
-    /// Names the Events' reporting instance.
-    pub pod_name: Option<String>,
-}
-
 impl Context {
-    pub fn new(parts: Parts) -> Self {
+    pub fn new(
+        client: Client,
+        (metrics, stores): (Arc<Metrics>, Arc<Stores>),
+        caches: Caches,
+        (settings, rules): (Settings, Rules),
+        entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
-            instance: parts.pod_name,
+            instance: settings.pod_name.clone(),
         };
         Self {
-            recorder: Recorder::new(parts.client.clone(), reporter),
-            client: parts.client,
-            metrics: parts.metrics,
-            namespace: parts.namespace,
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            stores,
+            caches,
+            restarts: super::config_entry::RestartLimiter::new(settings.restart_interval),
+            settings,
+            rules,
             backoff: Backoff::default(),
-            schema_config_maps: parts.schema_config_maps,
-            managed_config_maps: parts.managed_config_maps,
-            stores: parts.stores,
-            allowed_namespaces: parts.allowed_namespaces,
-            restarts: super::config_entry::RestartLimiter::new(parts.restart_interval),
-            workloads: parts.workloads,
-            entries: parts.entries,
-            changes: parts.changes,
-            drift_checks: parts.drift_checks,
-            entry_requests: parts.entry_requests,
-            identity: parts.identity,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
-            aws: parts.aws,
-            aws_secret_prefix: parts.aws_secret_prefix,
-            managed_secrets: parts.managed_secrets,
-            secret_refresh: parts.secret_refresh,
+            entry_requests,
             aws_clients: tokio::sync::Mutex::default(),
-            rules: parts.rules,
         }
     }
 
     /// Fills the caches reconciles read, before any reconcile runs.
     pub async fn caches_ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
         self.rules.guards.wait_until_ready().await?;
-        self.schema_config_maps.wait_until_ready().await?;
-        self.managed_config_maps.wait_until_ready().await?;
-        self.managed_secrets.wait_until_ready().await?;
-        self.workloads.wait_until_ready().await
+        self.caches.schema_config_maps.wait_until_ready().await?;
+        self.caches.managed_config_maps.wait_until_ready().await?;
+        self.caches.managed_secrets.wait_until_ready().await?;
+        self.caches.workloads.wait_until_ready().await
     }
 
     /// Every approval requirement of an environment: its spec's policy, the floor
@@ -194,7 +181,7 @@ impl Context {
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
     {
-        watched(&self.client, self.namespace.as_deref())
+        watched(&self.client, self.settings.namespace.as_deref())
     }
 
     /// The API of kind `K` in one namespace.
@@ -216,12 +203,15 @@ impl Context {
         secret_id: &str,
         options: Option<&AwsSecretsManagerOptions>,
     ) -> Result<AwsProvider, secrets::Error> {
-        let mut settings = self.aws.clone();
+        let mut settings = self.settings.aws.clone();
         if let Some(region) = options.and_then(|o| o.region.as_deref()) {
             settings.region = Some(region.to_owned());
         }
         let Some(name) = options.and_then(|o| o.credentials_secret.as_deref()) else {
-            let allowed = self.aws_secret_prefix.replace("{namespace}", namespace);
+            let allowed = self
+                .settings
+                .aws_secret_prefix
+                .replace("{namespace}", namespace);
             // An ARN names an account and a region the prefix cannot vouch for.
             let is_arn = secret_id.starts_with("arn:");
             if !allowed.is_empty() && (is_arn || !secret_id.starts_with(&allowed)) {
@@ -264,7 +254,7 @@ impl Context {
     /// Whether a DriftCheck covers the ConfigMap of `environment` of `entry`: then a
     /// hand edit is the check's to report, or to remediate with an audit row.
     pub fn drift_checked(&self, entry: &ConfigEntry, environment: &str) -> bool {
-        self.drift_checks.state().iter().any(|check| {
+        self.caches.drift_checks.state().iter().any(|check| {
             crate::core::drift::covers(check, entry, environment, DriftSource::Kubernetes)
         })
     }
@@ -278,15 +268,19 @@ impl Context {
 
     /// An entry from the entry controller's cache.
     pub fn entry(&self, namespace: &str, name: &str) -> Option<Arc<ConfigEntry>> {
-        self.entries.get(&ObjectRef::new(name).within(namespace))
+        self.caches
+            .entries
+            .get(&ObjectRef::new(name).within(namespace))
     }
 
     /// Whether the operator's watches see `namespace`.
     pub fn watches(&self, namespace: &str) -> bool {
-        self.namespace.as_deref().is_none_or(|n| n == namespace)
+        self.settings
+            .namespace
+            .as_deref()
+            .is_none_or(|n| n == namespace)
     }
 
-    /// A schema ConfigMap from the watch cache.
     /// The entry's schema as the caches hold it: inline, or from the watched schema
     /// ConfigMaps.
     pub fn schema_source(&self, entry: &ConfigEntry) -> SchemaSource {
@@ -303,14 +297,17 @@ impl Context {
         }
     }
 
+    /// A schema ConfigMap from the watch cache.
     pub fn schema_config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
-        self.schema_config_maps
+        self.caches
+            .schema_config_maps
             .get(&ObjectRef::new(name).within(namespace))
     }
 
     /// A projected ConfigMap from the watch cache.
     pub fn managed_config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
-        self.managed_config_maps
+        self.caches
+            .managed_config_maps
             .get(&ObjectRef::new(name).within(namespace))
     }
 

@@ -14,13 +14,7 @@ mod status;
 mod targets;
 mod workloads;
 
-use std::{
-    collections::BTreeSet,
-    fmt::Debug,
-    future::Future,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{fmt::Debug, future::Future, sync::Arc, time::Instant};
 
 use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
 use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
@@ -35,7 +29,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-pub use context::Context;
+pub use context::{Context, Settings};
 pub use error::{Error, Result};
 use guards::Guards;
 use managed_secrets::SecretScope;
@@ -48,41 +42,30 @@ use crate::{
         MANAGED_BY, WorkloadKind,
     },
     core::approval::PlatformFloor,
-    secrets::AwsSettings,
     store::Stores,
     telemetry::{FailureLabels, KindLabels, Metrics},
 };
 
 /// What the controllers are told at start-up.
 pub struct Launch {
-    /// The only namespace watched, when the operator is scoped to one.
-    pub namespace: Option<String>,
+    pub stores: Arc<Stores>,
+    pub metrics: Arc<Metrics>,
     /// Only objects with these labels are reconciled.
     pub selector: Option<String>,
     /// Where the operator manages Secrets; `None`: wherever it watches.
     pub secret_namespaces: Option<Vec<String>>,
-    pub stores: Arc<Stores>,
-    pub metrics: Arc<Metrics>,
-    /// The user the operator acts as.
-    pub identity: String,
-    pub allowed_namespaces: BTreeSet<String>,
-    pub restart_interval: Duration,
-    pub aws: AwsSettings,
-    pub aws_secret_prefix: String,
-    pub secret_refresh: Duration,
+    pub settings: Settings,
     pub approval_floors: Vec<PlatformFloor>,
     pub config_id_prefix: String,
     /// Whether ConfigChanges wait for the chart's admission policies.
     pub require_guards: bool,
-    /// Names the Events' reporting instance.
-    pub pod_name: Option<String>,
 }
 
 /// Runs every controller until SIGTERM or Ctrl-C; `ready` is called once the caches
 /// they read are full.
 pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result<()> {
     let scope = Scope {
-        namespace: launch.namespace.clone(),
+        namespace: launch.settings.namespace.clone(),
         selector: launch.selector.clone(),
     };
     let (guards, guard_changes) = Guards::watch(&client, launch.require_guards);
@@ -106,7 +89,7 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
     ctx.caches_ready().await.map_err(|_| Error::CacheClosed)?;
     ready();
     tracing::info!(
-        namespace = ctx.namespace.as_deref().unwrap_or("<all>"),
+        namespace = ctx.settings.namespace.as_deref().unwrap_or("<all>"),
         "controllers starting"
     );
     tokio::join!(
@@ -173,36 +156,31 @@ fn assemble(
     let (workloads, workload_writers) = Workloads::stores();
     let secret_scope = match &launch.secret_namespaces {
         Some(namespaces) => SecretScope::Namespaces(namespaces.clone()),
-        None => SecretScope::Watched(launch.namespace.clone()),
+        None => SecretScope::Watched(launch.settings.namespace.clone()),
     };
     let (managed_secrets, secret_events) = managed_secrets::watch(&client, secret_scope);
     let (secret_owners, policies) = managed_secrets::owners(secret_events);
-    let ctx = Context::new(context::Parts {
-        client,
-        metrics: launch.metrics,
-        namespace: launch.namespace,
+    let caches = context::Caches {
         schema_config_maps,
         managed_config_maps,
-        stores: launch.stores,
-        allowed_namespaces: launch.allowed_namespaces,
-        restart_interval: launch.restart_interval,
+        managed_secrets,
         workloads,
         entries,
         changes,
         drift_checks: checks,
+    };
+    let rules = context::Rules {
+        approval_floors: launch.approval_floors,
+        config_id_prefix: launch.config_id_prefix,
+        guards,
+    };
+    let ctx = Context::new(
+        client,
+        (launch.metrics, launch.stores),
+        caches,
+        (launch.settings, rules),
         entry_requests,
-        identity: launch.identity,
-        aws: launch.aws,
-        aws_secret_prefix: launch.aws_secret_prefix,
-        managed_secrets,
-        secret_refresh: launch.secret_refresh,
-        rules: context::Rules {
-            approval_floors: launch.approval_floors,
-            config_id_prefix: launch.config_id_prefix,
-            guards,
-        },
-        pod_name: launch.pod_name,
-    });
+    );
     let feeds = Feeds {
         entries: EntryFeeds {
             requested,

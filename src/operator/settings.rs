@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use super::Error;
 use crate::{
-    controller::Launch,
+    controller::{self, Launch},
     core::approval::PlatformFloor,
     secrets::AwsSettings,
     store::{ConsulConfig, Stores, StoresConfig},
@@ -223,8 +223,23 @@ impl Settings {
                 "--allow-unguarded: ConfigChanges apply without the admission policies that prove who requested and approved them; for development clusters only"
             );
         }
-        Ok(Launch {
+        let settings = controller::Settings {
             namespace: self.namespace.clone(),
+            identity,
+            allowed_namespaces: self.allowed_namespaces.iter().cloned().collect(),
+            restart_interval: Duration::from_secs(self.restart_interval_seconds),
+            secret_refresh: Duration::from_secs(self.secret_refresh_seconds.max(1)),
+            aws: AwsSettings {
+                region: self.aws_region.clone(),
+                endpoint_url: self.aws_endpoint_url.clone(),
+                credentials: None,
+            },
+            aws_secret_prefix: checked_prefix("--aws-secret-prefix", &self.aws_secret_prefix)?,
+            pod_name: std::env::var("POD_NAME").ok(),
+        };
+        Ok(Launch {
+            stores,
+            metrics,
             selector: self.watch_label_selector.clone(),
             secret_namespaces: self.secret_namespaces.as_ref().map(|namespaces| {
                 namespaces
@@ -233,22 +248,10 @@ impl Settings {
                     .cloned()
                     .collect()
             }),
-            stores,
-            metrics,
-            identity,
-            allowed_namespaces: self.allowed_namespaces.iter().cloned().collect(),
-            restart_interval: Duration::from_secs(self.restart_interval_seconds),
-            aws: AwsSettings {
-                region: self.aws_region.clone(),
-                endpoint_url: self.aws_endpoint_url.clone(),
-                credentials: None,
-            },
-            aws_secret_prefix: checked_prefix("--aws-secret-prefix", &self.aws_secret_prefix)?,
-            secret_refresh: Duration::from_secs(self.secret_refresh_seconds.max(1)),
+            settings,
             approval_floors,
             config_id_prefix: checked_prefix("--config-id-prefix", &self.config_id_prefix)?,
             require_guards: !self.allow_unguarded,
-            pod_name: std::env::var("POD_NAME").ok(),
         })
     }
 }

@@ -350,7 +350,7 @@ async fn finish(
             decision
                 .ended_by
                 .as_deref()
-                .unwrap_or(ctx.identity.as_str()),
+                .unwrap_or(ctx.settings.identity.as_str()),
             decision.message.as_str(),
         ));
         sync_workflow(change, entry, base, &counted, phase, ended, ctx).await?;
@@ -396,7 +396,7 @@ fn age(change: &ConfigChange) -> Duration {
 fn refresh_pending_metrics(ctx: &Context) {
     let mut pending = std::collections::BTreeMap::<String, i64>::new();
     let mut stalled = 0;
-    for change in ctx.changes.state() {
+    for change in ctx.caches.changes.state() {
         let phase = change.status.as_ref().and_then(|s| s.phase);
         if matches!(phase, None | Some(ChangePhase::Pending)) {
             *pending.entry(change.spec.environment.clone()).or_default() += 1;

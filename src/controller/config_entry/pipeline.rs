@@ -82,7 +82,7 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
     }
     // A restart held back by the rate limit is retried once it is allowed; secret
     // values change upstream without telling anyone, so they are looked at again.
-    let refresh = projected.has_secrets.then_some(ctx.secret_refresh);
+    let refresh = projected.has_secrets.then_some(ctx.settings.secret_refresh);
     let retry = soonest(
         soonest(projected.restart_after, refresh),
         promoted.propose_after,
@@ -98,7 +98,10 @@ fn checked<'e>(
 ) -> Result<(String, Vec<Plan<'e>>), Refusal> {
     validate::check_place(entry, &ctx.rules.config_id_prefix)?;
     let message = validate::validate(&entry.spec, ctx.schema_source(entry))?;
-    Ok((message, plan(entry, snapshot, &ctx.allowed_namespaces)?))
+    Ok((
+        message,
+        plan(entry, snapshot, &ctx.settings.allowed_namespaces)?,
+    ))
 }
 
 /// Copies what Consul should hold of the config id, and says where the versions stand.

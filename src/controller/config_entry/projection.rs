@@ -231,6 +231,7 @@ pub async fn remove_stale(
     let owned =
         |annotations: &BTreeMap<String, String>| annotations.get(ANNOTATION_ENTRY) == Some(&owner);
     let config_maps = ctx
+        .caches
         .managed_config_maps
         .state()
         .into_iter()
@@ -243,6 +244,7 @@ pub async fn remove_stale(
         })
         .map(|(namespace, name)| (Stale::ConfigMap, namespace, name));
     let secrets = ctx
+        .caches
         .managed_secrets
         .state()
         .into_iter()
@@ -271,7 +273,7 @@ async fn remove(
             .await
             .map(|_| ()),
         Stale::Secret => {
-            ctx.managed_secrets.forget(namespace, name);
+            ctx.caches.managed_secrets.forget(namespace, name);
             ctx.namespaced::<Secret>(namespace)
                 .delete(name, &Default::default())
                 .await

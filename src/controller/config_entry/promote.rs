@@ -205,7 +205,9 @@ async fn ask(
 ) {
     let namespace = entry.namespace().unwrap_or_default();
     let choice = proposal::choose(entry, environment, proposal, |name| {
-        ctx.changes.get(&ObjectRef::new(name).within(&namespace))
+        ctx.caches
+            .changes
+            .get(&ObjectRef::new(name).within(&namespace))
     });
     let made = match &choice {
         Choice::Create(name) => create(ctx, entry, environment, proposal, name).await,

@@ -90,7 +90,10 @@ pub async fn restart(
 ) -> Result<Restart> {
     let resource = api_resource(target.kind);
     let describe = || format!("{} {namespace}/{}", resource.kind, target.name);
-    let cached = ctx.workloads.get(target.kind, namespace, &target.name);
+    let cached = ctx
+        .caches
+        .workloads
+        .get(target.kind, namespace, &target.name);
     if let Some(workload) = &cached
         && workload.carries(annotation, checksum)
     {

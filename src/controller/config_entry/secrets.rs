@@ -69,7 +69,7 @@ pub async fn project_secrets(
             .map(|(key, value)| (key.as_str(), value.expose_secret().as_bytes())),
     );
     let annotations = stamp(entry, environment, version, &sum);
-    let live = match ctx.managed_secrets.get(&namespace, &name) {
+    let live = match ctx.caches.managed_secrets.get(&namespace, &name) {
         Some(live) => Some(live),
         // Not in the cache: new, deleted, or somebody else's.
         None => ManagedSecrets::fetch(&ctx.client, &namespace, &name)
@@ -93,7 +93,9 @@ pub async fn project_secrets(
         .admit(ctx, live.as_ref().map(|l| &l.metadata))
         .await?;
     // What the Secret should hold, for DriftChecks: whether it is written now or not.
-    ctx.managed_secrets.expect(&namespace, &name, keys.clone());
+    ctx.caches
+        .managed_secrets
+        .expect(&namespace, &name, keys.clone());
     let outcome = SecretsOutcome {
         checksum: sum.clone(),
     };
@@ -124,16 +126,16 @@ pub async fn project_secrets(
 /// Refuses a Secret outside the namespaces the operator projects into and manages.
 fn check_namespace(ctx: &Context, entry: &ConfigEntry, namespace: &str) -> Result<()> {
     let own = entry.namespace().unwrap_or_default();
-    if namespace != own && !ctx.allowed_namespaces.contains(namespace) {
+    if namespace != own && !ctx.settings.allowed_namespaces.contains(namespace) {
         return Err(Error::NamespaceNotAllowed {
             kind: "Secret",
             namespace: namespace.to_owned(),
         });
     }
-    if !ctx.managed_secrets.covers(namespace) {
+    if !ctx.caches.managed_secrets.covers(namespace) {
         return Err(Error::SecretsNotManaged {
             namespace: namespace.to_owned(),
-            managed: ctx.managed_secrets.describe(),
+            managed: ctx.caches.managed_secrets.describe(),
         });
     }
     Ok(())

@@ -194,12 +194,12 @@ fn secret_drift(ctx: &Context, entry: &ConfigEntry, want: &Want) -> Option<Drift
         .secrets_checksum
         .clone()?;
     let (namespace, name) = secret_target(entry, environment);
-    if !ctx.managed_secrets.covers(&namespace) {
+    if !ctx.caches.managed_secrets.covers(&namespace) {
         return None;
     }
     // Known once the entry controller resolved the references (it does at start-up).
-    let expected = ctx.managed_secrets.expected(&namespace, &name)?;
-    let live = ctx.managed_secrets.get(&namespace, &name);
+    let expected = ctx.caches.managed_secrets.expected(&namespace, &name)?;
+    let live = ctx.caches.managed_secrets.get(&namespace, &name);
     let actual = live.as_deref().map(cached_checksums);
     let held = live
         .as_deref()

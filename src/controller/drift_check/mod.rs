@@ -149,7 +149,8 @@ async fn run_check(check: &DriftCheck, ctx: &Context) -> Result<Action> {
 
 /// The entries a check covers, from the entry controller's cache.
 fn selected(check: &DriftCheck, ctx: &Context) -> Vec<Arc<ConfigEntry>> {
-    ctx.entries
+    ctx.caches
+        .entries
         .state()
         .into_iter()
         .filter(|entry| drift::selects(check, entry))

@@ -41,7 +41,7 @@ pub async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> 
                     environment: want.environment.clone(),
                     version: want.version,
                     checksum: want.checksum.clone(),
-                    actor: ctx.identity.clone(),
+                    actor: ctx.settings.identity.clone(),
                     message: why,
                 })
                 .await;
@@ -141,7 +141,7 @@ async fn audit(ctx: &Context, drift: &Drift, why: &str) -> Result<()> {
     let row = AuditRow {
         config_id: drift.expected.config_id.clone(),
         version: Some(drift.expected.version),
-        actor: ctx.identity.clone(),
+        actor: ctx.settings.identity.clone(),
         message: why.to_owned(),
         changes: json!({
             "event": "driftRemediated",

@@ -48,7 +48,7 @@ pub async fn record(
         event: event.to_owned(),
         current_version: status.current_version.clone(),
         previous_version: status.previous_version.clone(),
-        actor: ctx.identity.clone(),
+        actor: ctx.settings.identity.clone(),
     };
     if let Err(error) = ctx.stores.record_rotation(&rotation).await {
         tracing::warn!(%error, "cannot record the rotation in PostgreSQL");

@@ -72,7 +72,7 @@ async fn holder(
     ctx: &Context,
 ) -> Result<Option<String>, kube::Error> {
     let namespace = policy.namespace().unwrap_or_default();
-    if !ctx.managed_secrets.covers(&namespace) {
+    if !ctx.caches.managed_secrets.covers(&namespace) {
         return Ok(None);
     }
     // Not in the cache, which holds only labelled Secrets: absent, or not ours.
@@ -86,7 +86,7 @@ async fn live(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Arc<Secret>>, kube::Error> {
-    match ctx.managed_secrets.get(namespace, name) {
+    match ctx.caches.managed_secrets.get(namespace, name) {
         Some(live) => Ok(Some(live)),
         None => ManagedSecrets::fetch(&ctx.client, namespace, name).await,
     }
@@ -110,7 +110,9 @@ pub async fn project(
     let namespace = policy.namespace().unwrap_or_default();
     let (data, annotations) = rotation::target_data(policy, pair(current), previous.map(pair));
     let keys = rotation::target_checksums(policy, pair(current), previous.map(pair));
-    ctx.managed_secrets.expect(&namespace, &target.name, keys);
+    ctx.caches
+        .managed_secrets
+        .expect(&namespace, &target.name, keys);
     let projected = ProjectedSecret {
         namespace: namespace.clone(),
         name: target.name.clone(),
@@ -165,15 +167,15 @@ pub async fn repair(
     let Some(current_version) = status.current_version.as_deref() else {
         return Ok(());
     };
-    if !ctx.managed_secrets.covers(&namespace) {
+    if !ctx.caches.managed_secrets.covers(&namespace) {
         return Ok(());
     }
-    let expected = ctx.managed_secrets.expected(&namespace, name);
+    let expected = ctx.caches.managed_secrets.expected(&namespace, name);
     let matches = |live: &Option<Arc<Secret>>| match (live, &expected) {
         (Some(live), Some(expected)) => own_keys(live, expected) == *expected,
         _ => false,
     };
-    if matches(&ctx.managed_secrets.get(&namespace, name)) {
+    if matches(&ctx.caches.managed_secrets.get(&namespace, name)) {
         return Ok(());
     }
     // The cache may not have seen this process's last write yet: ask the apiserver.
@@ -205,7 +207,7 @@ pub async fn repair(
     };
     let keys = rotation::target_checksums(policy, pair(&current), previous.as_ref().map(pair));
     if live.as_deref().map(|live| own_keys(live, &keys)) == Some(keys.clone()) {
-        ctx.managed_secrets.expect(&namespace, name, keys);
+        ctx.caches.managed_secrets.expect(&namespace, name, keys);
         return Ok(());
     }
     project(ctx, policy, &current, previous.as_ref()).await?;
@@ -264,7 +266,8 @@ pub fn consumers(
     let running = targets
         .iter()
         .filter(|t| {
-            ctx.workloads
+            ctx.caches
+                .workloads
                 .get(t.kind, &namespace, &t.name)
                 .is_some_and(|w| w.runs(&annotation, current))
         })
