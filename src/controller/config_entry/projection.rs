@@ -280,7 +280,7 @@ async fn remove(
                 .map(|_| ())
         }
     };
-    let what = kind.as_str();
+    let (what, target) = kind.names();
     match deleted {
         Ok(()) => {}
         // The cache may still hold one that is already gone.
@@ -291,7 +291,7 @@ async fn remove(
             ))(error));
         }
     }
-    ctx.count_write(KIND, kind.target());
+    ctx.count_write(KIND, target);
     let note =
         format!("removed {what} {namespace}/{name}: no environment projects into it any more");
     ctx.publish(entry, EventType::Normal, "ProjectionRemoved", note)
@@ -306,17 +306,11 @@ enum Stale {
 }
 
 impl Stale {
-    fn as_str(self) -> &'static str {
+    /// The kind, as Events and the write metric name it.
+    fn names(self) -> (&'static str, &'static str) {
         match self {
-            Stale::ConfigMap => "ConfigMap",
-            Stale::Secret => "Secret",
-        }
-    }
-
-    fn target(self) -> &'static str {
-        match self {
-            Stale::ConfigMap => "configmap",
-            Stale::Secret => "secret",
+            Stale::ConfigMap => ("ConfigMap", "configmap"),
+            Stale::Secret => ("Secret", "secret"),
         }
     }
 }

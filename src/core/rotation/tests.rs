@@ -59,22 +59,20 @@ fn schedules_parse_and_fit_together() {
         assert_eq!(invalid.reason, reason, "{extra}");
         assert!(invalid.message.contains(says), "{}", invalid.message);
     }
-    let in_cluster: SecretRotationPolicySpec = serde_yaml_ng::from_str(
-        "{provider: InCluster, secretId: db, target: {name: db}, rotationInterval: 30d, rotationFunction: fn}",
-    )
-    .unwrap();
-    assert_eq!(
-        check_schedule(&in_cluster).unwrap_err().reason,
-        "InvalidRotation"
-    );
-    let bad_id: SecretRotationPolicySpec = serde_yaml_ng::from_str(
-        "{provider: InCluster, secretId: Not_A_Label, target: {name: db}, rotationInterval: 30d}",
-    )
-    .unwrap();
-    assert_eq!(
-        check_schedule(&bad_id).unwrap_err().reason,
-        "InvalidSecretId"
-    );
+    let in_cluster = [
+        ("secretId: db, rotationFunction: fn", "InvalidRotation"),
+        ("secretId: Not_A_Label", "InvalidSecretId"),
+    ];
+    for (fields, reason) in in_cluster {
+        let spec: SecretRotationPolicySpec = crate::core::fixtures::yaml(&format!(
+            "{{provider: InCluster, target: {{name: db}}, rotationInterval: 30d, {fields}}}"
+        ));
+        assert_eq!(
+            check_schedule(&spec).unwrap_err().reason,
+            reason,
+            "{fields}"
+        );
+    }
 }
 
 fn status(yaml: &str) -> SecretRotationPolicyStatus {

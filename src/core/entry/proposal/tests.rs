@@ -137,28 +137,23 @@ fn a_proposal_is_found_by_name_and_only_if_it_is_this_very_one() {
             Choice::Create(suffixed.to_owned())
         );
     }
-    let rejected = existing(
-        base,
-        "0123456789abcdef",
-        "alice",
-        Some(ChangePhase::Rejected),
-        "Valid",
-    );
-    assert_eq!(
-        choose_among(&[rejected], &proposal),
-        Choice::Ended(base.to_owned(), ChangePhase::Rejected)
-    );
-    let unvouched = existing(
-        base,
-        "0123456789abcdef",
-        "alice",
-        Some(ChangePhase::Failed),
-        "Unvouched",
-    );
-    assert_eq!(
-        choose_among(&[unvouched], &proposal),
-        Choice::Create(suffixed.to_owned())
-    );
+    // An ended proposal stays ended; one nothing vouched for is made again.
+    let ended = [
+        (
+            ChangePhase::Rejected,
+            "Valid",
+            Choice::Ended(base.to_owned(), ChangePhase::Rejected),
+        ),
+        (
+            ChangePhase::Failed,
+            "Unvouched",
+            Choice::Create(suffixed.to_owned()),
+        ),
+    ];
+    for (phase, reason, choice) in ended {
+        let change = existing(base, "0123456789abcdef", "alice", Some(phase), reason);
+        assert_eq!(choose_among(&[change], &proposal), choice, "{phase:?}");
+    }
 }
 
 #[test]
