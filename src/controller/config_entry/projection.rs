@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,6 +26,7 @@ use crate::{
             Plan, secret_target,
             status::{Consumers, EnvironmentOutcome, Live, SecretsOutcome},
         },
+        ownership::Claimant,
         render::{ProjectedConfigMap, render},
         resolve::Snapshot,
     },
@@ -223,40 +225,40 @@ pub async fn remove_stale(
     plans: &[Plan<'_>],
     secret_targets: &[(String, String)],
 ) -> Result<()> {
-    let owner = format!(
-        "{}/{}",
-        entry.namespace().unwrap_or_default(),
-        entry.name_any()
-    );
-    let owned =
-        |annotations: &BTreeMap<String, String>| annotations.get(ANNOTATION_ENTRY) == Some(&owner);
-    let config_maps = ctx
-        .caches
-        .managed_config_maps
-        .state()
-        .into_iter()
-        .filter(|cm| owned(cm.annotations()))
-        .map(|cm| (cm.namespace().unwrap_or_default(), cm.name_any()))
-        .filter(|(namespace, name)| {
-            !plans
-                .iter()
-                .any(|p| &p.namespace == namespace && &p.name == name)
-        })
+    let owner = Claimant::of(entry).entry();
+    let planned: Vec<(String, String)> = plans
+        .iter()
+        .map(|p| (p.namespace.clone(), p.name.clone()))
+        .collect();
+    let caches = &ctx.caches;
+    let config_maps = owned_by(&owner, caches.managed_config_maps.state(), &planned)
         .map(|(namespace, name)| (Stale::ConfigMap, namespace, name));
-    let secrets = ctx
-        .caches
-        .managed_secrets
-        .state()
-        .into_iter()
-        .filter(|secret| owned(secret.annotations()))
-        .map(|secret| (secret.namespace().unwrap_or_default(), secret.name_any()))
-        .filter(|target| !secret_targets.contains(target))
+    let secrets = owned_by(&owner, caches.managed_secrets.state(), secret_targets)
         .map(|(namespace, name)| (Stale::Secret, namespace, name));
     let stale: Vec<_> = config_maps.chain(secrets).collect();
     for (kind, namespace, name) in stale {
         remove(ctx, entry, kind, &namespace, &name).await?;
     }
     Ok(())
+}
+
+/// `namespace/name` of the objects `owner` projected that are not among `kept`.
+fn owned_by<K: ResourceExt>(
+    owner: &str,
+    objects: Vec<Arc<K>>,
+    kept: &[(String, String)],
+) -> impl Iterator<Item = (String, String)> {
+    objects
+        .into_iter()
+        .filter(|object| {
+            object
+                .annotations()
+                .get(ANNOTATION_ENTRY)
+                .map(String::as_str)
+                == Some(owner)
+        })
+        .map(|object| (object.namespace().unwrap_or_default(), object.name_any()))
+        .filter(|place| !kept.contains(place))
 }
 
 async fn remove(

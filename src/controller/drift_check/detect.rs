@@ -53,15 +53,11 @@ async fn postgres_drift(ctx: &Context, wanted: &[(&ConfigEntry, Want)]) -> Resul
         rows.iter()
             .find(|r| r.config_id == want.config_id && r.environment == want.environment)
     };
-    let newer: Vec<(String, i64)> = wanted
+    let newer = wanted
         .iter()
         .filter_map(|(_, want)| row_of(want).filter(|r| r.version > want.version))
-        .map(|r| (r.config_id.clone(), r.version))
-        .collect();
-    ctx.stores
-        .prefetch_versions(&newer)
-        .await
-        .map_err(Error::Store)?;
+        .map(|r| (r.config_id.clone(), r.version));
+    prefetch(ctx, newer).await?;
     let mut drifts = Vec::new();
     for (entry, want) in wanted {
         let row = row_of(want);
@@ -111,17 +107,24 @@ async fn consul_drift(ctx: &Context, wanted: &[(&ConfigEntry, Want)]) -> Result<
     Ok(drifts)
 }
 
+/// Brings `versions` into the store's cache, in one query at most, before a pass reads
+/// them one by one.
+async fn prefetch(ctx: &Context, versions: impl Iterator<Item = (String, i64)>) -> Result<()> {
+    let versions: Vec<(String, i64)> = versions.collect();
+    let stores = &ctx.stores;
+    stores
+        .prefetch_versions(&versions)
+        .await
+        .map_err(Error::Store)
+}
+
 /// Each environment's Secret and ConfigMap against the recorded content of its live
 /// version (read in one query at most).
 async fn kubernetes_drift(ctx: &Context, wanted: &[(&ConfigEntry, Want)]) -> Result<Vec<Drift>> {
-    let versions: Vec<(String, i64)> = wanted
+    let versions = wanted
         .iter()
-        .map(|(_, want)| (want.config_id.clone(), want.version))
-        .collect();
-    ctx.stores
-        .prefetch_versions(&versions)
-        .await
-        .map_err(Error::Store)?;
+        .map(|(_, want)| (want.config_id.clone(), want.version));
+    prefetch(ctx, versions).await?;
     let mut drifts = Vec::new();
     for (entry, want) in wanted {
         drifts.extend(secret_drift(ctx, entry, want));

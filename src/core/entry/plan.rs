@@ -10,7 +10,6 @@ use super::validate::Refusal;
 use crate::{
     api::v1alpha1::{ConfigEntry, ConfigFormat, EnvironmentSpec},
     core::{
-        Invalid,
         approval::Requirements,
         render::render,
         resolve::{Snapshot, checksum},
@@ -79,17 +78,12 @@ pub fn plan<'e>(
     if failures.is_empty() {
         return Ok(plans);
     }
-    Err(Refusal {
-        invalid: Invalid {
-            reason: if not_allowed {
-                "TargetNotAllowed"
-            } else {
-                "RenderFailed"
-            },
-            message: failures.join("; "),
-        },
-        environments: at_fault,
-    })
+    let reason = if not_allowed {
+        "TargetNotAllowed"
+    } else {
+        "RenderFailed"
+    };
+    Err(Refusal::of(reason, failures.join("; "), at_fault))
 }
 
 /// Why a projection may not go into `namespace`.

@@ -37,6 +37,20 @@ pub struct Refusal {
     pub environments: BTreeSet<String>,
 }
 
+impl Refusal {
+    /// Refused for `reason` (`message` says why), the fault of `environments`.
+    pub fn of(
+        reason: &'static str,
+        message: String,
+        environments: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self {
+            invalid: Invalid { reason, message },
+            environments: environments.into_iter().collect(),
+        }
+    }
+}
+
 impl From<Invalid> for Refusal {
     fn from(invalid: Invalid) -> Self {
         Self {
@@ -150,17 +164,12 @@ fn readable(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
     if fields.is_empty() {
         return Ok(());
     }
-    Err(Refusal {
-        invalid: Invalid {
-            reason: "Unreadable",
-            message: format!(
-                "{} nest objects and arrays deeper than {} levels, more than the operator reads: flatten them",
-                fields.join(", "),
-                free_form::MAX_DEPTH
-            ),
-        },
-        environments,
-    })
+    let message = format!(
+        "{} nest objects and arrays deeper than {} levels, more than the operator reads: flatten them",
+        fields.join(", "),
+        free_form::MAX_DEPTH
+    );
+    Err(Refusal::of("Unreadable", message, environments))
 }
 
 /// Checks that every environment's removals can be made.
@@ -180,13 +189,11 @@ fn removals(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
     if problems.is_empty() {
         return Ok(());
     }
-    Err(Refusal {
-        invalid: Invalid {
-            reason: "InvalidRemoval",
-            message: problems.join("; "),
-        },
+    Err(Refusal::of(
+        "InvalidRemoval",
+        problems.join("; "),
         environments,
-    })
+    ))
 }
 
 /// Validates the config id, the schema and every environment's resolved content.
@@ -229,13 +236,8 @@ pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, 
             violations.len() - LISTED_VIOLATIONS
         ));
     }
-    Err(Refusal {
-        invalid: Invalid {
-            reason: "SchemaViolation",
-            message,
-        },
-        environments: violations.into_iter().map(|v| v.environment).collect(),
-    })
+    let at_fault = violations.into_iter().map(|v| v.environment);
+    Err(Refusal::of("SchemaViolation", message, at_fault))
 }
 
 #[cfg(test)]
