@@ -10,26 +10,23 @@ use summit_config::api::v1alpha1::{
     CONDITION_READY, CONDITION_VALIDATED, ChangePhase, ConfigChange, EnvironmentPhase,
 };
 use support::{
-    Operator, Tenant, WAIT, append_approval, approval_ignored, change, change_in, condition,
-    consul_get, create, entry, event_reasons, eventually, grant, merge, metric, postgres, refused,
-    setup_with, try_create, try_merge, wait_for, with_fields,
+    Operator, Tenant, WAIT, append_approval, approval_ignored, change, change_in, column_of,
+    condition, consul_get, create, entry, event_reasons, eventually, grant, merge, metric,
+    postgres, refused, rows_of, setup_with, try_create, try_merge, wait_for, with_fields,
 };
 
 /// A namespace where alice may request (config admin), bob and carol may approve, and
-/// mallory may edit ConfigChanges but holds no `approve` verb; an operator watching it.
-async fn setup(test: &str) -> (Tenant, Operator) {
+/// mallory may edit ConfigChanges but holds no `approve` verb; an operator watching it;
+/// and `payments` at version 1, with a schema (`pool.max` at most 100), an
+/// auto-approving development and a production with `production_approval`.
+async fn setup(test: &str, production_approval: Value) -> (Tenant, Operator) {
     let roles = [
         ("alice", "summit-config-admin"),
         ("mallory", "summit-config-admin"),
         ("bob", "summit-config-approver"),
         ("carol", "summit-config-approver"),
     ];
-    setup_with(test, &roles, &[]).await
-}
-
-/// Creates `payments` with a schema (`pool.max` at most 100), an auto-approving
-/// development and a production with the given approval policy, and waits for version 1.
-async fn create_payments(s: &Tenant, production_approval: Value) {
+    let (s, operator) = setup_with(test, &roles, &[]).await;
     let spec = json!({
         "configId": s.config_id(),
         "schema": {"type": "object", "properties": {"pool": {"properties": {"max": {"maximum": 100}}}}},
@@ -46,23 +43,28 @@ async fn create_payments(s: &Tenant, production_approval: Value) {
             .is_some_and(|s| s.latest_version == Some(1))
     })
     .await;
+    (s, operator)
 }
 
-/// `user` proposes a change to `environment` as `name`.
-async fn request(
-    s: &Tenant,
-    user: &str,
-    name: &str,
-    environment: &str,
-    proposal: Value,
-) -> Result<ConfigChange, kube::Error> {
+/// alice proposes a change to `environment` as `name`; the apiserver must take it.
+async fn alice_requests(s: &Tenant, name: &str, environment: &str, proposal: Value) {
     let spec = json!({
         "configEntry": "payments",
         "environment": environment,
         "message": format!("{name}: tune the pool"),
     });
-    let change = change(name, user, with_fields(spec, proposal));
-    try_create(&s.changes_as(user).await, &change).await
+    let change = change(name, "alice", with_fields(spec, proposal));
+    create(&s.changes_as("alice").await, &change).await;
+}
+
+/// A proposal of new data: `payments`' content with the pool at `max`.
+fn pool_data(max: i64) -> Value {
+    json!({"data": {"host": "db", "pool": {"max": max}}})
+}
+
+/// A proposal to patch the pool to `max`.
+fn pool_patch(max: i64) -> Value {
+    json!({"patch": {"pool": {"max": max}}})
 }
 
 /// `user` approves change `name`, with a comment.
@@ -83,17 +85,8 @@ async fn projected(s: &Tenant, environment: &str, ready: impl Fn(&Value) -> bool
 
 #[tokio::test]
 async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
-    let (s, operator) = setup("approve").await;
-    create_payments(&s, json!({"requiredApprovals": 1})).await;
-    request(
-        &s,
-        "alice",
-        "bigger-pool",
-        "production",
-        json!({"data": {"host": "db", "pool": {"max": 40}}}),
-    )
-    .await
-    .expect("alice requests");
+    let (s, operator) = setup("approve", json!({"requiredApprovals": 1})).await;
+    alice_requests(&s, "bigger-pool", "production", pool_data(40)).await;
     let pending = phase(&s, "bigger-pool", ChangePhase::Pending).await;
     let status = pending.status.expect("status");
     assert_eq!(status.base_version, Some(1));
@@ -121,15 +114,12 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
 
     // Live in Kubernetes, PostgreSQL and Consul.
     projected(&s, "production", |c| c["pool"]["max"] == 40).await;
-    let pool = postgres().await;
-    let (applied_version,): (i32,) = sqlx::query_as(
+    let applied: Vec<i32> = column_of(
         "SELECT version FROM config_applied_state WHERE config_id = $1 AND environment = 'production'",
+        &s.config_id(),
     )
-    .bind(s.config_id())
-    .fetch_one(&pool)
-    .await
-    .expect("applied state");
-    assert_eq!(applied_version, 2);
+    .await;
+    assert_eq!(applied, [2]);
     let consul = eventually("Consul to hold production's version 2", WAIT, || async {
         let (value, _) = consul_get(&format!(
             "summit/config/{}/applied/production",
@@ -141,7 +131,31 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
     .await;
     assert_eq!(consul["environment"], "production");
 
-    // The audit trail names the requester, the approver, the message and the time.
+    audit_names_alice_and_bob(&s).await;
+
+    // The spec's own version 1, still waiting for production, is overtaken.
+    phase(&s, "payments-production-v1", ChangePhase::Superseded).await;
+
+    // Metrics and Events follow each transition.
+    let applied = metric(
+        operator.port(),
+        "summit_config_approval_latency_seconds_count{stage=\"applied\"}",
+    )
+    .await;
+    assert_eq!(applied, 1.0);
+    let reasons = event_reasons(&s.admin(), &s.ns, |r| {
+        r.name.as_deref() == Some("bigger-pool")
+    })
+    .await;
+    for reason in ["WaitingForApproval", "Applied"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reasons:?}");
+    }
+}
+
+/// The audit trail of `bigger-pool` names the requester, the approver, the message and
+/// the time, and its workflow row is applied with bob's approval.
+async fn audit_names_alice_and_bob(s: &Tenant) {
+    let pool = postgres().await;
     let rows: Vec<(String, Option<String>, Value, bool)> = sqlx::query_as(
         "SELECT actor, message, changes, timestamp IS NOT NULL FROM config_audit
          WHERE config_id = $1 AND changes ->> 'change' LIKE $2 ORDER BY timestamp, changes ->> 'event'",
@@ -163,54 +177,30 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
         .find(|(_, _, changes, _)| changes["event"] == "requested")
         .expect("request row");
     assert_eq!(requested.1.as_deref(), Some("bigger-pool: tune the pool"));
-    let application: (String, String) = sqlx::query_as(
+    let applications: Vec<(String, String)> = rows_of(
         "SELECT actor, message FROM config_audit
          WHERE config_id = $1 AND version = 2 AND changes ->> 'event' = 'applied'",
+        &s.config_id(),
     )
-    .bind(s.config_id())
-    .fetch_one(&pool)
-    .await
-    .expect("application row");
-    assert_eq!(application.0, "bob");
-    assert!(
-        application.1.contains("requested by alice"),
-        "{}",
-        application.1
-    );
-    let (workflow_status, approvers): (String, Vec<String>) =
-        sqlx::query_as("SELECT status, approvers FROM approval_workflows WHERE change_id LIKE $1")
-            .bind(format!("{}/bigger-pool@%", s.ns))
-            .fetch_one(&pool)
-            .await
-            .expect("workflow row");
+    .await;
+    let (actor, message) = applications.first().expect("application row");
+    assert_eq!(actor, "bob");
+    assert!(message.contains("requested by alice"), "{message}");
+    let workflows: Vec<(String, Vec<String>)> = rows_of(
+        "SELECT status, approvers FROM approval_workflows WHERE change_id LIKE $1",
+        &format!("{}/bigger-pool@%", s.ns),
+    )
+    .await;
+    let (status, approvers) = workflows.first().expect("workflow row");
     assert_eq!(
-        (workflow_status.as_str(), approvers),
-        ("applied", vec!["bob".to_owned()])
+        (status.as_str(), approvers),
+        ("applied", &vec!["bob".to_owned()])
     );
-
-    // The spec's own version 1, still waiting for production, is overtaken.
-    phase(&s, "payments-production-v1", ChangePhase::Superseded).await;
-
-    // Metrics and Events follow each transition.
-    let applied = metric(
-        operator.port(),
-        "summit_config_approval_latency_seconds_count{stage=\"applied\"}",
-    )
-    .await;
-    assert_eq!(applied, 1.0);
-    let reasons = event_reasons(&s.admin(), &s.ns, |r| {
-        r.name.as_deref() == Some("bigger-pool")
-    })
-    .await;
-    for reason in ["WaitingForApproval", "Applied"] {
-        assert!(reasons.iter().any(|r| r == reason), "{reasons:?}");
-    }
 }
 
 #[tokio::test]
 async fn the_apiserver_refuses_claimed_identities_and_edits() {
-    let (s, _operator) = setup("identity").await;
-    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    let (s, _operator) = setup("identity", json!({"requiredApprovals": 1})).await;
     // requestedBy names someone else.
     let forged = json!({"configEntry": "payments", "environment": "production", "message": "m",
                         "patch": {"pool": {"max": 20}}});
@@ -225,15 +215,7 @@ async fn the_apiserver_refuses_claimed_identities_and_edits() {
         "a new ConfigChange carries no approvals or rejection",
     );
 
-    request(
-        &s,
-        "alice",
-        "tune",
-        "production",
-        json!({"patch": {"pool": {"max": 20}}}),
-    )
-    .await
-    .expect("alice requests");
+    alice_requests(&s, "tune", "production", pool_patch(20)).await;
     let bob = s.changes_as("bob").await;
     refused(
         approve(&s, "alice", "tune").await,
@@ -291,22 +273,10 @@ async fn mallory_rejects_as_bob(s: &Tenant) -> Result<ConfigChange, kube::Error>
 
 #[tokio::test]
 async fn two_approvals_from_the_listed_approvers_are_needed() {
-    let (s, _operator) = setup("two-approvals").await;
+    let listed = json!({"requiredApprovals": 2, "approvers": ["bob", "carol"]});
+    let (s, _operator) = setup("two-approvals", listed).await;
     grant(&s.admin(), &s.ns, "mallory", "summit-config-approver").await;
-    create_payments(
-        &s,
-        json!({"requiredApprovals": 2, "approvers": ["bob", "carol"]}),
-    )
-    .await;
-    request(
-        &s,
-        "alice",
-        "tune",
-        "production",
-        json!({"patch": {"pool": {"max": 30}}}),
-    )
-    .await
-    .expect("alice requests");
+    alice_requests(&s, "tune", "production", pool_patch(30)).await;
 
     approve(&s, "mallory", "tune")
         .await
@@ -349,19 +319,11 @@ async fn two_approvals_from_the_listed_approvers_are_needed() {
 
 #[tokio::test]
 async fn invalid_and_concurrent_proposals() {
-    let (s, _operator) = setup("concurrent").await;
-    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    let (s, _operator) = setup("concurrent", json!({"requiredApprovals": 1})).await;
 
     // Invalid at creation, before anyone approves.
-    request(
-        &s,
-        "alice",
-        "too-big",
-        "production",
-        json!({"patch": {"pool": {"max": 500}}}),
-    )
-    .await
-    .expect("the apiserver cannot know the schema");
+    // The apiserver cannot know the schema: it takes the change.
+    alice_requests(&s, "too-big", "production", pool_patch(500)).await;
     let failed = phase(&s, "too-big", ChangePhase::Failed).await;
     let validated = condition(&failed, CONDITION_VALIDATED).expect("Validated");
     assert_eq!(validated.status, "False");
@@ -377,15 +339,7 @@ async fn invalid_and_concurrent_proposals() {
 
     // Two data changes on the same base: the first applied, the second superseded.
     for (name, max) in [("first", 41), ("second", 42)] {
-        request(
-            &s,
-            "alice",
-            name,
-            "production",
-            json!({"data": {"host": "db", "pool": {"max": max}}}),
-        )
-        .await
-        .expect("request");
+        alice_requests(&s, name, "production", pool_data(max)).await;
         phase(&s, name, ChangePhase::Pending).await;
     }
     approve(&s, "bob", "first").await.expect("approve first");
@@ -396,15 +350,7 @@ async fn invalid_and_concurrent_proposals() {
     assert!(message.contains("proposed against version 1"), "{message}");
 
     // A patch lands on the newest version.
-    request(
-        &s,
-        "alice",
-        "patch",
-        "production",
-        json!({"patch": {"timeout": 5}}),
-    )
-    .await
-    .expect("request patch");
+    alice_requests(&s, "patch", "production", json!({"patch": {"timeout": 5}})).await;
     approve(&s, "bob", "patch").await.expect("approve patch");
     let patched = phase(&s, "patch", ChangePhase::Applied).await;
     assert_eq!(patched.status.expect("status").resulting_version, Some(3));
@@ -416,20 +362,15 @@ async fn invalid_and_concurrent_proposals() {
 
 #[tokio::test]
 async fn auto_approval_expiry_and_rollback() {
-    let (s, _operator) = setup("rollback").await;
-    create_payments(&s, json!({"requiredApprovals": 1, "pendingExpiry": "3s"})).await;
+    let (s, _operator) = setup(
+        "rollback",
+        json!({"requiredApprovals": 1, "pendingExpiry": "3s"}),
+    )
+    .await;
 
     // Development auto-approves: each change applies without approvals.
     for (name, max) in [("v2", 20), ("v3", 30)] {
-        request(
-            &s,
-            "alice",
-            name,
-            "development",
-            json!({"data": {"host": "db", "pool": {"max": max}}}),
-        )
-        .await
-        .expect("request");
+        alice_requests(&s, name, "development", pool_data(max)).await;
         let applied = phase(&s, name, ChangePhase::Applied).await;
         assert_eq!(
             applied.status.expect("status").approvals_summary.as_deref(),
@@ -439,20 +380,15 @@ async fn auto_approval_expiry_and_rollback() {
     projected(&s, "development", |c| c["pool"]["max"] == 30).await;
 
     // Rolling back to version 1 makes version 4 with version 1's content.
-    request(&s, "alice", "back", "development", json!({"rollbackTo": 1}))
-        .await
-        .expect("request rollback");
+    alice_requests(&s, "back", "development", json!({"rollbackTo": 1})).await;
     let back = phase(&s, "back", ChangePhase::Applied).await;
     assert_eq!(back.status.expect("status").resulting_version, Some(4));
     projected(&s, "development", |c| c["pool"]["max"] == 10).await;
-    let pool = postgres().await;
-    let contents: Vec<(i32, Value)> = sqlx::query_as(
+    let contents: Vec<(i32, Value)> = rows_of(
         "SELECT version, config FROM config_versions WHERE config_id = $1 AND version IN (1, 4) ORDER BY version",
+        &s.config_id(),
     )
-    .bind(s.config_id())
-    .fetch_all(&pool)
-    .await
-    .expect("versions");
+    .await;
     assert_eq!(contents.len(), 2);
     assert_eq!(
         contents[0].1, contents[1].1,
@@ -460,22 +396,14 @@ async fn auto_approval_expiry_and_rollback() {
     );
 
     // Production needs an approval that never comes: the change expires.
-    request(
-        &s,
-        "alice",
-        "stale",
-        "production",
-        json!({"patch": {"pool": {"max": 15}}}),
-    )
-    .await
-    .expect("request");
+    alice_requests(&s, "stale", "production", pool_patch(15)).await;
     let expired = phase(&s, "stale", ChangePhase::Expired).await;
     assert!(expired.status.expect("status").finished_at.is_some());
 }
 
 /// Edits `payments`' pool as Argo CD would, under its own field manager.
 async fn argo_cd_sets_the_pool(s: &Tenant, max: i64) {
-    let edit = json!({"spec": {"data": {"host": "db", "pool": {"max": max}}}});
+    let edit = json!({"spec": pool_data(max)});
     s.entries()
         .patch(
             "payments",
@@ -488,8 +416,7 @@ async fn argo_cd_sets_the_pool(s: &Tenant, max: i64) {
 
 #[tokio::test]
 async fn a_spec_edit_in_a_protected_environment_waits_for_approval() {
-    let (s, _operator) = setup("gitops").await;
-    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    let (s, _operator) = setup("gitops", json!({"requiredApprovals": 1})).await;
     projected(&s, "development", |c| c["pool"]["max"] == 10).await;
 
     // Version 1 waits in production on a ConfigChange the operator proposed.
@@ -531,8 +458,7 @@ async fn a_spec_edit_in_a_protected_environment_waits_for_approval() {
 
 #[tokio::test]
 async fn relaxing_an_approval_policy_needs_the_approve_verb() {
-    let (s, _operator) = setup("policy-guard").await;
-    create_payments(&s, json!({"requiredApprovals": 2})).await;
+    let (s, _operator) = setup("policy-guard", json!({"requiredApprovals": 2})).await;
     let alice = s.entries_as("alice").await;
     let current = s.entries().get("payments").await.expect("entry");
     let with_production = |production: Value| {
@@ -559,7 +485,7 @@ async fn relaxing_an_approval_policy_needs_the_approve_verb() {
         "may not change or remove the approval policy",
     );
     // Content edits stay open to editors; the policy decides when they go live.
-    let content = json!({"spec": {"data": {"host": "db", "pool": {"max": 12}}}});
+    let content = json!({"spec": pool_data(12)});
     merge(&alice, "payments", content).await;
     // Whoever holds the approve verb may change the policy.
     let relax =

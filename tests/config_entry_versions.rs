@@ -11,9 +11,9 @@ use summit_config::api::v1alpha1::{
     CONDITION_READY, CONDITION_VALIDATED, ConfigEntry, DeletionPolicy, EnvironmentPhase,
 };
 use support::{
-    Tenant, WAIT, assert_reason, condition, config_json, consul_get, count_rows, create, delete,
-    deployment, environment_status, eventually, finish_rollout, gone, merge, observed, postgres,
-    setup, wait_for, with_fields,
+    Operator, Tenant, WAIT, assert_reason, column_of, condition, config_json, consul_get,
+    count_rows, create, delete, deployment, environment_status, eventually, exists, finish_rollout,
+    gone, merge, observed, rows_of, setup, wait_for, with_fields,
 };
 
 /// Entry `payments` with `spec`, and a config id of the test's own.
@@ -38,6 +38,15 @@ fn payments(s: &Tenant) -> ConfigEntry {
             ],
         }),
     )
+}
+
+/// A namespace, an operator watching it, and [`payments`] converged on its first
+/// generation.
+async fn setup_payments(test: &str) -> (Tenant, Operator) {
+    let (s, operator) = setup(test).await;
+    create(&s.entries(), &payments(&s)).await;
+    converged(&s, 1).await;
+    (s, operator)
 }
 
 /// Waits until `payments` reports generation `generation`, and returns it.
@@ -71,10 +80,8 @@ async fn config_map_versions(s: &Tenant) -> Vec<Option<String>> {
 
 #[tokio::test]
 async fn versions_are_recorded_once_per_content_change_and_projected() {
-    let (s, _operator) = setup("versions").await;
+    let (s, _operator) = setup_payments("versions").await;
     let config_id = s.config_id();
-    create(&s.entries(), &payments(&s)).await;
-
     let entry = converged(&s, 1).await;
     let status = entry.status.clone().expect("status");
     assert_eq!(status.latest_version, Some(1), "{status:?}");
@@ -92,13 +99,11 @@ async fn versions_are_recorded_once_per_content_change_and_projected() {
         4,
         "one row for the claim on the config id, one for the version, one per environment applied"
     );
-    let applied: Vec<(String, i32)> = sqlx::query_as(
+    let applied: Vec<(String, i32)> = rows_of(
         "SELECT environment, version FROM config_applied_state WHERE config_id = $1 ORDER BY environment",
+        &config_id,
     )
-    .bind(&config_id)
-    .fetch_all(&postgres().await)
-    .await
-    .expect("applied state");
+    .await;
     assert_eq!(
         applied,
         [("development".to_owned(), 1), ("production".to_owned(), 1)]
@@ -166,9 +171,7 @@ async fn versions_are_recorded_once_per_content_change_and_projected() {
 
 #[tokio::test]
 async fn a_violation_in_one_environment_changes_nothing_anywhere() {
-    let (s, _operator) = setup("one-env-invalid").await;
-    create(&s.entries(), &payments(&s)).await;
-    converged(&s, 1).await;
+    let (s, _operator) = setup_payments("one-env-invalid").await;
     let before = config_map_versions(&s).await;
 
     edit(
@@ -208,9 +211,7 @@ async fn a_violation_in_one_environment_changes_nothing_anywhere() {
 
 #[tokio::test]
 async fn a_projected_config_map_edited_or_deleted_by_hand_is_repaired() {
-    let (s, _operator) = setup("repair").await;
-    create(&s.entries(), &payments(&s)).await;
-    converged(&s, 1).await;
+    let (s, _operator) = setup_payments("repair").await;
     let config_maps = s.config_maps();
     let original = config_maps
         .get("payments-development")
@@ -246,21 +247,8 @@ async fn an_environment_that_needs_approval_waits_and_keeps_nothing_live() {
         entry.status.as_ref().unwrap().summary.as_deref(),
         Some("development=v1 production=none (v1 pending)")
     );
-    let config_maps = s.config_maps();
-    assert!(
-        config_maps
-            .get_opt("payments-production")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        config_maps
-            .get_opt("payments-development")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(!exists(&s.config_maps(), "payments-production").await);
+    assert!(exists(&s.config_maps(), "payments-development").await);
 }
 
 #[tokio::test]
@@ -292,13 +280,12 @@ async fn hostile_content_is_refused_or_stored_verbatim() {
     )
     .await;
     converged(&s, 3).await;
-    let stored: Value =
-        sqlx::query_scalar("SELECT config FROM config_versions WHERE config_id = $1")
-            .bind(&config_id)
-            .fetch_one(&postgres().await)
-            .await
-            .expect("the version");
-    assert_eq!(stored, json!({"name": hostile}));
+    let stored: Vec<Value> = column_of(
+        "SELECT config FROM config_versions WHERE config_id = $1",
+        &config_id,
+    )
+    .await;
+    assert_eq!(stored, [json!({"name": hostile})]);
 }
 
 #[tokio::test]
@@ -429,7 +416,7 @@ async fn deleting_an_entry_removes_its_projections_and_its_backend_state_on_requ
     gone(&s.entries(), "payments").await;
     for name in ["payments-development", "payments-production"] {
         assert!(
-            s.config_maps().get_opt(name).await.unwrap().is_none(),
+            !exists(&s.config_maps(), name).await,
             "{name} was left behind"
         );
     }
@@ -449,17 +436,9 @@ async fn deleting_an_entry_removes_its_projections_and_its_backend_state_on_requ
 
 #[tokio::test]
 async fn a_removed_environment_takes_its_config_map_with_it() {
-    let (s, _operator) = setup("removed-environment").await;
-    create(&s.entries(), &payments(&s)).await;
-    converged(&s, 1).await;
+    let (s, _operator) = setup_payments("removed-environment").await;
     let config_maps = s.config_maps();
-    assert!(
-        config_maps
-            .get_opt("payments-production")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(exists(&config_maps, "payments-production").await);
 
     edit(
         &s,
@@ -467,11 +446,5 @@ async fn a_removed_environment_takes_its_config_map_with_it() {
     )
     .await;
     gone(&config_maps, "payments-production").await;
-    assert!(
-        config_maps
-            .get_opt("payments-development")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(exists(&config_maps, "payments-development").await);
 }

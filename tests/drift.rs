@@ -11,7 +11,7 @@ use kube::Api;
 use serde_json::json;
 use summit_config::api::v1alpha1::{DriftCheck, DriftCheckStatus};
 use support::{
-    Operator, Tenant, annotate, consul_get, consul_put, create, drift_check, entry, env,
+    Operator, Tenant, annotate, column_of, consul_get, consul_put, create, drift_check, entry, env,
     event_reasons, events, merge, operator_log, policy, postgres, projected, reconciled_since,
     reconciles, run_ok, secret_data, secret_where, setup, sleep_through_window, wait_for,
 };
@@ -62,24 +62,21 @@ fn applied_key(s: &Tenant) -> String {
 
 /// Development's applied-state checksum in PostgreSQL.
 async fn development_checksum(s: &Tenant) -> String {
-    sqlx::query_scalar(
+    let checksums = column_of(
         "SELECT checksum FROM config_applied_state WHERE config_id = $1 AND environment = 'development'",
+        &s.config_id(),
     )
-    .bind(s.config_id())
-    .fetch_one(&postgres().await)
-    .await
-    .expect("row")
+    .await;
+    checksums.into_iter().next().expect("development's row")
 }
 
 /// The messages of the audit rows a DriftCheck wrote.
 async fn drift_audit(s: &Tenant) -> Vec<String> {
-    sqlx::query_scalar(
+    column_of(
         "SELECT message FROM config_audit WHERE config_id = $1 AND message LIKE 'drift found by DriftCheck%'",
+        &s.config_id(),
     )
-    .bind(s.config_id())
-    .fetch_all(&postgres().await)
     .await
-    .expect("audit rows")
 }
 
 /// Edits the production ConfigMap by hand, overwrites Consul's applied key of

@@ -55,6 +55,16 @@ async fn payments_condition(
     condition(&entry, type_).expect(type_)
 }
 
+/// Changes `payments`' data to `{"v": 2}`, which makes version 2.
+async fn edit_to_version_2(s: &Tenant) {
+    merge(
+        &s.entries(),
+        "payments",
+        json!({"spec": {"data": {"v": 2}}}),
+    )
+    .await;
+}
+
 async fn latest_version(s: &Tenant) -> Option<i64> {
     s.entries()
         .get("payments")
@@ -91,12 +101,7 @@ async fn consul_down_applying_goes_on_and_consul_catches_up() {
     .await;
 
     let consul = stop("consul");
-    merge(
-        &s.entries(),
-        "payments",
-        json!({"spec": {"data": {"v": 2}}}),
-    )
-    .await;
+    edit_to_version_2(&s).await;
     // PostgreSQL records version 2 and status says Consul is behind.
     let behind = |e: &ConfigEntry| condition(e, CONDITION_SYNCED).filter(|c| c.status == "False");
     let what = "version 2 with Synced=False";
@@ -149,12 +154,7 @@ async fn postgres_down_nothing_new_is_applied_until_it_returns() {
     .await;
 
     let postgres_down = stop("postgres");
-    merge(
-        &s.entries(),
-        "payments",
-        json!({"spec": {"data": {"v": 2}}}),
-    )
-    .await;
+    edit_to_version_2(&s).await;
     let ready = payments_condition(&s, CONDITION_READY, THROUGH_A_FAULT, |c| {
         c.status == "False"
     })

@@ -11,8 +11,8 @@ use serde_json::json;
 use summit_config::api::v1alpha1::{CONDITION_READY, ChangePhase, EnvironmentPhase};
 use support::{
     Operator, Tenant, WAIT, assert_reason, attack::Record, attack::in_shard, change, change_in,
-    condition, create, entry, env, environment, environment_where, eventually, live, patch_spec,
-    proposal_waiting, run_ok, says, try_create, wait_for,
+    condition, create, entry, env, environment, environment_where, eventually, exists, live,
+    patch_spec, proposal_waiting, run_ok, says, try_create, wait_for,
 };
 
 const BINDING: &str = "summit-config-change-identity";
@@ -163,11 +163,7 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
     )
     .await;
     assert!(
-        changes
-            .get_opt("payments-production-v2")
-            .await
-            .expect("read")
-            .is_none(),
+        !exists(&changes, "payments-production-v2").await,
         "proposed while unguarded: {held:?}"
     );
     let before = Record::of(&config_id, &[&team]).await;

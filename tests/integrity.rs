@@ -20,10 +20,11 @@ use summit_config::api::v1alpha1::{
 };
 use support::{
     Operator, Tenant, annotate, approval_ignored, approve, assert_reason, attack::Record,
-    attack::in_shard, attack::operator_for, change, change_in, condition_where, config_json,
-    create, delete_until_gone, entry, env, environment, environment_status, environment_where,
-    gone, merge, operator_log, patch_spec, policy, policy_where, present, proposal_waiting,
-    refused, run_ok, says, secret, try_create, try_merge, validation_refused, wait_for,
+    attack::in_shard, attack::operator_for, change, change_in, column_of, condition_where,
+    config_json, create, delete_until_gone, entry, env, environment, environment_status,
+    environment_where, exists, gone, merge, operator_log, patch_spec, policy, policy_where,
+    present, proposal_waiting, refused, rows_of, run_ok, says, secret, try_create, try_merge,
+    validation_refused, wait_for,
 };
 
 const ADMIN: &str = "summit-config-admin";
@@ -72,6 +73,23 @@ async fn team_with_operator(test: &str, roles: &[(&str, &str)]) -> (Tenant, Oper
     let team = Tenant::new(test, roles).await;
     let operator = operator_for(&team.ns, &[&team], &[]);
     (team, operator)
+}
+
+/// The config id of a team's `payments`.
+fn payments_id(team: &Tenant) -> String {
+    format!("tests/{}/payments", team.ns)
+}
+
+/// A team granted `roles` with an operator of its own, and its `payments` (pool 10)
+/// approved everywhere at version 1; alice's view of it.
+async fn team_with_payments(
+    test: &str,
+    roles: &[(&str, &str)],
+) -> (Tenant, Operator, Api<ConfigEntry>) {
+    let (team, operator) = team_with_operator(test, roles).await;
+    let spec = payments_spec(&payments_id(&team), json!({"pool": 10}));
+    let entries = approved_payments(&team, &team.ns, spec).await;
+    (team, operator, entries)
 }
 
 /// alice creates `payments` from `spec` in front of `shard`'s operator, carol approves
@@ -231,7 +249,7 @@ async fn config_ids_outside_the_namespace_prefix_are_refused() {
 async fn no_environment_writes_into_another_environments_objects() {
     let (team, _operator) = team_with_operator("target-swap", TEAM).await;
     let shard = team.ns.clone();
-    let config_id = format!("tests/{}/payments", team.ns);
+    let config_id = payments_id(&team);
     let aws = support::secrets_manager().await;
     for (name, value) in [
         ("production-db", "production-password"),
@@ -300,11 +318,7 @@ async fn no_environment_writes_into_another_environments_objects() {
         "{message}"
     );
     assert!(
-        config_maps
-            .get_opt("payments-production")
-            .await
-            .expect("read")
-            .is_none(),
+        !exists(&config_maps, "payments-production").await,
         "development wrote production's ConfigMap"
     );
     let secret = secrets.get_opt("payments-production").await.expect("read");
@@ -406,11 +420,8 @@ async fn deleting_and_recreating_an_entry_keeps_its_approvers() {
 
 #[tokio::test]
 async fn nobody_approves_their_own_edit_and_the_audit_names_the_real_author() {
-    let (team, _operator) = team_with_operator("self-approval", EDITING_APPROVER).await;
-    let shard = team.ns.clone();
-    let config_id = format!("tests/{}/payments", team.ns);
-    let spec = payments_spec(&config_id, json!({"pool": 10}));
-    let entries = approved_payments(&team, &shard, spec).await;
+    let (team, _operator, entries) = team_with_payments("self-approval", EDITING_APPROVER).await;
+    let config_id = payments_id(&team);
 
     // bob edits the spec, claiming to be someone else through the field manager and
     // the author annotation; the apiserver stamps who he is.
@@ -471,14 +482,11 @@ async fn nobody_approves_their_own_edit_and_the_audit_names_the_real_author() {
     // carol approves: version 3 goes live, and the audit names who wrote what.
     team.approves("carol", &proposal).await;
     change_in(&changes, &proposal, ChangePhase::Applied).await;
-    let pool = support::postgres().await;
-    let authors: Vec<(i32, String)> = sqlx::query_as(
+    let authors: Vec<(i32, String)> = rows_of(
         "SELECT version, created_by FROM config_versions WHERE config_id = $1 ORDER BY version",
+        &config_id,
     )
-    .bind(&config_id)
-    .fetch_all(&pool)
-    .await
-    .expect("read the versions");
+    .await;
     assert_eq!(
         authors,
         [
@@ -487,13 +495,11 @@ async fn nobody_approves_their_own_edit_and_the_audit_names_the_real_author() {
             (3, "alice".to_owned())
         ]
     );
-    let recorded: Vec<String> = sqlx::query_scalar(
+    let recorded: Vec<String> = column_of(
         "SELECT actor FROM config_audit WHERE config_id = $1 AND changes ->> 'event' = 'versionRecorded' ORDER BY version",
+        &config_id,
     )
-    .bind(&config_id)
-    .fetch_all(&pool)
-    .await
-    .expect("read the audit");
+    .await;
     assert_eq!(recorded, ["alice", "bob", "alice"]);
 
     // bob slips his content into a write the operator refuses, and alice fixes it: the
@@ -512,14 +518,12 @@ async fn nobody_approves_their_own_edit_and_the_audit_names_the_real_author() {
     let proposal = production_waits(&entries, 4).await;
     let pending = changes.get(&proposal).await.expect("the proposal");
     assert_eq!(pending.spec.requested_by, "alice");
-    let authors: Value = sqlx::query_scalar(
+    let authors: Vec<Value> = column_of(
         "SELECT metadata -> 'authors' FROM config_versions WHERE config_id = $1 AND version = 4",
+        &config_id,
     )
-    .bind(&config_id)
-    .fetch_one(&pool)
-    .await
-    .expect("read the version");
-    assert_eq!(authors, json!(["bob", "alice"]));
+    .await;
+    assert_eq!(authors, [json!(["bob", "alice"])]);
     team.approves("bob", &proposal).await;
     let ignored = approval_ignored(&changes, &proposal)
         .await
@@ -537,7 +541,7 @@ async fn nobody_approves_their_own_edit_and_the_audit_names_the_real_author() {
                "approvalPolicy": {"autoApprove": true}}),
     );
     refused(
-        try_create(&team.changes_as("alice").await, &in_shard(forged, &shard)).await,
+        try_create(&team.changes_as("alice").await, &in_shard(forged, &team.ns)).await,
         "proposed by the operator alone",
     );
 }
@@ -751,7 +755,7 @@ async fn a_platform_floor_holds_whatever_a_spec_says() {
     let shard = team.ns.clone();
     let floors = r#"[{"environments": "prod*", "requiredApprovals": 1, "approverGroups": ["summit:approvers"]}]"#;
     let _operator = operator_for(&shard, &[&team], &["--approval-floors", floors]);
-    let config_id = format!("tests/{}/payments", team.ns);
+    let config_id = payments_id(&team);
     let mut spec = payments_spec(&config_id, json!({"pool": 10}));
     spec["environments"][1] = json!({"name": "production", "approval": {"autoApprove": true}});
     let entries = team.entries_as("alice").await;
@@ -777,11 +781,8 @@ async fn a_platform_floor_holds_whatever_a_spec_says() {
 
 #[tokio::test]
 async fn a_relaxation_is_approved_by_none_of_its_writers() {
-    let (team, _operator) = team_with_operator("relaxation", EDITING_APPROVER).await;
-    let shard = team.ns.clone();
-    let config_id = format!("tests/{}/payments", team.ns);
-    let spec = payments_spec(&config_id, json!({"pool": 10}));
-    let entries = approved_payments(&team, &shard, spec).await;
+    let (team, _operator, entries) = team_with_payments("relaxation", EDITING_APPROVER).await;
+    let config_id = payments_id(&team);
 
     // bob (who may approve, and so may relax a policy) drops production's approval in
     // a write the operator refuses; alice's fix of the target carries it through.

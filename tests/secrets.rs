@@ -17,9 +17,9 @@ use summit_config::api::v1alpha1::{
 use support::{
     Tenant, WAIT, annotate, assert_reason, condition, condition_where, consul, consul_get,
     consul_value, create, create_aws_secret, delete, deployment, entry, env, event_reasons, events,
-    eventually, finish_rollout, gone, merge, operator_log, pause, policy, policy_where, postgres,
-    run_ok, secret, secret_where, secrets_manager, setup, setup_with, sleep_through_window,
-    wait_within, with_fields,
+    eventually, exists, finish_rollout, gone, merge, operator_log, pause, policy, policy_where,
+    postgres, run_ok, secret, secret_where, secrets_manager, setup, setup_with,
+    sleep_through_window, wait_within, with_fields,
 };
 use tokio::sync::Mutex;
 
@@ -728,13 +728,7 @@ async fn a_namespace_reaches_only_its_own_aws_secrets_through_the_operator() {
     );
 
     // Nothing reached the borrowing entry, and the secret never rotated.
-    assert!(
-        secrets
-            .get_opt("borrowed-production")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(!exists(&secrets, "borrowed-production").await);
     assert_eq!(
         aws_value(&aws, &theirs, "AWSCURRENT").await.0,
         "another-tenants-password"

@@ -8,7 +8,13 @@ use std::collections::BTreeMap;
 use kube::Resource;
 use serde_json::{Value, json};
 
-use super::{Operator, Tenant, consul_keys, count_rows, postgres};
+use super::{Operator, Tenant, consul_keys, count_rows, list, rows_of};
+
+/// `namespace/name` of an object of `tenant`'s.
+fn qualified<K: Resource>(tenant: &Tenant, object: &K) -> String {
+    let name = object.meta().name.clone().unwrap_or_default();
+    format!("{}/{name}", tenant.ns)
+}
 
 /// The label that puts an object in front of one test's operator.
 pub const SHARD: &str = "summit.test/shard";
@@ -74,62 +80,37 @@ impl Record {
         let mut config_maps = BTreeMap::new();
         let mut secrets = BTreeMap::new();
         for tenant in tenants {
-            for cm in tenant
-                .config_maps()
-                .list(&Default::default())
-                .await
-                .expect("list ConfigMaps")
-            {
-                let name = format!(
-                    "{}/{}",
-                    tenant.ns,
-                    cm.metadata.name.clone().unwrap_or_default()
-                );
-                config_maps.insert(name, cm.data.unwrap_or_default());
+            for config_map in list(&tenant.config_maps()).await {
+                let name = qualified(tenant, &config_map);
+                config_maps.insert(name, config_map.data.unwrap_or_default());
             }
-            for secret in tenant
-                .secrets()
-                .list(&Default::default())
-                .await
-                .expect("list Secrets")
-            {
-                let name = format!(
-                    "{}/{}",
-                    tenant.ns,
-                    secret.metadata.name.clone().unwrap_or_default()
-                );
-                let data = secret
+            for secret in list(&tenant.secrets()).await {
+                let name = qualified(tenant, &secret);
+                let checksums = secret
                     .data
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(k, v)| (k, summit_config::core::resolve::checksum(&json!(v.0))))
                     .collect();
-                secrets.insert(name, data);
+                secrets.insert(name, checksums);
             }
         }
-        let pool = postgres().await;
-        let applied = sqlx::query_as(
+        let applied = rows_of(
             "SELECT environment, version, checksum FROM config_applied_state WHERE config_id = $1 ORDER BY environment",
+            config_id,
         )
-        .bind(config_id)
-        .fetch_all(&pool)
-        .await
-        .expect("read the applied state");
-        let floors = sqlx::query_as(
+        .await;
+        let floors = rows_of(
             "SELECT environment, policy FROM approval_floors WHERE config_id = $1 ORDER BY environment",
+            config_id,
         )
-        .bind(config_id)
-        .fetch_all(&pool)
-        .await
-        .expect("read the floors");
+        .await;
         let versions = count_rows("config_versions", config_id).await;
-        let audit = sqlx::query_as(
+        let audit = rows_of(
             "SELECT actor, changes FROM config_audit WHERE config_id = $1 ORDER BY timestamp, id",
+            config_id,
         )
-        .bind(config_id)
-        .fetch_all(&pool)
-        .await
-        .expect("read the audit rows");
+        .await;
         Self {
             config_maps,
             secrets,

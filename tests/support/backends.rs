@@ -28,6 +28,30 @@ pub async fn count_rows(table: &str, config_id: &str) -> i64 {
     .unwrap_or_else(|error| panic!("count {table} rows of {config_id}: {error}"))
 }
 
+/// The rows `sql` selects with its `$1` bound to `param` (mostly a config id).
+pub async fn rows_of<T>(sql: &str, param: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql)
+        .bind(param)
+        .fetch_all(&postgres().await)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// The one column `sql` selects with its `$1` bound to `param`, row by row.
+pub async fn column_of<T>(sql: &str, param: &str) -> Vec<T>
+where
+    T: sqlx::Type<sqlx::Postgres> + for<'r> sqlx::Decode<'r, sqlx::Postgres> + Send + Unpin,
+{
+    sqlx::query_scalar(sql)
+        .bind(param)
+        .fetch_all(&postgres().await)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
 /// A request to the environment's Consul, with its ACL token.
 pub fn consul_request(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     match env().optional_var("CONSUL_HTTP_TOKEN_FILE") {

@@ -77,6 +77,28 @@ where
     .await
 }
 
+/// Every object `api` lists.
+pub async fn list<K>(api: &Api<K>) -> Vec<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    api.list(&Default::default())
+        .await
+        .unwrap_or_else(|error| panic!("list {}: {error}", api.resource_url()))
+        .items
+}
+
+/// Whether object `name` exists now.
+pub async fn exists<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    api.get_opt(name)
+        .await
+        .unwrap_or_else(|error| panic!("read {name}: {error}"))
+        .is_some()
+}
+
 /// Waits until object `name` exists, and returns it.
 pub async fn present<K>(api: &Api<K>, name: &str) -> K
 where
