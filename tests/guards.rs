@@ -7,12 +7,14 @@
 
 mod support;
 
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
 use serde_json::json;
-use summit_config::api::v1alpha1::{CONDITION_READY, ChangePhase, EnvironmentPhase};
+use summit_config::api::v1alpha1::{CONDITION_READY, ChangePhase, ConfigEntry, EnvironmentPhase};
 use support::{
     Operator, Tenant, WAIT, assert_reason, attack::Record, attack::in_shard, change, change_in,
     condition, create, entry, env, environment, environment_where, eventually, exists, live,
-    patch_spec, proposal_waiting, run_ok, says, try_create, wait_for,
+    patch_spec, proposal_waiting, run_ok, says, setup_with, try_create, wait_for,
 };
 
 const BINDING: &str = "summit-config-change-identity";
@@ -75,35 +77,66 @@ impl Drop for Removed {
     }
 }
 
-#[tokio::test]
-async fn without_its_admission_policies_the_operator_applies_no_change() {
-    let team = Tenant::new(
-        "unguarded",
-        &[
-            ("alice", "summit-config-admin"),
-            ("mallory", "summit-config-admin"),
-            ("bob", "summit-config-approver"),
-            ("carol", "summit-config-approver"),
-        ],
-    )
-    .await;
-    let shard = team.ns.clone();
-    let _operator = Operator::start(&team.ns);
-    let config_id = format!("tests/{}/payments", team.ns);
+impl Removed {
+    /// Waits until the clock has left the second in which the binding was created again.
+    /// Object times have a second's grain: a change made in that very second could have
+    /// come before the binding, and is not trusted either.
+    async fn a_second_after_its_return() {
+        let restored = run_ok(
+            env()
+                .kubectl()
+                .args(["get", "validatingadmissionpolicybinding", BINDING])
+                .args(["-o", "jsonpath={.metadata.creationTimestamp}"]),
+        );
+        let restored: Timestamp = restored.parse().expect("a timestamp");
+        eventually("a second after the binding came back", WAIT, || async {
+            (Timestamp::now().as_second() > restored.as_second()).then_some(())
+        })
+        .await;
+    }
+}
+
+/// What a ConfigChange could move in `record`: projections, applied state, floors,
+/// versions and Consul keys; not Secrets, and not the audit rows that record a refusal.
+fn what_a_change_moves(record: Record) -> Record {
+    Record {
+        secrets: Default::default(),
+        audit: Vec::new(),
+        ..record
+    }
+}
+
+/// A team where alice and mallory edit, bob and carol approve; an operator watching it;
+/// and `payments`, whose production needs an approval from summit:approvers, live at
+/// version 1 after carol approved it. Returns alice's view of the team's entries.
+async fn team_with_payments_approved() -> (Tenant, Operator, Api<ConfigEntry>) {
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("mallory", "summit-config-admin"),
+        ("bob", "summit-config-approver"),
+        ("carol", "summit-config-approver"),
+    ];
+    let (team, operator) = setup_with("unguarded", &roles, &[]).await;
     let entries = team.entries_as("alice").await;
     let spec = json!({
-        "configId": config_id,
+        "configId": config_id(&team),
         "data": {"pool": 10},
         "environments": [{"name": "production", "approval": {"approverGroups": ["summit:approvers"]}}],
     });
-    create(&entries, &in_shard(entry("payments", spec), &shard)).await;
+    create(&entries, &in_shard(entry("payments", spec), &team.ns)).await;
     let proposal = proposal_waiting(&entries, "payments", "production", 1).await;
     team.approves("carol", &proposal).await;
     live(&entries, "payments", "production", 1).await;
-    let before = Record::of(&config_id, &[&team]).await;
+    (team, operator, entries)
+}
 
-    // The binding goes; mallory signs a change as carol, already approved by bob.
-    let removed = Removed::binding(BINDING);
+fn config_id(team: &Tenant) -> String {
+    format!("tests/{}/payments", team.ns)
+}
+
+/// mallory signs a change as carol, already approved by bob; the apiserver takes it
+/// once its policy cache has seen the binding go.
+async fn mallory_forges_a_change(team: &Tenant) {
     let forged = change(
         "forged",
         "carol",
@@ -114,13 +147,23 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
             "approvals": [{"approver": "bob", "groups": ["summit:approvers"]}],
         }),
     );
-    let forged = in_shard(forged, &shard);
+    let forged = in_shard(forged, &team.ns);
     let mallory = team.changes_as("mallory").await;
-    // The apiserver stops enforcing once its policy cache has seen the binding go.
     eventually("the apiserver takes a forged change", WAIT, || async {
         try_create(&mallory, &forged).await.ok()
     })
     .await;
+}
+
+#[tokio::test]
+async fn without_its_admission_policies_the_operator_applies_no_change() {
+    let (team, _operator, entries) = team_with_payments_approved().await;
+    let config_id = config_id(&team);
+    let before = Record::of(&config_id, &[&team]).await;
+
+    // The binding goes; mallory forges a change, and the operator holds it.
+    let removed = Removed::binding(BINDING);
+    mallory_forges_a_change(&team).await;
     let changes = team.changes();
     let waiting = wait_for(&changes, "forged", "the change held", |c| {
         condition(c, CONDITION_READY).is_some_and(|ready| ready.reason == "GuardsMissing")
@@ -130,13 +173,9 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
         waiting.status.as_ref().and_then(|s| s.phase),
         Some(ChangePhase::Pending)
     );
-    let message = condition(&waiting, CONDITION_READY).expect("Ready").message;
-    assert!(
-        message.contains(&format!(
-            "ValidatingAdmissionPolicyBinding {BINDING} is missing"
-        )),
-        "{message}"
-    );
+    let missing = format!("ValidatingAdmissionPolicyBinding {BINDING} is missing");
+    let held = condition(&waiting, CONDITION_READY).expect("Ready");
+    assert!(held.message.contains(&missing), "{held:?}");
     assert_eq!(
         Record::of(&config_id, &[&team]).await,
         before,
@@ -147,20 +186,15 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
     patch_spec(&entries, "payments", json!({"data": {"pool": 30}}))
         .await
         .expect("alice edits the spec");
-    let held = environment_where(
-        &entries,
-        "payments",
-        "production",
-        "the proposal held back",
-        |e| {
-            e.pending_version == Some(2)
-                && says(
-                    e,
-                    EnvironmentPhase::PendingApproval,
-                    "waits for the admission policies",
-                )
-        },
-    )
+    let what = "the proposal held back";
+    let held = environment_where(&entries, "payments", "production", what, |e| {
+        e.pending_version == Some(2)
+            && says(
+                e,
+                EnvironmentPhase::PendingApproval,
+                "waits for the admission policies",
+            )
+    })
     .await;
     assert!(
         !exists(&changes, "payments-production-v2").await,
@@ -178,43 +212,19 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
     assert_eq!(proposed.spec.requested_by, "alice");
     let after = Record::of(&config_id, &[&team]).await;
     assert_eq!(
-        (
-            &after.config_maps,
-            &after.applied,
-            &after.floors,
-            &after.versions,
-            &after.consul
-        ),
-        (
-            &before.config_maps,
-            &before.applied,
-            &before.floors,
-            &before.versions,
-            &before.consul
-        ),
+        what_a_change_moves(after),
+        what_a_change_moves(before),
         "the forged change did something"
     );
 
-    // A change made once the policies are back goes through as always. (Object times
-    // have a second's grain: one made in the very second the binding came back could
-    // have come before it, and is not trusted either.)
-    let restored = run_ok(
-        env()
-            .kubectl()
-            .args(["get", "validatingadmissionpolicybinding", BINDING])
-            .args(["-o", "jsonpath={.metadata.creationTimestamp}"]),
-    );
-    let restored: k8s_openapi::jiff::Timestamp = restored.parse().expect("a timestamp");
-    eventually("a second after the binding came back", WAIT, || async {
-        (k8s_openapi::jiff::Timestamp::now().as_second() > restored.as_second()).then_some(())
-    })
-    .await;
+    // A change made once the policies are back goes through as always.
+    Removed::a_second_after_its_return().await;
     let honest = change(
         "honest",
         "alice",
         json!({"configEntry": "payments", "environment": "production", "data": {"pool": 20}}),
     );
-    create(&team.changes_as("alice").await, &in_shard(honest, &shard)).await;
+    create(&team.changes_as("alice").await, &in_shard(honest, &team.ns)).await;
     change_in(&changes, "honest", ChangePhase::Pending).await;
     team.approves("bob", "honest").await;
     change_in(&changes, "honest", ChangePhase::Applied).await;

@@ -91,12 +91,14 @@ impl TestEnv {
         self.vars.get(name).map(String::as_str)
     }
 
+    /// A variable the environment must have.
     pub fn var(&self, name: &str) -> &str {
         self.vars
             .get(name)
             .unwrap_or_else(|| panic!("{name} missing from the environment file"))
     }
 
+    /// The admin's kubeconfig.
     pub fn kubeconfig(&self) -> PathBuf {
         PathBuf::from(self.var("KUBECONFIG"))
     }

@@ -69,26 +69,32 @@ impl Tenant {
         Api::namespaced(env().client_as(user).await, &self.ns)
     }
 
+    /// The namespace's ConfigEntries, as the admin.
     pub fn entries(&self) -> Api<ConfigEntry> {
         self.api()
     }
 
+    /// The namespace's ConfigChanges, as the admin.
     pub fn changes(&self) -> Api<ConfigChange> {
         self.api()
     }
 
+    /// The namespace's ConfigMaps, as the admin.
     pub fn config_maps(&self) -> Api<ConfigMap> {
         self.api()
     }
 
+    /// The namespace's Secrets, as the admin.
     pub fn secrets(&self) -> Api<Secret> {
         self.api()
     }
 
+    /// The namespace's ConfigEntries, as `user`.
     pub async fn entries_as(&self, user: &str) -> Api<ConfigEntry> {
         self.api_as(user).await
     }
 
+    /// The namespace's ConfigChanges, as `user`.
     pub async fn changes_as(&self, user: &str) -> Api<ConfigChange> {
         self.api_as(user).await
     }
