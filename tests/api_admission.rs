@@ -5,86 +5,41 @@
 mod support;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{
-    Api, Client,
-    api::{Patch, PatchParams, PostParams},
-};
+use kube::{Api, Client, api::PostParams};
 use serde_json::{Value, json};
-use summit_config::api::v1alpha1::{ConfigChange, ConfigEntry};
-use support::{env, fresh_namespace, grant};
+use summit_config::api::v1alpha1::{ConfigChange, ConfigEntry, SecretRotationPolicy};
+use support::{Tenant, create, env, invalid, run_ok, try_create, try_merge, with_fields};
 
-async fn setup(test: &str) -> (Client, String) {
-    let (client, ns) = fresh_namespace(test).await;
-    (client, ns)
-}
-
-fn entry(name: &str, config_id: &str) -> Value {
+/// The spec of an entry of `config_id` with a development and a production.
+fn entry_spec(config_id: &str) -> Value {
     json!({
-        "apiVersion": "config.summit.io/v1alpha1",
-        "kind": "ConfigEntry",
-        "metadata": {"name": name},
-        "spec": {
-            "configId": config_id,
-            "data": {"pool": {"max": 10}},
-            "environments": [{"name": "development"}, {"name": "production"}],
-        },
+        "configId": config_id,
+        "data": {"pool": {"max": 10}},
+        "environments": [{"name": "development"}, {"name": "production"}],
     })
 }
 
-fn change(name: &str, proposal: Value) -> Value {
-    let mut spec = json!({
+/// Entry `name` of `config_id`, as [`entry_spec`] has it.
+fn entry(name: &str, config_id: &str) -> ConfigEntry {
+    support::entry(name, entry_spec(config_id))
+}
+
+/// A change to production of `payments`, requested by `user`, with `proposal`'s fields.
+fn change(name: &str, user: &str, proposal: Value) -> ConfigChange {
+    let spec = json!({
         "configEntry": "payments",
         "environment": "production",
         "message": "more connections",
-        "requestedBy": "admin",
     });
-    for (key, value) in proposal.as_object().expect("proposal object") {
-        spec[key] = value.clone();
-    }
-    json!({
-        "apiVersion": "config.summit.io/v1alpha1",
-        "kind": "ConfigChange",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-}
-
-async fn create<K>(api: &Api<K>, object: Value) -> Result<K, kube::Error>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).expect("object deserializes");
-    api.create(&PostParams::default(), &object).await
-}
-
-/// The apiserver's refusal message, failing the test if the request was accepted or
-/// refused for some other reason than validation.
-fn refusal<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> String {
-    match result {
-        Err(kube::Error::Api(status)) if status.code == 422 => status.message,
-        other => panic!("expected a 422 Invalid refusal, got {other:?}"),
-    }
+    support::change(name, user, with_fields(spec, proposal))
 }
 
 #[tokio::test]
 async fn kubectl_get_shows_the_printer_columns_and_the_summit_category() {
-    let (client, ns) = setup("printer-columns").await;
-    let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
-    create(&entries, entry("payments", "payments/database"))
-        .await
-        .expect("create entry");
+    let s = Tenant::new("printer-columns", &[]).await;
+    create(&s.entries(), &entry("payments", "payments/database")).await;
 
-    let output = env()
-        .kubectl()
-        .args(["get", "ce", "-n", &ns])
-        .output()
-        .expect("run kubectl");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = run_ok(env().kubectl().args(["get", "ce", "-n", &s.ns]));
     let header: Vec<&str> = stdout
         .lines()
         .next()
@@ -108,7 +63,7 @@ async fn kubectl_get_shows_the_printer_columns_and_the_summit_category() {
 
     let output = env()
         .kubectl()
-        .args(["get", "summit", "-n", &ns, "-o", "name"])
+        .args(["get", "summit", "-n", &s.ns, "-o", "name"])
         .output()
         .expect("run kubectl");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -121,8 +76,7 @@ async fn kubectl_get_shows_the_printer_columns_and_the_summit_category() {
 
 #[tokio::test]
 async fn hostile_config_ids_are_refused_by_the_apiserver() {
-    let (client, ns) = setup("hostile-config-ids").await;
-    let entries: Api<ConfigEntry> = Api::namespaced(client, &ns);
+    let s = Tenant::new("hostile-config-ids", &[]).await;
     let cases = [
         ("../etc/passwd", "should match"),
         ("a/../b", "configId must not contain '..'"),
@@ -135,7 +89,8 @@ async fn hostile_config_ids_are_refused_by_the_apiserver() {
         ("robert'); drop table config_versions;--", "should match"),
     ];
     for (i, (config_id, expected)) in cases.into_iter().enumerate() {
-        let message = refusal(create(&entries, entry(&format!("e{i}"), config_id)).await);
+        let hostile = entry(&format!("e{i}"), config_id);
+        let message = invalid(try_create(&s.entries(), &hostile).await);
         assert!(
             message.contains("spec.configId"),
             "{config_id:?}: {message}"
@@ -146,42 +101,33 @@ async fn hostile_config_ids_are_refused_by_the_apiserver() {
 
 #[tokio::test]
 async fn a_config_id_cannot_change() {
-    let (client, ns) = setup("config-id-immutable").await;
-    let entries: Api<ConfigEntry> = Api::namespaced(client, &ns);
-    create(&entries, entry("payments", "payments/database"))
-        .await
-        .expect("create");
+    let s = Tenant::new("config-id-immutable", &[]).await;
+    create(&s.entries(), &entry("payments", "payments/database")).await;
     let patch = json!({"spec": {"configId": "payments/other"}});
-    let message = refusal(
-        entries
-            .patch("payments", &PatchParams::default(), &Patch::Merge(&patch))
-            .await,
-    );
+    let message = invalid(try_merge(&s.entries(), "payments", patch).await);
     assert!(message.contains("configId is immutable"), "{message}");
 }
 
 #[tokio::test]
 async fn one_of_rules_are_enforced() {
-    let (client, ns) = setup("one-of").await;
-    let changes: Api<ConfigChange> = Api::namespaced(client.clone(), &ns);
-    let two = change("two", json!({"data": {"a": 1}, "rollbackTo": 1}));
-    let message = refusal(create(&changes, two).await);
-    assert!(
-        message.contains("set exactly one of data, patch, rollbackTo and version"),
-        "{message}"
-    );
-    let none = change("none", json!({}));
-    let message = refusal(create(&changes, none).await);
-    assert!(
-        message.contains("set exactly one of data, patch, rollbackTo and version"),
-        "{message}"
-    );
+    let s = Tenant::new("one-of", &[]).await;
+    let changes = s.changes();
+    for (name, proposal) in [
+        ("two", json!({"data": {"a": 1}, "rollbackTo": 1})),
+        ("none", json!({})),
+    ] {
+        let message = invalid(try_create(&changes, &change(name, "admin", proposal)).await);
+        assert!(
+            message.contains("set exactly one of data, patch, rollbackTo and version"),
+            "{message}"
+        );
+    }
 
-    let entries: Api<ConfigEntry> = Api::namespaced(client, &ns);
-    let mut both = entry("both", "payments");
-    both["spec"]["schema"] = json!({"type": "object"});
-    both["spec"]["schemaRef"] = json!({"name": "schemas", "key": "payments.json"});
-    let message = refusal(create(&entries, both).await);
+    let mut both = entry_spec("payments");
+    both["schema"] = json!({"type": "object"});
+    both["schemaRef"] = json!({"name": "schemas", "key": "payments.json"});
+    let both = support::entry("both", both);
+    let message = invalid(try_create(&s.entries(), &both).await);
     assert!(
         message.contains("set at most one of schema and schemaRef"),
         "{message}"
@@ -190,64 +136,46 @@ async fn one_of_rules_are_enforced() {
 
 #[tokio::test]
 async fn a_proposal_cannot_be_edited_after_creation() {
-    let (client, ns) = setup("proposal-immutable").await;
-    grant(&client, &ns, "alice", "summit-config-admin").await;
-    for approver in ["bob", "carol"] {
-        grant(&client, &ns, approver, "summit-config-approver").await;
-    }
-    let as_user = |user: &'static str| {
-        let ns = ns.clone();
-        async move { Api::<ConfigChange>::namespaced(env().client_as(user).await, &ns) }
-    };
-    let changes: Api<ConfigChange> = Api::namespaced(client, &ns);
-    let mut original = change("rollback", json!({"rollbackTo": 1}));
-    original["spec"]["requestedBy"] = json!("alice");
-    create(&as_user("alice").await, original)
-        .await
-        .expect("create change");
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("bob", "summit-config-approver"),
+        ("carol", "summit-config-approver"),
+    ];
+    let s = Tenant::new("proposal-immutable", &roles).await;
+    let rollback = change("rollback", "alice", json!({"rollbackTo": 1}));
+    create(&s.changes_as("alice").await, &rollback).await;
+    let bob = s.changes_as("bob").await;
     let approve = json!({"spec": {"approvals": [{"approver": "bob", "comment": "fine"}]}});
-    as_user("bob")
-        .await
-        .patch("rollback", &PatchParams::default(), &Patch::Merge(&approve))
+    try_merge(&bob, "rollback", approve)
         .await
         .expect("bob approves");
 
+    let proposal_immutable =
+        "the proposal (data, patch, rollbackTo, version, approvalPolicy) is immutable";
     let edits = [
+        (json!({"rollbackTo": 2}), proposal_immutable),
         (
-            json!({"spec": {"rollbackTo": 2}}),
-            "the proposal (data, patch, rollbackTo, version, approvalPolicy) is immutable",
+            json!({"rollbackTo": null, "patch": {"a": 1}}),
+            proposal_immutable,
         ),
         (
-            json!({"spec": {"rollbackTo": null, "patch": {"a": 1}}}),
-            "the proposal (data, patch, rollbackTo, version, approvalPolicy) is immutable",
-        ),
-        (
-            json!({"spec": {"environment": "development"}}),
+            json!({"environment": "development"}),
             "environment is immutable",
         ),
+        (json!({"message": "something else"}), "message is immutable"),
         (
-            json!({"spec": {"message": "something else"}}),
-            "message is immutable",
-        ),
-        (
-            json!({"spec": {"requestedBy": "mallory"}}),
+            json!({"requestedBy": "mallory"}),
             "requestedBy is immutable",
         ),
+        (json!({"approvals": []}), "approvals can only be appended"),
         (
-            json!({"spec": {"approvals": []}}),
-            "approvals can only be appended",
-        ),
-        (
-            json!({"spec": {"approvals": [{"approver": "carol", "comment": "fine"}]}}),
+            json!({"approvals": [{"approver": "carol", "comment": "fine"}]}),
             "approvals can only be appended",
         ),
     ];
+    let changes = s.changes();
     for (edit, expected) in edits {
-        let message = refusal(
-            changes
-                .patch("rollback", &PatchParams::default(), &Patch::Merge(&edit))
-                .await,
-        );
+        let message = invalid(try_merge(&changes, "rollback", json!({"spec": edit})).await);
         assert!(message.contains(expected), "{edit}: {message}");
     }
 
@@ -256,29 +184,17 @@ async fn a_proposal_cannot_be_edited_after_creation() {
         {"approver": "bob", "comment": "fine"},
         {"approver": "carol"},
     ]}});
-    as_user("carol")
-        .await
-        .patch("rollback", &PatchParams::default(), &Patch::Merge(&append))
+    try_merge(&s.changes_as("carol").await, "rollback", append)
         .await
         .expect("appending an approval is allowed");
 
     // A rejection, once recorded, is final.
     let reject = json!({"spec": {"rejection": {"rejectedBy": "bob", "reason": "not now"}}});
-    as_user("bob")
-        .await
-        .patch("rollback", &PatchParams::default(), &Patch::Merge(&reject))
+    try_merge(&bob, "rollback", reject)
         .await
         .expect("rejecting is allowed");
     let withdraw = json!({"spec": {"rejection": null}});
-    let message = refusal(
-        changes
-            .patch(
-                "rollback",
-                &PatchParams::default(),
-                &Patch::Merge(&withdraw),
-            )
-            .await,
-    );
+    let message = invalid(try_merge(&changes, "rollback", withdraw).await);
     assert!(
         message.contains("a rejection cannot be withdrawn"),
         "{message}"
@@ -287,44 +203,44 @@ async fn a_proposal_cannot_be_edited_after_creation() {
 
 #[tokio::test]
 async fn ranges_and_durations_are_enforced() {
-    let (client, ns) = setup("ranges").await;
-    let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
-    let mut contradictory = entry("contradictory", "payments");
-    contradictory["spec"]["environments"][1]["approval"] =
-        json!({"autoApprove": true, "requiredApprovals": 2});
-    let message = refusal(create(&entries, contradictory).await);
-    assert!(
-        message.contains("autoApprove: true contradicts requiredApprovals > 0"),
-        "{message}"
-    );
+    let s = Tenant::new("ranges", &[]).await;
+    for (name, approval, expected) in [
+        (
+            "contradictory",
+            json!({"autoApprove": true, "requiredApprovals": 2}),
+            "autoApprove: true contradicts requiredApprovals > 0",
+        ),
+        (
+            "too-many",
+            json!({"requiredApprovals": 11}),
+            "requiredApprovals",
+        ),
+    ] {
+        let mut spec = entry_spec("payments");
+        spec["environments"][1]["approval"] = approval;
+        let message = invalid(try_create(&s.entries(), &support::entry(name, spec)).await);
+        assert!(message.contains(expected), "{message}");
+    }
 
-    let mut too_many = entry("too-many", "payments");
-    too_many["spec"]["environments"][1]["approval"] = json!({"requiredApprovals": 11});
-    let message = refusal(create(&entries, too_many).await);
-    assert!(message.contains("requiredApprovals"), "{message}");
-
-    let policies: Api<summit_config::api::v1alpha1::SecretRotationPolicy> =
-        Api::namespaced(client, &ns);
-    let policy = json!({
-        "apiVersion": "config.summit.io/v1alpha1",
-        "kind": "SecretRotationPolicy",
-        "metadata": {"name": "db"},
-        "spec": {
+    let policies: Api<SecretRotationPolicy> = s.api();
+    let policy = support::policy(
+        "db",
+        json!({
             "provider": "AwsSecretsManager",
             "secretId": "db",
             "rotationInterval": "90 days",
             "generator": {"length": 4},
             "target": {"name": "db"},
-        },
-    });
-    let message = refusal(create(&policies, policy).await);
+        }),
+    );
+    let message = invalid(try_create(&policies, &policy).await);
     assert!(message.contains("spec.rotationInterval"), "{message}");
     assert!(message.contains("spec.generator.length"), "{message}");
 }
 
 #[tokio::test]
 async fn rbac_is_enforced_for_users_without_rights() {
-    let (_, ns) = setup("rbac").await;
+    let ns = Tenant::new("rbac", &[]).await.ns;
     let mallory = env().client_as("mallory").await;
     let entries: Api<ConfigEntry> = Api::namespaced(mallory.clone(), &ns);
     match entries.list(&Default::default()).await {
@@ -357,7 +273,7 @@ async fn operator_may(client: &Client, verb: &str, namespace: Option<&str>) -> b
 
 #[tokio::test]
 async fn the_operator_may_touch_secrets_only_in_the_namespaces_it_is_given() {
-    let (client, _) = setup("secret-rbac").await;
+    let client = Tenant::new("secret-rbac", &[]).await.admin();
     // Listing and watching reach no further than get does in a granted namespace; the
     // operator watches only the Secrets it labelled there.
     for verb in ["get", "list", "watch", "create", "patch", "delete"] {

@@ -4,208 +4,89 @@
 
 mod support;
 
-use std::time::Duration;
-
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{
-    Api, Client,
-    api::{Patch, PatchParams, PostParams},
-};
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{
-    ChangePhase, ConfigChange, ConfigEntry, EnvironmentPhase, find_condition,
+    CONDITION_READY, CONDITION_VALIDATED, ChangePhase, ConfigChange, EnvironmentPhase,
 };
 use support::{
-    Operator, consul_get, env, eventually, free_port, grant, install_crds, metric, namespace,
-    postgres,
+    Operator, Tenant, WAIT, append_approval, approval_ignored, change, change_in, column_of,
+    condition, consul_get, create, entry, event_reasons, eventually, grant, merge, metric,
+    postgres, refused, rows_of, setup_with, try_create, try_merge, wait_for, with_fields,
 };
 
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Setup {
-    admin: Client,
-    ns: String,
-    /// The operator's /metrics port.
-    port: u16,
-    _operator: Operator,
-}
-
-impl Setup {
-    fn config_id(&self) -> String {
-        format!("tests/{}", self.ns)
-    }
-
-    fn entries(&self) -> Api<ConfigEntry> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    fn changes(&self) -> Api<ConfigChange> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    async fn changes_as(&self, user: &str) -> Api<ConfigChange> {
-        Api::namespaced(env().client_as(user).await, &self.ns)
-    }
-}
-
 /// A namespace where alice may request (config admin), bob and carol may approve, and
-/// mallory may edit ConfigChanges but holds no `approve` verb.
-async fn setup(test: &str) -> Setup {
-    let admin = env().admin().await;
-    install_crds(&admin).await;
-    let ns = namespace(&admin, test).await;
-    grant(&admin, &ns, "alice", "summit-config-admin").await;
-    grant(&admin, &ns, "mallory", "summit-config-admin").await;
-    for approver in ["bob", "carol"] {
-        grant(&admin, &ns, approver, "summit-config-approver").await;
-    }
-    let port = free_port();
-    let operator = Operator::start_with(&ns, &["--http-addr", &format!("127.0.0.1:{port}")]);
-    Setup {
-        admin,
-        ns,
-        port,
-        _operator: operator,
-    }
-}
-
-/// Creates `payments` with a schema (`pool.max` at most 100), an auto-approving
-/// development and a production with the given approval policy, and waits for version 1.
-async fn create_payments(s: &Setup, production_approval: Value) {
-    let entry: ConfigEntry = serde_json::from_value(json!({
-        "apiVersion": "config.summit.io/v1alpha1",
-        "kind": "ConfigEntry",
-        "metadata": {"name": "payments"},
-        "spec": {
-            "configId": s.config_id(),
-            "schema": {"type": "object", "properties": {"pool": {"properties": {"max": {"maximum": 100}}}}},
-            "data": {"host": "db", "pool": {"max": 10}},
-            "environments": [
-                {"name": "development"},
-                {"name": "production", "approval": production_approval},
-            ],
-        },
-    }))
-    .expect("entry");
-    s.entries()
-        .create(&PostParams::default(), &entry)
-        .await
-        .expect("create entry");
-    eventually("version 1", WAIT, || async {
-        let entry = s.entries().get("payments").await.ok()?;
-        (entry.status?.latest_version == Some(1)).then_some(())
+/// mallory may edit ConfigChanges but holds no `approve` verb; an operator watching it;
+/// and `payments` at version 1, with a schema (`pool.max` at most 100), an
+/// auto-approving development and a production with `production_approval`.
+async fn setup(test: &str, production_approval: Value) -> (Tenant, Operator) {
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("mallory", "summit-config-admin"),
+        ("bob", "summit-config-approver"),
+        ("carol", "summit-config-approver"),
+    ];
+    let (s, operator) = setup_with(test, &roles, &[]).await;
+    let spec = json!({
+        "configId": s.config_id(),
+        "schema": {"type": "object", "properties": {"pool": {"properties": {"max": {"maximum": 100}}}}},
+        "data": {"host": "db", "pool": {"max": 10}},
+        "environments": [
+            {"name": "development"},
+            {"name": "production", "approval": production_approval},
+        ],
+    });
+    create(&s.entries(), &entry("payments", spec)).await;
+    wait_for(&s.entries(), "payments", "version 1", |e| {
+        e.status
+            .as_ref()
+            .is_some_and(|s| s.latest_version == Some(1))
     })
     .await;
+    (s, operator)
 }
 
-/// `user` proposes a change to `environment` as `name`.
-async fn request(
-    s: &Setup,
-    user: &str,
-    name: &str,
-    environment: &str,
-    proposal: Value,
-) -> Result<ConfigChange, kube::Error> {
-    let mut spec = json!({
+/// alice proposes a change to `environment` as `name`; the apiserver must take it.
+async fn alice_requests(s: &Tenant, name: &str, environment: &str, proposal: Value) {
+    let spec = json!({
         "configEntry": "payments",
         "environment": environment,
         "message": format!("{name}: tune the pool"),
-        "requestedBy": user,
     });
-    for (key, value) in proposal.as_object().expect("proposal") {
-        spec[key] = value.clone();
-    }
-    let change: ConfigChange = serde_json::from_value(json!({
-        "apiVersion": "config.summit.io/v1alpha1",
-        "kind": "ConfigChange",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("change");
-    s.changes_as(user)
-        .await
-        .create(&PostParams::default(), &change)
-        .await
+    let change = change(name, "alice", with_fields(spec, proposal));
+    create(&s.changes_as("alice").await, &change).await;
 }
 
-/// `user` appends `approval` to the change's approvals.
-async fn append_approval(
-    s: &Setup,
-    user: &str,
-    name: &str,
-    approval: Value,
-) -> Result<ConfigChange, kube::Error> {
-    let changes = s.changes_as(user).await;
-    let change = changes.get(name).await?;
-    let mut approvals = serde_json::to_value(&change.spec.approvals).expect("approvals");
-    approvals.as_array_mut().expect("a list").push(approval);
-    let patch = json!({"spec": {"approvals": approvals}});
-    changes
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
+/// A proposal of new data: `payments`' content with the pool at `max`.
+fn pool_data(max: i64) -> Value {
+    json!({"data": {"host": "db", "pool": {"max": max}}})
 }
 
-async fn approve(s: &Setup, user: &str, name: &str) -> Result<ConfigChange, kube::Error> {
-    append_approval(
-        s,
-        user,
-        name,
-        json!({"approver": user, "comment": "checked the pool size"}),
-    )
-    .await
+/// A proposal to patch the pool to `max`.
+fn pool_patch(max: i64) -> Value {
+    json!({"patch": {"pool": {"max": max}}})
 }
 
-async fn phase(s: &Setup, name: &str, wanted: ChangePhase) -> ConfigChange {
-    eventually(&format!("{name} to be {wanted:?}"), WAIT, || async {
-        let change = s.changes().get(name).await.ok()?;
-        (change.status.as_ref()?.phase == Some(wanted)).then_some(change)
-    })
-    .await
+/// `user` approves change `name`, with a comment.
+async fn approve(s: &Tenant, user: &str, name: &str) -> Result<ConfigChange, kube::Error> {
+    let approval = json!({"approver": user, "comment": "checked the pool size"});
+    append_approval(&s.changes_as(user).await, name, approval).await
+}
+
+/// Waits until change `name` is in phase `wanted`, and returns it.
+async fn phase(s: &Tenant, name: &str, wanted: ChangePhase) -> ConfigChange {
+    change_in(&s.changes(), name, wanted).await
 }
 
 /// The JSON projected for `environment`, once it satisfies `ready`.
-async fn projected(s: &Setup, environment: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let config_maps: Api<ConfigMap> = Api::namespaced(s.admin.clone(), &s.ns);
-    let name = format!("payments-{environment}");
-    eventually(
-        &format!("{name} to hold the expected content"),
-        WAIT,
-        || async {
-            let config_map = config_maps.get(&name).await.ok()?;
-            let text = config_map.data?.get("config.json")?.clone();
-            let content: Value = serde_json::from_str(&text).ok()?;
-            ready(&content).then_some(content)
-        },
-    )
-    .await
-}
-
-/// The apiserver refused the request with `expected` in its message.
-fn refused<T: std::fmt::Debug>(result: Result<T, kube::Error>, expected: &str) {
-    match result {
-        Err(kube::Error::Api(status)) => {
-            assert!(
-                [403, 422].contains(&status.code) && status.message.contains(expected),
-                "expected a refusal saying {expected:?}, got {status:?}"
-            );
-        }
-        other => panic!("expected a refusal saying {expected:?}, got {other:?}"),
-    }
+async fn projected(s: &Tenant, environment: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    support::projected(&s.config_maps(), &format!("payments-{environment}"), ready).await
 }
 
 #[tokio::test]
 async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
-    let s = setup("approve").await;
-    create_payments(&s, json!({"requiredApprovals": 1})).await;
-    request(
-        &s,
-        "alice",
-        "bigger-pool",
-        "production",
-        json!({"data": {"host": "db", "pool": {"max": 40}}}),
-    )
-    .await
-    .expect("alice requests");
+    let (s, operator) = setup("approve", json!({"requiredApprovals": 1})).await;
+    alice_requests(&s, "bigger-pool", "production", pool_data(40)).await;
     let pending = phase(&s, "bigger-pool", ChangePhase::Pending).await;
     let status = pending.status.expect("status");
     assert_eq!(status.base_version, Some(1));
@@ -213,7 +94,7 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
     // The operator's own proposal of version 1 and alice's change wait in production.
     eventually("two pending changes in the metrics", WAIT, || async {
         let pending = metric(
-            s.port,
+            operator.port(),
             "summit_config_pending_changes{environment=\"production\"}",
         )
         .await;
@@ -225,23 +106,20 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
         .await
         .expect("bob approves");
     let applied = phase(&s, "bigger-pool", ChangePhase::Applied).await;
+    let ready = condition(&applied, CONDITION_READY).expect("Ready");
     let status = applied.status.expect("status");
     assert_eq!(status.resulting_version, Some(2));
     assert!(status.applied_at.is_some());
-    let ready = find_condition(&status.conditions, "Ready").expect("Ready");
     assert_eq!(ready.status, "True", "{ready:?}");
 
     // Live in Kubernetes, PostgreSQL and Consul.
     projected(&s, "production", |c| c["pool"]["max"] == 40).await;
-    let pool = postgres().await;
-    let (applied_version,): (i32,) = sqlx::query_as(
+    let applied: Vec<i32> = column_of(
         "SELECT version FROM config_applied_state WHERE config_id = $1 AND environment = 'production'",
+        &s.config_id(),
     )
-    .bind(s.config_id())
-    .fetch_one(&pool)
-    .await
-    .expect("applied state");
-    assert_eq!(applied_version, 2);
+    .await;
+    assert_eq!(applied, [2]);
     let consul = eventually("Consul to hold production's version 2", WAIT, || async {
         let (value, _) = consul_get(&format!(
             "summit/config/{}/applied/production",
@@ -253,7 +131,31 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
     .await;
     assert_eq!(consul["environment"], "production");
 
-    // The audit trail names the requester, the approver, the message and the time.
+    audit_names_alice_and_bob(&s).await;
+
+    // The spec's own version 1, still waiting for production, is overtaken.
+    phase(&s, "payments-production-v1", ChangePhase::Superseded).await;
+
+    // Metrics and Events follow each transition.
+    let applied = metric(
+        operator.port(),
+        "summit_config_approval_latency_seconds_count{stage=\"applied\"}",
+    )
+    .await;
+    assert_eq!(applied, 1.0);
+    let reasons = event_reasons(&s.admin(), &s.ns, |r| {
+        r.name.as_deref() == Some("bigger-pool")
+    })
+    .await;
+    for reason in ["WaitingForApproval", "Applied"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reasons:?}");
+    }
+}
+
+/// The audit trail of `bigger-pool` names the requester, the approver, the message and
+/// the time, and its workflow row is applied with bob's approval.
+async fn audit_names_alice_and_bob(s: &Tenant) {
+    let pool = postgres().await;
     let rows: Vec<(String, Option<String>, Value, bool)> = sqlx::query_as(
         "SELECT actor, message, changes, timestamp IS NOT NULL FROM config_audit
          WHERE config_id = $1 AND changes ->> 'change' LIKE $2 ORDER BY timestamp, changes ->> 'event'",
@@ -275,99 +177,46 @@ async fn alice_requests_bob_approves_and_the_audit_trail_names_both() {
         .find(|(_, _, changes, _)| changes["event"] == "requested")
         .expect("request row");
     assert_eq!(requested.1.as_deref(), Some("bigger-pool: tune the pool"));
-    let application: (String, String) = sqlx::query_as(
+    let applications: Vec<(String, String)> = rows_of(
         "SELECT actor, message FROM config_audit
          WHERE config_id = $1 AND version = 2 AND changes ->> 'event' = 'applied'",
-    )
-    .bind(s.config_id())
-    .fetch_one(&pool)
-    .await
-    .expect("application row");
-    assert_eq!(application.0, "bob");
-    assert!(
-        application.1.contains("requested by alice"),
-        "{}",
-        application.1
-    );
-    let (workflow_status, approvers): (String, Vec<String>) =
-        sqlx::query_as("SELECT status, approvers FROM approval_workflows WHERE change_id LIKE $1")
-            .bind(format!("{}/bigger-pool@%", s.ns))
-            .fetch_one(&pool)
-            .await
-            .expect("workflow row");
-    assert_eq!(
-        (workflow_status.as_str(), approvers),
-        ("applied", vec!["bob".to_owned()])
-    );
-
-    // The spec's own version 1, still waiting for production, is overtaken.
-    phase(&s, "payments-production-v1", ChangePhase::Superseded).await;
-
-    // Metrics and Events follow each transition.
-    let applied = metric(
-        s.port,
-        "summit_config_approval_latency_seconds_count{stage=\"applied\"}",
+        &s.config_id(),
     )
     .await;
-    assert_eq!(applied, 1.0);
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(s.admin.clone(), &s.ns);
-    let reasons: Vec<String> = events
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bigger-pool"))
-        .filter_map(|e| e.reason)
-        .collect();
-    for reason in ["WaitingForApproval", "Applied"] {
-        assert!(reasons.iter().any(|r| r == reason), "{reasons:?}");
-    }
+    let (actor, message) = applications.first().expect("application row");
+    assert_eq!(actor, "bob");
+    assert!(message.contains("requested by alice"), "{message}");
+    let workflows: Vec<(String, Vec<String>)> = rows_of(
+        "SELECT status, approvers FROM approval_workflows WHERE change_id LIKE $1",
+        &format!("{}/bigger-pool@%", s.ns),
+    )
+    .await;
+    let (status, approvers) = workflows.first().expect("workflow row");
+    assert_eq!(
+        (status.as_str(), approvers),
+        ("applied", &vec!["bob".to_owned()])
+    );
 }
 
 #[tokio::test]
 async fn the_apiserver_refuses_claimed_identities_and_edits() {
-    let s = setup("identity").await;
-    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    let (s, _operator) = setup("identity", json!({"requiredApprovals": 1})).await;
     // requestedBy names someone else.
-    let mut forged = json!({
-        "apiVersion": "config.summit.io/v1alpha1",
-        "kind": "ConfigChange",
-        "metadata": {"name": "forged"},
-        "spec": {"configEntry": "payments", "environment": "production", "message": "m",
-                 "requestedBy": "bob", "patch": {"pool": {"max": 20}}},
-    });
+    let forged = json!({"configEntry": "payments", "environment": "production", "message": "m",
+                        "patch": {"pool": {"max": 20}}});
     let alice = s.changes_as("alice").await;
     refused(
-        alice
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(forged.clone()).expect("change"),
-            )
-            .await,
+        try_create(&alice, &change("forged", "bob", forged.clone())).await,
         "spec.requestedBy must name the user creating the change (alice)",
     );
-    forged["spec"]["requestedBy"] = json!("alice");
-    forged["spec"]["approvals"] = json!([{"approver": "bob"}]);
+    let preapproved = with_fields(forged, json!({"approvals": [{"approver": "bob"}]}));
     refused(
-        alice
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(forged).expect("change"),
-            )
-            .await,
+        try_create(&alice, &change("forged", "alice", preapproved)).await,
         "a new ConfigChange carries no approvals or rejection",
     );
 
-    request(
-        &s,
-        "alice",
-        "tune",
-        "production",
-        json!({"patch": {"pool": {"max": 20}}}),
-    )
-    .await
-    .expect("alice requests");
+    alice_requests(&s, "tune", "production", pool_patch(20)).await;
+    let bob = s.changes_as("bob").await;
     refused(
         approve(&s, "alice", "tune").await,
         "nobody approves their own change",
@@ -377,24 +226,21 @@ async fn the_apiserver_refuses_claimed_identities_and_edits() {
         "mallory may not approve changes to ConfigEntry payments",
     );
     refused(
-        append_approval(&s, "bob", "tune", json!({"approver": "carol"})).await,
+        append_approval(&bob, "tune", json!({"approver": "carol"})).await,
         "an approval must be signed by the user adding it (bob)",
     );
     refused(
         append_approval(
-            &s,
-            "bob",
+            &bob,
             "tune",
             json!({"approver": "bob", "groups": ["system:masters"]}),
         )
         .await,
         "an approval can only name groups its approver belongs to",
     );
-    let bob = s.changes_as("bob").await;
     let edit = json!({"spec": {"patch": {"pool": {"max": 99}}}});
     refused(
-        bob.patch("tune", &PatchParams::default(), &Patch::Merge(&edit))
-            .await,
+        try_merge(&bob, "tune", edit).await,
         "the proposed data and patch are immutable",
     );
     refused(
@@ -405,61 +251,37 @@ async fn the_apiserver_refuses_claimed_identities_and_edits() {
     // bob's own approval goes through, once; then it cannot be removed or changed.
     approve(&s, "bob", "tune").await.expect("bob approves");
     refused(
-        append_approval(&s, "bob", "tune", json!({"approver": "bob"})).await,
+        append_approval(&bob, "tune", json!({"approver": "bob"})).await,
         "bob has already approved this change",
     );
-    let remove = json!({"spec": {"approvals": []}});
-    refused(
-        bob.patch("tune", &PatchParams::default(), &Patch::Merge(&remove))
-            .await,
-        "approvals can only be appended",
-    );
-    let rewrite =
-        json!({"spec": {"approvals": [{"approver": "bob", "comment": "changed my mind"}]}});
-    refused(
-        bob.patch("tune", &PatchParams::default(), &Patch::Merge(&rewrite))
-            .await,
-        "approvals can only be appended",
-    );
+    for approvals in [
+        json!([]),
+        json!([{"approver": "bob", "comment": "changed my mind"}]),
+    ] {
+        refused(
+            try_merge(&bob, "tune", json!({"spec": {"approvals": approvals}})).await,
+            "approvals can only be appended",
+        );
+    }
     phase(&s, "tune", ChangePhase::Applied).await;
 }
 
-async fn mallory_rejects_as_bob(s: &Setup) -> Result<ConfigChange, kube::Error> {
+async fn mallory_rejects_as_bob(s: &Tenant) -> Result<ConfigChange, kube::Error> {
     let reject = json!({"spec": {"rejection": {"rejectedBy": "bob", "reason": "no"}}});
-    s.changes_as("mallory")
-        .await
-        .patch("tune", &PatchParams::default(), &Patch::Merge(&reject))
-        .await
+    try_merge(&s.changes_as("mallory").await, "tune", reject).await
 }
 
 #[tokio::test]
 async fn two_approvals_from_the_listed_approvers_are_needed() {
-    let s = setup("two-approvals").await;
-    grant(&s.admin, &s.ns, "mallory", "summit-config-approver").await;
-    create_payments(
-        &s,
-        json!({"requiredApprovals": 2, "approvers": ["bob", "carol"]}),
-    )
-    .await;
-    request(
-        &s,
-        "alice",
-        "tune",
-        "production",
-        json!({"patch": {"pool": {"max": 30}}}),
-    )
-    .await
-    .expect("alice requests");
+    let listed = json!({"requiredApprovals": 2, "approvers": ["bob", "carol"]});
+    let (s, _operator) = setup("two-approvals", listed).await;
+    grant(&s.admin(), &s.ns, "mallory", "summit-config-approver").await;
+    alice_requests(&s, "tune", "production", pool_patch(30)).await;
 
     approve(&s, "mallory", "tune")
         .await
         .expect("mallory may approve, but does not count");
-    let change = eventually("mallory's approval to be ignored", WAIT, || async {
-        let change = s.changes().get("tune").await.ok()?;
-        let status = change.status.clone()?;
-        (!status.ignored_approvals.is_empty()).then_some(status)
-    })
-    .await;
+    let change = approval_ignored(&s.changes(), "tune").await;
     assert_eq!(change.approvals_summary.as_deref(), Some("0/2"));
     assert_eq!(change.ignored_approvals[0].approver, "mallory");
     assert!(
@@ -469,9 +291,10 @@ async fn two_approvals_from_the_listed_approvers_are_needed() {
     );
 
     approve(&s, "bob", "tune").await.expect("bob approves");
-    eventually("one approval counted", WAIT, || async {
-        let status = s.changes().get("tune").await.ok()?.status?;
-        (status.approvals_summary.as_deref() == Some("1/2")).then_some(())
+    wait_for(&s.changes(), "tune", "one approval counted", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.approvals_summary.as_deref() == Some("1/2"))
     })
     .await;
     assert_eq!(
@@ -496,20 +319,14 @@ async fn two_approvals_from_the_listed_approvers_are_needed() {
 
 #[tokio::test]
 async fn invalid_and_concurrent_proposals() {
-    let s = setup("concurrent").await;
-    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    let (s, _operator) = setup("concurrent", json!({"requiredApprovals": 1})).await;
 
     // Invalid at creation, before anyone approves.
-    request(
-        &s,
-        "alice",
-        "too-big",
-        "production",
-        json!({"patch": {"pool": {"max": 500}}}),
-    )
-    .await
-    .expect("the apiserver cannot know the schema");
+    // The apiserver cannot know the schema: it takes the change.
+    alice_requests(&s, "too-big", "production", pool_patch(500)).await;
     let failed = phase(&s, "too-big", ChangePhase::Failed).await;
+    let validated = condition(&failed, CONDITION_VALIDATED).expect("Validated");
+    assert_eq!(validated.status, "False");
     let status = failed.status.expect("status");
     assert!(
         status
@@ -519,42 +336,21 @@ async fn invalid_and_concurrent_proposals() {
         "{:?}",
         status.validation_errors
     );
-    let validated = find_condition(&status.conditions, "Validated").expect("Validated");
-    assert_eq!(validated.status, "False");
 
     // Two data changes on the same base: the first applied, the second superseded.
     for (name, max) in [("first", 41), ("second", 42)] {
-        request(
-            &s,
-            "alice",
-            name,
-            "production",
-            json!({"data": {"host": "db", "pool": {"max": max}}}),
-        )
-        .await
-        .expect("request");
+        alice_requests(&s, name, "production", pool_data(max)).await;
         phase(&s, name, ChangePhase::Pending).await;
     }
     approve(&s, "bob", "first").await.expect("approve first");
     phase(&s, "first", ChangePhase::Applied).await;
     approve(&s, "bob", "second").await.expect("approve second");
     let second = phase(&s, "second", ChangePhase::Superseded).await;
-    let message = find_condition(&second.status.expect("status").conditions, "Ready")
-        .expect("Ready")
-        .message
-        .clone();
+    let message = condition(&second, CONDITION_READY).expect("Ready").message;
     assert!(message.contains("proposed against version 1"), "{message}");
 
     // A patch lands on the newest version.
-    request(
-        &s,
-        "alice",
-        "patch",
-        "production",
-        json!({"patch": {"timeout": 5}}),
-    )
-    .await
-    .expect("request patch");
+    alice_requests(&s, "patch", "production", json!({"patch": {"timeout": 5}})).await;
     approve(&s, "bob", "patch").await.expect("approve patch");
     let patched = phase(&s, "patch", ChangePhase::Applied).await;
     assert_eq!(patched.status.expect("status").resulting_version, Some(3));
@@ -566,20 +362,15 @@ async fn invalid_and_concurrent_proposals() {
 
 #[tokio::test]
 async fn auto_approval_expiry_and_rollback() {
-    let s = setup("rollback").await;
-    create_payments(&s, json!({"requiredApprovals": 1, "pendingExpiry": "3s"})).await;
+    let (s, _operator) = setup(
+        "rollback",
+        json!({"requiredApprovals": 1, "pendingExpiry": "3s"}),
+    )
+    .await;
 
     // Development auto-approves: each change applies without approvals.
     for (name, max) in [("v2", 20), ("v3", 30)] {
-        request(
-            &s,
-            "alice",
-            name,
-            "development",
-            json!({"data": {"host": "db", "pool": {"max": max}}}),
-        )
-        .await
-        .expect("request");
+        alice_requests(&s, name, "development", pool_data(max)).await;
         let applied = phase(&s, name, ChangePhase::Applied).await;
         assert_eq!(
             applied.status.expect("status").approvals_summary.as_deref(),
@@ -589,20 +380,15 @@ async fn auto_approval_expiry_and_rollback() {
     projected(&s, "development", |c| c["pool"]["max"] == 30).await;
 
     // Rolling back to version 1 makes version 4 with version 1's content.
-    request(&s, "alice", "back", "development", json!({"rollbackTo": 1}))
-        .await
-        .expect("request rollback");
+    alice_requests(&s, "back", "development", json!({"rollbackTo": 1})).await;
     let back = phase(&s, "back", ChangePhase::Applied).await;
     assert_eq!(back.status.expect("status").resulting_version, Some(4));
     projected(&s, "development", |c| c["pool"]["max"] == 10).await;
-    let pool = postgres().await;
-    let contents: Vec<(i32, Value)> = sqlx::query_as(
+    let contents: Vec<(i32, Value)> = rows_of(
         "SELECT version, config FROM config_versions WHERE config_id = $1 AND version IN (1, 4) ORDER BY version",
+        &s.config_id(),
     )
-    .bind(s.config_id())
-    .fetch_all(&pool)
-    .await
-    .expect("versions");
+    .await;
     assert_eq!(contents.len(), 2);
     assert_eq!(
         contents[0].1, contents[1].1,
@@ -610,23 +396,27 @@ async fn auto_approval_expiry_and_rollback() {
     );
 
     // Production needs an approval that never comes: the change expires.
-    request(
-        &s,
-        "alice",
-        "stale",
-        "production",
-        json!({"patch": {"pool": {"max": 15}}}),
-    )
-    .await
-    .expect("request");
+    alice_requests(&s, "stale", "production", pool_patch(15)).await;
     let expired = phase(&s, "stale", ChangePhase::Expired).await;
     assert!(expired.status.expect("status").finished_at.is_some());
 }
 
+/// Edits `payments`' pool as Argo CD would, under its own field manager.
+async fn argo_cd_sets_the_pool(s: &Tenant, max: i64) {
+    let edit = json!({"spec": pool_data(max)});
+    s.entries()
+        .patch(
+            "payments",
+            &PatchParams::apply("argocd-controller"),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .expect("edit");
+}
+
 #[tokio::test]
 async fn a_spec_edit_in_a_protected_environment_waits_for_approval() {
-    let s = setup("gitops").await;
-    create_payments(&s, json!({"requiredApprovals": 1})).await;
+    let (s, _operator) = setup("gitops", json!({"requiredApprovals": 1})).await;
     projected(&s, "development", |c| c["pool"]["max"] == 10).await;
 
     // Version 1 waits in production on a ConfigChange the operator proposed.
@@ -646,15 +436,7 @@ async fn a_spec_edit_in_a_protected_environment_waits_for_approval() {
     projected(&s, "production", |c| c["pool"]["max"] == 10).await;
 
     // A GitOps-style spec edit: development follows at once, production waits.
-    let edit = json!({"spec": {"data": {"host": "db", "pool": {"max": 20}}}});
-    s.entries()
-        .patch(
-            "payments",
-            &PatchParams::apply("argocd-controller"),
-            &Patch::Merge(&edit),
-        )
-        .await
-        .expect("edit");
+    argo_cd_sets_the_pool(&s, 20).await;
     projected(&s, "development", |c| c["pool"]["max"] == 20).await;
     phase(&s, "payments-production-v2", ChangePhase::Pending).await;
     let production = projected(&s, "production", |_| true).await;
@@ -664,15 +446,7 @@ async fn a_spec_edit_in_a_protected_environment_waits_for_approval() {
     );
 
     // Another edit before approval supersedes the waiting one.
-    let edit = json!({"spec": {"data": {"host": "db", "pool": {"max": 25}}}});
-    s.entries()
-        .patch(
-            "payments",
-            &PatchParams::apply("argocd-controller"),
-            &Patch::Merge(&edit),
-        )
-        .await
-        .expect("edit");
+    argo_cd_sets_the_pool(&s, 25).await;
     phase(&s, "payments-production-v2", ChangePhase::Superseded).await;
     phase(&s, "payments-production-v3", ChangePhase::Pending).await;
     approve(&s, "bob", "payments-production-v3")
@@ -684,52 +458,37 @@ async fn a_spec_edit_in_a_protected_environment_waits_for_approval() {
 
 #[tokio::test]
 async fn relaxing_an_approval_policy_needs_the_approve_verb() {
-    let s = setup("policy-guard").await;
-    create_payments(&s, json!({"requiredApprovals": 2})).await;
-    let alice: Api<ConfigEntry> = Api::namespaced(env().client_as("alice").await, &s.ns);
+    let (s, _operator) = setup("policy-guard", json!({"requiredApprovals": 2})).await;
+    let alice = s.entries_as("alice").await;
     let current = s.entries().get("payments").await.expect("entry");
     let with_production = |production: Value| {
         let mut environments = serde_json::to_value(&current.spec.environments).expect("json");
         environments[1] = production;
         json!({"spec": {"environments": environments}})
     };
-    for (edit, what) in [
-        (
-            with_production(json!({"name": "production", "approval": {"autoApprove": true}})),
-            "auto-approval",
-        ),
-        (
-            with_production(json!({"name": "production", "approval": {"requiredApprovals": 1}})),
-            "fewer approvals",
-        ),
-        (with_production(json!({"name": "production"})), "no policy"),
+    for production in [
+        // auto-approval
+        json!({"name": "production", "approval": {"autoApprove": true}}),
+        // fewer approvals
+        json!({"name": "production", "approval": {"requiredApprovals": 1}}),
+        // no policy
+        json!({"name": "production"}),
     ] {
         refused(
-            alice
-                .patch("payments", &PatchParams::default(), &Patch::Merge(&edit))
-                .await,
+            try_merge(&alice, "payments", with_production(production)).await,
             "alice may not change or remove the approval policy of an environment of ConfigEntry payments",
         );
-        let _ = what;
     }
     let remove = json!({"spec": {"environments": [current.spec.environments[0]]}});
     refused(
-        alice
-            .patch("payments", &PatchParams::default(), &Patch::Merge(&remove))
-            .await,
+        try_merge(&alice, "payments", remove).await,
         "may not change or remove the approval policy",
     );
     // Content edits stay open to editors; the policy decides when they go live.
-    let content = json!({"spec": {"data": {"host": "db", "pool": {"max": 12}}}});
-    alice
-        .patch("payments", &PatchParams::default(), &Patch::Merge(&content))
-        .await
-        .expect("alice edits the content");
+    let content = json!({"spec": pool_data(12)});
+    merge(&alice, "payments", content).await;
     // Whoever holds the approve verb may change the policy.
     let relax =
         with_production(json!({"name": "production", "approval": {"requiredApprovals": 1}}));
-    s.entries()
-        .patch("payments", &PatchParams::default(), &Patch::Merge(&relax))
-        .await
-        .expect("an approver may change the policy");
+    merge(&s.entries(), "payments", relax).await;
 }

@@ -4,23 +4,15 @@
 
 mod support;
 
-use std::{process::Output, time::Duration};
+use std::process::Output;
 
-use kube::{Api, api::PostParams};
 use serde_json::json;
-use summit_config::api::v1alpha1::{ChangePhase, ConfigChange, ConfigEntry};
-use support::{Operator, env, eventually, grant, install_crds, namespace};
-
-const WAIT: Duration = Duration::from_secs(30);
+use summit_config::api::v1alpha1::ChangePhase;
+use support::{change_in, create, entry, env, setup_with};
 
 /// Runs `summit-config args...` as `user` in `ns`.
 fn summit(user: &str, ns: &str, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_summit-config"))
-        .args(args)
-        .arg("--namespace")
-        .arg(ns)
-        .arg("--kubeconfig")
-        .arg(env().kubeconfig_as(user))
+    support::summit(&env().kubeconfig_as(user), ns, args)
         .output()
         .expect("run summit-config")
 }
@@ -35,27 +27,18 @@ fn stderr(output: &Output) -> String {
 
 #[tokio::test]
 async fn request_approve_and_reject_from_the_command_line() {
-    let admin = env().admin().await;
-    install_crds(&admin).await;
-    let ns = namespace(&admin, "cli").await;
-    grant(&admin, &ns, "alice", "summit-config-admin").await;
-    grant(&admin, &ns, "bob", "summit-config-approver").await;
-    let _operator = Operator::start(&ns);
-    let entry: ConfigEntry = serde_json::from_value(json!({
-        "apiVersion": "config.summit.io/v1alpha1",
-        "kind": "ConfigEntry",
-        "metadata": {"name": "payments"},
-        "spec": {
-            "configId": format!("tests/{ns}"),
-            "data": {"pool": {"max": 10}},
-            "environments": [{"name": "production", "approval": {"requiredApprovals": 1}}],
-        },
-    }))
-    .expect("entry");
-    Api::<ConfigEntry>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &entry)
-        .await
-        .expect("create entry");
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("bob", "summit-config-approver"),
+    ];
+    let (s, _operator) = setup_with("cli", &roles, &[]).await;
+    let ns = s.ns.as_str();
+    let spec = json!({
+        "configId": s.config_id(),
+        "data": {"pool": {"max": 10}},
+        "environments": [{"name": "production", "approval": {"requiredApprovals": 1}}],
+    });
+    create(&s.entries(), &entry("payments", spec)).await;
 
     // alice proposes; the apiserver, not alice, says who she is.
     let patch = std::env::temp_dir().join(format!("{ns}-patch.yaml"));
@@ -63,7 +46,7 @@ async fn request_approve_and_reject_from_the_command_line() {
     let patch = patch.to_str().expect("path");
     let set = summit(
         "alice",
-        &ns,
+        ns,
         &[
             "patch",
             "payments",
@@ -82,7 +65,7 @@ async fn request_approve_and_reject_from_the_command_line() {
         "{}",
         stdout(&set)
     );
-    let changes: Api<ConfigChange> = Api::namespaced(admin.clone(), &ns);
+    let changes = s.changes();
     assert_eq!(
         changes.get("more").await.expect("change").spec.requested_by,
         "alice"
@@ -91,7 +74,7 @@ async fn request_approve_and_reject_from_the_command_line() {
     // Bad input is refused on stderr with a non-zero exit.
     let unknown = summit(
         "alice",
-        &ns,
+        ns,
         &[
             "rollback", "payments", "1", "--env", "staging", "-m", "back",
         ],
@@ -102,7 +85,7 @@ async fn request_approve_and_reject_from_the_command_line() {
         "{}",
         stderr(&unknown)
     );
-    let own = summit("alice", &ns, &["approve", "more"]);
+    let own = summit("alice", ns, &["approve", "more"]);
     assert!(!own.status.success());
     assert!(
         stderr(&own).contains("nobody approves their own change"),
@@ -111,22 +94,14 @@ async fn request_approve_and_reject_from_the_command_line() {
     );
 
     // bob sees it pending and approves it.
-    eventually("the change to be pending", WAIT, || async {
-        let status = changes.get("more").await.ok()?.status?;
-        (status.phase == Some(ChangePhase::Pending)).then_some(())
-    })
-    .await;
-    let pending = summit("bob", &ns, &["pending", "--env", "production"]);
+    change_in(&changes, "more", ChangePhase::Pending).await;
+    let pending = summit("bob", ns, &["pending", "--env", "production"]);
     assert!(pending.status.success(), "{}", stderr(&pending));
     assert!(stdout(&pending).contains("more"), "{}", stdout(&pending));
     assert!(stdout(&pending).contains("alice"), "{}", stdout(&pending));
-    let approved = summit("bob", &ns, &["approve", "more", "--comment", "load tested"]);
+    let approved = summit("bob", ns, &["approve", "more", "--comment", "load tested"]);
     assert!(approved.status.success(), "{}", stderr(&approved));
-    let change = eventually("the change to apply", WAIT, || async {
-        let change = changes.get("more").await.ok()?;
-        (change.status.as_ref()?.phase == Some(ChangePhase::Applied)).then_some(change)
-    })
-    .await;
+    let change = change_in(&changes, "more", ChangePhase::Applied).await;
     assert_eq!(change.spec.approvals[0].approver, "bob");
     assert_eq!(
         change.spec.approvals[0].comment.as_deref(),
@@ -136,7 +111,7 @@ async fn request_approve_and_reject_from_the_command_line() {
     // A rejection is final, and a decided change takes no more decisions.
     let again = summit(
         "alice",
-        &ns,
+        ns,
         &[
             "rollback",
             "payments",
@@ -152,16 +127,12 @@ async fn request_approve_and_reject_from_the_command_line() {
     assert!(again.status.success(), "{}", stderr(&again));
     let rejected = summit(
         "bob",
-        &ns,
+        ns,
         &["reject", "back", "--reason", "not during the freeze"],
     );
     assert!(rejected.status.success(), "{}", stderr(&rejected));
-    eventually("the change to be rejected", WAIT, || async {
-        let status = changes.get("back").await.ok()?.status?;
-        (status.phase == Some(ChangePhase::Rejected)).then_some(())
-    })
-    .await;
-    let late = summit("bob", &ns, &["approve", "back"]);
+    change_in(&changes, "back", ChangePhase::Rejected).await;
+    let late = summit("bob", ns, &["approve", "back"]);
     assert!(!late.status.success());
     assert!(stderr(&late).contains("is Rejected"), "{}", stderr(&late));
 }

@@ -7,17 +7,14 @@
 
 mod support;
 
-use std::process::Command;
-
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
 use serde_json::json;
-use summit_config::api::v1alpha1::{ChangePhase, ConfigEntry, EnvironmentPhase};
+use summit_config::api::v1alpha1::{CONDITION_READY, ChangePhase, ConfigEntry, EnvironmentPhase};
 use support::{
-    Operator,
-    attack::{
-        Record, Tenant, approve, change, change_in, create, entry, entry_where, environment,
-        environment_where, proposal_waiting, ready_reason, says,
-    },
-    env, eventually, install_crds,
+    Operator, Tenant, WAIT, assert_reason, attack::Record, attack::in_shard, change, change_in,
+    condition, create, entry, env, environment, environment_where, eventually, exists, live,
+    patch_spec, proposal_waiting, run_ok, says, setup_with, try_create, wait_for,
 };
 
 const BINDING: &str = "summit-config-change-identity";
@@ -30,19 +27,14 @@ struct Removed {
 
 impl Removed {
     fn binding(name: &str) -> Self {
-        let output = env()
-            .kubectl()
-            .args([
-                "get",
-                "validatingadmissionpolicybinding",
-                name,
-                "-o",
-                "json",
-            ])
-            .output()
-            .expect("run kubectl get");
-        assert!(output.status.success(), "the chart's binding {name} exists");
-        let mut binding: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let json = run_ok(env().kubectl().args([
+            "get",
+            "validatingadmissionpolicybinding",
+            name,
+            "-o",
+            "json",
+        ]));
+        let mut binding: serde_json::Value = serde_json::from_str(&json).expect("JSON");
         let metadata = binding["metadata"].as_object_mut().expect("metadata");
         for field in [
             "resourceVersion",
@@ -54,12 +46,13 @@ impl Removed {
             metadata.remove(field);
         }
         binding.as_object_mut().expect("an object").remove("status");
-        let saved =
-            std::path::PathBuf::from(env().var("SUMMIT_ENV_DIR")).join(format!("{name}.json"));
+        let saved = env().dir().join(format!("{name}.json"));
         std::fs::write(&saved, binding.to_string()).expect("save the binding");
-        run(env()
-            .kubectl()
-            .args(["delete", "validatingadmissionpolicybinding", name]));
+        run_ok(
+            env()
+                .kubectl()
+                .args(["delete", "validatingadmissionpolicybinding", name]),
+        );
         Self {
             saved,
             restored: false,
@@ -72,7 +65,7 @@ impl Removed {
     }
 
     fn create(&self) {
-        run(env().kubectl().arg("create").arg("-f").arg(&self.saved));
+        run_ok(env().kubectl().arg("create").arg("-f").arg(&self.saved));
     }
 }
 
@@ -84,67 +77,68 @@ impl Drop for Removed {
     }
 }
 
-fn run(command: &mut Command) {
-    let output = command.output().expect("run kubectl");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+impl Removed {
+    /// Waits until the clock has left the second in which the binding was created again.
+    /// Object times have a second's grain: a change made in that very second could have
+    /// come before the binding, and is not trusted either.
+    async fn a_second_after_its_return() {
+        let restored = run_ok(
+            env()
+                .kubectl()
+                .args(["get", "validatingadmissionpolicybinding", BINDING])
+                .args(["-o", "jsonpath={.metadata.creationTimestamp}"]),
+        );
+        let restored: Timestamp = restored.parse().expect("a timestamp");
+        eventually("a second after the binding came back", WAIT, || async {
+            (Timestamp::now().as_second() > restored.as_second()).then_some(())
+        })
+        .await;
+    }
 }
 
-#[tokio::test]
-async fn without_its_admission_policies_the_operator_applies_no_change() {
-    let admin = env().admin().await;
-    install_crds(&admin).await;
-    let team = Tenant::new(
-        &admin,
-        "unguarded",
-        &[
-            ("alice", "summit-config-admin"),
-            ("mallory", "summit-config-admin"),
-            ("bob", "summit-config-approver"),
-            ("carol", "summit-config-approver"),
-        ],
-    )
-    .await;
-    let shard = team.ns.clone();
-    let _operator = Operator::start_with(&team.ns, &[]);
-    let config_id = format!("tests/{}/payments", team.ns);
-    let entries = team.entries_as("alice").await;
-    create(
-        &entries,
-        &entry(
-            "payments",
-            &shard,
-            json!({
-                "configId": config_id,
-                "data": {"pool": 10},
-                "environments": [{"name": "production", "approval": {"approverGroups": ["summit:approvers"]}}],
-            }),
-        ),
-    )
-    .await;
-    let proposal = proposal_waiting(&entries, "payments", "production", 1).await;
-    approve(
-        &team.changes_as("carol").await,
-        &proposal,
-        "carol",
-        &["summit:approvers"],
-    )
-    .await
-    .expect("carol approves");
-    entry_where(&entries, "payments", "version 1 live", |e| {
-        environment(e, "production") == (Some(EnvironmentPhase::Applied), Some(1))
-    })
-    .await;
-    let before = Record::of(&config_id, &[&team]).await;
+/// What a ConfigChange could move in `record`: projections, applied state, floors,
+/// versions and Consul keys; not Secrets, and not the audit rows that record a refusal.
+fn what_a_change_moves(record: Record) -> Record {
+    Record {
+        secrets: Default::default(),
+        audit: Vec::new(),
+        ..record
+    }
+}
 
-    // The binding goes; mallory signs a change as carol, already approved by bob.
-    let removed = Removed::binding(BINDING);
+/// A team where alice and mallory edit, bob and carol approve; an operator watching it;
+/// and `payments`, whose production needs an approval from summit:approvers, live at
+/// version 1 after carol approved it. Returns alice's view of the team's entries.
+async fn team_with_payments_approved() -> (Tenant, Operator, Api<ConfigEntry>) {
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("mallory", "summit-config-admin"),
+        ("bob", "summit-config-approver"),
+        ("carol", "summit-config-approver"),
+    ];
+    let (team, operator) = setup_with("unguarded", &roles, &[]).await;
+    let entries = team.entries_as("alice").await;
+    let spec = json!({
+        "configId": config_id(&team),
+        "data": {"pool": 10},
+        "environments": [{"name": "production", "approval": {"approverGroups": ["summit:approvers"]}}],
+    });
+    create(&entries, &in_shard(entry("payments", spec), &team.ns)).await;
+    let proposal = proposal_waiting(&entries, "payments", "production", 1).await;
+    team.approves("carol", &proposal).await;
+    live(&entries, "payments", "production", 1).await;
+    (team, operator, entries)
+}
+
+fn config_id(team: &Tenant) -> String {
+    format!("tests/{}/payments", team.ns)
+}
+
+/// mallory signs a change as carol, already approved by bob; the apiserver takes it
+/// once its policy cache has seen the binding go.
+async fn mallory_forges_a_change(team: &Tenant) {
     let forged = change(
         "forged",
-        &shard,
         "carol",
         json!({
             "configEntry": "payments",
@@ -153,37 +147,35 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
             "approvals": [{"approver": "bob", "groups": ["summit:approvers"]}],
         }),
     );
+    let forged = in_shard(forged, &team.ns);
     let mallory = team.changes_as("mallory").await;
-    // The apiserver stops enforcing once its policy cache has seen the binding go.
-    eventually(
-        "the apiserver takes a forged change",
-        support::attack::WAIT,
-        || async {
-            mallory
-                .create(&kube::api::PostParams::default(), &forged)
-                .await
-                .ok()
-        },
-    )
+    eventually("the apiserver takes a forged change", WAIT, || async {
+        try_create(&mallory, &forged).await.ok()
+    })
     .await;
-    let changes = team.changes().await;
-    let waiting = eventually("the change held", support::attack::WAIT, || async {
-        let change = changes.get("forged").await.ok()?;
-        let (reason, message) = ready_reason(&change);
-        (reason == "GuardsMissing").then_some((change, message))
+}
+
+#[tokio::test]
+async fn without_its_admission_policies_the_operator_applies_no_change() {
+    let (team, _operator, entries) = team_with_payments_approved().await;
+    let config_id = config_id(&team);
+    let before = Record::of(&config_id, &[&team]).await;
+
+    // The binding goes; mallory forges a change, and the operator holds it.
+    let removed = Removed::binding(BINDING);
+    mallory_forges_a_change(&team).await;
+    let changes = team.changes();
+    let waiting = wait_for(&changes, "forged", "the change held", |c| {
+        condition(c, CONDITION_READY).is_some_and(|ready| ready.reason == "GuardsMissing")
     })
     .await;
     assert_eq!(
-        waiting.0.status.and_then(|s| s.phase),
+        waiting.status.as_ref().and_then(|s| s.phase),
         Some(ChangePhase::Pending)
     );
-    assert!(
-        waiting.1.contains(&format!(
-            "ValidatingAdmissionPolicyBinding {BINDING} is missing"
-        )),
-        "{}",
-        waiting.1
-    );
+    let missing = format!("ValidatingAdmissionPolicyBinding {BINDING} is missing");
+    let held = condition(&waiting, CONDITION_READY).expect("Ready");
+    assert!(held.message.contains(&missing), "{held:?}");
     assert_eq!(
         Record::of(&config_id, &[&team]).await,
         before,
@@ -191,30 +183,21 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
     );
     // A spec edit meanwhile is not even proposed: a proposal made now could never be
     // trusted.
-    support::attack::patch_spec(&entries, "payments", json!({"data": {"pool": 30}}))
+    patch_spec(&entries, "payments", json!({"data": {"pool": 30}}))
         .await
         .expect("alice edits the spec");
-    let held = environment_where(
-        &entries,
-        "payments",
-        "production",
-        "the proposal held back",
-        |e| {
-            e.pending_version == Some(2)
-                && says(
-                    e,
-                    EnvironmentPhase::PendingApproval,
-                    "waits for the admission policies",
-                )
-        },
-    )
+    let what = "the proposal held back";
+    let held = environment_where(&entries, "payments", "production", what, |e| {
+        e.pending_version == Some(2)
+            && says(
+                e,
+                EnvironmentPhase::PendingApproval,
+                "waits for the admission policies",
+            )
+    })
     .await;
     assert!(
-        changes
-            .get_opt("payments-production-v2")
-            .await
-            .expect("read")
-            .is_none(),
+        !exists(&changes, "payments-production-v2").await,
         "proposed while unguarded: {held:?}"
     );
     let before = Record::of(&config_id, &[&team]).await;
@@ -222,69 +205,30 @@ async fn without_its_admission_policies_the_operator_applies_no_change() {
     // The binding is back: the change created without it can never be trusted.
     removed.restore();
     let failed = change_in(&changes, "forged", ChangePhase::Failed).await;
-    let (reason, message) = ready_reason(&failed);
-    assert_eq!(reason, "Unvouched", "{message}");
-    assert!(message.contains("create it again"), "{message}");
+    let ready = condition(&failed, CONDITION_READY).expect("Ready");
+    assert_reason(&ready, "Unvouched", "create it again");
     // Once the policies are back, the held version is proposed.
     let proposed = change_in(&changes, "payments-production-v2", ChangePhase::Pending).await;
     assert_eq!(proposed.spec.requested_by, "alice");
     let after = Record::of(&config_id, &[&team]).await;
     assert_eq!(
-        (
-            &after.config_maps,
-            &after.applied,
-            &after.floors,
-            &after.versions,
-            &after.consul
-        ),
-        (
-            &before.config_maps,
-            &before.applied,
-            &before.floors,
-            &before.versions,
-            &before.consul
-        ),
+        what_a_change_moves(after),
+        what_a_change_moves(before),
         "the forged change did something"
     );
 
-    // A change made once the policies are back goes through as always. (Object times
-    // have a second's grain: one made in the very second the binding came back could
-    // have come before it, and is not trusted either.)
-    let restored = env()
-        .kubectl()
-        .args(["get", "validatingadmissionpolicybinding", BINDING])
-        .args(["-o", "jsonpath={.metadata.creationTimestamp}"])
-        .output()
-        .expect("run kubectl get");
-    let restored: k8s_openapi::jiff::Timestamp = String::from_utf8_lossy(&restored.stdout)
-        .parse()
-        .expect("a timestamp");
-    eventually(
-        "a second after the binding came back",
-        support::attack::WAIT,
-        || async {
-            (k8s_openapi::jiff::Timestamp::now().as_second() > restored.as_second()).then_some(())
-        },
-    )
-    .await;
+    // A change made once the policies are back goes through as always.
+    Removed::a_second_after_its_return().await;
     let honest = change(
         "honest",
-        &shard,
         "alice",
         json!({"configEntry": "payments", "environment": "production", "data": {"pool": 20}}),
     );
-    create(&team.changes_as("alice").await, &honest).await;
+    create(&team.changes_as("alice").await, &in_shard(honest, &team.ns)).await;
     change_in(&changes, "honest", ChangePhase::Pending).await;
-    approve(
-        &team.changes_as("bob").await,
-        "honest",
-        "bob",
-        &["summit:approvers"],
-    )
-    .await
-    .expect("bob approves");
+    team.approves("bob", "honest").await;
     change_in(&changes, "honest", ChangePhase::Applied).await;
-    let entry: ConfigEntry = entries.get("payments").await.expect("payments");
+    let entry = entries.get("payments").await.expect("payments");
     // The honest change made version 3 from what production ran (version 1).
     assert_eq!(environment(&entry, "production").1, Some(3));
 }

@@ -3,69 +3,54 @@
 
 mod support;
 
-use std::{collections::BTreeMap, net::TcpListener, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{
-    Api,
-    api::{ListParams, PostParams},
-};
+use kube::{Api, Resource, api::ListParams};
 use serde_json::json;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, env, eventually, fresh_namespace, operator_writes, postgres};
+use support::{consul, create, entry, eventually, operator_writes, postgres, setup};
 
 const ENTRIES: usize = 200;
+
+/// How long 200 entries may take to converge on a loaded machine.
+const CONVERGE: Duration = Duration::from_secs(300);
+
+/// How long the operator's writes may take to settle once everything converged: the
+/// reconciles its own status writes trigger come and go.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A stretch with no write, long enough to call the operator's writes settled: a
+/// window, not a wait.
+const QUIET: Duration = Duration::from_secs(3);
+
+/// The idle minute the test measures: a window in which nothing may be written, not a
+/// wait.
 const IDLE: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Resource versions of every ConfigEntry and ConfigMap in the namespace.
-async fn resource_versions(
-    entries: &Api<ConfigEntry>,
-    config_maps: &Api<ConfigMap>,
-) -> BTreeMap<String, String> {
-    let mut versions = BTreeMap::new();
-    for entry in entries
-        .list(&ListParams::default())
+/// Resource versions of every object in `api`, by name.
+async fn resource_versions<K>(api: &Api<K>) -> BTreeMap<String, String>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default())
         .await
-        .expect("list entries")
+        .expect("list")
         .items
-    {
-        versions.insert(
-            format!("ce/{}", entry.metadata.name.unwrap_or_default()),
-            entry.metadata.resource_version.unwrap_or_default(),
-        );
-    }
-    for config_map in config_maps
-        .list(&ListParams::default())
-        .await
-        .expect("list config maps")
-        .items
-    {
-        versions.insert(
-            format!("cm/{}", config_map.metadata.name.unwrap_or_default()),
-            config_map.metadata.resource_version.unwrap_or_default(),
-        );
-    }
-    versions
+        .into_iter()
+        .map(|object| {
+            let meta = object.meta();
+            (
+                meta.name.clone().unwrap_or_default(),
+                meta.resource_version.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// Consul's index of everything under a prefix: it moves with any write there.
 async fn consul_index(prefix: &str) -> String {
-    let url = format!(
-        "{}/v1/kv/{prefix}?recurse&keys",
-        env().var("CONSUL_HTTP_ADDR")
-    );
-    let response = support::consul_request(support::consul_client().get(&url))
-        .send()
-        .await
-        .expect("reach Consul");
+    let response = consul(&format!("{prefix}?recurse&keys")).await;
     response.headers()["x-consul-index"]
         .to_str()
         .expect("index")
@@ -74,47 +59,34 @@ async fn consul_index(prefix: &str) -> String {
 
 #[tokio::test]
 async fn an_idle_minute_writes_nothing_anywhere() {
-    let (client, ns) = fresh_namespace("steady-state").await;
-    let port = free_port();
-    let _operator = Operator::start_with(&ns, &["--http-addr", &format!("127.0.0.1:{port}")]);
-    let entries: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let (s, operator) = setup("steady-state").await;
+    let port = operator.port();
+    let entries: Api<ConfigEntry> = s.entries();
+    let config_maps: Api<ConfigMap> = s.config_maps();
+    let ns = &s.ns;
 
     for i in 0..ENTRIES {
-        let entry: ConfigEntry = serde_json::from_value(json!({
-            "apiVersion": "config.summit.io/v1alpha1",
-            "kind": "ConfigEntry",
-            "metadata": {"name": format!("entry-{i}")},
-            "spec": {
-                "configId": format!("steady/{ns}/{i}"),
-                "schema": {"type": "object"},
-                "data": {"index": i, "pool": {"max": 10}},
-                "environments": [{"name": "development"}, {"name": "production", "overrides": {"pool": {"max": 50}}}],
-            },
-        }))
-        .expect("entry");
-        entries
-            .create(&PostParams::default(), &entry)
-            .await
-            .expect("create entry");
+        let spec = json!({
+            "configId": format!("steady/{ns}/{i}"),
+            "schema": {"type": "object"},
+            "data": {"index": i, "pool": {"max": 10}},
+            "environments": [{"name": "development"}, {"name": "production", "overrides": {"pool": {"max": 50}}}],
+        });
+        create(&entries, &entry(&format!("entry-{i}"), spec)).await;
     }
-    eventually(
-        "every entry to converge",
-        Duration::from_secs(300),
-        || async {
-            let list = entries.list(&ListParams::default()).await.ok()?;
-            let converged = list
-                .items
-                .iter()
-                .filter(|e| {
-                    e.status.as_ref().is_some_and(|s| {
-                        s.observed_generation == Some(1) && s.latest_version == Some(1)
-                    })
+    eventually("every entry to converge", CONVERGE, || async {
+        let list = entries.list(&ListParams::default()).await.ok()?;
+        let converged = list
+            .items
+            .iter()
+            .filter(|e| {
+                e.status.as_ref().is_some_and(|s| {
+                    s.observed_generation == Some(1) && s.latest_version == Some(1)
                 })
-                .count();
-            (converged == ENTRIES).then_some(())
-        },
-    )
+            })
+            .count();
+        (converged == ENTRIES).then_some(())
+    })
     .await;
 
     let pool = postgres().await;
@@ -125,14 +97,18 @@ async fn an_idle_minute_writes_nothing_anywhere() {
             .await
             .expect("count audit rows")
     };
-    // Let reconciles triggered by the operator's own status writes finish.
-    let settled = eventually("writes to settle", Duration::from_secs(60), || async {
+    // Let reconciles triggered by the operator's own status writes finish: settled once
+    // a quiet stretch passes with no write.
+    let settled = eventually("writes to settle", SETTLE, || async {
         let before = operator_writes(port).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(QUIET).await;
         (operator_writes(port).await == before).then_some(before)
     })
     .await;
-    let objects = resource_versions(&entries, &config_maps).await;
+    let objects = (
+        resource_versions(&entries).await,
+        resource_versions(&config_maps).await,
+    );
     let rows = audit().await;
     let consul = consul_index(&format!("summit/config/steady/{ns}")).await;
 
@@ -144,7 +120,10 @@ async fn an_idle_minute_writes_nothing_anywhere() {
         "the operator counted writes while idle"
     );
     assert_eq!(
-        resource_versions(&entries, &config_maps).await,
+        (
+            resource_versions(&entries).await,
+            resource_versions(&config_maps).await
+        ),
         objects,
         "an object changed while idle"
     );

@@ -1,0 +1,148 @@
+//! The operator binary, run as a child process against the environment.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
+
+use super::{env, free_port};
+
+/// Where the operator started as `name` logs.
+pub fn operator_log(name: &str) -> PathBuf {
+    env().dir().join(format!("operator-{name}.log"))
+}
+
+/// The operator binary running as a child process, watching one namespace; killed on drop.
+pub struct Operator {
+    child: Child,
+    port: u16,
+}
+
+impl Operator {
+    /// Starts the operator for `namespace` with the environment's PostgreSQL and Consul,
+    /// logging at debug level to [`operator_log`]`(namespace)`, serving its metrics on
+    /// [`Operator::port`].
+    pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[])
+    }
+
+    /// Like [`Operator::start`], with extra command-line arguments.
+    pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--namespace", namespace, "--secret-namespaces", namespace];
+        args.extend_from_slice(extra);
+        Self::spawn(namespace, &[namespace], &args)
+    }
+
+    /// An operator for the whole cluster (its arguments choose what it reconciles, e.g.
+    /// a label selector), managing Secrets in `namespaces`, logging to
+    /// [`operator_log`]`(name)`.
+    pub fn start_cluster(name: &str, namespaces: &[&str], args: &[&str]) -> Self {
+        Self::spawn(name, namespaces, args)
+    }
+
+    fn spawn(name: &str, secret_namespaces: &[&str], args: &[&str]) -> Self {
+        let log_path = operator_log(name);
+        // The caller's --http-addr (the benches choose theirs), or a free port of our own.
+        let given = args.iter().position(|a| *a == "--http-addr");
+        let port = given.map_or_else(free_port, |i| {
+            let addr = args.get(i + 1).expect("an address after --http-addr");
+            addr.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("a port")
+        });
+        let http_addr = format!("127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open the operator log");
+        // As a cluster admin lists the namespaces in the chart's operator.secretNamespaces.
+        for namespace in secret_namespaces {
+            let granted = env()
+                .kubectl()
+                .args(["create", "rolebinding", "summit-config-operator-secrets"])
+                .args(["--clusterrole", "summit-config-operator-secrets"])
+                .args(["--serviceaccount", "summit-system:summit-config-operator"])
+                .args(["--namespace", namespace])
+                .output()
+                .expect("run kubectl create rolebinding");
+            let stderr = String::from_utf8_lossy(&granted.stderr);
+            assert!(
+                granted.status.success() || stderr.contains("already exists"),
+                "grant the operator Secrets in {namespace}: {stderr}"
+            );
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
+            .arg("operator")
+            .args(
+                given
+                    .is_none()
+                    .then_some(["--http-addr", http_addr.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .arg("--kubeconfig")
+            .arg(env().operator_kubeconfig())
+            .args(["--database-url", env().var("DATABASE_URL")])
+            .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
+            .args(["--restart-interval-seconds", "1"])
+            .args(["--aws-secret-prefix", "tests/{namespace}/"])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                "info,summit_config=debug,aws_config=debug,aws_smithy_runtime=debug",
+            )
+            .envs(
+                [
+                    "AWS_ENDPOINT_URL",
+                    "AWS_REGION",
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                ]
+                .map(|name| (name, env().var(name))),
+            )
+            .envs(
+                env()
+                    .optional_var("CONSUL_HTTP_TOKEN_FILE")
+                    .map(|file| ("CONSUL_HTTP_TOKEN_FILE", file)),
+            )
+            .envs(
+                env()
+                    .optional_var("CONSUL_CACERT")
+                    .map(|file| ("CONSUL_CACERT", file)),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start the operator");
+        eprintln!("operator {name} logs to {}", log_path.display());
+        Self { child, port }
+    }
+}
+
+impl Operator {
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The port of the operator's HTTP endpoints (/metrics).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the operator with SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
