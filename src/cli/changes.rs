@@ -5,13 +5,15 @@
 use std::{io::Read, path::PathBuf};
 
 use k8s_openapi::{
-    api::authentication::v1::SelfSubjectReview, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    NamespaceResourceScope, api::authentication::v1::SelfSubjectReview,
+    apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Config, ResourceExt,
+    Api, Client, Config, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::v1alpha1::{ANNOTATION_CHECK, ANNOTATION_ROTATE};
@@ -272,10 +274,8 @@ pub async fn decide(
             )));
         }
         let now = Some(Time(
-            k8s_openapi::jiff::Timestamp::from_second(
-                k8s_openapi::jiff::Timestamp::now().as_second(),
-            )
-            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+            Timestamp::from_second(Timestamp::now().as_second())
+                .unwrap_or_else(|_| Timestamp::now()),
         ));
         let action = match &verdict {
             Ok(comment) => {
@@ -391,19 +391,7 @@ pub async fn pending(target: &Target, environment: Option<&str>) -> Result<(), E
 /// Asks a SecretRotationPolicy to rotate now: a new value of its rotate annotation,
 /// which the operator acts on once and reports in `status.lastHandledRequest`.
 pub async fn rotate(target: &Target, policy: &str) -> Result<(), Error> {
-    let (client, namespace) = connect(target).await?;
-    let policies: Api<SecretRotationPolicy> = Api::namespaced(client, &namespace);
-    let token = format!(
-        "cli-{}",
-        k8s_openapi::jiff::Timestamp::now().as_millisecond()
-    );
-    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_ROTATE: token}}});
-    policies
-        .patch(policy, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(request(format!(
-            "ask SecretRotationPolicy {namespace}/{policy} to rotate"
-        )))?;
+    let (_, token) = ask::<SecretRotationPolicy>(target, policy, ANNOTATION_ROTATE).await?;
     println!(
         "secretrotationpolicy/{policy} asked to rotate ({token}); status.lastHandledRequest shows when it has"
     );
@@ -412,25 +400,13 @@ pub async fn rotate(target: &Target, policy: &str) -> Result<(), Error> {
 
 /// Runs a DriftCheck now (its check annotation) and prints what it found.
 pub async fn detect(target: &Target, check: &str) -> Result<(), Error> {
-    let (client, namespace) = connect(target).await?;
-    let checks: Api<DriftCheck> = Api::namespaced(client, &namespace);
-    let token = format!(
-        "cli-{}",
-        k8s_openapi::jiff::Timestamp::now().as_millisecond()
-    );
-    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_CHECK: token}}});
-    checks
-        .patch(check, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(request(format!(
-            "ask DriftCheck {namespace}/{check} to run"
-        )))?;
+    let (checks, token) = ask::<DriftCheck>(target, check, ANNOTATION_CHECK).await?;
     for _ in 0..60 {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let found = checks
             .get(check)
             .await
-            .map_err(request(format!("read DriftCheck {namespace}/{check}")))?;
+            .map_err(request(format!("read DriftCheck {check}")))?;
         let status = found.status.unwrap_or_default();
         if status.last_handled_request.as_deref() != Some(token.as_str()) {
             continue;
@@ -463,6 +439,25 @@ pub async fn detect(target: &Target, check: &str) -> Result<(), Error> {
     Err(Error::Invalid(format!(
         "DriftCheck {check} did not report within 30s; is the operator running?"
     )))
+}
+
+/// Sets `annotation` of the `K` called `name` to a new token: how the operator is
+/// asked to act on an object once. Returns the object's API and the token, which its
+/// `status.lastHandledRequest` repeats once the operator has acted.
+async fn ask<K>(target: &Target, name: &str, annotation: &str) -> Result<(Api<K>, String), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let (client, namespace) = connect(target).await?;
+    let api: Api<K> = Api::namespaced(client, &namespace);
+    let token = format!("cli-{}", Timestamp::now().as_millisecond());
+    let patch = serde_json::json!({"metadata": {"annotations": {annotation: token}}});
+    let what = format!("set {annotation} of {} {namespace}/{name}", K::kind(&()));
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(request(what))?;
+    Ok((api, token))
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {

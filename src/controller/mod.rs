@@ -17,7 +17,13 @@ mod workloads;
 use std::{fmt::Debug, future::Future, sync::Arc, time::Instant};
 
 use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
-use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{
+        apps::v1::{DaemonSet, Deployment, StatefulSet},
+        core::v1::ConfigMap,
+    },
+};
 use kube::{
     Client, Resource, ResourceExt,
     runtime::{
@@ -39,7 +45,7 @@ use crate::core::Class;
 use crate::{
     api::v1alpha1::{
         ANNOTATION_CHECK, ConfigChange, ConfigEntry, DriftCheck, LABEL_MANAGED_BY, LABEL_SCHEMA,
-        MANAGED_BY, WorkloadKind,
+        MANAGED_BY, SecretRotationPolicy, WorkloadKind,
     },
     core::approval::PlatformFloor,
     store::Stores,
@@ -125,8 +131,7 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
 /// What wakes the controllers besides their own watches.
 struct Feeds {
     entries: EntryFeeds,
-    policies:
-        futures::stream::BoxStream<'static, ObjectRef<crate::api::v1alpha1::SecretRotationPolicy>>,
+    policies: futures::stream::BoxStream<'static, ObjectRef<SecretRotationPolicy>>,
 }
 
 /// What wakes the entry controller: requests from the other controllers, the Secrets
@@ -282,7 +287,7 @@ fn workload_watch<K: Kind>(
     })
 }
 
-/// What a kind needs to be watched and reconciled.
+/// A kind the operator watches and reconciles: namespaced, with a static type.
 trait Kind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
@@ -294,16 +299,13 @@ trait Kind:
 {
 }
 
-impl<K> Kind for K where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static
-{
-}
+impl Kind for ConfigEntry {}
+impl Kind for ConfigChange {}
+impl Kind for DriftCheck {}
+impl Kind for SecretRotationPolicy {}
+impl Kind for Deployment {}
+impl Kind for StatefulSet {}
+impl Kind for DaemonSet {}
 
 /// Reconciles of one kind that run at once. Unbounded, a cold start with thousands of
 /// objects floods the apiserver and PostgreSQL's pool and every reconcile slows down;

@@ -93,44 +93,32 @@ pub fn not_allowed_message(namespace: &str) -> String {
     )
 }
 
-/// Where an environment's ConfigMap goes: its target, or `<entry>-<environment>` in
-/// the entry's namespace.
+/// Where an environment's ConfigMap goes (see [`placed`]).
 pub fn config_map_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
     let target = environment.config_map.as_ref();
-    placed(
-        entry,
-        environment,
-        target.and_then(|t| t.namespace.as_deref()),
-        target.and_then(|t| t.name.as_deref()),
-    )
+    placed(entry, environment, target.map(|t| (&t.namespace, &t.name)))
 }
 
-/// Where an environment's Secret goes: its target, or `<entry>-<environment>` in the
-/// entry's namespace.
+/// Where an environment's Secret goes (see [`placed`]).
 pub fn secret_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
     let target = environment.secret.as_ref();
-    placed(
-        entry,
-        environment,
-        target.and_then(|t| t.namespace.as_deref()),
-        target.and_then(|t| t.name.as_deref()),
-    )
+    placed(entry, environment, target.map(|t| (&t.namespace, &t.name)))
 }
 
-/// `namespace/name` of an environment's projection: as given, or
+/// `(namespace, name)` of an environment's projection: as its target gives them, or
 /// `<entry>-<environment>` in the entry's namespace.
 fn placed(
     entry: &ConfigEntry,
     environment: &EnvironmentSpec,
-    namespace: Option<&str>,
-    name: Option<&str>,
+    target: Option<(&Option<String>, &Option<String>)>,
 ) -> (String, String) {
+    let (namespace, name) = target.unwrap_or((&None, &None));
     (
-        namespace.map_or_else(|| entry.namespace().unwrap_or_default(), str::to_owned),
-        name.map_or_else(
-            || format!("{}-{}", entry.name_any(), environment.name),
-            str::to_owned,
-        ),
+        namespace
+            .clone()
+            .unwrap_or_else(|| entry.namespace().unwrap_or_default()),
+        name.clone()
+            .unwrap_or_else(|| format!("{}-{}", entry.name_any(), environment.name)),
     )
 }
 
@@ -161,22 +149,25 @@ spec:
         let [development, production] = &entry.spec.environments[..] else {
             panic!("two environments")
         };
-        assert_eq!(
-            config_map_target(&entry, development),
-            ("team-a".to_owned(), "payments-development".to_owned())
-        );
-        assert_eq!(
-            secret_target(&entry, development),
-            ("team-a".to_owned(), "payments-development".to_owned())
-        );
-        assert_eq!(
-            config_map_target(&entry, production),
-            ("shared".to_owned(), "payments-config".to_owned())
-        );
-        assert_eq!(
-            secret_target(&entry, production),
-            ("team-a".to_owned(), "payments-production".to_owned())
-        );
+        type Target = fn(&ConfigEntry, &EnvironmentSpec) -> (String, String);
+        let cases: [(Target, _, _); 4] = [
+            (
+                config_map_target,
+                development,
+                ("team-a", "payments-development"),
+            ),
+            (
+                secret_target,
+                development,
+                ("team-a", "payments-development"),
+            ),
+            (config_map_target, production, ("shared", "payments-config")),
+            (secret_target, production, ("team-a", "payments-production")),
+        ];
+        for (target, environment, (namespace, name)) in cases {
+            let wanted = (namespace.to_owned(), name.to_owned());
+            assert_eq!(target(&entry, environment), wanted, "{}", environment.name);
+        }
     }
 
     #[test]
