@@ -107,14 +107,22 @@ impl Stores {
             })
             .transpose()?;
         Ok(Self {
-            ledger,
             consul,
+            ..Self::over(ledger)
+        })
+    }
+
+    /// The stores over `ledger` alone, without a Consul mirror.
+    pub fn over(ledger: Box<dyn Ledger>) -> Self {
+        Self {
+            ledger,
+            consul: None,
             versions: Memo::new(),
             applied: Memo::new(),
             held: Memo::new(),
             floors: Memo::new(),
             bindings: Memo::new(),
-        })
+        }
     }
 
     /// Whether versions survive a restart of the operator.

@@ -2,7 +2,10 @@
 //! whose history ends with the process). It keeps everything PostgreSQL keeps,
 //! the audit trail included, under the same rules.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
@@ -60,10 +63,10 @@ impl State {
     }
 }
 
-/// Everything the ledger keeps, in process memory.
-#[derive(Default)]
+/// Everything the ledger keeps, in process memory. Clones share one record.
+#[derive(Clone, Default)]
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl MemoryStore {
@@ -168,12 +171,7 @@ impl History for MemoryStore {
         }
         let version = Version::recorded(new, newest + 1, Timestamp::now());
         versions.push(version.clone());
-        state.audit(
-            &new.config_id,
-            Some(version.version),
-            &new.created_by,
-            &new.message,
-        );
+        state.audit.push(AuditRow::version_recorded(&version));
         Ok(Recorded {
             version,
             created: true,
@@ -188,6 +186,7 @@ impl History for MemoryStore {
             application.environment.clone(),
         );
         let current = state.applied.get(&key);
+        let previous = current.map(|a| a.version);
         let already = current.is_some_and(|a| {
             a.version == application.version && a.checksum == application.checksum
         });
@@ -219,8 +218,7 @@ impl History for MemoryStore {
             applied_at: Timestamp::now(),
         };
         state.applied.insert(key, applied);
-        let (id, actor) = (&application.config_id, &application.actor);
-        state.audit(id, Some(application.version), actor, &application.message);
+        state.audit.push(AuditRow::applied(application, previous));
         Ok(true)
     }
 

@@ -67,6 +67,40 @@ pub struct AuditRow {
     pub changes: serde_json::Value,
 }
 
+impl AuditRow {
+    /// The row that records `version`.
+    pub fn version_recorded(version: &Version) -> Self {
+        Self {
+            config_id: version.config_id.clone(),
+            version: Some(version.version),
+            actor: version.created_by.clone(),
+            message: version.message.clone(),
+            changes: serde_json::json!({
+                "event": "versionRecorded",
+                "checksum": version.checksum,
+                "source": version.source,
+                "owner": version.owner,
+            }),
+        }
+    }
+
+    /// The row that records `application`, which replaced `previous` in its environment.
+    pub fn applied(application: &Application, previous: Option<i64>) -> Self {
+        Self {
+            config_id: application.config_id.clone(),
+            version: Some(application.version),
+            actor: application.actor.clone(),
+            message: application.message.clone(),
+            changes: serde_json::json!({
+                "event": "applied",
+                "environment": application.environment,
+                "checksum": application.checksum,
+                "previousVersion": previous,
+            }),
+        }
+    }
+}
+
 /// An environment's approval floor raised outside an application (a spec that asks for
 /// more than the floor held), by `actor`, for the config id `claimant` holds.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,6 +5,8 @@
 //! - [`tenant`]: a fresh namespace, who may do what there, and [`setup`] (a namespace
 //!   and an operator watching it), how most tests start.
 //! - [`operator`]: the operator binary as a child process.
+//! - [`in_process`]: the controllers in the test's own process, over the in-memory
+//!   ledger the test reads.
 //! - [`objects`]: builders, and the requests that create and change objects.
 //! - [`wait`]: waits until an object satisfies a predicate, and readers of its status.
 //! - [`backends`]: PostgreSQL, Consul, moto and the operator's metrics, and the faults
@@ -14,6 +16,7 @@
 
 pub mod attack;
 pub mod backends;
+pub mod in_process;
 pub mod objects;
 pub mod operator;
 pub mod tenant;
@@ -55,6 +58,13 @@ pub const WINDOW: Duration = Duration::from_secs(3);
 /// Lets a [`WINDOW`] pass.
 pub async fn sleep_through_window() {
     tokio::time::sleep(WINDOW).await;
+}
+
+async fn client_of(kubeconfig: Kubeconfig) -> Client {
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    Client::try_from(config).expect("client")
 }
 
 /// The variables hack/env-up.sh wrote.
@@ -166,10 +176,14 @@ impl TestEnv {
     async fn client_with(&self, edit: impl FnOnce(&mut Kubeconfig)) -> Client {
         let mut kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
         edit(&mut kubeconfig);
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig is usable");
-        Client::try_from(config).expect("client")
+        client_of(kubeconfig).await
+    }
+
+    /// A client acting as the chart's operator service account (see
+    /// [`TestEnv::operator_kubeconfig`]).
+    pub async fn operator_client(&self) -> Client {
+        let path = self.operator_kubeconfig();
+        client_of(Kubeconfig::read_from(path).expect("read kubeconfig")).await
     }
 
     /// The real kubectl, pointed at the environment as the admin.

@@ -57,22 +57,7 @@ impl Operator {
             .append(true)
             .open(&log_path)
             .expect("open the operator log");
-        // As a cluster admin lists the namespaces in the chart's operator.secretNamespaces.
-        for namespace in secret_namespaces {
-            let granted = env()
-                .kubectl()
-                .args(["create", "rolebinding", "summit-config-operator-secrets"])
-                .args(["--clusterrole", "summit-config-operator-secrets"])
-                .args(["--serviceaccount", "summit-system:summit-config-operator"])
-                .args(["--namespace", namespace])
-                .output()
-                .expect("run kubectl create rolebinding");
-            let stderr = String::from_utf8_lossy(&granted.stderr);
-            assert!(
-                granted.status.success() || stderr.contains("already exists"),
-                "grant the operator Secrets in {namespace}: {stderr}"
-            );
-        }
+        secret_namespaces.iter().for_each(|n| grant_secrets(n));
         let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
             .arg("operator")
             .args(
@@ -120,6 +105,24 @@ impl Operator {
         eprintln!("operator {name} logs to {}", log_path.display());
         Self { child, port }
     }
+}
+
+/// Lets the operator manage Secrets in `namespace`, as a cluster admin does by listing
+/// it in the chart's operator.secretNamespaces.
+pub fn grant_secrets(namespace: &str) {
+    let granted = env()
+        .kubectl()
+        .args(["create", "rolebinding", "summit-config-operator-secrets"])
+        .args(["--clusterrole", "summit-config-operator-secrets"])
+        .args(["--serviceaccount", "summit-system:summit-config-operator"])
+        .args(["--namespace", namespace])
+        .output()
+        .expect("run kubectl create rolebinding");
+    let stderr = String::from_utf8_lossy(&granted.stderr);
+    assert!(
+        granted.status.success() || stderr.contains("already exists"),
+        "grant the operator Secrets in {namespace}: {stderr}"
+    );
 }
 
 impl Operator {

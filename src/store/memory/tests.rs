@@ -1,6 +1,6 @@
 //! The in-memory ledger keeps what PostgreSQL keeps, under the same rules.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::store::Snapshot;
@@ -102,12 +102,21 @@ async fn applications_move_forward_once_and_are_audited() {
     );
     let live = store.applied("payments").await.unwrap();
     assert_eq!(live[0].version, 1);
-    let actors: Vec<String> = store
+    let rows: Vec<(String, Value)> = store
         .audit_trail("payments")
         .into_iter()
-        .map(|row| row.actor)
+        .map(|row| (row.actor, row.changes))
         .collect();
-    assert_eq!(actors, ["bob", "bob"]);
+    let applied = |version: i64, previous: Value| {
+        let changes = json!({
+            "event": "applied",
+            "environment": "production",
+            "checksum": format!("sum-{version}"),
+            "previousVersion": previous,
+        });
+        ("bob".to_owned(), changes)
+    };
+    assert_eq!(rows, [applied(2, Value::Null), applied(1, json!(2))]);
     store.forget("payments", &claimant("ns/p")).await.unwrap();
     assert!(store.applied("payments").await.unwrap().is_empty());
     assert_eq!(store.audit_trail("payments").len(), 3);

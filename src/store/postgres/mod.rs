@@ -20,8 +20,8 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{
-    Application, AppliedState, Error, Floor, FloorUpdate, History, Ledger, NewVersion, Recorded,
-    Result, Snapshot, Source, Version,
+    Application, AppliedState, AuditRow, Error, Floor, FloorUpdate, History, Ledger, NewVersion,
+    Recorded, Result, Snapshot, Source, Version,
 };
 
 /// The longest user name, approver list or other user-written text kept in a column
@@ -231,6 +231,12 @@ async fn insert_audit(
     Ok(())
 }
 
+/// Inserts `row` into the audit trail.
+async fn insert_row(tx: &mut Transaction<'static, Postgres>, row: &AuditRow) -> Result<()> {
+    let (id, version, actor, message) = (&row.config_id, row.version, &row.actor, &row.message);
+    insert_audit(tx, id, version, actor, message, row.changes.clone()).await
+}
+
 #[async_trait]
 impl History for PostgresStore {
     async fn record(&self, new: &NewVersion) -> Result<Recorded> {
@@ -279,15 +285,7 @@ impl History for PostgresStore {
         let created_at = now.unwrap_or(Timestamp::UNIX_EPOCH);
         let version = Version::recorded(new, i64::from(next), created_at);
         insert_version(&mut tx, &version).await?;
-        insert_audit(
-            &mut tx,
-            &version.config_id,
-            Some(version.version),
-            &version.created_by,
-            &version.message,
-            json!({"event": "versionRecorded", "checksum": version.checksum, "source": source, "owner": version.owner}),
-        )
-        .await?;
+        insert_row(&mut tx, &AuditRow::version_recorded(&version)).await?;
         tx.commit().await.map_err(failed("commit a version"))?;
         Ok(Recorded {
             version,
@@ -348,20 +346,8 @@ impl History for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(failed("write the applied state"))?;
-        insert_audit(
-            &mut tx,
-            &application.config_id,
-            Some(application.version),
-            &application.actor,
-            &application.message,
-            json!({
-                "event": "applied",
-                "environment": application.environment,
-                "checksum": application.checksum,
-                "previousVersion": current.map(|(version, _)| version),
-            }),
-        )
-        .await?;
+        let previous = current.map(|(version, _)| i64::from(version));
+        insert_row(&mut tx, &AuditRow::applied(application, previous)).await?;
         tx.commit().await.map_err(failed("commit an application"))?;
         Ok(true)
     }

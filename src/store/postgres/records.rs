@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{PostgresStore, bounded, failed, insert_audit, naive};
+use super::{PostgresStore, bounded, failed, insert_audit, insert_row, naive};
 use crate::store::{Audit, AuditRow, Error, Result, Rotation, Workflow, WorkflowApproval};
 
 #[async_trait]
@@ -68,8 +68,7 @@ impl Audit for PostgresStore {
     async fn audit(&self, row: &AuditRow) -> Result<()> {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(failed("begin a transaction"))?;
-        let (id, version, actor, message) = (&row.config_id, row.version, &row.actor, &row.message);
-        insert_audit(&mut tx, id, version, actor, message, row.changes.clone()).await?;
+        insert_row(&mut tx, row).await?;
         tx.commit().await.map_err(failed("commit an audit row"))?;
         Ok(())
     }
