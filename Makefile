@@ -1,7 +1,7 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: test demo demo-down env-up env-down tools crds lint unit bench bench-drift
+.PHONY: test demo demo-down env-up env-down tools image crds lint unit bench bench-drift
 
 ## make test: build the tools (cached), bring up the environment, lint and run every test, bring it down.
 test:
@@ -18,6 +18,10 @@ demo-down:
 ## make tools: build kube-apiserver, kubectl, etcd, consul and helm once into the cache.
 tools:
 	hack/tools/build.sh >/dev/null
+
+## make image: the operator's image (release build), built offline with buildah and loaded into running nodes.
+image:
+	hack/image.sh >/dev/null
 
 env-up:
 	hack/env-up.sh test

@@ -6,6 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib/common.sh"
+source "$here/lib/node.sh"
 
 name="${1:-test}"
 dir="$(env_dir "$name")"
@@ -37,6 +38,8 @@ alive() {
   return 1
 }
 
+# A node's containers outlive the processes that started them: they go first.
+[[ -f $dir/netns ]] && node_stop_containers
 if ((${#pids[@]})); then
   signal_all TERM
   deadline=$((SECONDS + 5))
@@ -48,5 +51,6 @@ if ((${#pids[@]})); then
     sleep 0.5
   fi
 fi
+[[ -f $dir/netns ]] && node_remove
 rm -rf "$dir"
 log "environment $name is down"

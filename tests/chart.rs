@@ -145,3 +145,40 @@ fn turning_the_admission_policies_off_must_be_meant() {
             .any(|d| d["kind"] == "ValidatingAdmissionPolicy")
     );
 }
+
+#[test]
+fn two_replicas_elect_a_leader_on_a_lease_in_their_own_namespace() {
+    let docs = documents(&template(&[]));
+    let args = operator_args(&docs);
+    assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
+    assert_eq!(arg(&args, "--lease-duration-seconds"), Some("15"));
+    let find = |kind: &str| {
+        let found = docs.iter().find(|d| d["kind"] == kind);
+        found.unwrap_or_else(|| panic!("no {kind}")).clone()
+    };
+    let deployment = find("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let namespace = env
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "POD_NAMESPACE");
+    assert!(namespace.is_some(), "{env}");
+    assert_eq!(find("PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+    // Leases are reachable in the release's namespace alone.
+    let lease_rule = |doc: &Value| {
+        let rules = doc["rules"].as_array().cloned().unwrap_or_default();
+        rules
+            .iter()
+            .any(|r| r["apiGroups"][0] == "coordination.k8s.io")
+    };
+    let role = find("Role");
+    assert!(lease_rule(&role), "{role}");
+    assert_eq!(role["metadata"]["namespace"], "summit-system");
+    let mut cluster_wide = docs.iter().filter(|d| d["kind"] == "ClusterRole");
+    assert!(
+        !cluster_wide.any(lease_rule),
+        "a ClusterRole reaches leases"
+    );
+}

@@ -8,6 +8,7 @@ pub mod drift;
 pub mod entry;
 #[cfg(test)]
 pub mod fixtures;
+pub mod leadership;
 pub mod ownership;
 pub mod promotion;
 pub mod render;

@@ -45,4 +45,9 @@ pub enum Error {
 
     #[error(transparent)]
     Controllers(#[from] crate::controller::Error),
+
+    #[error(
+        "this replica lost the leader lease: it stopped reconciling, and stands by again once restarted"
+    )]
+    LeadershipLost,
 }

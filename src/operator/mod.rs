@@ -3,6 +3,7 @@
 
 mod connect;
 mod error;
+mod leader;
 mod settings;
 
 use std::{
@@ -11,6 +12,7 @@ use std::{
 };
 
 pub use error::Error;
+use leader::Candidate;
 pub use settings::Settings;
 
 use crate::{
@@ -42,13 +44,79 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
     connect::wait_for_crds(&client, Duration::from_secs(settings.crd_wait_seconds)).await?;
     let identity = connect::whoami(&client).await?;
+    // Unique per replica: two processes of one service account never share a lease.
+    let pod = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("{identity}-{}", uuid::Uuid::new_v4()));
+    let candidate = settings.candidate(&client, pod)?;
     let launch = settings.launch(stores, metrics, identity)?;
-    let ready = || health.ready.store(true, Ordering::Relaxed);
+    let controllers = async {
+        match candidate {
+            None => run_controllers(client, launch, &health).await,
+            Some(candidate) => lead(candidate, client, launch, &health).await,
+        }
+    };
     tokio::select! {
-        result = controller::run(client, launch, ready) => Ok(result?),
+        result = controllers => result,
         served = http => match served {
             Ok(Err(source)) => Err(Error::Http(source)),
             _ => Err(Error::HttpStopped),
         },
+    }
+}
+
+/// Runs the controllers until SIGTERM or Ctrl-C; ready once their caches are full.
+async fn run_controllers(
+    client: kube::Client,
+    launch: controller::Launch,
+    health: &Health,
+) -> Result<(), Error> {
+    let ready = || health.ready.store(true, Ordering::Relaxed);
+    Ok(controller::run(client, launch, ready).await?)
+}
+
+/// Stands by until this replica leads, then runs the controllers while it does. A
+/// replica that stops leading stops at once, with an error: its pod restarts, and
+/// stands by again. On SIGTERM or Ctrl-C the lease is given up, for the next leader.
+async fn lead(
+    candidate: Candidate,
+    client: kube::Client,
+    launch: controller::Launch,
+    health: &Health,
+) -> Result<(), Error> {
+    let (mut leading, campaign) = candidate.clone().campaign();
+    // A replica standing by is as ready as a leader: it serves and can take over.
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!(lease = %candidate.lease, identity = %candidate.identity, "standing by for the leader lease");
+    tokio::select! {
+        () = leading.acquired() => {}
+        () = shutdown() => {
+            campaign.abort();
+            return Ok(());
+        }
+    }
+    let result = tokio::select! {
+        result = run_controllers(client, launch, health) => result,
+        () = leading.lost() => Err(Error::LeadershipLost),
+    };
+    campaign.abort();
+    if result.is_ok() {
+        candidate.release().await;
+    }
+    result
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }

@@ -3,14 +3,15 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use kube::{Api, Client};
 use reqwest::Url;
 use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
-use super::Error;
+use super::{Error, leader::Candidate};
 use crate::{
     controller::{self, Launch},
-    core::approval::PlatformFloor,
+    core::{approval::PlatformFloor, leadership::Timing},
     secrets::AwsSettings,
     store::{ConsulConfig, Stores, StoresConfig},
     telemetry::{LogFormat, Metrics},
@@ -134,6 +135,29 @@ pub struct Settings {
     /// How long to wait for the CRDs to be established before giving up, in seconds.
     #[arg(long, default_value_t = 120)]
     pub crd_wait_seconds: u64,
+
+    /// Run as one of several replicas: only the holder of the leader Lease reconciles,
+    /// the others stand by to take over. The chart sets it.
+    #[arg(long, env = "SUMMIT_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// The leader Lease's name, in the namespace `POD_NAMESPACE` names.
+    #[arg(
+        long,
+        env = "SUMMIT_LEADER_LEASE",
+        default_value = "summit-config-operator"
+    )]
+    pub leader_lease: String,
+
+    /// The namespace of the leader Lease: the operator's own.
+    #[arg(long = "leader-lease-namespace", env = "POD_NAMESPACE")]
+    pub leader_lease_namespace: Option<String>,
+
+    /// How long a leader's lease lasts without a renewal, in seconds: the longest
+    /// another replica waits to take over from a leader that died. A leader that
+    /// cannot renew for two thirds of it stops reconciling.
+    #[arg(long, env = "SUMMIT_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
 }
 
 impl Settings {
@@ -198,6 +222,31 @@ impl Settings {
             token: token.map(SecretString::from),
             ca_pem,
         })
+    }
+
+    /// The leader election this replica takes part in, when `--leader-elect` asks for
+    /// one; `identity` names this replica.
+    pub fn candidate(&self, client: &Client, identity: String) -> Result<Option<Candidate>, Error> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        let namespace = self.leader_lease_namespace.as_deref().ok_or_else(|| {
+            Error::Configuration(
+                "--leader-elect: set POD_NAMESPACE (or --leader-lease-namespace) to the operator's namespace".into(),
+            )
+        })?;
+        if self.lease_duration_seconds < 3 {
+            return Err(Error::Configuration(
+                "--lease-duration-seconds: at least 3".into(),
+            ));
+        }
+        let lease = Duration::from_secs(self.lease_duration_seconds);
+        Ok(Some(Candidate {
+            leases: Api::namespaced(client.clone(), namespace),
+            lease: self.leader_lease.clone(),
+            identity,
+            timing: Timing::for_lease(lease),
+        }))
     }
 
     /// What the controllers are told.
