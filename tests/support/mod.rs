@@ -19,6 +19,8 @@ pub mod backends;
 pub mod in_process;
 pub mod objects;
 pub mod operator;
+pub mod payments;
+pub mod rotation;
 pub mod tenant;
 pub mod wait;
 

@@ -1,0 +1,50 @@
+//! What the secret tests share: reading Secrets Manager as the operator left it, and
+//! SecretRotationPolicies.
+
+use aws_sdk_secretsmanager::Client as SecretsManager;
+use kube::Api;
+use serde_json::{Value, json};
+use summit_config::api::v1alpha1::{SecretRotationPolicy, SecretRotationPolicyStatus};
+
+use super::{annotate, policy_where};
+
+/// The value at a stage, and its version id.
+pub async fn aws_value(aws: &SecretsManager, id: &str, stage: &str) -> (String, String) {
+    let output = aws
+        .get_secret_value()
+        .secret_id(id)
+        .version_stage(stage)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("read {id} at {stage}: {e:?}"));
+    (
+        output.secret_string().expect("a string").to_owned(),
+        output.version_id().expect("a version").to_owned(),
+    )
+}
+
+/// A policy that rotates `secret_id` of `provider` daily into Secret `target`, keeps
+/// the previous value an hour, and takes a rotation asked for a second after the last.
+pub fn daily(provider: &str, secret_id: &str, target: &str) -> Value {
+    json!({
+        "provider": provider,
+        "secretId": secret_id,
+        "rotationInterval": "1d",
+        "gracePeriod": "1h",
+        "minimumInterval": "1s",
+        "target": {"name": target},
+    })
+}
+
+/// Waits until policy `name` has adopted or created its secret, and returns its status.
+pub async fn adopted(
+    policies: &Api<SecretRotationPolicy>,
+    name: &str,
+) -> SecretRotationPolicyStatus {
+    policy_where(policies, name, |s| s.current_version.is_some()).await
+}
+
+/// Asks for a rotation of policy `name`, naming the request `request`.
+pub async fn request_rotation(policies: &Api<SecretRotationPolicy>, name: &str, request: &str) {
+    annotate(policies, name, "config.summit.io/rotate", request).await;
+}
