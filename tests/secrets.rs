@@ -16,12 +16,9 @@ use summit_config::api::v1alpha1::{
 use support::{
     WAIT, assert_reason, condition, create, create_aws_secret, deployment, env, event_reasons,
     eventually, finish_rollout, pause, policy, policy_where, postgres, rotation::*, run_ok,
-    secret_where, secrets_manager, setup, sleep_through_window, wait_within,
+    secret_where, setup, sleep_through_window, wait_within,
 };
 use tokio::sync::Mutex;
-
-/// One test at a time uses moto: one of them pauses it.
-static MOTO: Mutex<()> = Mutex::const_new(());
 
 /// How long a rotation against a hanging Secrets Manager may take to fail: the SDK's
 /// timeouts and retries run out first.
@@ -53,11 +50,9 @@ async fn aws_stages(aws: &SecretsManager, id: &str) -> Vec<(String, Vec<String>)
 
 #[tokio::test]
 async fn aws_secrets_rotate_on_demand_and_on_schedule_and_retire_after_the_grace_period() {
-    let _moto = MOTO.lock().await;
-    let (s, _operator) = setup("aws-rotation").await;
-    let aws = secrets_manager().await;
-    let id = format!("tests/{}/database", s.ns);
-    create_aws_secret(&aws, &id, "initial-password-value").await;
+    let moto = with_moto("aws-rotation", &[]).await;
+    let (s, aws) = (&moto.s, &moto.aws);
+    let id = moto.secret("database", "initial-password-value").await;
 
     let policies: Api<SecretRotationPolicy> = s.api();
     let spec = json!({
@@ -84,7 +79,7 @@ async fn aws_secrets_rotate_on_demand_and_on_schedule_and_retire_after_the_grace
     request_rotation(&policies, "database", "first").await;
     let rotated = policy_where(&policies, "database", |p| p.rotation_count == Some(1)).await;
     assert_eq!(rotated.last_handled_request.as_deref(), Some("first"));
-    let (current, version) = aws_value(&aws, &id, "AWSCURRENT").await;
+    let (current, version) = aws_value(aws, &id, "AWSCURRENT").await;
     assert_eq!(rotated.current_version.as_deref(), Some(version.as_str()));
     assert_eq!(current.len(), 24);
     assert!(
@@ -104,7 +99,7 @@ async fn aws_secrets_rotate_on_demand_and_on_schedule_and_retire_after_the_grace
     secret_where(&s.secrets(), "database", |d| !d.contains_key("previous")).await;
     let retired = policy_where(&policies, "database", |p| p.previous_version.is_none()).await;
     assert_eq!(retired.current_version.as_deref(), Some(version.as_str()));
-    let stages = aws_stages(&aws, &id).await;
+    let stages = aws_stages(aws, &id).await;
     let old = stages
         .iter()
         .find(|(v, _)| *v == previous_version)
@@ -118,7 +113,7 @@ async fn aws_secrets_rotate_on_demand_and_on_schedule_and_retire_after_the_grace
     // On schedule: the interval passes and it rotates again without being asked.
     let scheduled = policy_where(&policies, "database", |p| p.rotation_count == Some(2)).await;
     assert_ne!(scheduled.current_version, retired.current_version);
-    let (current, _) = aws_value(&aws, &id, "AWSCURRENT").await;
+    let (current, _) = aws_value(aws, &id, "AWSCURRENT").await;
     secret_where(&s.secrets(), "database", |d| {
         d.get("value") == Some(&current)
     })
@@ -275,11 +270,9 @@ async fn webhook() -> (String, std::sync::Arc<Mutex<Vec<Value>>>) {
 
 #[tokio::test]
 async fn a_rotation_survives_secrets_manager_hanging() {
-    let _moto = MOTO.lock().await;
-    let (s, _operator) = setup("moto-down").await;
-    let aws = secrets_manager().await;
-    let id = format!("tests/{}/cache", s.ns);
-    create_aws_secret(&aws, &id, "last-good-value").await;
+    let moto = with_moto("moto-down", &[]).await;
+    let (s, aws) = (&moto.s, &moto.aws);
+    let id = moto.secret("cache", "last-good-value").await;
     let policies: Api<SecretRotationPolicy> = s.api();
     create(
         &policies,
@@ -321,14 +314,14 @@ async fn a_rotation_survives_secrets_manager_hanging() {
     .await;
     let recovered = condition(&done, CONDITION_ROTATION_FAILED).expect("condition");
     assert_eq!(recovered.status, "False");
-    let (current, _) = aws_value(&aws, &id, "AWSCURRENT").await;
+    let (current, _) = aws_value(aws, &id, "AWSCURRENT").await;
     let data = secret_where(&secrets, "cache", |d| d.get("value") == Some(&current)).await;
     assert_eq!(data["previous"], "last-good-value");
 
     // Another secret is deleted upstream: its rotation fails and says so, and its
     // Secret keeps what it had.
     let gone_id = format!("tests/{}/gone", s.ns);
-    create_aws_secret(&aws, &gone_id, "value-before-deletion").await;
+    create_aws_secret(aws, &gone_id, "value-before-deletion").await;
     create(
         &policies,
         &policy("gone", daily("AwsSecretsManager", &gone_id, "gone")),

@@ -38,23 +38,8 @@ async fn versions_missing_from_the_cache_come_in_one_query_and_then_cost_none() 
         .await
         .expect("claim the config id");
     for pool in [10, 20] {
-        let snapshot = Snapshot {
-            data: json!({"pool": pool}),
-            overrides: BTreeMap::from([("production".to_owned(), json!({}))]),
-            secrets: serde_json::Value::Null,
-        };
         writer
-            .record(&NewVersion {
-                config_id: config_id.clone(),
-                claimant: claimant("tests", "store"),
-                checksum: snapshot.checksum(),
-                snapshot,
-                source: Source::Spec,
-                created_by: "tests".into(),
-                authors: vec!["tests".into()],
-                message: format!("pool {pool}"),
-                based_on: None,
-            })
+            .record(&version_of(&config_id, claimant("tests", "store"), pool))
             .await
             .expect("record a version");
     }
@@ -118,22 +103,10 @@ async fn the_version_a_change_recorded_is_found_by_its_id() {
             .claim(&config_id, &claimant("tests", "store"))
             .await
             .expect("claim the config id");
-        let snapshot = Snapshot {
-            data: json!({"pool": pool}),
-            overrides: BTreeMap::from([("production".to_owned(), json!({}))]),
-            secrets: serde_json::Value::Null,
-        };
         stores
             .record(&NewVersion {
-                config_id: config_id.clone(),
-                claimant: claimant("tests", "store"),
-                checksum: snapshot.checksum(),
-                snapshot,
                 source,
-                created_by: "tests".into(),
-                authors: vec!["tests".into()],
-                message: format!("pool {pool}"),
-                based_on: None,
+                ..version_of(&config_id, claimant("tests", "store"), pool)
             })
             .await
             .expect("record a version");
@@ -157,6 +130,7 @@ async fn the_version_a_change_recorded_is_found_by_its_id() {
     );
 }
 
+/// A version of `config_id` from a spec, by `claimant`, whose content is `pool`.
 fn version_of(config_id: &str, claimant: Claimant, pool: i64) -> NewVersion {
     let snapshot = Snapshot {
         data: json!({"pool": pool}),

@@ -6,7 +6,11 @@ use kube::Api;
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{SecretRotationPolicy, SecretRotationPolicyStatus};
 
-use super::{annotate, policy_where};
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::{
+    Operator, Tenant, annotate, create_aws_secret, policy_where, secrets_manager, setup_with,
+};
 
 /// The value at a stage, and its version id.
 pub async fn aws_value(aws: &SecretsManager, id: &str, stage: &str) -> (String, String) {
@@ -47,4 +51,39 @@ pub async fn adopted(
 /// Asks for a rotation of policy `name`, naming the request `request`.
 pub async fn request_rotation(policies: &Api<SecretRotationPolicy>, name: &str, request: &str) {
     annotate(policies, name, "config.summit.io/rotate", request).await;
+}
+
+/// One test at a time uses moto: the tests share its one account, and one pauses it.
+static MOTO: Mutex<()> = Mutex::const_new(());
+
+/// A test's turn with moto: a namespace with an operator watching it (see
+/// [`setup_with`]), and Secrets Manager through the real SDK.
+pub struct WithMoto {
+    pub s: Tenant,
+    pub operator: Operator,
+    pub aws: SecretsManager,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// Waits for moto's turn, then sets up `test` with `operator_args`.
+pub async fn with_moto(test: &str, operator_args: &[&str]) -> WithMoto {
+    let turn = MOTO.lock().await;
+    let (s, operator) = setup_with(test, &[], operator_args).await;
+    let aws = secrets_manager().await;
+    WithMoto {
+        s,
+        operator,
+        aws,
+        _turn: turn,
+    }
+}
+
+impl WithMoto {
+    /// Creates `tests/<namespace>/<name>` holding `value` in Secrets Manager; returns
+    /// its id.
+    pub async fn secret(&self, name: &str, value: &str) -> String {
+        let id = format!("tests/{}/{name}", self.s.ns);
+        create_aws_secret(&self.aws, &id, value).await;
+        id
+    }
 }
