@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the project checks, as `make test` and CI run it: tools (cached) →
-# environment up → fmt, clippy, every test → environment down. Exits non-zero on any
+# environment up → fmt, clippy, every test → environment down → the end-to-end tests on
+# a node (hack/e2e.sh). Exits non-zero on any
 # failure and leaves no process behind.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,7 +14,7 @@ log "tools ready after $((SECONDS - started))s"
 
 log "lint: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --all-features --locked -- -D warnings
 # Build the tests before the environment is up, so that the environment's lifetime
 # is the test run's alone.
 cargo test --all-targets --locked --no-run
@@ -43,4 +44,9 @@ trap on_exit EXIT
 log "environment up after $((SECONDS - started))s"
 
 SUMMIT_ENV_FILE="$env_file" cargo test --all-targets --locked --no-fail-fast
+# The apiserver-only environment goes before the node's comes: one at a time.
+trap - EXIT
+on_exit
+log "end-to-end: the chart installed onto a node"
+hack/e2e.sh
 log "make test passed in $((SECONDS - started))s"

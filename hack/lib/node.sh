@@ -209,11 +209,14 @@ YAML
   start kube-proxy nsenter --net="/var/run/netns/$netns" -- "$bin/kube-proxy" --config "$root/kube-proxy.yaml" --v 0
 }
 
+node_untainted() {
+  [[ -z $(kubectl get node "$NODE_NAME" -o jsonpath='{.spec.taints}') ]]
+}
+
 # Waits until the node is Ready, schedulable, and namespaces have service accounts.
 node_ready() {
   wait_until 120 "node $NODE_NAME" kubectl wait node "$NODE_NAME" --for condition=Ready --timeout 2s
-  wait_until 60 "the node's not-ready taint to go" \
-    test -z "$(kubectl get node "$NODE_NAME" -o jsonpath='{.spec.taints}')"
+  wait_until 60 "the node's not-ready taint to go" node_untainted
   wait_until 60 "the default service account" kubectl get serviceaccount default
 }
 

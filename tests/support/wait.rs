@@ -247,7 +247,9 @@ pub async fn proposal_waiting(
 ) -> String {
     let what = format!("version {version} pending in {environment}");
     environment_where(entries, name, environment, &what, |e| {
-        e.phase == Some(EnvironmentPhase::PendingApproval) && e.pending_version == Some(version)
+        e.phase == Some(EnvironmentPhase::PendingApproval)
+            && e.pending_version == Some(version)
+            && e.pending_change.is_some()
     })
     .await
     .pending_change
