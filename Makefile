@@ -7,7 +7,7 @@ SHELL := /usr/bin/env bash
 test:
 	hack/test.sh
 
-## make demo: the operator against a local control plane with examples/ applied; stays up.
+## make demo: a local control plane with a node, the chart installed onto it with helm, examples/ applied; stays up.
 demo:
 	hack/demo.sh
 

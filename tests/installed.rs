@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod};
 use kube::{Api, api::ListParams};
@@ -14,6 +14,7 @@ use summit_config::api::v1alpha1::{ConfigEntry, EnvironmentPhase};
 use support::{
     WAIT, env, environment, eventually, grant, postgres, proposal_waiting, run_ok, wait_for,
 };
+use tokio::sync::{Mutex, MutexGuard};
 
 const RELEASE: &str = "summit-config";
 const SYSTEM: &str = "summit-system";
@@ -29,18 +30,93 @@ fn repo(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// One release at a time: the chart's cluster-wide objects have one name each.
+static RELEASE_TURN: Mutex<()> = Mutex::const_new(());
+
+/// The release, installed; uninstalled on [`Installed::uninstall`].
+struct Installed {
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Installed {
+    /// Waits for the release's turn, then installs it as a user would, and waits until
+    /// its pods are ready.
+    async fn install() -> Self {
+        let turn = RELEASE_TURN.lock().await;
+        prepare_cluster();
+        let values = values();
+        let chart = repo("charts/summit-config");
+        run_ok(
+            helm()
+                .args(["install", RELEASE, &chart, "--namespace", SYSTEM])
+                .args(["--values", &values, "--wait", "--timeout", "3m"]),
+        );
+        Self { _turn: turn }
+    }
+
+    /// `helm uninstall`, waiting until the operator's pods are gone.
+    fn uninstall(self) {
+        run_ok(helm().args(["uninstall", RELEASE, "--namespace", SYSTEM, "--wait"]));
+    }
+}
+
+/// The release's operator pods, by name.
+async fn operator_pods(pods: &Api<Pod>) -> Vec<String> {
+    let operators = ListParams::default().labels("app.kubernetes.io/name=summit-config");
+    let running = pods.list(&operators).await.expect("pods");
+    running
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect()
+}
+
+/// Waits until one of `pods` holds the leader lease (a lease left by an earlier
+/// release expires first), and returns (pod, process).
+async fn leader(admin: &kube::Client, pods: &[String]) -> (String, String) {
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM);
+    let what = format!("one of {pods:?} to lead");
+    eventually(&what, WAIT, || async {
+        let lease = leases.get_opt("summit-config-operator").await.ok()??;
+        let holder = lease.spec?.holder_identity?;
+        let (pod, process) = holder.split_once('_')?;
+        pods.iter()
+            .any(|p| p == pod)
+            .then(|| (pod.to_owned(), process.to_owned()))
+    })
+    .await
+}
+
+/// `kubectl create`, content if the object already exists (an earlier test made it).
+fn create_once(args: &[&str]) {
+    let output = env()
+        .kubectl()
+        .arg("create")
+        .args(args)
+        .output()
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success()
+            || stderr.contains("AlreadyExists")
+            || stderr.contains("already exists"),
+        "kubectl create {args:?}: {stderr}"
+    );
+}
+
 /// What a platform team creates before installing: the namespace, the Secrets and the
 /// ConfigMap the chart's values name, all pointing at the environment's backends.
 fn prepare_cluster() {
     let kubectl = || env().kubectl();
-    run_ok(kubectl().args(["create", "namespace", SYSTEM]));
+    create_once(&["namespace", SYSTEM]);
     let secret = |name: &str, pairs: &[(&str, &str)]| {
-        let mut command = kubectl();
-        command.args(["-n", SYSTEM, "create", "secret", "generic", name]);
-        for (key, value) in pairs {
-            command.arg(format!("--from-literal={key}={value}"));
-        }
-        run_ok(&mut command);
+        let mut args = vec!["-n", SYSTEM, "secret", "generic", name];
+        let literals: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("--from-literal={k}={v}"))
+            .collect();
+        args.extend(literals.iter().map(String::as_str));
+        create_once(&args);
     };
     secret("summit-postgres", &[("url", env().var("DATABASE_URL"))]);
     let token = std::fs::read_to_string(env().var("CONSUL_HTTP_TOKEN_FILE")).expect("token");
@@ -52,11 +128,8 @@ fn prepare_cluster() {
             ("AWS_SECRET_ACCESS_KEY", "testing"),
         ],
     );
-    run_ok(
-        kubectl()
-            .args(["-n", SYSTEM, "create", "configmap", "summit-consul-ca"])
-            .arg(format!("--from-file=ca.crt={}", env().var("CONSUL_CACERT"))),
-    );
+    let ca = format!("--from-file=ca.crt={}", env().var("CONSUL_CACERT"));
+    create_once(&["-n", SYSTEM, "configmap", "summit-consul-ca", &ca]);
     // The examples' namespace, where the operator is granted Secrets.
     run_ok(kubectl().args(["apply", "-f", &repo("examples/00-namespace.yaml")]));
 }
@@ -99,43 +172,14 @@ async fn live(entries: &Api<ConfigEntry>, environment_name: &str, version: i64) 
 
 #[tokio::test]
 async fn the_chart_installs_onto_the_node_and_the_walkthrough_converges() {
-    prepare_cluster();
-    let values = values();
-    run_ok(
-        helm()
-            .args(["install", RELEASE, &repo("charts/summit-config")])
-            .args([
-                "--namespace",
-                SYSTEM,
-                "--values",
-                &values,
-                "--wait",
-                "--timeout",
-                "3m",
-            ]),
-    );
+    let installed = Installed::install().await;
     let admin = env().admin().await;
 
     // Two replicas run, ready; one holds the lease.
     let pods: Api<Pod> = Api::namespaced(admin.clone(), SYSTEM);
-    let operators = ListParams::default().labels("app.kubernetes.io/name=summit-config");
-    let running = pods.list(&operators).await.expect("pods");
-    assert_eq!(running.items.len(), 2, "two operator pods");
-    let names: Vec<String> = running
-        .items
-        .iter()
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
-    let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM);
-    let holder = eventually("a leader", WAIT, || async {
-        let lease = leases.get_opt("summit-config-operator").await.ok()??;
-        lease.spec?.holder_identity
-    })
-    .await;
-    assert!(
-        names.contains(&holder),
-        "{holder} leads, not one of {names:?}"
-    );
+    let names = operator_pods(&pods).await;
+    assert_eq!(names.len(), 2, "two operator pods: {names:?}");
+    leader(&admin, &names).await;
 
     // The walkthrough: every example applied as a user would, and it converges.
     run_ok(
@@ -193,7 +237,7 @@ async fn the_chart_installs_onto_the_node_and_the_walkthrough_converges() {
     .await;
 
     // helm uninstall takes the operator away, never the history.
-    run_ok(helm().args(["uninstall", RELEASE, "--namespace", SYSTEM, "--wait"]));
+    installed.uninstall();
     let versions: i64 =
         sqlx::query_scalar("SELECT count(*) FROM config_versions WHERE config_id = $1")
             .bind("summit-demo/payments/database")
@@ -201,4 +245,112 @@ async fn the_chart_installs_onto_the_node_and_the_walkthrough_converges() {
             .await
             .expect("count versions");
     assert!(versions >= 1, "the history went with the release");
+}
+
+/// How many entries the failover test creates at once.
+const BURST: usize = 200;
+
+/// The container of `pod`'s operator, as the node's containerd names it.
+async fn container_of(pods: &Api<Pod>, pod: &str) -> String {
+    let pod = pods.get(pod).await.expect("the leader's pod");
+    let statuses = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default();
+    let id = statuses
+        .first()
+        .and_then(|c| c.container_id.clone())
+        .expect("a container");
+    id.trim_start_matches("containerd://").to_owned()
+}
+
+#[tokio::test]
+async fn a_leader_killed_mid_burst_is_replaced_and_no_change_is_lost_or_recorded_twice() {
+    let installed = Installed::install().await;
+    let admin = env().admin().await;
+    let namespace = "burst";
+    create_once(&["namespace", namespace]);
+    let entries: Api<ConfigEntry> = Api::namespaced(admin.clone(), namespace);
+    for i in 0..BURST {
+        let spec = serde_json::json!({
+            "configId": format!("{namespace}/entry-{i}"),
+            "data": {"i": i},
+            "environments": [{"name": "development"}],
+        });
+        support::create(&entries, &support::entry(&format!("entry-{i}"), spec)).await;
+    }
+    let recorded = |list: &[ConfigEntry]| {
+        let done = |e: &&ConfigEntry| e.status.as_ref().and_then(|s| s.latest_version).is_some();
+        list.iter().filter(done).count()
+    };
+    eventually("a quarter of the burst recorded", WAIT, || async {
+        let list = entries.list(&ListParams::default()).await.ok()?;
+        (recorded(&list.items) >= BURST / 4).then_some(())
+    })
+    .await;
+
+    // kill -9 of the leader's process, on the node, as a crash would.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), SYSTEM);
+    let (pod, process) = leader(&admin, &operator_pods(&pods).await).await;
+    let container = container_of(&pods, &pod).await;
+    let killed = std::time::Instant::now();
+    run_ok(
+        Command::new("ctr")
+            .args(["--address", env().var("SUMMIT_NODE_CONTAINERD")])
+            .args([
+                "-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", &container,
+            ]),
+    );
+    let lease = Duration::from_secs(15);
+    let successor = eventually(
+        "another process leads",
+        lease + Duration::from_secs(5),
+        || async {
+            let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM);
+            let holder = leases
+                .get_opt("summit-config-operator")
+                .await
+                .ok()??
+                .spec?
+                .holder_identity?;
+            (!holder.is_empty() && !holder.ends_with(&process)).then_some(holder)
+        },
+    )
+    .await;
+    eprintln!("{successor} leads {:?} after the kill", killed.elapsed());
+
+    // Every entry ends live at version 1, each recorded and applied exactly once.
+    eventually("the whole burst live", Duration::from_secs(120), || async {
+        let list = entries.list(&ListParams::default()).await.ok()?;
+        let live = list.items.iter().filter(|e| {
+            environment(e, "development") == (Some(EnvironmentPhase::Applied), Some(1))
+        });
+        (live.count() == BURST).then_some(())
+    })
+    .await;
+    let pool = postgres().await;
+    let per_id: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT config_id, count(*) FROM config_versions WHERE config_id LIKE 'burst/%' GROUP BY config_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("versions");
+    assert_eq!(per_id.len(), BURST, "every entry recorded");
+    assert!(
+        per_id.iter().all(|(_, n)| *n == 1),
+        "a version recorded twice: {per_id:?}"
+    );
+    let applied: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT config_id, count(*) FROM config_audit
+         WHERE config_id LIKE 'burst/%' AND changes ->> 'event' = 'applied' GROUP BY config_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("applications");
+    assert_eq!(applied.len(), BURST, "every entry applied");
+    assert!(
+        applied.iter().all(|(_, n)| *n == 1),
+        "applied twice: {applied:?}"
+    );
+    installed.uninstall();
 }

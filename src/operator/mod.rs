@@ -44,10 +44,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
     connect::wait_for_crds(&client, Duration::from_secs(settings.crd_wait_seconds)).await?;
     let identity = connect::whoami(&client).await?;
-    // Unique per replica: two processes of one service account never share a lease.
-    let pod = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("{identity}-{}", uuid::Uuid::new_v4()));
-    let candidate = settings.candidate(&client, pod)?;
+    // Unique per process: a restarted container of the same pod waits for the lease
+    // like any other replica rather than taking up its crashed predecessor's.
+    let process = uuid::Uuid::new_v4();
+    let pod = std::env::var("POD_NAME").unwrap_or_else(|_| identity.clone());
+    let candidate = settings.candidate(&client, format!("{pod}_{process}"))?;
     let launch = settings.launch(stores, metrics, identity)?;
     let controllers = async {
         match candidate {
