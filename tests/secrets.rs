@@ -16,7 +16,7 @@ use summit_config::api::v1alpha1::{
 use support::{
     WAIT, assert_reason, condition, create, create_aws_secret, deployment, env, event_reasons,
     eventually, finish_rollout, pause, policy, policy_where, postgres, rotation::*, run_ok,
-    secret_where, setup, sleep_through_window, wait_within,
+    secret_where, setup, sleep_through_window, template_annotations, wait_within,
 };
 use tokio::sync::Mutex;
 
@@ -192,13 +192,7 @@ async fn the_previous_value_stays_while_a_restart_target_runs_it() {
 
     // The rollout finishes (as the deployment controller would report it): retired.
     let current = deployments.get("api").await.expect("deployment");
-    let annotation = current
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.clone())
-        .unwrap_or_default();
+    let annotation = template_annotations(&current);
     assert_eq!(
         annotation.get("rotation.config.summit.io/api-token"),
         rotated.current_version.as_ref(),

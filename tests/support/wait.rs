@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, fmt::Debug, time::Duration};
 
 use k8s_openapi::api::{
+    apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
     events::v1::Event,
 };
@@ -372,4 +373,12 @@ pub async fn event_with_reason(client: &Client, ns: &str, reason: &str) -> Event
             .find(|e| e.reason.as_deref() == Some(reason))
     })
     .await
+}
+
+/// The annotations of a Deployment's pod template: where restarts are written.
+pub fn template_annotations(deployment: &Deployment) -> BTreeMap<String, String> {
+    let metadata = deployment.spec.template.metadata.as_ref();
+    metadata
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default()
 }
