@@ -182,3 +182,50 @@ fn two_replicas_elect_a_leader_on_a_lease_in_their_own_namespace() {
         "a ClusterRole reaches leases"
     );
 }
+
+#[test]
+fn values_are_checked_against_the_schema_before_anything_renders() {
+    for (values, complaint) in [
+        (
+            r#"operator={"replicaz":2}"#,
+            "additional properties 'replicaz' not allowed",
+        ),
+        (r#"operator.replicas=-1"#, "/operator/replicas"),
+        (r#"consul.address="consul:8500""#, "/consul/address"),
+        (
+            r#"operator.image.pullPolicy="Sometimes""#,
+            "/operator/image/pullPolicy",
+        ),
+    ] {
+        let refused = template(&[values]);
+        assert!(!refused.status.success(), "{values} rendered");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains(complaint), "{values}: {message}");
+    }
+}
+
+#[test]
+fn the_design_alerts_ship_as_a_prometheus_rule_when_asked() {
+    let plain = documents(&template(&[]));
+    assert!(!plain.iter().any(|d| d["kind"] == "PrometheusRule"));
+    let docs = documents(&template(&["metrics.prometheusRule.enabled=true"]));
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "SummitConfigDriftDetected",
+            "SummitConfigSecretRotationFailed",
+            "SummitConfigApprovalStalled",
+            "SummitConfigBackendDown",
+        ]
+    );
+}
