@@ -119,12 +119,9 @@ where
     };
     let before = find_condition(next.conditions_mut(), CONDITION_VALIDATED)
         .map(|c| (c.status == "True", c.message.clone()));
-    Conditions::new(next.conditions_mut(), generation, now()).set(
-        CONDITION_VALIDATED,
-        passed,
-        reason,
-        &message,
-    );
+    let mut conditions = Conditions::new(next.conditions_mut(), generation, now());
+    conditions.set(CONDITION_VALIDATED, passed, reason, &message);
+    conditions.summarize(None);
     apply_status(ctx, kind, object, current, &next).await?;
     if before != Some((passed, message.clone())) {
         let (type_, event_reason) = if passed {

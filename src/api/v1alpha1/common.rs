@@ -6,6 +6,8 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+use super::{CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, CONDITION_VALIDATED};
+
 /// Pattern of every duration field: a whole number and one unit, e.g. `90d`, `12h`, `30m`, `45s`.
 pub const DURATION_PATTERN: &str = "^[0-9]{1,6}(s|m|h|d)$";
 
@@ -141,6 +143,44 @@ impl<'c> Conditions<'c> {
     }
 }
 
+impl Conditions<'_> {
+    /// Sets the kstatus conditions from those already set, so that tools that read
+    /// every kind alike (kstatus, Flux, Argo CD) can tell where an object stands:
+    /// `Stalled` when it cannot progress until someone changes it (its spec does not
+    /// validate, or `stalled` says why), `Reconciling` while it is not `Ready`
+    /// otherwise. Call it after every other condition is set.
+    pub fn summarize(&mut self, stalled: Option<(&str, &str)>) {
+        let owned = |c: &Condition| (c.reason.clone(), c.message.clone());
+        let invalid = find_condition(self.conditions, CONDITION_VALIDATED)
+            .filter(|c| c.status == "False")
+            .map(owned);
+        let stalled = stalled
+            .map(|(reason, message)| (reason.to_owned(), message.to_owned()))
+            .or(invalid);
+        let ready = find_condition(self.conditions, CONDITION_READY)
+            .map(|c| (c.status == "True", owned(c)));
+        match &stalled {
+            Some((reason, message)) => self.set(CONDITION_STALLED, true, reason, message.clone()),
+            None => self.set(
+                CONDITION_STALLED,
+                false,
+                "Progressing",
+                "nothing stands in the way",
+            ),
+        }
+        let (working, reason, message) = match (&stalled, ready) {
+            (None, Some((false, (reason, message)))) => (true, reason, message),
+            (Some(_), _) => (
+                false,
+                "Stalled".into(),
+                "nothing to do until the object changes".into(),
+            ),
+            (None, _) => (false, "Ready".into(), "nothing left to do".into()),
+        };
+        self.set(CONDITION_RECONCILING, working, &reason, message);
+    }
+}
+
 /// Finds a condition by type.
 pub fn find_condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -149,7 +189,6 @@ pub fn find_condition<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1alpha1::CONDITION_READY;
     use k8s_openapi::jiff::Timestamp;
 
     fn at(seconds: i64) -> Time {
@@ -197,5 +236,33 @@ mod tests {
         set(&mut conditions, false, "Broken", at(20));
         assert_eq!(conditions[0].last_transition_time, at(20));
         assert_eq!(conditions[0].status, "False");
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_validation_ready_and_what_stalls() {
+        let status = |conditions: &[Condition], type_| {
+            find_condition(conditions, type_).map(|c| c.status.clone())
+        };
+        let invalid = Some(("Ended", "rejected by bob"));
+        let cases = [
+            // (validated, ready, stalled) -> (Stalled, Reconciling)
+            (true, true, None, ("False", "False")),
+            (true, false, None, ("False", "True")),
+            (false, false, None, ("True", "False")),
+            (true, false, invalid, ("True", "False")),
+        ];
+        for (validated, ready, stalled, wanted) in cases {
+            let mut conditions = Vec::new();
+            let mut set = Conditions::new(&mut conditions, Some(1), at(10));
+            set.set(CONDITION_VALIDATED, validated, "V", "v");
+            set.set(CONDITION_READY, ready, "R", "r");
+            set.summarize(stalled);
+            let got = (
+                status(&conditions, CONDITION_STALLED),
+                status(&conditions, CONDITION_RECONCILING),
+            );
+            let wanted = (Some(wanted.0.to_owned()), Some(wanted.1.to_owned()));
+            assert_eq!(got, wanted, "{validated} {ready} {stalled:?}");
+        }
     }
 }

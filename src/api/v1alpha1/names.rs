@@ -65,3 +65,9 @@ pub const CONDITION_DRIFTED: &str = "Drifted";
 pub const CONDITION_ROTATING: &str = "Rotating";
 /// Condition type of a SecretRotationPolicy: the last step failed.
 pub const CONDITION_ROTATION_FAILED: &str = "RotationFailed";
+/// Condition type (kstatus): the operator works toward what the object asks and is not
+/// there yet.
+pub const CONDITION_RECONCILING: &str = "Reconciling";
+/// Condition type (kstatus): the object cannot get where it asks without someone
+/// changing it.
+pub const CONDITION_STALLED: &str = "Stalled";

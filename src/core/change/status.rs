@@ -51,6 +51,10 @@ pub fn status(
         decision.reason,
         &decision.message,
     );
+    // A change that ended without being applied waits for nobody: only a new change
+    // moves it.
+    let ended = is_final(phase) && phase != ChangePhase::Applied;
+    conditions.summarize(ended.then_some((decision.reason, decision.message.as_str())));
     next
 }
 

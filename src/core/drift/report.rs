@@ -186,6 +186,7 @@ pub fn status(current: &DriftCheckStatus, run: Run, now: Time) -> DriftCheckStat
         conditions.set(CONDITION_DRIFTED, false, "NoDrift", message);
     }
     conditions.set(CONDITION_READY, true, "Checked", "the last check completed");
+    conditions.summarize(None);
     next
 }
 

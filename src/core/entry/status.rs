@@ -310,6 +310,7 @@ pub fn build_status(
     }
     let (ready, reason, message) = readiness(report);
     conditions.set(CONDITION_READY, ready, reason, message);
+    conditions.summarize(None);
     status
 }
 

@@ -279,6 +279,7 @@ pub fn status(
             "no value has been projected yet",
         ),
     }
+    conditions.summarize(None);
     (next, failed)
 }
 
