@@ -31,7 +31,7 @@ env-down:
 
 ## make crds: regenerate the chart's CRDs (crds/ links to them) from the Rust types.
 crds:
-	cargo run --quiet -- crds --out-dir charts/summit-config/crds
+	cargo run --quiet -- crds --out-dir charts/summit-config/files/crds
 
 lint:
 	cargo fmt --check

@@ -8,7 +8,10 @@ mod support;
 
 use std::{process::Command, time::Duration};
 
-use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod};
+use k8s_openapi::{
+    api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{Api, api::ListParams};
 use summit_config::api::v1alpha1::{ConfigEntry, EnvironmentPhase};
 use support::{
@@ -34,9 +37,11 @@ fn repo(path: &str) -> String {
 /// One release at a time: the chart's cluster-wide objects have one name each.
 static RELEASE_TURN: Mutex<()> = Mutex::const_new(());
 
-/// The release, installed; uninstalled on [`Installed::uninstall`].
+/// The release, installed; uninstalled on [`Installed::uninstall`], or when dropped
+/// by a test that failed, so that the next test can install it again.
 struct Installed {
     _turn: MutexGuard<'static, ()>,
+    uninstalled: bool,
 }
 
 impl Installed {
@@ -52,12 +57,26 @@ impl Installed {
                 .args(["install", RELEASE, &chart, "--namespace", SYSTEM])
                 .args(["--values", &values, "--wait", "--timeout", "3m"]),
         );
-        Self { _turn: turn }
+        Self {
+            _turn: turn,
+            uninstalled: false,
+        }
     }
 
     /// `helm uninstall`, waiting until the operator's pods are gone.
-    fn uninstall(self) {
+    fn uninstall(mut self) {
         run_ok(helm().args(["uninstall", RELEASE, "--namespace", SYSTEM, "--wait"]));
+        self.uninstalled = true;
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if !self.uninstalled {
+            let _ = helm()
+                .args(["uninstall", RELEASE, "--namespace", SYSTEM, "--wait"])
+                .output();
+        }
     }
 }
 
@@ -334,4 +353,103 @@ async fn a_leader_killed_mid_burst_is_replaced_and_no_change_is_lost_or_recorded
          WHERE config_id LIKE 'burst/%' AND changes ->> 'event' = 'applied' GROUP BY config_id";
     once_per_entry(applications, "applied").await;
     installed.uninstall();
+}
+
+/// A copy of the chart whose ConfigEntry CRD has one more field, `spec.upgradeProbe`,
+/// as the next release of the chart would bring one.
+fn chart_with_a_new_field() -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("a temporary directory");
+    run_ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(repo("charts/summit-config/."))
+            .arg(copy.path()),
+    );
+    let crd = copy
+        .path()
+        .join("files/crds/configentries.config.summit.io.yaml");
+    let text = std::fs::read_to_string(&crd).expect("the CRD");
+    let mut crd_doc: serde_json::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let spec = &mut crd_doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"];
+    spec["upgradeProbe"] =
+        serde_json::json!({"type": "string", "description": "new in the next chart"});
+    std::fs::write(&crd, serde_yaml_ng::to_string(&crd_doc).expect("YAML")).expect("write");
+    copy
+}
+
+#[tokio::test]
+async fn helm_upgrade_brings_new_crd_fields_and_uninstall_keeps_the_crds() {
+    let installed = Installed::install().await;
+    let next = chart_with_a_new_field();
+    let values = values();
+    let chart = next.path().display().to_string();
+    run_ok(
+        helm()
+            .args(["upgrade", RELEASE, &chart, "--namespace", SYSTEM])
+            .args(["--values", &values, "--wait", "--timeout", "3m"]),
+    );
+    let admin = env().admin().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let crd = crds
+        .get("configentries.config.summit.io")
+        .await
+        .expect("the CRD");
+    let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+    let properties = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert!(
+        properties.get("upgradeProbe").is_some(),
+        "the upgrade left the schema behind"
+    );
+
+    // The apiserver keeps the new field rather than pruning it.
+    create_once(&["namespace", "upgraded"]);
+    let entry = serde_json::json!({
+        "apiVersion": "config.summit.io/v1alpha1",
+        "kind": "ConfigEntry",
+        "metadata": {"name": "probe", "namespace": "upgraded"},
+        "spec": {
+            "configId": "upgraded/probe",
+            "data": {"pool": 1},
+            "environments": [{"name": "development"}],
+            "upgradeProbe": "kept",
+        },
+    });
+    let file = env().dir().join("upgraded-entry.json");
+    std::fs::write(&file, entry.to_string()).expect("write");
+    // The admission policies learn a new schema a moment after the CRD has it.
+    eventually("the policies to know the new field", WAIT, || async {
+        let applied = env()
+            .kubectl()
+            .args(["apply", "-f"])
+            .arg(&file)
+            .output()
+            .ok()?;
+        applied.status.success().then_some(())
+    })
+    .await;
+    let kept = run_ok(env().kubectl().args([
+        "-n",
+        "upgraded",
+        "get",
+        "configentry",
+        "probe",
+        "-o",
+        "jsonpath={.spec.upgradeProbe}",
+    ]));
+    assert_eq!(kept.trim(), "kept");
+
+    // helm uninstall leaves the CRDs, and with them every object and its history.
+    installed.uninstall();
+    assert!(
+        crds.get_opt("configentries.config.summit.io")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    let entries: Api<ConfigEntry> = Api::namespaced(admin, "upgraded");
+    assert!(
+        entries.get_opt("probe").await.expect("read").is_some(),
+        "the entry went"
+    );
 }
