@@ -124,6 +124,21 @@ fn create_once(args: &[&str]) {
     );
 }
 
+/// `kubectl apply --server-side -f path`, retried until the apiserver takes it: a CRD
+/// the release just installed or changed is served, and known to the admission
+/// policies, a moment after helm is done.
+async fn apply_when_served(path: &str) {
+    let what = format!("the apiserver to take {path}");
+    eventually(&what, WAIT, || async {
+        let command = env()
+            .kubectl()
+            .args(["apply", "--server-side", "-f", path])
+            .output();
+        command.ok()?.status.success().then_some(())
+    })
+    .await;
+}
+
 /// What a platform team creates before installing: the namespace, the Secrets and the
 /// ConfigMap the chart's values name, all pointing at the environment's backends.
 fn prepare_cluster() {
@@ -202,11 +217,7 @@ async fn the_chart_installs_onto_the_node_and_the_walkthrough_converges() {
     leader(&admin, &names).await;
 
     // The walkthrough: every example applied as a user would, and it converges.
-    run_ok(
-        env()
-            .kubectl()
-            .args(["apply", "--server-side", "-f", &repo("examples/")]),
-    );
+    apply_when_served(&repo("examples/")).await;
     let entries: Api<ConfigEntry> = Api::namespaced(admin.clone(), DEMO);
     live(&entries, "development", 1).await;
     live(&entries, "staging", 1).await;
@@ -241,6 +252,58 @@ async fn the_chart_installs_onto_the_node_and_the_walkthrough_converges() {
         })
     })
     .await;
+
+    // A spec edit that changes no content rolls nothing; an approved change rolls the
+    // consumer exactly once.
+    let rolled = deployments.get("payments-api").await.expect("payments-api");
+    let generation = rolled.metadata.generation;
+    let description = serde_json::json!({"spec": {"description": "pool and timeouts"}});
+    support::merge(&entries, "payments-database", description).await;
+    support::sleep_through_window().await;
+    let after = deployments.get("payments-api").await.expect("payments-api");
+    assert_eq!(
+        after.metadata.generation, generation,
+        "a no-op edit rolled payments-api"
+    );
+    for approver in ["bob", "carol"] {
+        let changes = Api::namespaced(env().client_as(approver).await, DEMO);
+        support::approve(
+            &changes,
+            "payments-database-longer-timeout",
+            approver,
+            &["summit:approvers"],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{approver} approves the longer timeout: {error}"));
+    }
+    live(&entries, "production", 2).await;
+    let once = generation.map(|g| g + 1);
+    let rolled_for = |d: &Deployment| {
+        let annotations = template_annotations(d);
+        annotations
+            .get("checksum.config.summit.io/payments-database")
+            .cloned()
+    };
+    let before = rolled_for(&after);
+    wait_for(
+        &deployments,
+        "payments-api",
+        "a rollout of the longer timeout",
+        |d| {
+            let settled = d.status.as_ref().is_some_and(|s| {
+                s.observed_generation == d.metadata.generation && s.ready_replicas == Some(1)
+            });
+            rolled_for(d) != before && settled
+        },
+    )
+    .await;
+    support::sleep_through_window().await;
+    let settled = deployments.get("payments-api").await.expect("payments-api");
+    let template = &settled.spec.template.metadata;
+    assert_eq!(
+        settled.metadata.generation, once,
+        "rolled other than once: {template:?}"
+    );
 
     // helm uninstall takes the operator away, never the history.
     installed.uninstall();
@@ -417,17 +480,7 @@ async fn helm_upgrade_brings_new_crd_fields_and_uninstall_keeps_the_crds() {
     });
     let file = env().dir().join("upgraded-entry.json");
     std::fs::write(&file, entry.to_string()).expect("write");
-    // The admission policies learn a new schema a moment after the CRD has it.
-    eventually("the policies to know the new field", WAIT, || async {
-        let applied = env()
-            .kubectl()
-            .args(["apply", "-f"])
-            .arg(&file)
-            .output()
-            .ok()?;
-        applied.status.success().then_some(())
-    })
-    .await;
+    apply_when_served(&file.display().to_string()).await;
     let kept = run_ok(env().kubectl().args([
         "-n",
         "upgraded",
