@@ -228,4 +228,24 @@ fn the_design_alerts_ship_as_a_prometheus_rule_when_asked() {
             "SummitConfigBackendDown",
         ]
     );
+    // Prometheus itself checks them: expressions, durations, templates.
+    let rules = tempfile::NamedTempFile::new().expect("a rules file");
+    let groups = serde_json::json!({"groups": rule["spec"]["groups"]});
+    std::fs::write(
+        rules.path(),
+        serde_yaml_ng::to_string(&groups).expect("YAML"),
+    )
+    .expect("write");
+    let promtool = format!("{}/promtool", env().var("SUMMIT_TOOLS_BIN"));
+    let checked = std::process::Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(rules.path())
+        .output()
+        .expect("run promtool");
+    assert!(
+        checked.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }

@@ -305,6 +305,23 @@ async fn the_chart_installs_onto_the_node_and_the_walkthrough_converges() {
         "rolled other than once: {template:?}"
     );
 
+    // At rest, the leader writes nothing to the apiserver but its lease renewals.
+    let (leader_pod, _) = leader(&admin, &operator_pods(&pods).await).await;
+    let writes = || leader_writes(&leader_pod);
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM);
+    let renewed = || async {
+        let lease = leases.get("summit-config-operator").await.expect("lease");
+        lease.spec.and_then(|s| s.renew_time).map(|t| t.0)
+    };
+    let (writes_before, renewed_before) = (writes(), renewed().await);
+    tokio::time::sleep(IDLE).await;
+    let (writes_after, renewed_after) = (writes(), renewed().await);
+    assert_eq!(writes_after, writes_before, "the operator wrote at rest");
+    assert_ne!(renewed_after, renewed_before, "the lease was not renewed");
+    eprintln!(
+        "at rest for {IDLE:?}: no reconciler writes; the lease renewed up to {renewed_after:?}"
+    );
+
     // helm uninstall takes the operator away, never the history.
     installed.uninstall();
     let versions: i64 =
@@ -314,6 +331,21 @@ async fn the_chart_installs_onto_the_node_and_the_walkthrough_converges() {
             .await
             .expect("count versions");
     assert!(versions >= 1, "the history went with the release");
+}
+
+/// How long the walkthrough watches the operator at rest: a few lease renewals. Not a
+/// wait: nothing ends it early.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// The reconcilers' writes to the apiserver, as `pod`'s /metrics counts them, read
+/// through the apiserver's proxy to the pod.
+fn leader_writes(pod: &str) -> f64 {
+    let path = format!("/api/v1/namespaces/{SYSTEM}/pods/{pod}:8080/proxy/metrics");
+    let text = run_ok(env().kubectl().args(["get", "--raw", &path]));
+    text.lines()
+        .filter(|line| line.starts_with("summit_config_apiserver_writes_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// How many entries the failover test creates at once.

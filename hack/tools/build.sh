@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the test tooling (kube-apiserver, kubectl, etcd, consul, helm) from the Go
+# Builds the test tooling (Kubernetes, etcd, consul, helm, promtool) from the Go
 # module proxy with this machine's Go, once. Each wrapper module under hack/tools/
 # is cached in its own directory named after a hash of its go.mod, go.sum and the
 # Go version, outside the repository, so a warm run rebuilds nothing and a bumped
@@ -59,7 +59,7 @@ build_tool() {
   done
 }
 
-for tool in etcd consul helm kubernetes; do
+for tool in etcd consul helm kubernetes prometheus; do
   build_tool "$tool"
 done
 echo "$bin"
