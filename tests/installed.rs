@@ -9,11 +9,15 @@ mod support;
 use std::{process::Command, time::Duration};
 
 use k8s_openapi::{
-    api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod},
+    api::{
+        apps::v1::Deployment,
+        coordination::v1::Lease,
+        core::v1::{Pod, Secret},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{Api, api::ListParams};
-use summit_config::api::v1alpha1::{ConfigEntry, EnvironmentPhase};
+use summit_config::api::v1alpha1::{ConfigEntry, EnvironmentPhase, SecretRotationPolicy};
 use support::{
     WAIT, env, environment, eventually, grant, postgres, proposal_waiting, run_ok,
     template_annotations, wait_for,
@@ -537,4 +541,138 @@ async fn helm_upgrade_brings_new_crd_fields_and_uninstall_keeps_the_crds() {
         entries.get_opt("probe").await.expect("read").is_some(),
         "the entry went"
     );
+}
+
+/// A Deployment whose pods become ready only once a test says so (`touch /tmp/ready`
+/// in them), mounting Secret `secret`.
+fn held_consumer(name: &str, secret: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532},
+                    "containers": [{
+                        "name": "app",
+                        "image": "docker.io/library/busybox:1.36",
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["sleep", "2147483647"],
+                        "readinessProbe": {
+                            "exec": {"command": ["test", "-f", "/tmp/ready"]},
+                            "periodSeconds": 1,
+                        },
+                        "volumeMounts": [{"name": "token", "mountPath": "/etc/token", "readOnly": true}],
+                    }],
+                    "volumes": [{"name": "token", "secret": {"secretName": secret, "optional": true}}],
+                },
+            },
+        },
+    }))
+    .expect("a Deployment")
+}
+
+/// Makes every pod of `app` that is not ready yet ready; returns how many it made so.
+async fn make_ready(pods: &Api<Pod>, app: &str) -> usize {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("pods");
+    let waiting = list.items.into_iter().filter(|pod| {
+        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        running && !ready
+    });
+    let mut made = 0;
+    for pod in waiting {
+        let name = pod.metadata.name.expect("a name");
+        let touched = env()
+            .kubectl()
+            .args(["-n", DEMO, "exec", &name, "--", "touch", "/tmp/ready"])
+            .output()
+            .expect("kubectl exec");
+        made += usize::from(touched.status.success());
+    }
+    made
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_its_previous_value_until_the_consumers_new_pods_are_ready() {
+    let installed = Installed::install().await;
+    let admin = env().admin().await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), DEMO);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), DEMO);
+    support::create(&deployments, &held_consumer("token-consumer", "token")).await;
+    eventually("the first consumer pod ready", WAIT, || async {
+        make_ready(&pods, "token-consumer").await;
+        let d = deployments.get("token-consumer").await.ok()?;
+        (d.status?.ready_replicas == Some(1)).then_some(())
+    })
+    .await;
+
+    let policies: Api<SecretRotationPolicy> = Api::namespaced(admin.clone(), DEMO);
+    let spec = serde_json::json!({
+        "provider": "InCluster",
+        "secretId": "token",
+        "rotationInterval": "1d",
+        "gracePeriod": "1s",
+        "minimumInterval": "1s",
+        "target": {"name": "token", "key": "token", "previousKey": "token-previous"},
+        "restartTargets": [{"kind": "Deployment", "name": "token-consumer"}],
+    });
+    support::create(&policies, &support::policy("token", spec)).await;
+    support::policy_where(&policies, "token", |p| p.current_version.is_some()).await;
+    // Whatever the first projection rolled, it finishes first.
+    eventually("the consumer settled", WAIT, || async {
+        make_ready(&pods, "token-consumer").await;
+        let d = deployments.get("token-consumer").await.ok()?;
+        let s = d.status?;
+        (s.observed_generation == d.metadata.generation
+            && s.updated_replicas == Some(1)
+            && s.ready_replicas == Some(1)
+            && s.replicas == Some(1))
+        .then_some(())
+    })
+    .await;
+
+    // A rotation: the new value and the previous one side by side, and a rollout whose
+    // new pod is not ready.
+    support::annotate(&policies, "token", "config.summit.io/rotate", "now").await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), DEMO);
+    support::secret_where(&secrets, "token", |d| d.contains_key("token-previous")).await;
+    support::policy_where(&policies, "token", |p| {
+        p.consumers_total == Some(1)
+            && p.previous_retires_at
+                .as_ref()
+                .is_some_and(|at| at.0 < k8s_openapi::jiff::Timestamp::now())
+    })
+    .await;
+    support::sleep_through_window().await;
+    let held = support::secret_where(&secrets, "token", |_| true).await;
+    assert!(
+        held.contains_key("token-previous"),
+        "retired while the new pod was not ready"
+    );
+    let rolling = deployments.get("token-consumer").await.expect("consumer");
+    let status = rolling.status.expect("a status");
+    assert_eq!(
+        (status.replicas, status.ready_replicas),
+        (Some(2), Some(1)),
+        "the old pod serves while the new one is not ready"
+    );
+
+    // The new pod becomes ready, the rollout completes: the previous value goes.
+    eventually("the previous value retired", WAIT, || async {
+        make_ready(&pods, "token-consumer").await;
+        let data = support::secret_where(&secrets, "token", |_| true).await;
+        (!data.contains_key("token-previous")).then_some(())
+    })
+    .await;
+    installed.uninstall();
 }

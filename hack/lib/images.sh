@@ -77,12 +77,15 @@ BUSYBOX_IMAGE=docker.io/library/busybox:1.36
 # Prints the path of its archive.
 busybox_image() {
   local key archive rootfs container applet
-  key="$(sha256sum /bin/busybox | cut -c1-16)"
+  # The recipe is part of the key: a change to it builds the image again.
+  key="$(cat /bin/busybox <(declare -f busybox_image) | sha256sum | cut -c1-16)"
   archive="$images_cache/busybox-$key.tar"
   if [[ ! -f $archive ]]; then
     mkdir -p "$images_cache"
     rootfs="$(mktemp -d)"
     mkdir -p "$rootfs/bin" "$rootfs/tmp"
+    # As in the public image: anyone may write /tmp.
+    chmod 1777 "$rootfs/tmp"
     cp /bin/busybox "$rootfs/bin/busybox"
     for applet in $(/bin/busybox --list); do
       [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
