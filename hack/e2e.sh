@@ -11,7 +11,7 @@ cd "$here/.."
 source hack/lib/common.sh
 
 started=$SECONDS
-cargo test --locked --features e2e --test installed --no-run
+cargo test --locked --features e2e --test installed --test on_the_node --no-run
 env_file="$(hack/env-up.sh e2e --node)"
 dir="$(env_dir e2e)"
 on_exit() {
@@ -41,5 +41,5 @@ on_exit() {
 trap on_exit EXIT
 hack/image.sh --debug >/dev/null
 log "node and image ready after $((SECONDS - started))s"
-SUMMIT_ENV_FILE="$env_file" cargo test --locked --features e2e --test installed "$@"
+SUMMIT_ENV_FILE="$env_file" cargo test --locked --features e2e --test installed --test on_the_node "$@"
 log "end-to-end tests passed in $((SECONDS - started))s"

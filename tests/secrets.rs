@@ -146,16 +146,8 @@ async fn the_previous_value_stays_while_a_restart_target_runs_it() {
     create(&deployments, &deployment("api")).await;
     let (webhook, notifications) = webhook().await;
     let policies: Api<SecretRotationPolicy> = s.api();
-    let spec = json!({
-        "provider": "InCluster",
-        "secretId": "api-token",
-        "rotationInterval": "1d",
-        "gracePeriod": "1s",
-        "minimumInterval": "1s",
-        "target": {"name": "api-token", "key": "token", "previousKey": "token-previous"},
-        "restartTargets": [{"kind": "Deployment", "name": "api"}],
-        "notifications": {"webhookUrl": webhook},
-    });
+    let notify = json!({"notifications": {"webhookUrl": webhook}});
+    let spec = support::with_fields(in_cluster_held_by("api-token", "api"), notify);
     create(&policies, &policy("api-token", spec)).await;
     let secrets = s.secrets();
     let created = secret_where(&secrets, "api-token", |d| d.contains_key("token")).await;

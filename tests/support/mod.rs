@@ -17,6 +17,7 @@
 pub mod attack;
 pub mod backends;
 pub mod in_process;
+pub mod install;
 pub mod objects;
 pub mod operator;
 pub mod payments;

@@ -87,3 +87,18 @@ impl WithMoto {
         id
     }
 }
+
+/// An in-cluster policy rotating Secret `name` daily, keeping the previous value under
+/// `token-previous` for a second, and after that until Deployment `consumer` runs the
+/// new one.
+pub fn in_cluster_held_by(name: &str, consumer: &str) -> Value {
+    json!({
+        "provider": "InCluster",
+        "secretId": name,
+        "rotationInterval": "1d",
+        "gracePeriod": "1s",
+        "minimumInterval": "1s",
+        "target": {"name": name, "key": "token", "previousKey": "token-previous"},
+        "restartTargets": [{"kind": "Deployment", "name": consumer}],
+    })
+}

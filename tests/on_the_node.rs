@@ -1,0 +1,245 @@
+//! The installed operator living through what a node does to it: its leader killed
+//! mid-burst, and a rotation whose consumer's new pod is slow to become ready. Needs
+//! an environment with a node and the image loaded (`hack/e2e.sh` makes both): run
+//! with `--features e2e`.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    coordination::v1::Lease,
+    core::v1::{Pod, Secret},
+};
+use kube::{Api, api::ListParams};
+use summit_config::api::v1alpha1::{ConfigEntry, EnvironmentPhase, SecretRotationPolicy};
+use support::{WAIT, env, environment, eventually, install::*, postgres, run_ok};
+
+/// How many entries the failover test creates at once.
+const BURST: usize = 200;
+
+/// Asserts that `sql`, which counts rows per config id, counts one for each entry of
+/// the burst: none missing, none twice.
+async fn once_per_entry(sql: &str, what: &str) {
+    let counts: Vec<(String, i64)> = sqlx::query_as(sql)
+        .fetch_all(&postgres().await)
+        .await
+        .expect("count");
+    assert_eq!(counts.len(), BURST, "not every entry {what}");
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(twice.is_empty(), "{what} more than once: {twice:?}");
+}
+
+/// The container of `pod`'s operator, as the node's containerd names it.
+async fn container_of(pods: &Api<Pod>, pod: &str) -> String {
+    let pod = pods.get(pod).await.expect("the leader's pod");
+    let statuses = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default();
+    let id = statuses
+        .first()
+        .and_then(|c| c.container_id.clone())
+        .expect("a container");
+    id.trim_start_matches("containerd://").to_owned()
+}
+
+#[tokio::test]
+async fn a_leader_killed_mid_burst_is_replaced_and_no_change_is_lost_or_recorded_twice() {
+    let installed = Installed::install().await;
+    let admin = env().admin().await;
+    let namespace = "burst";
+    create_once(&["namespace", namespace]);
+    let entries: Api<ConfigEntry> = Api::namespaced(admin.clone(), namespace);
+    for i in 0..BURST {
+        let spec = serde_json::json!({
+            "configId": format!("{namespace}/entry-{i}"),
+            "data": {"i": i},
+            "environments": [{"name": "development"}],
+        });
+        support::create(&entries, &support::entry(&format!("entry-{i}"), spec)).await;
+    }
+    let recorded = |list: &[ConfigEntry]| {
+        let done = |e: &&ConfigEntry| e.status.as_ref().and_then(|s| s.latest_version).is_some();
+        list.iter().filter(done).count()
+    };
+    eventually("a quarter of the burst recorded", WAIT, || async {
+        let list = entries.list(&ListParams::default()).await.ok()?;
+        (recorded(&list.items) >= BURST / 4).then_some(())
+    })
+    .await;
+
+    // kill -9 of the leader's process, on the node, as a crash would.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), SYSTEM);
+    let (pod, process) = leader(&admin, &operator_pods(&pods).await).await;
+    let container = container_of(&pods, &pod).await;
+    let killed = std::time::Instant::now();
+    run_ok(
+        Command::new("ctr")
+            .args(["--address", env().var("SUMMIT_NODE_CONTAINERD")])
+            .args([
+                "-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", &container,
+            ]),
+    );
+    let lease = Duration::from_secs(15);
+    let successor = eventually(
+        "another process leads",
+        lease + Duration::from_secs(5),
+        || async {
+            let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM);
+            let holder = leases
+                .get_opt("summit-config-operator")
+                .await
+                .ok()??
+                .spec?
+                .holder_identity?;
+            (!holder.is_empty() && !holder.ends_with(&process)).then_some(holder)
+        },
+    )
+    .await;
+    eprintln!("{successor} leads {:?} after the kill", killed.elapsed());
+
+    // Every entry ends live at version 1, each recorded and applied exactly once.
+    eventually("the whole burst live", Duration::from_secs(120), || async {
+        let list = entries.list(&ListParams::default()).await.ok()?;
+        let live = list.items.iter().filter(|e| {
+            environment(e, "development") == (Some(EnvironmentPhase::Applied), Some(1))
+        });
+        (live.count() == BURST).then_some(())
+    })
+    .await;
+    let versions = "SELECT config_id, count(*) FROM config_versions
+         WHERE config_id LIKE 'burst/%' GROUP BY config_id";
+    once_per_entry(versions, "recorded").await;
+    let applications = "SELECT config_id, count(*) FROM config_audit
+         WHERE config_id LIKE 'burst/%' AND changes ->> 'event' = 'applied' GROUP BY config_id";
+    once_per_entry(applications, "applied").await;
+    installed.uninstall();
+}
+
+/// A Deployment whose pods become ready only once a test says so (`touch /tmp/ready`
+/// in them), mounting Secret `secret`.
+fn held_consumer(name: &str, secret: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532},
+                    "containers": [{
+                        "name": "app",
+                        "image": "docker.io/library/busybox:1.36",
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["sleep", "2147483647"],
+                        "readinessProbe": {
+                            "exec": {"command": ["test", "-f", "/tmp/ready"]},
+                            "periodSeconds": 1,
+                        },
+                        "volumeMounts": [{"name": "token", "mountPath": "/etc/token", "readOnly": true}],
+                    }],
+                    "volumes": [{"name": "token", "secret": {"secretName": secret, "optional": true}}],
+                },
+            },
+        },
+    }))
+    .expect("a Deployment")
+}
+
+/// Makes every pod of `app` that is not ready yet ready; returns how many it made so.
+async fn make_ready(pods: &Api<Pod>, app: &str) -> usize {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("pods");
+    let waiting = list.items.into_iter().filter(|pod| {
+        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        running && !ready
+    });
+    let mut made = 0;
+    for pod in waiting {
+        let name = pod.metadata.name.expect("a name");
+        let touched = env()
+            .kubectl()
+            .args(["-n", DEMO, "exec", &name, "--", "touch", "/tmp/ready"])
+            .output()
+            .expect("kubectl exec");
+        made += usize::from(touched.status.success());
+    }
+    made
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_its_previous_value_until_the_consumers_new_pods_are_ready() {
+    let installed = Installed::install().await;
+    let admin = env().admin().await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), DEMO);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), DEMO);
+    support::create(&deployments, &held_consumer("token-consumer", "token")).await;
+    eventually("the first consumer pod ready", WAIT, || async {
+        make_ready(&pods, "token-consumer").await;
+        let d = deployments.get("token-consumer").await.ok()?;
+        (d.status?.ready_replicas == Some(1)).then_some(())
+    })
+    .await;
+
+    let policies: Api<SecretRotationPolicy> = Api::namespaced(admin.clone(), DEMO);
+    let spec = support::rotation::in_cluster_held_by("token", "token-consumer");
+    support::create(&policies, &support::policy("token", spec)).await;
+    support::policy_where(&policies, "token", |p| p.current_version.is_some()).await;
+    // Whatever the first projection rolled, it finishes first.
+    eventually("the consumer settled", WAIT, || async {
+        make_ready(&pods, "token-consumer").await;
+        let d = deployments.get("token-consumer").await.ok()?;
+        let s = d.status?;
+        (s.observed_generation == d.metadata.generation
+            && s.updated_replicas == Some(1)
+            && s.ready_replicas == Some(1)
+            && s.replicas == Some(1))
+        .then_some(())
+    })
+    .await;
+
+    // A rotation: the new value and the previous one side by side, and a rollout whose
+    // new pod is not ready.
+    support::annotate(&policies, "token", "config.summit.io/rotate", "now").await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), DEMO);
+    support::secret_where(&secrets, "token", |d| d.contains_key("token-previous")).await;
+    support::policy_where(&policies, "token", |p| {
+        p.consumers_total == Some(1)
+            && p.previous_retires_at
+                .as_ref()
+                .is_some_and(|at| at.0 < k8s_openapi::jiff::Timestamp::now())
+    })
+    .await;
+    support::sleep_through_window().await;
+    let held = support::secret_where(&secrets, "token", |_| true).await;
+    assert!(
+        held.contains_key("token-previous"),
+        "retired while the new pod was not ready"
+    );
+    let rolling = deployments.get("token-consumer").await.expect("consumer");
+    let status = rolling.status.expect("a status");
+    assert_eq!(
+        (status.replicas, status.ready_replicas),
+        (Some(2), Some(1)),
+        "the old pod serves while the new one is not ready"
+    );
+
+    // The new pod becomes ready, the rollout completes: the previous value goes.
+    eventually("the previous value retired", WAIT, || async {
+        make_ready(&pods, "token-consumer").await;
+        let data = support::secret_where(&secrets, "token", |_| true).await;
+        (!data.contains_key("token-previous")).then_some(())
+    })
+    .await;
+    installed.uninstall();
+}
