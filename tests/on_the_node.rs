@@ -243,3 +243,98 @@ async fn a_rotated_secret_keeps_its_previous_value_until_the_consumers_new_pods_
     .await;
     installed.uninstall();
 }
+
+/// Drops, inside the node, what pod `ip` sends to the apiserver: a leader cut off from
+/// it as by a broken network. Mended on drop.
+struct Cut {
+    rule: Vec<String>,
+}
+
+impl Cut {
+    fn off(ip: &str) -> Self {
+        let api = env().var("KUBE_APISERVER").trim_start_matches("https://");
+        let (host, port) = api.split_once(':').expect("host:port");
+        let rule = [
+            "FORWARD", "-s", ip, "-d", host, "-p", "tcp", "--dport", port, "-j", "DROP",
+        ];
+        let cut = Self {
+            rule: rule.map(str::to_owned).to_vec(),
+        };
+        run_ok(&mut cut.iptables("-I"));
+        cut
+    }
+
+    fn iptables(&self, verb: &str) -> Command {
+        let netns = format!("/var/run/netns/summit-{}", env().var("SUMMIT_ENV_NAME"));
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={netns}"))
+            .args(["--", "iptables", verb])
+            .args(&self.rule);
+        command
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        let _ = self.iptables("-D").output();
+    }
+}
+
+/// How many times `pod`'s operator container has restarted.
+async fn restarts(pods: &Api<Pod>, pod: &str) -> i32 {
+    let pod = pods.get(pod).await.expect("the pod");
+    let statuses = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default();
+    statuses.first().map_or(0, |c| c.restart_count)
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_apiserver_stops_before_another_takes_over() {
+    let installed = Installed::install().await;
+    let admin = env().admin().await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), SYSTEM);
+    let (pod, process) = leader(&admin, &operator_pods(&pods).await).await;
+    let before = restarts(&pods, &pod).await;
+    let ip = pods
+        .get(&pod)
+        .await
+        .expect("pod")
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("an IP");
+
+    let cut = Cut::off(&ip);
+    let started = std::time::Instant::now();
+    let lease = Duration::from_secs(15);
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM);
+    let holder = || async {
+        let lease = leases.get("summit-config-operator").await.ok()?;
+        lease.spec?.holder_identity.filter(|h| !h.is_empty())
+    };
+    // When the cut-off leader stops, and when another leads: a bounded poll.
+    let (mut stopped, mut replaced) = (None, None);
+    while stopped.is_none() || replaced.is_none() {
+        assert!(
+            started.elapsed() < lease * 2,
+            "stopped {stopped:?}, replaced {replaced:?}"
+        );
+        if stopped.is_none() && restarts(&pods, &pod).await > before {
+            stopped = Some(started.elapsed());
+        }
+        let successor = holder().await.is_some_and(|h| !h.ends_with(&process));
+        if replaced.is_none() && successor {
+            replaced = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("cut off: the leader stopped after {stopped:?}, another led after {replaced:?}");
+    assert!(
+        stopped < replaced,
+        "another led before the cut-off leader stopped"
+    );
+    drop(cut);
+    installed.uninstall();
+}
