@@ -166,10 +166,7 @@ const IDLE: Duration = Duration::from_secs(10);
 fn leader_writes(pod: &str) -> f64 {
     let path = format!("/api/v1/namespaces/{SYSTEM}/pods/{pod}:8080/proxy/metrics");
     let text = run_ok(env().kubectl().args(["get", "--raw", &path]));
-    text.lines()
-        .filter(|line| line.starts_with("summit_config_apiserver_writes_total"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    support::series_sum(&text, "summit_config_apiserver_writes_total")
 }
 
 /// A copy of the chart whose ConfigEntry CRD has one more field, `spec.upgradeProbe`,

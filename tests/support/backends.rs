@@ -142,6 +142,11 @@ pub async fn metric(port: u16, series: &str) -> f64 {
         .text()
         .await
         .expect("metrics text");
+    series_sum(&text, series)
+}
+
+/// The sum of every sample in the metrics `text` whose line starts with `series`.
+pub fn series_sum(text: &str, series: &str) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(series))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
