@@ -1,12 +1,16 @@
 //! A namespace per test, who may do what there, and an operator watching it.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
 
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
+        authorization::v1::SubjectAccessReview,
         core::v1::{ConfigMap, Namespace, Secret},
-        rbac::v1::RoleBinding,
+        rbac::v1::{ClusterRole, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -171,6 +175,48 @@ pub async fn grant(client: &Client, ns: &str, user: &str, role: &str) {
         .create(&PostParams::default(), &binding)
         .await
         .unwrap_or_else(|error| panic!("grant {role} to {user} in {ns}: {error}"));
+    let honoured = async {
+        while !honours(client, ns, user, role).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, honoured)
+        .await
+        .unwrap_or_else(|_| panic!("the authorizer ignores {role} for {user} in {ns}"));
+}
+
+/// Whether the apiserver's authorizer lets `user` do all that ClusterRole `role` allows
+/// within `ns`. It reads bindings and roles from its own caches, so a grant takes effect
+/// a moment after it is written.
+async fn honours(client: &Client, ns: &str, user: &str, role: &str) -> bool {
+    let Ok(role) = Api::<ClusterRole>::all(client.clone()).get(role).await else {
+        return false;
+    };
+    let reviews = Api::<SubjectAccessReview>::all(client.clone());
+    let rules = role.rules.unwrap_or_default();
+    let attributes = rules.iter().flat_map(|rule| {
+        let groups = rule.api_groups.iter().flatten();
+        groups.flat_map(move |group| {
+            rule.resources.iter().flatten().flat_map(move |resource| {
+                rule.verbs.iter().map(move |verb| {
+                    serde_json::json!({
+                        "namespace": ns, "group": group, "resource": resource, "verb": verb,
+                    })
+                })
+            })
+        })
+    });
+    for attributes in attributes {
+        let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+            "spec": {"user": user, "groups": ["system:authenticated"], "resourceAttributes": attributes},
+        }))
+        .expect("review");
+        let answer = reviews.create(&PostParams::default(), &review).await;
+        if !answer.is_ok_and(|r| r.status.is_some_and(|s| s.allowed)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Creates a fresh namespace for one test, named after it.
