@@ -5,30 +5,37 @@
 
 mod support;
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
     coordination::v1::Lease,
     core::v1::{Pod, Secret},
 };
+use k8s_openapi::jiff::Timestamp;
 use kube::{Api, api::ListParams};
-use summit_config::api::v1alpha1::{ConfigEntry, EnvironmentPhase, SecretRotationPolicy};
+use summit_config::api::v1alpha1::{
+    ChangePhase, ConfigChange, ConfigEntry, EnvironmentPhase, SecretRotationPolicy,
+};
 use support::{WAIT, env, environment, eventually, install::*, postgres, run_ok};
 
-/// How many entries the failover test creates at once.
+/// How many entries the failover test makes, and how many changes it then proposes at
+/// once (one to each entry).
 const BURST: usize = 200;
 
-/// Asserts that `sql`, which counts rows per config id, counts one for each entry of
+/// Asserts that `sql`, which counts rows per config id, counts `n` for each entry of
 /// the burst: none missing, none twice.
-async fn once_per_entry(sql: &str, what: &str) {
+async fn per_entry(sql: &str, n: i64, what: &str) {
     let counts: Vec<(String, i64)> = sqlx::query_as(sql)
         .fetch_all(&postgres().await)
         .await
         .expect("count");
     assert_eq!(counts.len(), BURST, "not every entry {what}");
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| *n != 1).collect();
-    assert!(twice.is_empty(), "{what} more than once: {twice:?}");
+    let wrong: Vec<_> = counts.iter().filter(|(_, count)| *count != n).collect();
+    assert!(wrong.is_empty(), "{what} other than {n} times: {wrong:?}");
 }
 
 /// The container of `pod`'s operator, as the node's containerd names it.
@@ -43,6 +50,28 @@ async fn container_of(pods: &Api<Pod>, pod: &str) -> String {
         .and_then(|c| c.container_id.clone())
         .expect("a container");
     id.trim_start_matches("containerd://").to_owned()
+}
+
+/// How many of `entries` run `version` in `development`.
+fn live_at(entries: &[ConfigEntry], version: i64) -> usize {
+    let live = |e: &&ConfigEntry| {
+        environment(e, "development") == (Some(EnvironmentPhase::Applied), Some(version))
+    };
+    entries.iter().filter(live).count()
+}
+
+/// How many of `changes` are applied.
+fn applied(changes: &[ConfigChange]) -> usize {
+    let applied =
+        |c: &&ConfigChange| c.status.as_ref().and_then(|s| s.phase) == Some(ChangePhase::Applied);
+    changes.iter().filter(applied).count()
+}
+
+/// The Lease's holder and its last renewal, once it is held by someone.
+async fn lease_now(leases: &Api<Lease>) -> Option<(String, Timestamp, Option<Timestamp>)> {
+    let spec = leases.get_opt("summit-config-operator").await.ok()??.spec?;
+    let holder = spec.holder_identity.filter(|h| !h.is_empty())?;
+    Some((holder, spec.renew_time?.0, spec.acquire_time.map(|t| t.0)))
 }
 
 #[tokio::test]
@@ -60,13 +89,30 @@ async fn a_leader_killed_mid_burst_is_replaced_and_no_change_is_lost_or_recorded
         });
         support::create(&entries, &support::entry(&format!("entry-{i}"), spec)).await;
     }
-    let recorded = |list: &[ConfigEntry]| {
-        let done = |e: &&ConfigEntry| e.status.as_ref().and_then(|s| s.latest_version).is_some();
-        list.iter().filter(done).count()
-    };
-    eventually("a quarter of the burst recorded", WAIT, || async {
-        let list = entries.list(&ListParams::default()).await.ok()?;
-        (recorded(&list.items) >= BURST / 4).then_some(())
+    eventually(
+        "every entry live at v1",
+        Duration::from_secs(120),
+        || async {
+            let list = entries.list(&ListParams::default()).await.ok()?;
+            (live_at(&list.items, 1) == BURST).then_some(())
+        },
+    )
+    .await;
+
+    // The burst: a change proposed to each entry at once.
+    let changes: Api<ConfigChange> = Api::namespaced(admin.clone(), namespace);
+    for i in 0..BURST {
+        let spec = serde_json::json!({
+            "configEntry": format!("entry-{i}"),
+            "environment": "development",
+            "patch": {"changed": true},
+        });
+        let change = support::change(&format!("entry-{i}-changed"), "admin", spec);
+        support::create(&changes, &change).await;
+    }
+    eventually("a quarter of the changes applied", WAIT, || async {
+        let list = changes.list(&ListParams::default()).await.ok()?;
+        (applied(&list.items) >= BURST / 4).then_some(())
     })
     .await;
 
@@ -74,7 +120,7 @@ async fn a_leader_killed_mid_burst_is_replaced_and_no_change_is_lost_or_recorded
     let pods: Api<Pod> = Api::namespaced(admin.clone(), SYSTEM);
     let (pod, process) = leader(&admin, &operator_pods(&pods).await).await;
     let container = container_of(&pods, &pod).await;
-    let killed = std::time::Instant::now();
+    let killed = Instant::now();
     run_ok(
         Command::new("ctr")
             .args(["--address", env().var("SUMMIT_NODE_CONTAINERD")])
@@ -82,41 +128,51 @@ async fn a_leader_killed_mid_burst_is_replaced_and_no_change_is_lost_or_recorded
                 "-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", &container,
             ]),
     );
-    let lease = Duration::from_secs(15);
-    let successor = eventually(
-        "another process leads",
-        lease + Duration::from_secs(5),
-        || async {
-            let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM);
-            let holder = leases
-                .get_opt("summit-config-operator")
-                .await
-                .ok()??
-                .spec?
-                .holder_identity?;
-            (!holder.is_empty() && !holder.ends_with(&process)).then_some(holder)
-        },
-    )
-    .await;
-    eprintln!("{successor} leads {:?} after the kill", killed.elapsed());
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM);
+    let (_, last_renewal, _) = lease_now(&leases).await.expect("the dead leader's lease");
 
-    // Every entry ends live at version 1, each recorded and applied exactly once.
-    eventually("the whole burst live", Duration::from_secs(120), || async {
-        let list = entries.list(&ListParams::default()).await.ok()?;
-        let live = list.items.iter().filter(|e| {
-            environment(e, "development") == (Some(EnvironmentPhase::Applied), Some(1))
-        });
-        (live.count() == BURST).then_some(())
+    // The other replica takes over once the lease expires: a lease duration after the
+    // dead leader's last renewal, give or take the delivery of a watch event and one
+    // write (and this test's polling).
+    let lease = Duration::from_secs(15);
+    let (successor, acquired) = eventually("another process leads", lease + SLACK, || async {
+        let (holder, _, acquired) = lease_now(&leases).await?;
+        (!holder.ends_with(&process)).then_some((holder, acquired?))
     })
     .await;
-    let versions = "SELECT config_id, count(*) FROM config_versions
+    let after_kill = killed.elapsed();
+    let handover = acquired.duration_since(last_renewal);
+    eprintln!(
+        "{successor} leads {after_kill:?} after the kill, {handover:?} after the last renewal"
+    );
+    assert!(
+        handover.unsigned_abs() <= lease + SLACK,
+        "the lease was taken {handover:?} after its last renewal"
+    );
+
+    // Every change ends applied, each entry live at v2: each version recorded and
+    // applied exactly once.
+    eventually("every change applied", Duration::from_secs(120), || async {
+        let changes = changes.list(&ListParams::default()).await.ok()?;
+        let entries = entries.list(&ListParams::default()).await.ok()?;
+        (applied(&changes.items) == BURST && live_at(&entries.items, 2) == BURST).then_some(())
+    })
+    .await;
+    let versions = "SELECT config_id, count(DISTINCT version) FROM config_versions
          WHERE config_id LIKE 'burst/%' GROUP BY config_id";
-    once_per_entry(versions, "recorded").await;
+    per_entry(versions, 2, "recorded").await;
+    let recorded = "SELECT config_id, count(*) FROM config_versions
+         WHERE config_id LIKE 'burst/%' GROUP BY config_id";
+    per_entry(recorded, 2, "recorded").await;
     let applications = "SELECT config_id, count(*) FROM config_audit
          WHERE config_id LIKE 'burst/%' AND changes ->> 'event' = 'applied' GROUP BY config_id";
-    once_per_entry(applications, "applied").await;
+    per_entry(applications, 2, "applied").await;
     installed.uninstall();
 }
+
+/// What the failover test allows past the lease duration: a watch event's delivery,
+/// one write, and this test's own polling.
+const SLACK: Duration = Duration::from_secs(1);
 
 /// A Deployment whose pods become ready only once a test says so (`touch /tmp/ready`
 /// in them), mounting Secret `secret`.

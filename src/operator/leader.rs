@@ -8,12 +8,17 @@
 
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::Timestamp,
 };
-use kube::{Api, api::PostParams};
+use kube::{
+    Api,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
+};
 use tokio::{sync::watch, task::JoinHandle, time::timeout};
 
 use crate::core::leadership::{self, Record, Seen, Step, Timing};
@@ -72,9 +77,10 @@ impl Candidate {
 
     async fn run(self, leading: watch::Sender<Option<Instant>>) {
         let mut seen: Option<Seen> = None;
+        let mut changes = None;
         loop {
             let now = Instant::now();
-            let wait = match self.call(self.leases.get_opt(&self.lease)).await {
+            let (wait, standing_by) = match self.call(self.leases.get_opt(&self.lease)).await {
                 Ok(current) => {
                     seen = current
                         .as_ref()
@@ -86,18 +92,40 @@ impl Candidate {
                                 let until = leadership::leads_until(sent, &self.timing);
                                 leading.send_if_modified(|held| held.replace(until) != Some(until));
                             }
-                            self.timing.retry
+                            (self.timing.retry, false)
                         }
-                        Step::Wait(wait) => wait,
+                        Step::Wait(wait) => (wait, true),
                     }
                 }
                 Err(error) => {
                     tracing::warn!(%error, lease = %self.lease, "cannot read the leader lease");
-                    self.timing.retry
+                    (self.timing.retry, false)
                 }
             };
-            tokio::time::sleep(wait).await;
+            if !standing_by {
+                changes = None;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let changes = changes.get_or_insert_with(|| self.changes());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = changes.next() => {}
+            }
         }
+    }
+
+    /// Each change to the lease, as a watch delivers it. A replica standing by reads
+    /// the lease again on each, so that it sees a renewal when it is written, not up
+    /// to a retry period later: the lease expires one lease duration after the holder's
+    /// last renewal, as nearly as this replica can tell without trusting its clock. The
+    /// leader holds no watch.
+    fn changes(&self) -> BoxStream<'static, ()> {
+        let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", self.lease));
+        watcher(self.leases.clone(), only_ours)
+            .default_backoff()
+            .map(drop)
+            .boxed()
     }
 
     /// Writes the lease as this replica's: created when there is none, else replaced
