@@ -1,6 +1,8 @@
 //! Converges N ConfigEntries from cold against the real control plane, PostgreSQL and
 //! Consul, and prints the time, entries per second, the operator's peak RSS and its
-//! apiserver writes per entry, with the machine it ran on.
+//! apiserver writes per entry, with the machine it ran on; beside them, the write
+//! ceiling measured in the same run (`common/ceiling.rs`), and the operator's share of
+//! it.
 //!
 //!     make bench                       # 1,000 entries
 //!     make bench ENTRIES=10000
@@ -11,6 +13,9 @@
 mod support;
 
 mod common;
+
+#[path = "common/ceiling.rs"]
+mod ceiling;
 
 use std::time::Instant;
 
@@ -23,6 +28,9 @@ async fn main() {
     let Some(entries) = common::entries_argument("converge", 1_000) else {
         return;
     };
+    // The ceiling first, in a namespace of its own that the operator does not watch.
+    let (client, ceiling_ns) = fresh_namespace("bench-ceiling").await;
+    let ceiling = ceiling::measure(&client, &ceiling_ns, entries).await;
     let (client, ns) = fresh_namespace("bench-converge").await;
     let api: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
 
@@ -49,6 +57,16 @@ async fn main() {
     println!(
         "  apiserver writes per entry  {:.2} (status + ConfigMaps, Events not counted)",
         writes / entries as f64
+    );
+    let rate = |time: std::time::Duration| entries as f64 / time.as_secs_f64();
+    println!(
+        "  ceiling         {:.1} s, {:.0} entries/s: the same minimum writes by a naive client",
+        ceiling.as_secs_f64(),
+        rate(ceiling)
+    );
+    println!(
+        "  of the ceiling  {:.0}%",
+        100.0 * rate(elapsed) / rate(ceiling)
     );
     println!("  machine         {}", common::machine());
 }
