@@ -114,10 +114,30 @@ async fn the_chart_installs_onto_the_node_and_the_walkthrough_converges() {
         "payments-api",
         "a rollout of the longer timeout",
         |d| {
+            // Finished as `kubectl rollout status` judges it: the old pod gone too.
             let settled = d.status.as_ref().is_some_and(|s| {
-                s.observed_generation == d.metadata.generation && s.ready_replicas == Some(1)
+                s.observed_generation == d.metadata.generation
+                    && s.replicas == Some(1)
+                    && s.updated_replicas == Some(1)
+                    && s.available_replicas == Some(1)
             });
             rolled_for(d) != before && settled
+        },
+    )
+    .await;
+    // The rollout's end shows in status before the operator may rest.
+    wait_for(
+        &entries,
+        "payments-database",
+        "consumers ready on v2",
+        |e| {
+            e.status.as_ref().is_some_and(|s| {
+                s.environments.iter().any(|env| {
+                    env.name == "production"
+                        && env.version == Some(2)
+                        && env.consumers_ready == Some(1)
+                })
+            })
         },
     )
     .await;
