@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use kube::Api;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, free_port, fresh_namespace, operator_writes};
+use support::{Operator, free_port, fresh_namespace, metric, operator_writes};
 
 #[tokio::main]
 async fn main() {
@@ -44,6 +44,14 @@ async fn main() {
     let elapsed = started.elapsed();
 
     let writes = operator_writes(port).await;
+    let per_entry = |total: f64| total / entries as f64;
+    let mut requests = Vec::new();
+    for backend in ["kubernetes", "postgres", "consul"] {
+        let series = format!("summit_config_backend_requests_total{{backend=\"{backend}\"}}");
+        requests.push((backend, per_entry(metric(port, &series).await)));
+    }
+    let series = "summit_config_reconciles_total{kind=\"ConfigEntry\"}";
+    let reconciles = per_entry(metric(port, series).await);
     let peak_rss = common::proc_status(operator.pid(), "VmHWM:");
     drop(operator);
 
@@ -58,6 +66,12 @@ async fn main() {
         "  apiserver writes per entry  {:.2} (status + ConfigMaps, Events not counted)",
         writes / entries as f64
     );
+    let requests: Vec<String> = requests
+        .iter()
+        .map(|(backend, n)| format!("{backend} {n:.1}"))
+        .collect();
+    println!("  requests per entry  {}", requests.join(", "));
+    println!("  reconciles per entry  {reconciles:.1}");
     let rate = |time: std::time::Duration| entries as f64 / time.as_secs_f64();
     println!(
         "  ceiling         {:.1} s, {:.0} entries/s: the same minimum writes by a naive client",

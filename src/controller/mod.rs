@@ -10,6 +10,7 @@ mod error;
 mod guards;
 mod managed_secrets;
 mod secret_rotation_policy;
+mod slim;
 mod status;
 mod targets;
 mod workloads;
@@ -29,6 +30,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
+        predicates,
         reflector::{self, ObjectRef},
         watcher,
     },
@@ -39,13 +41,14 @@ pub use context::{Context, Settings};
 pub use error::{Error, Result};
 use guards::Guards;
 use managed_secrets::SecretScope;
+use slim::Slim;
 use workloads::Workloads;
 
 use crate::core::Class;
 use crate::{
     api::v1alpha1::{
-        ANNOTATION_CHECK, ConfigChange, ConfigEntry, DriftCheck, LABEL_MANAGED_BY, LABEL_SCHEMA,
-        MANAGED_BY, SecretRotationPolicy, WorkloadKind,
+        ANNOTATION_CHECK, ANNOTATION_SPEC_AUTHORS, ConfigChange, ConfigEntry, DriftCheck,
+        LABEL_MANAGED_BY, LABEL_SCHEMA, MANAGED_BY, SecretRotationPolicy, WorkloadKind,
     },
     core::approval::PlatformFloor,
     store::Stores,
@@ -75,9 +78,9 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
         selector: launch.selector.clone(),
     };
     let (guards, guard_changes) = Guards::watch(&client, launch.require_guards);
-    let entries: Controller<ConfigEntry> = controller_for(&client, &scope);
-    let changes: Controller<ConfigChange> = controller_for(&client, &scope);
-    let checks = drift_controller_for(&client, &scope);
+    let entries = controller_for(&client, &scope, entry_wakes);
+    let changes = controller_for(&client, &scope, predicates::resource_version);
+    let checks = controller_for(&client, &scope, check_wakes);
     let (ctx, feeds) = assemble(
         client,
         launch,
@@ -91,7 +94,8 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
     // changes that target it; and every change is judged again when an admission
     // policy it depends on comes or goes.
     let changes = changes_of_entries(changes, &ctx, &scope).reconcile_all_on(guard_changes);
-    let policies = controller_for(&ctx.client, &scope).reconcile_on(feeds.policies);
+    let policies = controller_for(&ctx.client, &scope, predicates::resource_version)
+        .reconcile_on(feeds.policies);
     ctx.caches_ready().await.map_err(|_| Error::CacheClosed)?;
     ready();
     tracing::info!(
@@ -207,20 +211,17 @@ fn entry_triggers(
     feeds: EntryFeeds,
     entries: reflector::Store<ConfigEntry>,
 ) -> impl futures::Stream<Item = ObjectRef<ConfigEntry>> + Send + 'static {
-    let schema_events = watcher(
+    let schema_events = cached_watch(
         ctx.watched::<ConfigMap>(),
         watcher::Config::default().labels(LABEL_SCHEMA),
+        feeds.schemas,
     )
-    .default_backoff()
-    .reflect(feeds.schemas)
     .touched_objects();
-    let projected_events = watcher(
+    let projected_events = cached_watch(
         ctx.watched::<ConfigMap>(),
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
-    )
-    .default_backoff()
-    .reflect(feeds.projected)
-    .touched_objects();
+        feeds.projected,
+    );
     // Restart targets: a rollout's progress shows in the status of the entries that
     // restart it.
     let workload_events = futures::stream::select_all([
@@ -271,12 +272,11 @@ fn workload_watch<K: Kind>(
     writer: reflector::store::Writer<K>,
     kind: WorkloadKind,
 ) -> impl futures::Stream<Item = (WorkloadKind, String, String)> + Send + 'static {
-    watcher(
+    cached_watch(
         ctx.watched::<K>(),
         watcher::Config::default().any_semantic(),
+        writer,
     )
-    .default_backoff()
-    .reflect(writer)
     .touched_objects()
     .filter_map(move |event| {
         std::future::ready(
@@ -287,7 +287,8 @@ fn workload_watch<K: Kind>(
     })
 }
 
-/// A kind the operator watches and reconciles: namespaced, with a static type.
+/// A kind the operator watches and caches: namespaced, with a static type, slimmed
+/// before it is cached.
 trait Kind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
@@ -295,6 +296,7 @@ trait Kind:
     + DeserializeOwned
     + Send
     + Sync
+    + Slim
     + 'static
 {
 }
@@ -306,6 +308,7 @@ impl Kind for SecretRotationPolicy {}
 impl Kind for Deployment {}
 impl Kind for StatefulSet {}
 impl Kind for DaemonSet {}
+impl Kind for ConfigMap {}
 
 /// Reconciles of one kind that run at once. Unbounded, a cold start with thousands of
 /// objects floods the apiserver and PostgreSQL's pool and every reconcile slows down;
@@ -329,37 +332,71 @@ impl Scope {
     }
 }
 
-/// A controller for kind `K` over what the operator watches.
-fn controller_for<K: Kind>(client: &Client, scope: &Scope) -> Controller<K> {
-    Controller::new(
+/// A controller for kind `K` over what the operator watches, its cache slim, woken by
+/// the objects whose `wakes` hash changed.
+fn controller_for<K: Kind>(client: &Client, scope: &Scope, wakes: Wakes<K>) -> Controller<K> {
+    let (reader, writer) = reflector::store();
+    let objects = cached_watch(
         context::watched(client, scope.namespace.as_deref()),
         scope.watcher_config(),
+        writer,
     )
-    .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+    .applied_objects()
+    .predicate_filter(wakes, Default::default());
+    Controller::for_stream(objects, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
 }
 
-/// The DriftCheck controller. A check runs on its interval, on a spec change, or when
-/// asked (the check annotation), and never because it wrote its own status: that would
-/// cost every check a second pass.
-fn drift_controller_for(client: &Client, scope: &Scope) -> Controller<DriftCheck> {
-    use std::hash::{Hash, Hasher};
-    let (reader, writer) = reflector::store();
-    let asked = |check: &DriftCheck| {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        check.metadata.generation.hash(&mut hasher);
-        check.annotations().get(ANNOTATION_CHECK).hash(&mut hasher);
-        Some(hasher.finish())
-    };
-    let checks = watcher(
-        context::watched(client, scope.namespace.as_deref()),
-        scope.watcher_config(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(asked, Default::default());
-    Controller::for_stream(checks, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+/// What of an object wakes its controller: a hash of it, compared with the one its
+/// last wake had.
+type Wakes<K> = fn(&K) -> Option<u64>;
+
+/// Hashes `parts` for a [`Wakes`], the same way on every thread.
+fn hash_of(parts: impl std::hash::Hash) -> Option<u64> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    Some(BuildHasherDefault::<DefaultHasher>::default().hash_one(parts))
+}
+
+/// An entry is reconciled again when someone writes it, never because it wrote its
+/// own status or emptied its list of spec writers once a version held them: at 10,000
+/// entries each such pass would add a cold start's worth of reads. (The list only
+/// grows with a spec write, which changes the generation.)
+fn entry_wakes(entry: &ConfigEntry) -> Option<u64> {
+    let meta = &entry.metadata;
+    let annotations = meta.annotations.iter().flatten();
+    let annotations: Vec<_> = annotations
+        .filter(|(key, _)| *key != ANNOTATION_SPEC_AUTHORS)
+        .collect();
+    hash_of((
+        meta.generation,
+        &meta.labels,
+        annotations,
+        &meta.finalizers,
+        meta.deletion_timestamp.as_ref().map(|t| t.0),
+    ))
+}
+
+/// A DriftCheck runs on its interval, on a spec change, or when asked (the check
+/// annotation), and never because it wrote its own status: that would cost every
+/// check a second pass.
+fn check_wakes(check: &DriftCheck) -> Option<u64> {
+    hash_of((
+        check.metadata.generation,
+        check.annotations().get(ANNOTATION_CHECK),
+    ))
+}
+
+/// A watch that fills `writer`'s cache with slim objects (see [`slim`]), as a stream
+/// of its events.
+fn cached_watch<K: Kind>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
+    watcher(api, config)
+        .default_backoff()
+        .modify(K::slim)
+        .reflect(writer)
 }
 
 /// Runs one controller with the shared context until shutdown.

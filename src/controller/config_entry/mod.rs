@@ -32,7 +32,7 @@ pub use restart::{RestartLimiter, restart};
 pub use secrets::project_secrets;
 
 use super::{Context, Error, Result, observed, requeue_after_error};
-use crate::api::v1alpha1::{ANNOTATION_ENTRY, FINALIZER_CLEANUP};
+use crate::api::v1alpha1::{ANNOTATION_ENTRY, FIELD_MANAGER, FINALIZER_CLEANUP};
 use crate::api::v1alpha1::{ConfigEntry, WorkloadKind};
 use crate::core::entry::config_map_target;
 
@@ -71,7 +71,9 @@ pub fn error_policy(entry: Arc<ConfigEntry>, error: &Error, ctx: Arc<Context>) -
 pub fn config_map_triggers(
     entries: Store<ConfigEntry>,
     schema_events: impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static,
-    projected_events: impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static,
+    projected_events: impl Stream<Item = Result<watcher::Event<ConfigMap>, watcher::Error>>
+    + Send
+    + 'static,
 ) -> impl Stream<Item = ObjectRef<ConfigEntry>> + Send + 'static {
     let (sender, receiver) = futures::channel::mpsc::unbounded();
     let schema_sender = sender.clone();
@@ -94,12 +96,30 @@ pub fn config_map_triggers(
         std::future::ready(())
     }));
     tokio::spawn(projected_events.for_each(move |event| {
-        if let Some(entry) = event.ok().and_then(|config_map| owner(&config_map)) {
+        let touched = match event {
+            Ok(watcher::Event::Delete(config_map)) => Some(config_map),
+            Ok(watcher::Event::Apply(config_map) | watcher::Event::InitApply(config_map))
+                if !only_ours(&config_map) =>
+            {
+                Some(config_map)
+            }
+            _ => None,
+        };
+        if let Some(entry) = touched.as_ref().and_then(owner) {
             let _ = sender.unbounded_send(entry);
         }
         std::future::ready(())
     }));
     receiver
+}
+
+/// Whether the operator alone wrote `config_map`: its own writes need no reconcile
+/// (the one that wrote it knew what it wrote); anyone else's, or a deletion, does.
+fn only_ours(config_map: &ConfigMap) -> bool {
+    let managers = config_map.metadata.managed_fields.iter().flatten();
+    managers
+        .map(|fields| fields.manager.as_deref())
+        .all(|manager| manager == Some(FIELD_MANAGER))
 }
 
 /// The entry a projected object belongs to, from its annotation.
