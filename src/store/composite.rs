@@ -28,6 +28,8 @@ pub struct StoresConfig {
     pub consul_requests: Counter,
 }
 
+mod mirror;
+
 /// What bringing Consul up to date did.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ConsulSync {
@@ -83,6 +85,11 @@ pub struct Stores {
     floors: Memo<String, Vec<Floor>>,
     /// Projection bindings known: a binding never moves but by this operator.
     bindings: Memo<Target, Projection>,
+    /// The newest version number known per config id.
+    newest: Memo<String, i64>,
+    /// What Consul was last brought up to per config id, and what it lacked of it: a
+    /// reconcile that knows of nothing newer sends Consul nothing.
+    mirrored: Memo<String, (mirror::Mirror, Option<(i64, String)>)>,
 }
 
 impl Stores {
@@ -122,6 +129,8 @@ impl Stores {
             held: Memo::new(),
             floors: Memo::new(),
             bindings: Memo::new(),
+            newest: Memo::new(),
+            mirrored: Memo::new(),
         }
     }
 
@@ -221,8 +230,10 @@ impl Stores {
         Ok(recorded)
     }
 
-    /// Moves an environment to a version (with its audit row).
-    pub async fn apply(&self, application: &Application) -> Result<bool> {
+    /// Moves an environment to a version (with its audit row). Returns the applied state
+    /// it made, or `None` when the environment did not move (the version was live
+    /// already, or, forward only, a newer one is).
+    pub async fn apply(&self, application: &Application) -> Result<Option<AppliedState>> {
         if application.floor != FloorUpdate::Keep {
             self.floors.remove(&application.config_id);
         }
@@ -230,17 +241,18 @@ impl Stores {
         let mut cached = self.applied.lock();
         let environments = cached.entry(application.config_id.clone()).or_default();
         let live = environments.get(&application.environment);
-        if changed || live.is_none() {
-            let applied = AppliedState {
-                config_id: application.config_id.clone(),
-                environment: application.environment.clone(),
-                version: application.version,
-                checksum: application.checksum.clone(),
-                applied_at: k8s_openapi::jiff::Timestamp::now(),
-            };
-            environments.insert(application.environment.clone(), applied);
+        if !changed && live.is_some() {
+            return Ok(None);
         }
-        Ok(changed)
+        let applied = AppliedState {
+            config_id: application.config_id.clone(),
+            environment: application.environment.clone(),
+            version: application.version,
+            checksum: application.checksum.clone(),
+            applied_at: k8s_openapi::jiff::Timestamp::now(),
+        };
+        environments.insert(application.environment.clone(), applied.clone());
+        Ok(changed.then_some(applied))
     }
 
     /// The latest version, from the ledger, or the cache while it is down.
@@ -285,6 +297,13 @@ impl Stores {
     fn remember(&self, version: &Version) {
         let key = (version.config_id.clone(), version.version);
         self.versions.insert(key, version.clone());
+        self.note_newest(&version.config_id, version.version);
+    }
+
+    fn note_newest(&self, config_id: &str, version: i64) {
+        let mut newest = self.newest.lock();
+        let known = newest.entry(config_id.to_owned()).or_default();
+        *known = (*known).max(version);
     }
 
     /// Brings the versions in `wanted` into the cache: those it lacks, in one query.
@@ -382,48 +401,10 @@ impl Stores {
     pub async fn forget(&self, config_id: &str, claimant: &Claimant) -> Result<()> {
         self.ledger.forget(config_id, claimant).await?;
         self.applied.remove(&config_id.to_owned());
+        self.mirrored.remove(&config_id.to_owned());
         if let Some(consul) = &self.consul {
             consul.forget(config_id).await?;
         }
         Ok(())
-    }
-
-    /// Brings Consul up to the ledger's versions and applied state for one config id,
-    /// writing only what is missing or behind. `None` when Consul is not configured.
-    pub async fn sync_consul(&self, config_id: &str) -> Option<Result<ConsulSync>> {
-        let consul = self.consul.as_ref()?;
-        Some(self.sync_into(consul, config_id).await)
-    }
-
-    async fn sync_into(&self, consul: &ConsulStore, config_id: &str) -> Result<ConsulSync> {
-        let mut report = ConsulSync::default();
-        let recorded = self.ledger.versions(config_id).await?;
-        let mirrored = consul.headers(config_id).await?;
-        for version in &recorded {
-            if !mirrored.iter().any(|m| m.version == version.version) {
-                consul.store_version(version).await?;
-                report.versions_written += 1;
-            }
-        }
-        if let Some(latest) = recorded.last() {
-            let mut current = consul.latest_header(config_id).await?;
-            if current.as_ref().is_none_or(|l| l.version < latest.version) {
-                consul.store_version(latest).await?;
-                current = consul.latest_header(config_id).await?;
-            }
-            report.content_omitted = current
-                .filter(|l| l.version == latest.version)
-                .and_then(|l| l.content_omitted.map(|why| (l.version, why)));
-        }
-        let applied = self.applied(config_id).await?;
-        let mirrored = consul.applied(config_id).await?;
-        for state in &applied {
-            let current = mirrored.iter().find(|m| m.environment == state.environment);
-            if current.is_none_or(|m| m.version != state.version || m.checksum != state.checksum) {
-                consul.store_applied(state).await?;
-                report.applied_written += 1;
-            }
-        }
-        Ok(report)
     }
 }

@@ -358,3 +358,127 @@ impl ConsulStore {
         Ok(applied)
     }
 }
+
+/// The most a transaction carries: Consul refuses more than 64 operations, or a body
+/// over 512 KiB; a sync that needs more goes key by key.
+const TXN_OPS: usize = 64;
+const TXN_BYTES: usize = 384 * 1024;
+
+/// One check-and-set of a transaction.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnOp {
+    #[serde(rename = "KV")]
+    kv: TxnKv,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnKv {
+    verb: &'static str,
+    key: String,
+    value: String,
+    index: u64,
+}
+
+impl ConsulStore {
+    /// Brings a config id's keys up to `recorded` (oldest first) and `applied` with one
+    /// recursive read and, when anything is missing or behind, one transaction of
+    /// check-and-sets. `None` when that cannot be done at once (a key changed since
+    /// the read, or too much to write): the caller then goes key by key.
+    pub async fn sync_at_once(
+        &self,
+        config_id: &str,
+        recorded: &[Version],
+        applied: &[AppliedState],
+    ) -> Result<Option<super::ConsulSync>> {
+        let base = self.key(config_id, "");
+        let held = self.read(&base, true).await?;
+        let held_at = |rest: &str| {
+            held.iter()
+                .find(|e| e.key.strip_prefix(&base) == Some(rest))
+        };
+        let mut report = super::ConsulSync::default();
+        let mut ops = Vec::new();
+        for version in recorded {
+            let key = format!("versions/{}", version.version);
+            match held_at(&key) {
+                Some(entry) => {
+                    if decode::<Header>(entry)?.checksum != version.checksum {
+                        return Err(Error::Diverged {
+                            config_id: config_id.to_owned(),
+                            version: version.version,
+                            backend: "consul",
+                        });
+                    }
+                }
+                None => {
+                    ops.push(self.cas(config_id, &key, version, 0)?);
+                    report.versions_written += 1;
+                }
+            }
+        }
+        if let Some(newest) = recorded.last() {
+            let latest = held_at("latest");
+            let current = latest.map(decode::<Header>).transpose()?;
+            match current {
+                Some(header) if header.version >= newest.version => {
+                    report.content_omitted = (header.version == newest.version)
+                        .then_some(header.content_omitted)
+                        .flatten()
+                        .map(|why| (header.version, why));
+                }
+                _ => {
+                    let index = latest.map_or(0, |e| e.modify_index);
+                    ops.push(self.cas(config_id, "latest", newest, index)?);
+                }
+            }
+        }
+        for state in applied {
+            let key = format!("applied/{}", state.environment);
+            let entry = held_at(&key);
+            let current = entry.map(decode::<AppliedState>).transpose().ok().flatten();
+            if current.is_none_or(|c| c.version != state.version || c.checksum != state.checksum) {
+                ops.push(self.cas(config_id, &key, state, entry.map_or(0, |e| e.modify_index))?);
+                report.applied_written += 1;
+            }
+        }
+        if ops.is_empty() {
+            return Ok(Some(report));
+        }
+        let body = serde_json::to_vec(&ops).map_err(Error::Encode)?;
+        if ops.len() > TXN_OPS || body.len() > TXN_BYTES {
+            return Ok(None);
+        }
+        let mut url = self.base.clone();
+        url.set_path("/v1/txn");
+        let action = format!("write {base} in one transaction");
+        match self.send(self.http.put(url).body(body), action).await {
+            Ok(Some(_)) => Ok(Some(report)),
+            // A check-and-set lost a race, or Consul found it too large after all.
+            Ok(None)
+            | Err(Error::ConsulStatus {
+                status: 409 | 413, ..
+            }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn cas<T: Serialize>(
+        &self,
+        config_id: &str,
+        rest: &str,
+        value: &T,
+        index: u64,
+    ) -> Result<TxnOp> {
+        let value = serde_json::to_vec(value).map_err(Error::Encode)?;
+        Ok(TxnOp {
+            kv: TxnKv {
+                verb: "cas",
+                key: self.key(config_id, rest),
+                value: STANDARD.encode(value),
+                index,
+            },
+        })
+    }
+}

@@ -178,13 +178,18 @@ async fn apply(
         floor: floor_update.map_or(FloorUpdate::Keep, FloorUpdate::Record),
     };
     let not_applied = format!("version {} is recorded but not applied yet", latest.version);
-    ctx.stores
+    let moved = ctx
+        .stores
         .apply(&application)
         .await
         .map_err(Stopped::new(not_applied))?;
-    tracing::info!(config_id = %recorded.config_id, environment = %name, version = latest.version, "applied");
-    ctx.publish(entry, EventType::Normal, "Applied", application.message)
-        .await;
+    if let Some(live) = moved {
+        tracing::info!(config_id = %recorded.config_id, environment = %name, version = latest.version, "applied");
+        ctx.publish(entry, EventType::Normal, "Applied", application.message)
+            .await;
+        return Ok(Some(live_of(&live)));
+    }
+    // Another writer moved it first: what is live is the ledger's to say.
     let applied = ctx
         .stores
         .applied(&recorded.config_id)
