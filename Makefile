@@ -1,7 +1,7 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: test demo demo-down env-up env-down tools image crds lint unit bench bench-drift
+.PHONY: test demo demo-down env-up env-down tools image crds lint unit bench bench-drift bench-restart
 
 ## make test: build the tools (cached), bring up the environment, lint and run every test, bring it down.
 test:
@@ -48,3 +48,7 @@ bench:
 ## make bench-drift [ENTRIES=N]: one DriftCheck over N entries (2,000 by default): pass time and requests per backend.
 bench-drift:
 	hack/bench.sh drift $(or $(ENTRIES),2000)
+
+## make bench-restart [ENTRIES=N]: restart the operator over N converged entries (1,000 by default): time to checked, requests sent.
+bench-restart:
+	hack/bench.sh restart $(or $(ENTRIES),1000)

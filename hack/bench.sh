@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make bench` / `make bench-drift`: a throw-away environment, one benchmark, and down
-# again. Usage: hack/bench.sh <converge|drift> <entries>
+# `make bench`, `make bench-drift`, `make bench-restart`: a throw-away environment, one
+# benchmark, and down again. Usage: hack/bench.sh <converge|drift|restart> <entries>
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."

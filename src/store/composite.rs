@@ -237,22 +237,20 @@ impl Stores {
         if application.floor != FloorUpdate::Keep {
             self.floors.remove(&application.config_id);
         }
-        let changed = self.ledger.apply(application).await?;
-        let mut cached = self.applied.lock();
-        let environments = cached.entry(application.config_id.clone()).or_default();
-        let live = environments.get(&application.environment);
-        if !changed && live.is_some() {
+        let Some(applied_at) = self.ledger.apply(application).await? else {
             return Ok(None);
-        }
+        };
         let applied = AppliedState {
             config_id: application.config_id.clone(),
             environment: application.environment.clone(),
             version: application.version,
             checksum: application.checksum.clone(),
-            applied_at: k8s_openapi::jiff::Timestamp::now(),
+            applied_at,
         };
+        let mut cached = self.applied.lock();
+        let environments = cached.entry(application.config_id.clone()).or_default();
         environments.insert(application.environment.clone(), applied.clone());
-        Ok(changed.then_some(applied))
+        Ok(Some(applied))
     }
 
     /// The latest version, from the ledger, or the cache while it is down.

@@ -178,7 +178,7 @@ impl History for MemoryStore {
         })
     }
 
-    async fn apply(&self, application: &Application) -> Result<bool> {
+    async fn apply(&self, application: &Application) -> Result<Option<Timestamp>> {
         let mut state = self.lock();
         state.claim(&application.config_id, &application.claimant, false)?;
         let key = (
@@ -208,18 +208,19 @@ impl History for MemoryStore {
             state.record_floor(&application.config_id, floor);
         }
         if already {
-            return Ok(false);
+            return Ok(None);
         }
+        let applied_at = Timestamp::now();
         let applied = AppliedState {
             config_id: application.config_id.clone(),
             environment: application.environment.clone(),
             version: application.version,
             checksum: application.checksum.clone(),
-            applied_at: Timestamp::now(),
+            applied_at,
         };
         state.applied.insert(key, applied);
         state.audit.push(AuditRow::applied(application, previous));
-        Ok(true)
+        Ok(Some(applied_at))
     }
 
     async fn latest(&self, config_id: &str) -> Result<Option<Version>> {

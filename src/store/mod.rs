@@ -426,9 +426,9 @@ pub trait Ownership: Send + Sync {
 pub trait History: Send + Sync {
     async fn record(&self, new: &NewVersion) -> Result<Recorded>;
 
-    /// Moves an environment to a version, with its audit row; returns false when it
-    /// already was there.
-    async fn apply(&self, application: &Application) -> Result<bool>;
+    /// Moves an environment to a version, with its audit row; returns when, as the
+    /// ledger recorded it, or `None` when it already was there.
+    async fn apply(&self, application: &Application) -> Result<Option<Timestamp>>;
 
     async fn latest(&self, config_id: &str) -> Result<Option<Version>>;
 

@@ -150,7 +150,9 @@ pub fn series_sum(text: &str, series: &str) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(series))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        // An empty sum is -0.
+        + 0.0
 }
 
 /// The operator's own count of its apiserver writes, scraped from /metrics on `port`.

@@ -89,15 +89,15 @@ async fn another_entry_cannot_take_over_a_config_id() {
 #[tokio::test]
 async fn applications_move_forward_once_and_are_audited() {
     let store = claimed("ns/p").await;
-    assert!(store.apply(&application(2, true)).await.unwrap());
+    assert!(store.apply(&application(2, true)).await.unwrap().is_some());
     assert!(
-        !store.apply(&application(2, true)).await.unwrap(),
+        store.apply(&application(2, true)).await.unwrap().is_none(),
         "already live"
     );
     let back = store.apply(&application(1, true)).await;
     assert!(matches!(back, Err(Error::Superseded { latest: 2, .. })));
     assert!(
-        store.apply(&application(1, false)).await.unwrap(),
+        store.apply(&application(1, false)).await.unwrap().is_some(),
         "a rollback"
     );
     let live = store.applied("payments").await.unwrap();

@@ -293,7 +293,7 @@ impl History for PostgresStore {
         })
     }
 
-    async fn apply(&self, application: &Application) -> Result<bool> {
+    async fn apply(&self, application: &Application) -> Result<Option<Timestamp>> {
         let mut tx = self.begin_locked(&application.config_id).await?;
         check_claim(
             &mut tx,
@@ -331,25 +331,26 @@ impl History for PostgresStore {
             i64::from(*version) == application.version && checksum == &application.checksum
         }) {
             tx.commit().await.map_err(failed("commit"))?;
-            return Ok(false);
+            return Ok(None);
         }
-        sqlx::query(
+        let applied_at: chrono::NaiveDateTime = sqlx::query_scalar(
             "INSERT INTO config_applied_state (config_id, environment, version, checksum, applied_at)
              VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC')
              ON CONFLICT (config_id, environment) DO UPDATE
-             SET version = EXCLUDED.version, checksum = EXCLUDED.checksum, applied_at = EXCLUDED.applied_at",
+             SET version = EXCLUDED.version, checksum = EXCLUDED.checksum, applied_at = EXCLUDED.applied_at
+             RETURNING applied_at",
         )
         .bind(&application.config_id)
         .bind(&application.environment)
         .bind(version_number(application.version))
         .bind(&application.checksum)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(failed("write the applied state"))?;
         let previous = current.map(|(version, _)| i64::from(version));
         insert_row(&mut tx, &AuditRow::applied(application, previous)).await?;
         tx.commit().await.map_err(failed("commit an application"))?;
-        Ok(true)
+        Ok(Some(timestamp(applied_at)))
     }
 
     async fn latest(&self, config_id: &str) -> Result<Option<Version>> {

@@ -1,0 +1,116 @@
+//! Restarts the operator over N converged entries and measures what the restart
+//! costs: how long until it is ready and has checked every entry, and every request
+//! it sent meanwhile, by backend. A restart over converged entries should write
+//! nothing anywhere (Lease renewals aside: the bench runs one replica without leader
+//! election).
+//!
+//!     make bench-restart                    # 1,000 entries
+//!     make bench-restart ENTRIES=10000
+//!
+//! (`cargo bench --bench restart -- --entries N` against a running `hack/env-up.sh`.)
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use summit_config::api::v1alpha1::ConfigEntry;
+use support::{Operator, eventually, free_port, fresh_namespace, metric, operator_writes};
+
+const BACKENDS: [&str; 3] = ["kubernetes", "postgres", "consul"];
+
+#[tokio::main]
+async fn main() {
+    let Some(entries) = common::entries_argument("restart", 1_000) else {
+        return;
+    };
+    let (client, ns) = fresh_namespace("bench-restart").await;
+    let api: Api<ConfigEntry> = Api::namespaced(client.clone(), &ns);
+    common::create_entries(&api, &ns, entries).await;
+    let port = free_port();
+    let http = ["--http-addr".to_owned(), format!("127.0.0.1:{port}")];
+    let http: Vec<&str> = http.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&ns, &http);
+    common::wait_converged(&api, entries).await;
+    drop(operator);
+    let before = statuses(&api).await;
+
+    // The restart: ready, then every entry reconciled once and finished.
+    let started = Instant::now();
+    let operator = Operator::start_with(&ns, &http);
+    let limit = Duration::from_secs(120 + entries as u64 / 20);
+    eventually("the operator to be ready", limit, || async {
+        let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+        ready.ok()?.status().is_success().then_some(())
+    })
+    .await;
+    let ready = started.elapsed();
+    eventually("every entry checked", limit, || async {
+        let (begun, finished) = support::reconciles(port, "ConfigEntry").await;
+        (finished >= entries as f64 && finished == begun).then_some(())
+    })
+    .await;
+    let checked = started.elapsed();
+    let writes = operator_writes(port).await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let written: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("summit_config_apiserver_writes_total{"))
+        .collect();
+    let mut requests = Vec::new();
+    for backend in BACKENDS {
+        let series = format!("summit_config_backend_requests_total{{backend=\"{backend}\"}}");
+        requests.push((backend, metric(port, &series).await));
+    }
+    let peak_rss = common::proc_status(operator.pid(), "VmHWM:");
+    drop(operator);
+    let after = statuses(&api).await;
+    let rewritten: Vec<_> = before
+        .iter()
+        .filter(|(name, status)| after.get(*name) != Some(status))
+        .collect();
+
+    println!("restart: the operator restarted over {entries} converged entries x 2 environments");
+    println!("  ready           {:.1} s", ready.as_secs_f64());
+    println!("  every entry checked  {:.1} s", checked.as_secs_f64());
+    println!("  apiserver writes     {writes:.0} (Events not counted)");
+    for line in written {
+        println!("    {line}");
+    }
+    println!("  statuses that changed  {}", rewritten.len());
+    if let Some((name, status)) = rewritten.first() {
+        println!("    {name} before: {status}");
+        println!(
+            "    {name} after:  {}",
+            after.get(*name).cloned().unwrap_or_default()
+        );
+    }
+    for (backend, total) in requests {
+        println!(
+            "  {backend:<12} {total:.0} requests, {:.2} per entry (a watch counts once)",
+            total / entries as f64
+        );
+    }
+    println!("  operator RSS    {peak_rss} (peak)");
+    println!("  machine         {}", common::machine());
+}
+
+/// Every entry's status, as JSON, by name.
+async fn statuses(api: &Api<ConfigEntry>) -> std::collections::BTreeMap<String, String> {
+    let list = api.list(&Default::default()).await.expect("list entries");
+    list.items
+        .into_iter()
+        .map(|e| {
+            let status = serde_json::to_string(&e.status).expect("status JSON");
+            (kube::ResourceExt::name_any(&e), status)
+        })
+        .collect()
+}
