@@ -55,12 +55,7 @@ async fn main() {
     .await;
     let checked = started.elapsed();
     let writes = operator_writes(port).await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("scrape metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = support::metrics_text(port).await;
     let written: Vec<&str> = metrics
         .lines()
         .filter(|line| line.starts_with("summit_config_apiserver_writes_total{"))

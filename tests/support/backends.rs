@@ -136,13 +136,17 @@ pub async fn consul_keys(config_id: &str) -> BTreeMap<String, Value> {
 /// The sum of every sample whose line starts with `series` (a metric name, optionally
 /// with some of its labels), scraped from the operator's /metrics on `port`.
 pub async fn metric(port: u16, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    series_sum(&metrics_text(port).await, series)
+}
+
+/// The operator's /metrics on `port`, as text.
+pub async fn metrics_text(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("scrape metrics")
         .text()
         .await
-        .expect("metrics text");
-    series_sum(&text, series)
+        .expect("metrics text")
 }
 
 /// The sum of every sample in the metrics `text` whose line starts with `series`.
