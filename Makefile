@@ -1,7 +1,7 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: test demo demo-down env-up env-down tools image crds lint unit bench bench-drift bench-restart
+.PHONY: test demo demo-down env-up env-down tools image crds lint unit bench bench-converge bench-latency bench-secrets bench-drift bench-restart
 
 ## make test: build the tools (cached), bring up the environment, lint and run every test, bring it down.
 test:
@@ -41,9 +41,21 @@ lint:
 unit:
 	cargo test --lib --bins
 
-## make bench [ENTRIES=N]: converge N entries (1,000 by default) from cold and print the figures.
+## make bench [ENTRIES=N]: the suite (converge, latency, restart, secrets) over N entries (1,000 by default), in one environment.
 bench:
+	hack/bench.sh suite $(or $(ENTRIES),1000)
+
+## make bench-converge [ENTRIES=N]: converge N entries from cold, beside the write ceiling measured in the same run.
+bench-converge:
 	hack/bench.sh converge $(or $(ENTRIES),1000)
+
+## make bench-latency [ENTRIES=N]: approval -> ConfigMap percentiles under a churn of 10 changes/s.
+bench-latency:
+	hack/bench.sh latency $(or $(ENTRIES),1000)
+
+## make bench-secrets [ENTRIES=N]: N AWS secret references -> Secrets from cold, and provider reads counted.
+bench-secrets:
+	hack/bench.sh secrets $(or $(ENTRIES),1000)
 
 ## make bench-drift [ENTRIES=N]: one DriftCheck over N entries (2,000 by default): pass time and requests per backend.
 bench-drift:

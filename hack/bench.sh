@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# `make bench`, `make bench-drift`, `make bench-restart`: a throw-away environment, one
-# benchmark, and down again. Usage: hack/bench.sh <converge|drift|restart> <entries>
+# `make bench` and `make bench-<name>`: a throw-away environment, benchmarks, and down
+# again. Usage: hack/bench.sh <suite|converge|latency|restart|secrets|drift> <entries>
+# `suite` runs converge, latency, restart and secrets one after another in the same
+# environment: the run the README's figures come from.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
-bench="${1:-converge}"
+bench="${1:-suite}"
 entries="${2:-1000}"
-cargo bench --locked --bench "$bench" --no-run
+if [[ "$bench" == suite ]]; then
+  benches=(converge latency restart secrets)
+else
+  benches=("$bench")
+fi
+for one in "${benches[@]}"; do
+  cargo bench --locked --bench "$one" --no-run
+done
 env_file="$(hack/env-up.sh bench)"
 trap 'hack/env-down.sh bench' EXIT
-SUMMIT_ENV_FILE="$env_file" cargo bench --locked --bench "$bench" -- --entries "$entries"
+echo "bench run of $(git rev-parse --short HEAD) on $(date -u +%Y-%m-%d)"
+for one in "${benches[@]}"; do
+  SUMMIT_ENV_FILE="$env_file" SUMMIT_OPERATOR_LOG="${SUMMIT_OPERATOR_LOG:-info}" \
+    cargo bench --locked --bench "$one" -- --entries "$entries"
+done

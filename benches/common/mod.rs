@@ -1,6 +1,8 @@
 //! What the benchmarks share: their arguments, a namespace full of entries, waiting for
 //! the operator to converge them, and the machine they ran on.
 
+#![allow(dead_code)] // each bench uses its own part of this module
+
 use std::{
     collections::HashSet,
     time::{Duration, Instant},
@@ -24,19 +26,33 @@ pub fn entries_argument(name: &str, default: usize) -> Option<usize> {
         println!("{name}: a benchmark; run it with `make bench`");
         return None;
     }
-    Some(
-        args.iter()
-            .position(|a| a == "--entries")
-            .and_then(|i| args.get(i + 1))
-            .map_or(default, |n| n.parse().expect("--entries takes a number")),
-    )
+    Some(argument("--entries").unwrap_or(default))
+}
+
+/// `name VALUE` from the command line, if given and of the right type.
+pub fn argument<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1)?.parse().ok()
 }
 
 /// Creates `count` entries with two environments each in `ns`.
 pub async fn create_entries(api: &Api<ConfigEntry>, ns: &str, count: usize) {
+    create_entries_with(api, ns, count, json!(null)).await;
+}
+
+/// Creates `count` entries with two environments each in `ns`, production with the
+/// approval policy `production_approval` (none when null).
+pub async fn create_entries_with(
+    api: &Api<ConfigEntry>,
+    ns: &str,
+    count: usize,
+    production_approval: serde_json::Value,
+) {
     stream::iter(0..count)
         .map(|i| {
             let api = api.clone();
+            let approval = production_approval.clone();
             async move {
                 let entry: ConfigEntry = serde_json::from_value(json!({
                     "apiVersion": "config.summit.io/v1alpha1",
@@ -48,7 +64,7 @@ pub async fn create_entries(api: &Api<ConfigEntry>, ns: &str, count: usize) {
                         "data": {"index": i, "pool": {"max": 10}},
                         "environments": [
                             {"name": "development"},
-                            {"name": "production", "overrides": {"pool": {"max": 50}}},
+                            production(approval),
                         ],
                     },
                 }))
@@ -61,6 +77,15 @@ pub async fn create_entries(api: &Api<ConfigEntry>, ns: &str, count: usize) {
         .buffer_unordered(16)
         .collect::<Vec<()>>()
         .await;
+}
+
+/// The production environment of the bench's entries, with `approval` unless null.
+fn production(approval: serde_json::Value) -> serde_json::Value {
+    let mut production = json!({"name": "production", "overrides": {"pool": {"max": 50}}});
+    if !approval.is_null() {
+        production["approval"] = approval;
+    }
+    production
 }
 
 /// Waits until every one of `count` entries recorded and reported its first version.

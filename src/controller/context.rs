@@ -5,10 +5,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use k8s_openapi::{NamespaceResourceScope, api::core::v1::ConfigMap};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    runtime::{
-        events::{Event, EventType, Recorder, Reporter},
-        reflector::{ObjectRef, Store},
-    },
+    runtime::reflector::{ObjectRef, Store},
 };
 
 use std::collections::HashMap;
@@ -17,7 +14,13 @@ use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::{
-    backoff::Backoff, guards::Guards, managed_secrets::ManagedSecrets, workloads::Workloads,
+    backoff::Backoff,
+    events::{EventType, Events},
+    guards::Guards,
+    managed_secrets::ManagedSecrets,
+    priority::Pacer,
+    secret_reads::{READS_IN_FLIGHT, SharedReads},
+    workloads::Workloads,
 };
 use crate::api::v1alpha1::FIELD_MANAGER;
 use crate::{
@@ -36,7 +39,7 @@ use crate::{
 /// operator was told to act, and what the platform requires.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Events,
     pub metrics: Arc<Metrics>,
     /// Versions, applied state and the audit trail.
     pub stores: Arc<Stores>,
@@ -52,6 +55,10 @@ pub struct Context {
     pub restarts: super::config_entry::RestartLimiter,
     /// For webhooks.
     pub http: reqwest::Client,
+    /// Provider reads, shared by the references to one secret within a refresh window.
+    pub secret_reads: SharedReads,
+    /// Told of every finished reconcile, to pace the listed objects behind new work.
+    pub pacer: Arc<Pacer>,
     /// Asks the entry controller to reconcile an entry (after a change applied to it).
     entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
     /// Secrets Manager clients on the default credential chain, by region.
@@ -128,17 +135,15 @@ impl Context {
         (settings, rules): (Settings, Rules),
         entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: settings.pod_name.clone(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), FIELD_MANAGER, settings.pod_name.as_deref()),
             client,
             metrics,
             stores,
             caches,
             restarts: super::config_entry::RestartLimiter::new(settings.restart_interval),
+            secret_reads: SharedReads::new(settings.secret_refresh, READS_IN_FLIGHT),
+            pacer: Arc::new(Pacer::new(1)),
             settings,
             rules,
             backoff: Backoff::default(),
@@ -266,6 +271,17 @@ impl Context {
             .unbounded_send(ObjectRef::new(name).within(namespace));
     }
 
+    /// A secret this operator just rotated: the references to it read it anew, now,
+    /// rather than at their next refresh.
+    pub fn secret_rotated(&self, provider: crate::api::v1alpha1::SecretProvider, secret_id: &str) {
+        self.secret_reads.forget(secret_id);
+        for entry in self.caches.entries.state() {
+            if crate::core::entry::references_secret(&entry, provider, secret_id) {
+                self.reconcile_entry(&entry.namespace().unwrap_or_default(), &entry.name_any());
+            }
+        }
+    }
+
     /// An entry from the entry controller's cache.
     pub fn entry(&self, namespace: &str, name: &str) -> Option<Arc<ConfigEntry>> {
         self.caches
@@ -317,14 +333,8 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        let regarding = object.object_ref(&());
+        if let Err(error) = self.events.publish(&regarding, type_, reason, &note).await {
             tracing::warn!(%error, reason, "cannot publish Event");
         }
     }

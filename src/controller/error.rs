@@ -18,9 +18,6 @@ pub enum Error {
     #[error(transparent)]
     Store(crate::store::Error),
 
-    #[error("cannot add or remove the finalizer")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-
     #[error("a watch cache closed; the operator is shutting down")]
     CacheClosed,
 
@@ -95,7 +92,6 @@ impl Error {
             Error::Store(error) => error.label(),
             Error::ConsulBehind => "ConsulBehind",
             Error::CacheClosed => "CacheClosed",
-            Error::Finalizer(_) => "Finalizer",
             Error::ProjectionFailed => "ProjectionFailed",
             Error::Secret(error) => error.label(),
             Error::NotOwned { .. } => "NotOwned",
@@ -118,8 +114,7 @@ impl Error {
             Error::Kube { .. }
             | Error::CacheClosed
             | Error::ConsulBehind
-            | Error::ProjectionFailed
-            | Error::Finalizer(_) => Class::Transient,
+            | Error::ProjectionFailed => Class::Transient,
             Error::Store(error) => error.class(),
             // A secret deleted upstream or a denied request may be put right outside
             // Kubernetes, where nobody tells the operator: retried with backoff.

@@ -7,8 +7,11 @@ mod config_entry;
 mod context;
 mod drift_check;
 mod error;
+mod events;
 mod guards;
 mod managed_secrets;
+mod priority;
+mod secret_reads;
 mod secret_rotation_policy;
 mod slim;
 mod status;
@@ -41,6 +44,7 @@ pub use context::{Context, Settings};
 pub use error::{Error, Result};
 use guards::Guards;
 use managed_secrets::SecretScope;
+use priority::Pacer;
 use slim::Slim;
 use workloads::Workloads;
 
@@ -48,7 +52,8 @@ use crate::core::Class;
 use crate::{
     api::v1alpha1::{
         ANNOTATION_CHECK, ANNOTATION_SPEC_AUTHORS, ConfigChange, ConfigEntry, DriftCheck,
-        LABEL_MANAGED_BY, LABEL_SCHEMA, MANAGED_BY, SecretRotationPolicy, WorkloadKind,
+        FINALIZER_CLEANUP, LABEL_MANAGED_BY, LABEL_SCHEMA, MANAGED_BY, SecretRotationPolicy,
+        WorkloadKind,
     },
     core::approval::PlatformFloor,
     store::Stores,
@@ -78,15 +83,17 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
         selector: launch.selector.clone(),
     };
     let (guards, guard_changes) = Guards::watch(&client, launch.require_guards);
-    let entries = controller_for(&client, &scope, entry_wakes);
-    let changes = controller_for(&client, &scope, predicates::resource_version);
-    let checks = controller_for(&client, &scope, check_wakes);
-    let (ctx, feeds) = assemble(
+    let pacer = Arc::new(Pacer::new(CONCURRENCY.into()));
+    let entries = controller_for(&client, &scope, entry_wakes, &pacer);
+    let changes = controller_for(&client, &scope, predicates::resource_version, &pacer);
+    let checks = controller_for(&client, &scope, check_wakes, &pacer);
+    let (mut ctx, feeds) = assemble(
         client,
         launch,
         guards,
         (entries.store(), changes.store(), checks.store()),
     );
+    ctx.pacer = pacer.clone();
     let ctx = Arc::new(ctx);
     let triggers = entry_triggers(&ctx, feeds.entries, entries.store());
     let entries = entries.reconcile_on(triggers);
@@ -94,7 +101,7 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
     // changes that target it; and every change is judged again when an admission
     // policy it depends on comes or goes.
     let changes = changes_of_entries(changes, &ctx, &scope).reconcile_all_on(guard_changes);
-    let policies = controller_for(&ctx.client, &scope, predicates::resource_version)
+    let policies = controller_for(&ctx.client, &scope, predicates::resource_version, &pacer)
         .reconcile_on(feeds.policies);
     ctx.caches_ready().await.map_err(|_| Error::CacheClosed)?;
     ready();
@@ -334,17 +341,24 @@ impl Scope {
 
 /// A controller for kind `K` over what the operator watches, its cache slim, woken by
 /// the objects whose `wakes` hash changed.
-fn controller_for<K: Kind>(client: &Client, scope: &Scope, wakes: Wakes<K>) -> Controller<K> {
+/// Objects created or edited go to it at once, listed ones a few at a time (see
+/// [`priority`]).
+fn controller_for<K: Kind>(
+    client: &Client,
+    scope: &Scope,
+    wakes: Wakes<K>,
+    pacer: &Arc<Pacer>,
+) -> Controller<K> {
     let (reader, writer) = reflector::store();
-    let objects = cached_watch(
+    let events = cached_watch(
         context::watched(client, scope.namespace.as_deref()),
         scope.watcher_config(),
         writer,
-    )
-    .applied_objects()
-    .predicate_filter(wakes, Default::default());
-    Controller::for_stream(objects, reader)
+    );
+    let fed = priority::split(events, wakes, pacer.clone());
+    Controller::for_stream(fed.live, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .reconcile_on(fed.listed)
 }
 
 /// What of an object wakes its controller: a hash of it, compared with the one its
@@ -358,20 +372,23 @@ fn hash_of(parts: impl std::hash::Hash) -> Option<u64> {
 }
 
 /// An entry is reconciled again when someone writes it, never because it wrote its
-/// own status or emptied its list of spec writers once a version held them: at 10,000
-/// entries each such pass would add a cold start's worth of reads. (The list only
-/// grows with a spec write, which changes the generation.)
+/// own status, added its finalizer or emptied its list of spec writers once a version
+/// held them: at 10,000 entries each such pass would add a cold start's worth of
+/// reads. (The list only grows with a spec write, which changes the generation.)
 fn entry_wakes(entry: &ConfigEntry) -> Option<u64> {
     let meta = &entry.metadata;
     let annotations = meta.annotations.iter().flatten();
     let annotations: Vec<_> = annotations
         .filter(|(key, _)| *key != ANNOTATION_SPEC_AUTHORS)
         .collect();
+    // Its own finalizer is the operator's to add, with its first write of the entry.
+    let finalizers = meta.finalizers.iter().flatten();
+    let finalizers: Vec<_> = finalizers.filter(|f| *f != FINALIZER_CLEANUP).collect();
     hash_of((
         meta.generation,
         &meta.labels,
         annotations,
-        &meta.finalizers,
+        finalizers,
         meta.deletion_timestamp.as_ref().map(|t| t.0),
     ))
 }
@@ -435,6 +452,7 @@ where
     let labels = KindLabels { kind };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let result = reconcile.await;
+    ctx.pacer.finished();
     match &result {
         Ok(action) => tracing::debug!(?action, "reconciled"),
         Err(error) => tracing::debug!(%error, "reconcile failed"),

@@ -108,7 +108,7 @@ where
     S: ObjectStatus,
 {
     use crate::api::v1alpha1::{CONDITION_VALIDATED, Conditions, find_condition};
-    use kube::runtime::events::EventType;
+    use crate::controller::events::EventType;
 
     let generation = object.meta().generation;
     let mut next = current.cloned().unwrap_or_default();

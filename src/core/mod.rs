@@ -62,4 +62,36 @@ impl Note {
             message,
         }
     }
+
+    /// One Event for everything normal a single pass did, in order: the last one
+    /// names it, and each says its part. A pass that validated, recorded and applied
+    /// an entry writes one Event, not four.
+    pub fn summary(notes: impl IntoIterator<Item = Note>) -> Option<Note> {
+        notes.into_iter().reduce(|summary, note| Note {
+            warning: summary.warning || note.warning,
+            reason: note.reason,
+            message: format!("{}; {}", summary.message, note.message),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Note;
+
+    #[test]
+    fn a_summary_is_named_by_its_last_note_and_says_every_part() {
+        let summary = Note::summary([
+            Note::normal("VersionRecorded", "recorded version 2".into()),
+            Note::normal("Applied", "applied version 2 to dev".into()),
+        ]);
+        assert_eq!(
+            summary,
+            Some(Note::normal(
+                "Applied",
+                "recorded version 2; applied version 2 to dev".into()
+            ))
+        );
+        assert_eq!(Note::summary([]), None);
+    }
 }

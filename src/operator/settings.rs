@@ -124,8 +124,9 @@ pub struct Settings {
     pub aws_endpoint_url: Option<String>,
 
     /// Seconds between looks at the providers for new versions of the secrets that
-    /// ConfigEntries reference.
-    #[arg(long, env = "SUMMIT_SECRET_REFRESH_SECONDS", default_value_t = 60)]
+    /// ConfigEntries reference. References to one secret share one read per refresh,
+    /// and a rotation this operator makes reaches them at once.
+    #[arg(long, env = "SUMMIT_SECRET_REFRESH_SECONDS", default_value_t = 3600)]
     pub secret_refresh_seconds: u64,
 
     /// Log format.

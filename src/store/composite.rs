@@ -87,6 +87,11 @@ pub struct Stores {
     bindings: Memo<Target, Projection>,
     /// The newest version number known per config id.
     newest: Memo<String, i64>,
+    /// The number of the newest version recorded from each config id's spec (the
+    /// version itself is in `versions`): a spec recorded already needs no query to say
+    /// so (only the holder of a config id records its spec, and only through these
+    /// stores).
+    spec_latest: Memo<String, i64>,
     /// What Consul was last brought up to per config id, and what it lacked of it: a
     /// reconcile that knows of nothing newer sends Consul nothing.
     mirrored: Memo<String, (mirror::Mirror, Option<(i64, String)>)>,
@@ -130,6 +135,7 @@ impl Stores {
             floors: Memo::new(),
             bindings: Memo::new(),
             newest: Memo::new(),
+            spec_latest: Memo::new(),
             mirrored: Memo::new(),
         }
     }
@@ -223,10 +229,27 @@ impl Stores {
         Ok(bound)
     }
 
-    /// Records a version. Nothing is applied without this.
+    /// Records a version. Nothing is applied without this. A spec recorded already is
+    /// answered from memory.
     pub async fn record(&self, new: &NewVersion) -> Result<Recorded> {
+        let from_spec = new.source == Source::Spec;
+        let id = &new.config_id;
+        let known = from_spec
+            .then(|| self.spec_latest.get(id))
+            .flatten()
+            .and_then(|number| self.versions.get(&(id.clone(), number)));
+        if let Some(latest) = known.filter(|latest| latest.records(new)) {
+            return Ok(Recorded {
+                version: latest,
+                created: false,
+            });
+        }
         let recorded = self.ledger.record(new).await?;
         self.remember(&recorded.version);
+        if from_spec {
+            self.spec_latest
+                .insert(id.clone(), recorded.version.version);
+        }
         Ok(recorded)
     }
 
@@ -237,19 +260,24 @@ impl Stores {
         if application.floor != FloorUpdate::Keep {
             self.floors.remove(&application.config_id);
         }
+        let id = &application.config_id;
         let Some(applied_at) = self.ledger.apply(application).await? else {
+            // Live already, or someone else moved it: what is live is the ledger's to
+            // say, on the next read.
+            self.applied.remove(id);
             return Ok(None);
         };
         let applied = AppliedState {
-            config_id: application.config_id.clone(),
+            config_id: id.clone(),
             environment: application.environment.clone(),
             version: application.version,
             checksum: application.checksum.clone(),
             applied_at,
         };
-        let mut cached = self.applied.lock();
-        let environments = cached.entry(application.config_id.clone()).or_default();
-        environments.insert(application.environment.clone(), applied.clone());
+        // Only a config id read whole is known whole.
+        if let Some(environments) = self.applied.lock().get_mut(id) {
+            environments.insert(application.environment.clone(), applied.clone());
+        }
         Ok(Some(applied))
     }
 
@@ -337,21 +365,17 @@ impl Stores {
         self.ledger.versions(config_id).await
     }
 
-    /// The applied state per environment, from the ledger, or the cache while it is
-    /// down.
+    /// The applied state per environment: read from the ledger once, then kept up to
+    /// date by every application made through these stores (the only writer of it).
     pub async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
         let id = config_id.to_owned();
-        match self.ledger.applied(config_id).await {
-            Ok(applied) => {
-                let by_environment = applied.iter().map(|a| (a.environment.clone(), a.clone()));
-                self.applied.insert(id, by_environment.collect());
-                Ok(applied)
-            }
-            Err(error) => match self.applied.get(&id) {
-                Some(cached) if !cached.is_empty() => Ok(cached.into_values().collect()),
-                _ => Err(error),
-            },
+        if let Some(known) = self.applied.get(&id) {
+            return Ok(known.into_values().collect());
         }
+        let applied = self.ledger.applied(config_id).await?;
+        let by_environment = applied.iter().map(|a| (a.environment.clone(), a.clone()));
+        self.applied.insert(id, by_environment.collect());
+        Ok(applied)
     }
 
     /// Applied states of many config ids from the ledger, in one query.

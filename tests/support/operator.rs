@@ -58,7 +58,14 @@ impl Operator {
             .open(&log_path)
             .expect("open the operator log");
         secret_namespaces.iter().for_each(|n| grant_secrets(n));
-        let child = Command::new(env!("CARGO_BIN_EXE_summit-config"))
+        // `SUMMIT_OPERATOR_WRAP` runs the operator under a profiler (`heaptrack -o
+        // FILE`, say), for the benches.
+        let binary = env!("CARGO_BIN_EXE_summit-config");
+        let wrap = std::env::var("SUMMIT_OPERATOR_WRAP").unwrap_or_default();
+        let mut command: Vec<&str> = wrap.split_whitespace().collect();
+        command.push(binary);
+        let child = Command::new(command[0])
+            .args(&command[1..])
             .arg("operator")
             .args(
                 given
@@ -74,9 +81,13 @@ impl Operator {
             .args(["--restart-interval-seconds", "1"])
             .args(["--aws-secret-prefix", "tests/{namespace}/"])
             .args(args)
+            // Tests log what they may need to read after a failure; the benches log
+            // as an installed operator does (`SUMMIT_OPERATOR_LOG=info`).
             .env(
                 "RUST_LOG",
-                "info,summit_config=debug,aws_config=debug,aws_smithy_runtime=debug",
+                std::env::var("SUMMIT_OPERATOR_LOG").unwrap_or_else(|_| {
+                    "info,summit_config=debug,aws_config=debug,aws_smithy_runtime=debug".into()
+                }),
             )
             .envs(
                 [

@@ -8,10 +8,7 @@ mod workflow;
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
 use super::{
@@ -20,6 +17,7 @@ use super::{
     observed, requeue_after_error,
     status::{self, now},
 };
+use crate::controller::events::EventType;
 use crate::{
     api::v1alpha1::{
         ChangePhase, ConfigChange, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,

@@ -3,7 +3,9 @@
 //! audit trail in PostgreSQL always stay: history is never rewritten.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{ResourceExt, runtime::events::EventType};
+use kube::ResourceExt;
+
+use crate::controller::events::EventType;
 
 use crate::api::v1alpha1::ANNOTATION_ENTRY;
 use crate::core::{entry::config_map_target, ownership::Claimant};

@@ -18,9 +18,9 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        finalizer::{self, Event as FinalizerEvent, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -40,22 +40,40 @@ pub const KIND: &str = "ConfigEntry";
 
 #[instrument(skip_all, fields(namespace = entry.namespace().unwrap_or_default(), name = entry.name_any()))]
 pub async fn reconcile(entry: Arc<ConfigEntry>, ctx: Arc<Context>) -> Result<Action> {
-    let api = ctx.namespaced::<ConfigEntry>(&entry.namespace().unwrap_or_default());
-    let work = finalizer(&api, FINALIZER_CLEANUP, entry.clone(), |event| async {
-        match event {
-            FinalizerEvent::Apply(entry) => pipeline::reconcile_entry(&entry, &ctx).await,
-            FinalizerEvent::Cleanup(entry) => cleanup::cleanup(&entry, &ctx)
-                .await
-                .map(|()| Action::await_change()),
-        }
-    });
     let work = async {
-        work.await.map_err(|error| match error {
-            finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
-            other => Error::Finalizer(Box::new(other)),
-        })
+        if entry.metadata.deletion_timestamp.is_some() {
+            return delete(&entry, &ctx).await;
+        }
+        // The pipeline adds the finalizer with its first write of the entry.
+        pipeline::reconcile_entry(&entry, &ctx).await
     };
     observed(KIND, entry.as_ref(), &ctx, work).await
+}
+
+/// Cleans up after a deleted entry, then lets it go.
+async fn delete(entry: &ConfigEntry, ctx: &Context) -> Result<Action> {
+    if !entry.finalizers().iter().any(|f| f == FINALIZER_CLEANUP) {
+        return Ok(Action::await_change());
+    }
+    cleanup::cleanup(entry, ctx).await?;
+    // Only from the entry as read: if anyone wrote it since, this fails and the next
+    // reconcile looks again.
+    let rest: Vec<&String> = entry
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER_CLEANUP)
+        .collect();
+    let patch = Patch::Merge(serde_json::json!({"metadata": {
+        "resourceVersion": entry.resource_version(),
+        "finalizers": rest,
+    }}));
+    let api = ctx.namespaced::<ConfigEntry>(&entry.namespace().unwrap_or_default());
+    api.patch(&entry.name_any(), &PatchParams::default(), &patch)
+        .await
+        .map_err(Error::kube(format!(
+            "remove the finalizer {FINALIZER_CLEANUP}"
+        )))?;
+    Ok(Action::await_change())
 }
 
 pub fn error_policy(entry: Arc<ConfigEntry>, error: &Error, ctx: Arc<Context>) -> Action {

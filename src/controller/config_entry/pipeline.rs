@@ -4,19 +4,21 @@
 
 use std::collections::BTreeSet;
 
-use kube::runtime::{controller::Action, events::EventType};
+use kube::runtime::controller::Action;
+
+use crate::controller::events::EventType;
 
 use super::{
     KIND,
     projection::{project_all, remove_stale},
     promote::{Stopped, promote_all, soonest},
-    record::{Recorded, record},
+    record::{Recorded, record, settle_metadata},
 };
 use crate::{
     api::v1alpha1::ConfigEntry,
     controller::{Context, Error, Result, status},
     core::{
-        Invalid,
+        Invalid, Note,
         entry::{
             Plan, Refusal, plan,
             status::{Backends, Report, SyncOutcome, build_status, notes, unchanged},
@@ -56,12 +58,15 @@ pub async fn reconcile_entry(entry: &ConfigEntry, ctx: &Context) -> Result<Actio
             return stopped(ctx, entry, report, stop(error)).await;
         }
     };
+    settle_metadata(ctx, entry, &recorded.latest.authors).await?;
     report.latest = Some((recorded.latest.version, recorded.latest.checksum.clone()));
+    report.happened.extend(recorded.news.clone());
     let promoted = match promote_all(ctx, entry, &recorded, &mut plans).await {
         Ok(promoted) => promoted,
         Err(stop) => return stopped(ctx, entry, report, stop).await,
     };
     report.environments = promoted.outcomes;
+    report.happened.extend(promoted.happened);
     let projected = project_all(
         ctx,
         entry,
@@ -156,12 +161,17 @@ async fn stopped(
 }
 
 /// Writes the status the report describes (only if it changed), and publishes the
-/// Events its changes call for.
+/// Events its changes call for: each warning on its own, and everything normal the
+/// pass did in one.
 async fn finish(ctx: &Context, entry: &ConfigEntry, report: &Report) -> Result<()> {
     let current = entry.status.as_ref();
     let next = build_status(current, report, status::now());
     status::apply_status(ctx, KIND, entry, current, &next).await?;
-    for note in notes(current, &next) {
+    let (warnings, normal): (Vec<_>, Vec<_>) = notes(current, &next)
+        .into_iter()
+        .chain(report.happened.iter().cloned())
+        .partition(|note| note.warning);
+    for note in warnings.into_iter().chain(Note::summary(normal)) {
         if note.reason == "ValidationFailed"
             && let Err((reason, _)) = &report.validated
         {

@@ -8,7 +8,9 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::{ResourceExt, runtime::events::EventType};
+use kube::ResourceExt;
+
+use crate::controller::events::EventType;
 use serde_json::{Map, Value};
 
 use super::{

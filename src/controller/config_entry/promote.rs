@@ -8,18 +8,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::{
-    ResourceExt, api::PostParams, runtime::events::EventType, runtime::reflector::ObjectRef,
-};
+use kube::{ResourceExt, api::PostParams, runtime::reflector::ObjectRef};
 
 use super::{
     KIND,
     record::{Recorded, live_of},
 };
+use crate::controller::events::EventType;
 use crate::{
     api::v1alpha1::{ConfigChange, ConfigEntry, EnvironmentPhase, EnvironmentSpec},
     controller::{Context, Error, guards::Guarded, status},
     core::{
+        Note,
         approval::{self, Requirements},
         entry::{
             Plan,
@@ -39,6 +39,8 @@ pub struct Promoted {
     pub moved_at: HashMap<String, Instant>,
     /// When to look again for a proposal that cannot be made yet.
     pub propose_after: Option<Duration>,
+    /// What moved, and what was asked for, for the pass's Event.
+    pub happened: Vec<Note>,
 }
 
 /// A store that failed part way, and what that leaves of the entry.
@@ -118,7 +120,9 @@ async fn promote_one(
         }
         Step::Apply => {
             promoted.moved_at.insert(name, Instant::now());
-            outcome.live = apply(ctx, entry, recorded, plan, floor).await?;
+            let (live, note) = apply(ctx, recorded, plan, floor).await?;
+            outcome.live = live;
+            promoted.happened.extend(note);
         }
         Step::Propose { version, policy } => {
             let content_live = current.is_some_and(|c| c.checksum == plan.checksum);
@@ -148,14 +152,14 @@ async fn promote_one(
     Ok(outcome)
 }
 
-/// Applies the newest version where nothing needs approval. Returns what is live now.
+/// Applies the newest version where nothing needs approval. Returns what is live now,
+/// and a note if it moved.
 async fn apply(
     ctx: &Context,
-    entry: &ConfigEntry,
     recorded: &Recorded,
     plan: &Plan<'_>,
     floor: Option<&Floor>,
-) -> Result<Option<Live>, Stopped> {
+) -> Result<(Option<Live>, Option<Note>), Stopped> {
     let latest = &recorded.latest;
     let name = &plan.spec.name;
     let floor_update = approval::floor_change(
@@ -185,9 +189,8 @@ async fn apply(
         .map_err(Stopped::new(not_applied))?;
     if let Some(live) = moved {
         tracing::info!(config_id = %recorded.config_id, environment = %name, version = latest.version, "applied");
-        ctx.publish(entry, EventType::Normal, "Applied", application.message)
-            .await;
-        return Ok(Some(live_of(&live)));
+        let note = Note::normal("Applied", application.message);
+        return Ok((Some(live_of(&live)), Some(note)));
     }
     // Another writer moved it first: what is live is the ledger's to say.
     let applied = ctx
@@ -195,7 +198,8 @@ async fn apply(
         .applied(&recorded.config_id)
         .await
         .map_err(Stopped::new("what is live stays live"))?;
-    Ok(applied.iter().find(|a| &a.environment == name).map(live_of))
+    let live = applied.iter().find(|a| &a.environment == name).map(live_of);
+    Ok((live, None))
 }
 
 /// Asks for approval of `proposal`: finds its ConfigChange in the change controller's

@@ -4,14 +4,15 @@
 use kube::{
     ResourceExt,
     api::{Patch, PatchParams},
-    runtime::events::EventType,
 };
 
 use super::KIND;
+use crate::controller::{Error, Result};
 use crate::{
-    api::v1alpha1::{ANNOTATION_SPEC_AUTHORS, ApprovalPolicy, ConfigEntry},
+    api::v1alpha1::{ANNOTATION_SPEC_AUTHORS, ApprovalPolicy, ConfigEntry, FINALIZER_CLEANUP},
     controller::{Context, guards::Guarded},
     core::{
+        Note,
         entry::{
             authors::{self, UNKNOWN_AUTHOR},
             proposal::{Proposal, Writers},
@@ -35,6 +36,8 @@ pub struct Recorded {
     /// recorded (empty when nothing proves it).
     pub author: String,
     pub authors: Vec<String>,
+    /// What recording did that people should hear of: a new version.
+    pub news: Option<Note>,
 }
 
 impl Recorded {
@@ -112,8 +115,7 @@ pub async fn record(
     ctx.metrics.backend(ctx.stores.backend(), answered);
     let (recorded, applied, floors) = stored?;
     let latest = recorded.version;
-    forget_recorded_authors(ctx, entry, &latest.authors).await;
-    if recorded.created {
+    let news = recorded.created.then(|| {
         tracing::info!(%config_id, version = latest.version, "version recorded");
         ctx.metrics.versions_recorded.inc();
         let note = format!(
@@ -121,10 +123,10 @@ pub async fn record(
             latest.version,
             &latest.checksum[..12]
         );
-        ctx.publish(entry, EventType::Normal, "VersionRecorded", note)
-            .await;
-    }
+        Note::normal("VersionRecorded", note)
+    });
     Ok(Recorded {
+        news,
         config_id,
         claimant,
         latest,
@@ -135,28 +137,53 @@ pub async fn record(
     })
 }
 
-/// Empties the list of spec writers once a version holds them all, unless the entry
-/// was written since it was read (then the next version holds the newer writers too).
-/// A write that recorded nothing new (an approval policy changed, say) keeps the list:
-/// its writers are no version's authors yet.
-async fn forget_recorded_authors(ctx: &Context, entry: &ConfigEntry, recorded: &[String]) {
-    if !authors::all_recorded(entry, recorded) {
-        return;
+/// Brings the entry's metadata up to what recording it calls for, in one write: the
+/// cleanup finalizer before anything is projected, and the list of spec writers
+/// emptied once a version holds them all, unless the entry was written since it was
+/// read (then the next version holds the newer writers too). A write that recorded
+/// nothing new (an approval policy changed, say) keeps the list: its writers are no
+/// version's authors yet.
+///
+/// Fails only when the finalizer is missing and cannot be added: nothing may be
+/// projected that a deletion would not clean up.
+pub async fn settle_metadata(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    recorded: &[String],
+) -> Result<()> {
+    let finalizers = entry.finalizers();
+    let unguarded = !finalizers.iter().any(|f| f == FINALIZER_CLEANUP);
+    let forget_authors = authors::all_recorded(entry, recorded);
+    if !unguarded && !forget_authors {
+        return Ok(());
     }
-    let patch = serde_json::json!({"metadata": {
-        "resourceVersion": entry.resource_version(),
-        "annotations": {ANNOTATION_SPEC_AUTHORS: null},
-    }});
+    let mut metadata = serde_json::json!({"resourceVersion": entry.resource_version()});
+    if unguarded {
+        let guarded = finalizers
+            .iter()
+            .map(String::as_str)
+            .chain([FINALIZER_CLEANUP]);
+        metadata["finalizers"] = guarded.collect::<Vec<_>>().into();
+    }
+    if forget_authors {
+        metadata["annotations"] = serde_json::json!({ANNOTATION_SPEC_AUTHORS: null});
+    }
     let api = ctx.namespaced::<ConfigEntry>(&entry.namespace().unwrap_or_default());
+    let patch = Patch::Merge(serde_json::json!({ "metadata": metadata }));
     let patched = api
-        .patch(
-            &entry.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
+        .patch(&entry.name_any(), &PatchParams::default(), &patch)
         .await;
     match patched {
-        Ok(_) => ctx.count_write(KIND, "configentry"),
-        Err(error) => tracing::debug!(%error, "spec writers kept for the next version"),
+        Ok(_) => {
+            ctx.count_write(KIND, "configentry");
+            Ok(())
+        }
+        Err(error) if unguarded => Err(Error::kube(format!(
+            "add the finalizer {FINALIZER_CLEANUP}"
+        ))(error)),
+        Err(error) => {
+            tracing::debug!(%error, "spec writers kept for the next version");
+            Ok(())
+        }
     }
 }

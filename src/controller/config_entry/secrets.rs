@@ -20,6 +20,7 @@ use crate::{
     controller::{
         Context, Error, Result,
         managed_secrets::{ManagedSecrets, cached_checksums},
+        secret_reads::ReadKey,
         targets as target,
     },
     core::render::{ProjectedSecret, desired_secret, foreign_keys, key_checksums},
@@ -32,6 +33,7 @@ use crate::{
         self, CURRENT, ExposeSecret, InClusterProvider, Provider, SecretProvider, SecretString,
         Selector, select_key,
     },
+    telemetry::BackendLabels,
 };
 
 use super::KIND;
@@ -162,14 +164,30 @@ async fn resolve(
         };
         let reference: SecretReference =
             serde_json::from_value(reference.clone()).map_err(invalid)?;
+        // Checked for this namespace on every read, shared or not.
         let provider = provider_for(ctx, &own, &reference).await.map_err(failed)?;
         let stage = reference.version_stage.as_deref().unwrap_or(CURRENT);
-        let found = provider
-            .read(&reference.secret_id, Selector::Stage(stage))
+        let read = ReadKey {
+            source: read_source(&own, &reference),
+            secret_id: reference.secret_id.clone(),
+            stage: stage.to_owned(),
+        };
+        let found = ctx
+            .secret_reads
+            .read(&read, || {
+                if reference.provider == ProviderKind::AwsSecretsManager {
+                    let labels = BackendLabels {
+                        backend: "secretsmanager",
+                    };
+                    ctx.metrics.backend_requests.get_or_create(&labels).inc();
+                }
+                provider.read(&reference.secret_id, Selector::Stage(stage))
+            })
             .await
             .map_err(failed)?;
-        let value = select_key(&reference.secret_id, found.value, reference.key.as_deref())
-            .map_err(failed)?;
+        let value = found.value.clone();
+        let value =
+            select_key(&reference.secret_id, value, reference.key.as_deref()).map_err(failed)?;
         versions.push(json!({
             "key": key,
             "provider": reference.provider,
@@ -235,6 +253,24 @@ async fn write(
         ctx.count_write(KIND, "secret");
     }
     Ok(())
+}
+
+/// Which provider, with which credentials, a reference reads from: references with
+/// the same source may share a read.
+fn read_source(namespace: &str, reference: &SecretReference) -> String {
+    match reference.provider {
+        ProviderKind::AwsSecretsManager => {
+            let options = reference.aws.as_ref();
+            let region = options
+                .and_then(|o| o.region.as_deref())
+                .unwrap_or_default();
+            match options.and_then(|o| o.credentials_secret.as_deref()) {
+                Some(credentials) => format!("aws/{region}/{namespace}/{credentials}"),
+                None => format!("aws/{region}"),
+            }
+        }
+        ProviderKind::InCluster => format!("in-cluster/{namespace}"),
+    }
 }
 
 async fn provider_for(

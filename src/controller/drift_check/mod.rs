@@ -12,16 +12,14 @@ mod remediate;
 
 use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
 use super::{
     Context, Error, Result, observed, requeue_after_error,
     status::{self, now},
 };
+use crate::controller::events::EventType;
 use crate::{
     api::v1alpha1::{ANNOTATION_CHECK, ConfigEntry, DriftCheck, DriftSource, RemediationMode},
     core::{

@@ -1,7 +1,9 @@
 //! Putting drifted copies back, through the path a normal apply takes, with an audit
 //! row naming the operator and the DriftCheck.
 
-use kube::{ResourceExt, runtime::events::EventType};
+use kube::ResourceExt;
+
+use crate::controller::events::EventType;
 use serde_json::json;
 
 use super::{Drift, Repair};

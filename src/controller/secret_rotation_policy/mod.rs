@@ -13,16 +13,14 @@ mod target;
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
 use super::{
     Context, Error, Result, observed, requeue_after_error,
     status::{self, now},
 };
+use crate::controller::events::EventType;
 use crate::{
     api::v1alpha1::{
         SecretProvider as ProviderKind, SecretRotationPolicy, SecretRotationPolicySpec,

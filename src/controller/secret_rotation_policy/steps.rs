@@ -88,6 +88,7 @@ impl Run<'_> {
         }
         self.promote(&current, &new).await?;
         target::project(ctx, policy, &new, Some(&current)).await?;
+        ctx.secret_rotated(policy.spec.provider, secret_id);
         target::restart_consumers(ctx, policy, &new.version_id).await;
         let versions = (current.version_id.as_str(), new.version_id.as_str());
         rotation::rotated(self.status, versions, count, self.schedule, &now());

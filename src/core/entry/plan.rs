@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::validate::Refusal;
 use crate::{
-    api::v1alpha1::{ConfigEntry, ConfigFormat, EnvironmentSpec},
+    api::v1alpha1::{ConfigEntry, ConfigFormat, EnvironmentSpec, SecretProvider},
     core::{
         approval::Requirements,
         render::render,
@@ -103,6 +103,17 @@ pub fn config_map_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> 
 pub fn secret_target(entry: &ConfigEntry, environment: &EnvironmentSpec) -> (String, String) {
     let target = environment.secret.as_ref();
     placed(entry, environment, target.map(|t| (&t.namespace, &t.name)))
+}
+
+/// Whether the spec references `secret_id` of `provider`, in any environment.
+pub fn references_secret(entry: &ConfigEntry, provider: SecretProvider, secret_id: &str) -> bool {
+    let environments = entry.spec.environments.iter();
+    let mut references = entry
+        .spec
+        .secrets
+        .values()
+        .chain(environments.flat_map(|e| e.secrets.values()));
+    references.any(|r| r.provider == provider && r.secret_id == secret_id)
 }
 
 /// `(namespace, name)` of an environment's projection: as its target gives them, or

@@ -121,6 +121,9 @@ pub struct Report {
     pub latest: Option<(i64, String)>,
     pub environments: Vec<EnvironmentOutcome>,
     pub sync: Option<SyncOutcome>,
+    /// What the pass did that people should hear of (recorded a version, applied
+    /// it, asked for approval), in order.
+    pub happened: Vec<Note>,
 }
 
 impl Report {
@@ -132,6 +135,7 @@ impl Report {
             latest: None,
             environments: Vec::new(),
             sync: None,
+            happened: Vec::new(),
         }
     }
 

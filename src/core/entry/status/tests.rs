@@ -42,6 +42,7 @@ fn report() -> Report {
             reason: "Recorded",
             message: "PostgreSQL and Consul hold version 2".into(),
         }),
+        happened: Vec::new(),
     }
 }
 
