@@ -38,6 +38,7 @@ async fn main() {
     common::create_entries(&api, &ns, entries).await;
 
     let port = free_port();
+    let busy = common::machine_busy_seconds();
     let started = Instant::now();
     let operator = Operator::start_with(&ns, &["--http-addr", &format!("127.0.0.1:{port}")]);
     common::wait_converged(&api, entries).await;
@@ -53,6 +54,8 @@ async fn main() {
     let series = "summit_config_reconciles_total{kind=\"ConfigEntry\"}";
     let reconciles = per_entry(metric(port, series).await);
     let peak_rss = common::proc_status(operator.pid(), "VmHWM:");
+    let cpu = common::cpu_seconds(operator.pid());
+    let busy = common::machine_busy_seconds() - busy;
     drop(operator);
 
     println!("converge: {entries} entries x 2 environments, from a cold start of the operator");
@@ -62,6 +65,11 @@ async fn main() {
         entries as f64 / elapsed.as_secs_f64()
     );
     println!("  operator RSS    {peak_rss} (peak)");
+    println!(
+        "  CPU             operator {cpu:.1} s, whole machine {busy:.1} s of {:.1} s available",
+        elapsed.as_secs_f64()
+            * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+    );
     println!(
         "  apiserver writes per entry  {:.2} (status + ConfigMaps, Events not counted)",
         writes / entries as f64

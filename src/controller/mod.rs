@@ -16,11 +16,15 @@ mod secret_rotation_policy;
 mod slim;
 mod status;
 mod targets;
+mod wakes;
 mod workloads;
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Instant};
 
-use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
+use futures::{
+    StreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender},
+};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
@@ -46,14 +50,14 @@ use guards::Guards;
 use managed_secrets::SecretScope;
 use priority::Pacer;
 use slim::Slim;
+use wakes::{Wakes, check_wakes, entry_wakes};
 use workloads::Workloads;
 
 use crate::core::Class;
 use crate::{
     api::v1alpha1::{
-        ANNOTATION_CHECK, ANNOTATION_SPEC_AUTHORS, ConfigChange, ConfigEntry, DriftCheck,
-        FINALIZER_CLEANUP, LABEL_MANAGED_BY, LABEL_SCHEMA, MANAGED_BY, SecretRotationPolicy,
-        WorkloadKind,
+        ConfigChange, ConfigEntry, DriftCheck, LABEL_MANAGED_BY, LABEL_SCHEMA, MANAGED_BY,
+        SecretRotationPolicy, WorkloadKind,
     },
     core::approval::PlatformFloor,
     store::Stores,
@@ -84,9 +88,10 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
     };
     let (guards, guard_changes) = Guards::watch(&client, launch.require_guards);
     let pacer = Arc::new(Pacer::new(CONCURRENCY.into()));
-    let entries = controller_for(&client, &scope, entry_wakes, &pacer);
-    let changes = controller_for(&client, &scope, predicates::resource_version, &pacer);
-    let checks = controller_for(&client, &scope, check_wakes, &pacer);
+    let (entry_tap, entries_touched) = futures::channel::mpsc::unbounded();
+    let entries = controller_for(&client, &scope, entry_wakes, &pacer, Some(entry_tap));
+    let changes = controller_for(&client, &scope, predicates::resource_version, &pacer, None);
+    let checks = controller_for(&client, &scope, check_wakes, &pacer, None);
     let (mut ctx, feeds) = assemble(
         client,
         launch,
@@ -100,9 +105,15 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
     // A change waits on its entry: an entry's new version or policy reconciles the
     // changes that target it; and every change is judged again when an admission
     // policy it depends on comes or goes.
-    let changes = changes_of_entries(changes, &ctx, &scope).reconcile_all_on(guard_changes);
-    let policies = controller_for(&ctx.client, &scope, predicates::resource_version, &pacer)
-        .reconcile_on(feeds.policies);
+    let changes = changes_of_entries(changes, entries_touched).reconcile_all_on(guard_changes);
+    let policies = controller_for(
+        &ctx.client,
+        &scope,
+        predicates::resource_version,
+        &pacer,
+        None,
+    )
+    .reconcile_on(feeds.policies);
     ctx.caches_ready().await.map_err(|_| Error::CacheClosed)?;
     ready();
     tracing::info!(
@@ -249,27 +260,23 @@ fn entry_triggers(
     ])
 }
 
-/// The change controller, woken too by the entries its changes target.
+/// The change controller, woken too by the entries its changes target: every write or
+/// deletion of an entry the entry controller's watch sees (no second watch of them).
 fn changes_of_entries(
     controller: Controller<ConfigChange>,
-    ctx: &Context,
-    scope: &Scope,
+    entries_touched: UnboundedReceiver<ObjectRef<ConfigEntry>>,
 ) -> Controller<ConfigChange> {
     let changes = controller.store();
-    controller.watches(
-        ctx.watched::<ConfigEntry>(),
-        scope.watcher_config(),
-        move |entry| {
-            let namespace = entry.namespace();
-            let name = entry.name_any();
-            changes
-                .state()
-                .into_iter()
-                .filter(|c| c.namespace() == namespace && c.spec.config_entry == name)
-                .map(|c| ObjectRef::from_obj(c.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    )
+    let targeting = move |entry: ObjectRef<ConfigEntry>| {
+        let targeting: Vec<_> = changes
+            .state()
+            .into_iter()
+            .filter(|c| c.namespace() == entry.namespace && c.spec.config_entry == entry.name)
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect();
+        futures::stream::iter(targeting)
+    };
+    controller.reconcile_on(entries_touched.flat_map(targeting))
 }
 
 /// A watch of one workload kind that fills its cache, as a stream of the workloads it
@@ -348,6 +355,7 @@ fn controller_for<K: Kind>(
     scope: &Scope,
     wakes: Wakes<K>,
     pacer: &Arc<Pacer>,
+    tap: Option<UnboundedSender<ObjectRef<K>>>,
 ) -> Controller<K> {
     let (reader, writer) = reflector::store();
     let events = cached_watch(
@@ -355,52 +363,10 @@ fn controller_for<K: Kind>(
         scope.watcher_config(),
         writer,
     );
-    let fed = priority::split(events, wakes, pacer.clone());
+    let fed = priority::split(events, wakes, pacer.clone(), tap);
     Controller::for_stream(fed.live, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .reconcile_on(fed.listed)
-}
-
-/// What of an object wakes its controller: a hash of it, compared with the one its
-/// last wake had.
-type Wakes<K> = fn(&K) -> Option<u64>;
-
-/// Hashes `parts` for a [`Wakes`], the same way on every thread.
-fn hash_of(parts: impl std::hash::Hash) -> Option<u64> {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    Some(BuildHasherDefault::<DefaultHasher>::default().hash_one(parts))
-}
-
-/// An entry is reconciled again when someone writes it, never because it wrote its
-/// own status, added its finalizer or emptied its list of spec writers once a version
-/// held them: at 10,000 entries each such pass would add a cold start's worth of
-/// reads. (The list only grows with a spec write, which changes the generation.)
-fn entry_wakes(entry: &ConfigEntry) -> Option<u64> {
-    let meta = &entry.metadata;
-    let annotations = meta.annotations.iter().flatten();
-    let annotations: Vec<_> = annotations
-        .filter(|(key, _)| *key != ANNOTATION_SPEC_AUTHORS)
-        .collect();
-    // Its own finalizer is the operator's to add, with its first write of the entry.
-    let finalizers = meta.finalizers.iter().flatten();
-    let finalizers: Vec<_> = finalizers.filter(|f| *f != FINALIZER_CLEANUP).collect();
-    hash_of((
-        meta.generation,
-        &meta.labels,
-        annotations,
-        finalizers,
-        meta.deletion_timestamp.as_ref().map(|t| t.0),
-    ))
-}
-
-/// A DriftCheck runs on its interval, on a spec change, or when asked (the check
-/// annotation), and never because it wrote its own status: that would cost every
-/// check a second pass.
-fn check_wakes(check: &DriftCheck) -> Option<u64> {
-    hash_of((
-        check.metadata.generation,
-        check.annotations().get(ANNOTATION_CHECK),
-    ))
 }
 
 /// A watch that fills `writer`'s cache with slim objects (see [`slim`]), as a stream

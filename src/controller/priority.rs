@@ -63,12 +63,20 @@ pub struct Fed<K: Kind> {
     pub listed: mpsc::UnboundedReceiver<ObjectRef<K>>,
 }
 
-/// Splits `events` into what [`Fed`] holds, in a task of its own.
+/// Splits `events` into what [`Fed`] holds, in a task of its own; every object seen
+/// written or deleted live is told to `tap` too, whether it wakes its controller or
+/// not (for controllers that follow this kind without a watch of their own).
 pub fn split<K: Kind>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     wakes: Wakes<K>,
     pacer: Arc<Pacer>,
+    tap: Option<mpsc::UnboundedSender<ObjectRef<K>>>,
 ) -> Fed<K> {
+    let told = move |object: &K| {
+        if let Some(tap) = &tap {
+            let _ = tap.unbounded_send(ObjectRef::from_obj(object));
+        }
+    };
     let (live, live_out) = mpsc::unbounded();
     let (listed, listed_out) = mpsc::unbounded();
     tokio::spawn(async move {
@@ -86,11 +94,15 @@ pub fn split<K: Kind>(
                         }
                     }
                     Some(Ok(watcher::Event::Apply(object))) => {
+                        told(&object);
                         if seen.changed(&object) && live.unbounded_send(Ok(object)).is_err() {
                             break;
                         }
                     }
-                    Some(Ok(watcher::Event::Delete(object))) => seen.forget(&object),
+                    Some(Ok(watcher::Event::Delete(object))) => {
+                        told(&object);
+                        seen.forget(&object);
+                    }
                     Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
                     Some(Err(error)) => {
                         if live.unbounded_send(Err(error)).is_err() {

@@ -83,8 +83,9 @@ pub struct Stores {
     /// Approval floors by config id, as last read or written: only this operator
     /// writes them.
     floors: Memo<String, Vec<Floor>>,
-    /// Projection bindings known: a binding never moves but by this operator.
-    bindings: Memo<Target, Projection>,
+    /// Projection bindings known, and targets known to be unbound: a binding is made
+    /// and moved only by this operator, through these stores.
+    bindings: Memo<Target, Option<Projection>>,
     /// The newest version number known per config id.
     newest: Memo<String, i64>,
     /// The number of the newest version recorded from each config id's spec (the
@@ -202,11 +203,11 @@ impl Stores {
     /// Binds `target` to `projection` unless it is bound already; returns what it is
     /// bound to now.
     pub async fn bind(&self, target: &Target, projection: &Projection) -> Result<Projection> {
-        if let Some(bound) = self.bindings.get(target) {
+        if let Some(Some(bound)) = self.bindings.get(target) {
             return Ok(bound);
         }
         let bound = self.ledger.bind(target, projection).await?;
-        self.bindings.insert(target.clone(), bound.clone());
+        self.bindings.insert(target.clone(), Some(bound.clone()));
         Ok(bound)
     }
 
@@ -219,13 +220,11 @@ impl Stores {
 
     /// What `target` is bound to, if anything.
     pub async fn binding(&self, target: &Target) -> Result<Option<Projection>> {
-        if let Some(bound) = self.bindings.get(target) {
-            return Ok(Some(bound));
+        if let Some(known) = self.bindings.get(target) {
+            return Ok(known);
         }
         let bound = self.ledger.binding(target).await?;
-        if let Some(bound) = &bound {
-            self.bindings.insert(target.clone(), bound.clone());
-        }
+        self.bindings.insert(target.clone(), bound.clone());
         Ok(bound)
     }
 
@@ -246,6 +245,13 @@ impl Stores {
         }
         let recorded = self.ledger.record(new).await?;
         self.remember(&recorded.version);
+        if recorded.created && recorded.version.version == 1 {
+            // The config id's first version: nothing of it was applied or floored yet.
+            let mut applied = self.applied.lock();
+            applied.entry(id.clone()).or_default();
+            drop(applied);
+            self.floors.lock().entry(id.clone()).or_default();
+        }
         if from_spec {
             self.spec_latest
                 .insert(id.clone(), recorded.version.version);

@@ -44,8 +44,9 @@ pub async fn reconcile(entry: Arc<ConfigEntry>, ctx: Arc<Context>) -> Result<Act
         if entry.metadata.deletion_timestamp.is_some() {
             return delete(&entry, &ctx).await;
         }
-        // The pipeline adds the finalizer with its first write of the entry.
-        pipeline::reconcile_entry(&entry, &ctx).await
+        // The pipeline adds the finalizer with its first write of the entry. Boxed: its
+        // state is large, and a boxed future keeps the controller's task small.
+        Box::pin(pipeline::reconcile_entry(&entry, &ctx)).await
     };
     observed(KIND, entry.as_ref(), &ctx, work).await
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
-    ResourceExt,
-    api::{Patch, PatchParams},
+    Api, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
 };
 
 use super::KIND;
@@ -59,15 +59,7 @@ async fn write_config_map(
     let desired = desired_config_map(entry, projection);
     let api = ctx.namespaced::<ConfigMap>(namespace);
     let describe = || format!("apply ConfigMap {namespace}/{name}");
-    let live = match ctx.managed_config_map(namespace, name) {
-        Some(live) => Some(live),
-        // Not in the cache: new, deleted, or somebody else's.
-        None => api
-            .get_opt(name)
-            .await
-            .map_err(Error::kube(describe()))?
-            .map(Arc::new),
-    };
+    let cached = ctx.managed_config_map(namespace, name);
     let target = target::Write {
         entry,
         target: Target {
@@ -82,6 +74,19 @@ async fn write_config_map(
         guard: match write {
             Write::Project { guard } => guard,
             Write::Restore => None,
+        },
+    };
+    let live = match cached {
+        Some(live) => Some(live),
+        // Not in the cache: new (then created here, in one request), deleted, or
+        // somebody else's (then the create fails, and it is read).
+        None => match create(ctx, &api, &target, &desired).await? {
+            Created::Yes => return Ok(true),
+            Created::Exists => api
+                .get_opt(name)
+                .await
+                .map_err(Error::kube(describe()))?
+                .map(Arc::new),
         },
     };
     // Never take over a ConfigMap another entry, another environment or a person made.
@@ -119,6 +124,36 @@ async fn write_config_map(
         ctx.count_write(KIND, "configmap");
     }
     Ok(true)
+}
+
+enum Created {
+    Yes,
+    Exists,
+}
+
+/// Creates the ConfigMap `desired` unless one of its name exists.
+async fn create(
+    ctx: &Context,
+    api: &Api<ConfigMap>,
+    target: &target::Write<'_>,
+    desired: &ConfigMap,
+) -> Result<Created> {
+    target.admit(ctx, None).await?;
+    target.prepare(ctx).await?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.create(&params, desired).await {
+        Ok(_) => {
+            ctx.count_write(KIND, "configmap");
+            Ok(Created::Yes)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Created::Exists),
+        Err(error) => Err(Error::kube(format!("create ConfigMap {}", target.target))(
+            error,
+        )),
+    }
 }
 
 /// Whether the operator wrote this ConfigMap and someone dropped its annotations.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
 };
 use serde_json::{Map, Value, json};
 
@@ -70,26 +70,31 @@ pub async fn project_secrets(
             .iter()
             .map(|(key, value)| (key.as_str(), value.expose_secret().as_bytes())),
     );
-    let annotations = stamp(entry, environment, version, &sum);
-    let live = match ctx.caches.managed_secrets.get(&namespace, &name) {
-        Some(live) => Some(live),
-        // Not in the cache: new, deleted, or somebody else's.
-        None => ManagedSecrets::fetch(&ctx.client, &namespace, &name)
-            .await
-            .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?,
+    let target = write_target(entry, environment, (&namespace, &name), guard, restoring);
+    let cached = ctx.caches.managed_secrets.get(&namespace, &name);
+    let outcome = SecretsOutcome {
+        checksum: sum.clone(),
     };
-    let target = target::Write {
-        entry,
-        target: Target {
-            kind: TargetKind::Secret,
-            namespace: namespace.clone(),
-            name: name.clone(),
-        },
-        wanted: Projection {
-            config_id: entry.spec.config_id.clone(),
-            environment: environment.name.clone(),
-        },
-        guard: guard.filter(|_| !restoring),
+    let projected = ProjectedSecret {
+        annotations: stamp(entry, environment, version, &sum),
+        namespace,
+        name,
+        data: values,
+    };
+    let (namespace, name) = (&projected.namespace, &projected.name);
+    let live = match cached {
+        Some(live) => Some(live),
+        // Not in the cache: new (then created here, in one request), deleted, or
+        // somebody else's (then the create fails, and it is read).
+        None => {
+            if create(ctx, entry, &target, &projected).await? {
+                ctx.caches.managed_secrets.expect(namespace, name, keys);
+                return Ok(outcome);
+            }
+            ManagedSecrets::fetch(&ctx.client, namespace, name)
+                .await
+                .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?
+        }
     };
     target
         .admit(ctx, live.as_ref().map(|l| &l.metadata))
@@ -97,13 +102,11 @@ pub async fn project_secrets(
     // What the Secret should hold, for DriftChecks: whether it is written now or not.
     ctx.caches
         .managed_secrets
-        .expect(&namespace, &name, keys.clone());
-    let outcome = SecretsOutcome {
-        checksum: sum.clone(),
-    };
+        .expect(namespace, name, keys.clone());
     if let Some(live) = &live {
         let same_versions = live.annotations().get(ANNOTATION_SECRETS_CHECKSUM) == Some(&sum);
-        let stamped = annotations
+        let stamped = projected
+            .annotations
             .iter()
             .all(|(key, value)| live.annotations().get(key) == Some(value));
         if stamped && cached_checksums(live) == keys {
@@ -114,15 +117,33 @@ pub async fn project_secrets(
         }
     }
     target.prepare(ctx).await?;
-    let projected = ProjectedSecret {
-        namespace,
-        name,
-        data: values,
-        annotations,
-    };
     write(ctx, entry, live.as_deref(), &projected).await?;
     tracing::info!(secret = %format!("{}/{}", projected.namespace, projected.name), version, "secret references projected");
     Ok(outcome)
+}
+
+/// The write of an environment's Secret `(namespace, name)`; one that needs approval
+/// (`guard`, unless `restoring` what a DriftCheck found) binds it to itself.
+fn write_target<'e>(
+    entry: &'e ConfigEntry,
+    environment: &EnvironmentSpec,
+    (namespace, name): (&str, &str),
+    guard: Option<&'e Requirements>,
+    restoring: bool,
+) -> target::Write<'e> {
+    target::Write {
+        entry,
+        target: Target {
+            kind: TargetKind::Secret,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        },
+        wanted: Projection {
+            config_id: entry.spec.config_id.clone(),
+            environment: environment.name.clone(),
+        },
+        guard: guard.filter(|_| !restoring),
+    }
 }
 
 /// Refuses a Secret outside the namespaces the operator projects into and manages.
@@ -219,6 +240,35 @@ fn stamp(
         (ANNOTATION_VERSION.to_owned(), version.to_string()),
         (ANNOTATION_SECRETS_CHECKSUM.to_owned(), sum.to_owned()),
     ])
+}
+
+/// Creates the Secret `projected` unless one of its name exists; returns whether it
+/// did.
+async fn create(
+    ctx: &Context,
+    entry: &ConfigEntry,
+    target: &target::Write<'_>,
+    projected: &ProjectedSecret,
+) -> Result<bool> {
+    let (namespace, name) = (&projected.namespace, &projected.name);
+    target.admit(ctx, None).await?;
+    target.prepare(ctx).await?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    match api.create(&params, &desired_secret(entry, projected)).await {
+        Ok(_) => {
+            ctx.count_write(KIND, "secret");
+            tracing::info!(secret = %format!("{namespace}/{name}"), "secret references projected");
+            Ok(true)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(Error::kube(format!("create Secret {namespace}/{name}"))(
+            error,
+        )),
+    }
 }
 
 /// Applies the Secret, and removes the keys someone else added to it.

@@ -43,6 +43,16 @@ impl Stores {
         Some(Mirror::of(self.newest.get(&id)?, applied.values()))
     }
 
+    /// Every version of `config_id`, oldest first, if memory holds them all.
+    fn known_versions(&self, config_id: &str) -> Option<Vec<Version>> {
+        let id = config_id.to_owned();
+        let newest = self.newest.get(&id)?;
+        let versions = self.versions.lock();
+        (1..=newest)
+            .map(|number| versions.get(&(id.clone(), number)).cloned())
+            .collect()
+    }
+
     async fn sync_into(&self, consul: &ConsulStore, config_id: &str) -> Result<ConsulSync> {
         let id = config_id.to_owned();
         if let (Some(known), Some((mirrored, content_omitted))) =
@@ -54,7 +64,10 @@ impl Stores {
                 ..ConsulSync::default()
             });
         }
-        let recorded = self.ledger.versions(config_id).await?;
+        let recorded = match self.known_versions(config_id) {
+            Some(known) => known,
+            None => self.ledger.versions(config_id).await?,
+        };
         let applied = self.applied(config_id).await?;
         let report = match consul.sync_at_once(config_id, &recorded, &applied).await? {
             Some(report) => report,
