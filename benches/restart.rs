@@ -14,13 +14,27 @@ mod support;
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use kube::Api;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, ResourceExt,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::json;
 use summit_config::api::v1alpha1::ConfigEntry;
 use support::{Operator, eventually, free_port, fresh_namespace, metric, operator_writes};
 
 const BACKENDS: [&str; 3] = ["kubernetes", "postgres", "consul"];
+
+/// How many entries are created while the restarted operator re-checks the others.
+const FRESH: usize = 20;
 
 #[tokio::main]
 async fn main() {
@@ -48,12 +62,17 @@ async fn main() {
     })
     .await;
     let ready = started.elapsed();
+    // New work while the resync runs: entries created one every half second, each
+    // timed from its creation to its ConfigMap.
+    let fresh = tokio::spawn(fresh_entries(api.clone(), ns.clone(), FRESH));
     eventually("every entry checked", limit, || async {
         let (begun, finished) = support::reconciles(port, "ConfigEntry").await;
         (finished >= entries as f64 && finished == begun).then_some(())
     })
     .await;
     let checked = started.elapsed();
+    let mut fresh = fresh.await.expect("new entries");
+    fresh.sort();
     let writes = operator_writes(port).await;
     let metrics = support::metrics_text(port).await;
     let written: Vec<&str> = metrics
@@ -76,7 +95,14 @@ async fn main() {
     println!("restart: the operator restarted over {entries} converged entries x 2 environments");
     println!("  ready           {:.1} s", ready.as_secs_f64());
     println!("  every entry checked  {:.1} s", checked.as_secs_f64());
-    println!("  apiserver writes     {writes:.0} (Events not counted)");
+    let at = |q: f64| fresh[((fresh.len() as f64 * q).ceil() as usize).clamp(1, fresh.len()) - 1];
+    println!(
+        "  {FRESH} new entries during it, created to ConfigMap: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        millis(at(0.5)),
+        millis(at(0.99)),
+        millis(at(1.0))
+    );
+    println!("  apiserver writes     {writes:.0} (Events not counted; the new entries' aside)");
     for line in written {
         println!("    {line}");
     }
@@ -108,4 +134,56 @@ async fn statuses(api: &Api<ConfigEntry>) -> std::collections::BTreeMap<String, 
             (kube::ResourceExt::name_any(&e), status)
         })
         .collect()
+}
+
+/// Creates `count` entries, one every half second, and returns for each the time from
+/// its creation to its development ConfigMap, seen through a watch.
+async fn fresh_entries(api: Api<ConfigEntry>, ns: String, count: usize) -> Vec<Duration> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(api.clone().into_client(), &ns);
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let noted = seen.clone();
+    let watching = tokio::spawn(async move {
+        let mut events = watcher(config_maps, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(config_map)) = events.next().await {
+            let mut seen = noted.lock().expect("seen");
+            seen.entry(config_map.name_any())
+                .or_insert_with(Instant::now);
+        }
+    });
+    let mut created = Vec::new();
+    for k in 0..count {
+        let name = format!("fresh-{k}");
+        let entry: ConfigEntry = serde_json::from_value(json!({
+            "apiVersion": "config.summit.io/v1alpha1",
+            "kind": "ConfigEntry",
+            "metadata": {"name": name},
+            "spec": {
+                "configId": format!("bench/{ns}/{name}"),
+                "data": {"fresh": k},
+                "environments": [{"name": "development"}],
+            },
+        }))
+        .expect("entry");
+        let at = Instant::now();
+        api.create(&PostParams::default(), &entry)
+            .await
+            .expect("create entry");
+        created.push((format!("{name}-development"), at));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut latencies = Vec::new();
+    for (config_map, at) in created {
+        let live = || seen.lock().expect("seen").get(&config_map).copied();
+        let what = format!("{config_map} created");
+        let live = eventually(&what, Duration::from_secs(120), || async { live() }).await;
+        latencies.push(live.saturating_duration_since(at));
+    }
+    watching.abort();
+    latencies
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
