@@ -155,6 +155,7 @@ async fn stopped(
         reason: stop.error.label(),
         message: format!("{}: {}", stop.error, stop.consequence),
     });
+    report.happened.extend(stop.happened);
     report.environments = unchanged(entry, &BTreeSet::new());
     finish(ctx, entry, &report).await?;
     Err(Error::Store(stop.error))

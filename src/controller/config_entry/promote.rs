@@ -47,12 +47,18 @@ pub struct Promoted {
 pub struct Stopped {
     pub error: StoreError,
     pub consequence: String,
+    /// What moved before it failed, for the pass's Event.
+    pub happened: Vec<Note>,
 }
 
 impl Stopped {
     pub fn new(consequence: impl Into<String>) -> impl FnOnce(StoreError) -> Self {
         let consequence = consequence.into();
-        move |error| Self { error, consequence }
+        move |error| Self {
+            error,
+            consequence,
+            happened: Vec::new(),
+        }
     }
 }
 
@@ -65,8 +71,13 @@ pub async fn promote_all(
 ) -> Result<Promoted, Stopped> {
     let mut promoted = Promoted::default();
     for plan in plans {
-        let outcome = promote_one(ctx, entry, recorded, plan, &mut promoted).await?;
-        promoted.outcomes.push(outcome);
+        match promote_one(ctx, entry, recorded, plan, &mut promoted).await {
+            Ok(outcome) => promoted.outcomes.push(outcome),
+            Err(stop) => {
+                let happened = std::mem::take(&mut promoted.happened);
+                return Err(Stopped { happened, ..stop });
+            }
+        }
     }
     Ok(promoted)
 }
