@@ -46,11 +46,12 @@ async fn main() {
 
     let writes = operator_writes(port).await;
     let per_entry = |total: f64| total / entries as f64;
-    let mut requests = Vec::new();
-    for backend in ["kubernetes", "postgres", "consul"] {
-        let series = format!("summit_config_backend_requests_total{{backend=\"{backend}\"}}");
-        requests.push((backend, per_entry(metric(port, &series).await)));
-    }
+    let backends = ["kubernetes", "postgres", "consul"];
+    let totals = common::requests(port, &backends).await;
+    let requests: Vec<_> = backends
+        .iter()
+        .zip(totals.into_iter().map(per_entry))
+        .collect();
     let series = "summit_config_reconciles_total{kind=\"ConfigEntry\"}";
     let reconciles = per_entry(metric(port, series).await);
     let peak_rss = common::proc_status(operator.pid(), "VmHWM:");

@@ -29,7 +29,7 @@ use kube::{
 };
 use serde_json::json;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, eventually, free_port, fresh_namespace, metric, operator_writes};
+use support::{Operator, eventually, free_port, fresh_namespace, operator_writes};
 
 const BACKENDS: [&str; 3] = ["kubernetes", "postgres", "consul"];
 
@@ -79,11 +79,10 @@ async fn main() {
         .lines()
         .filter(|line| line.starts_with("summit_config_apiserver_writes_total{"))
         .collect();
-    let mut requests = Vec::new();
-    for backend in BACKENDS {
-        let series = format!("summit_config_backend_requests_total{{backend=\"{backend}\"}}");
-        requests.push((backend, metric(port, &series).await));
-    }
+    let requests: Vec<_> = BACKENDS
+        .iter()
+        .zip(common::requests(port, &BACKENDS).await)
+        .collect();
     let peak_rss = common::proc_status(operator.pid(), "VmHWM:");
     drop(operator);
     let after = statuses(&api).await;

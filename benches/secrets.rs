@@ -19,21 +19,14 @@ mod support;
 
 mod common;
 
-use std::{
-    collections::HashSet,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, ResourceExt,
-    api::PostParams,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, api::PostParams};
 use serde_json::json;
 use summit_config::api::v1alpha1::ConfigEntry;
-use support::{Operator, create_aws_secret, free_port, fresh_namespace, metric, secrets_manager};
+use support::{Operator, create_aws_secret, free_port, fresh_namespace, secrets_manager};
 
 const BACKENDS: [&str; 4] = ["kubernetes", "postgres", "consul", "secretsmanager"];
 
@@ -60,13 +53,18 @@ async fn main() {
     let port = free_port();
     let started = Instant::now();
     let operator = Operator::start_with(&ns, &["--http-addr", &format!("127.0.0.1:{port}")]);
-    wait_for_secrets(&Api::namespaced(client.clone(), &ns), entries).await;
+    let holds = |secret: &Secret| {
+        let password = secret.data.as_ref().and_then(|d| d.get("DB_PASSWORD"));
+        password.is_some_and(|v| v.0.starts_with(b"password-"))
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    common::watch_until(&secrets, entries, "every Secret", holds).await;
     let elapsed = started.elapsed();
-    let converged = requests(port).await;
+    let converged = common::requests(port, &BACKENDS).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let settled = requests(port).await;
+    let settled = common::requests(port, &BACKENDS).await;
     tokio::time::sleep(Duration::from_secs(idle)).await;
-    let after_idle = requests(port).await;
+    let after_idle = common::requests(port, &BACKENDS).await;
     let writes = support::operator_writes(port).await;
     let peak_rss = common::proc_status(operator.pid(), "VmHWM:");
     drop(operator);
@@ -127,43 +125,4 @@ async fn create_entries(api: &Api<ConfigEntry>, ns: &str, count: usize) {
             }
         })
         .await;
-}
-
-/// Waits, through a watch, until `count` Secrets hold their password.
-async fn wait_for_secrets(api: &Api<Secret>, count: usize) {
-    let limit = Duration::from_secs(120 + count as u64 / 5);
-    let mut done = HashSet::new();
-    let mut changes = watcher(api.clone(), watcher::Config::default())
-        .applied_objects()
-        .boxed();
-    let watching = async {
-        while done.len() < count {
-            let secret = changes
-                .next()
-                .await
-                .expect("the watch goes on")
-                .expect("watch Secrets");
-            let holds = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get("DB_PASSWORD"))
-                .is_some_and(|v| v.0.starts_with(b"password-"));
-            if holds {
-                done.insert(secret.name_any());
-            }
-        }
-    };
-    tokio::time::timeout(limit, watching)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {count} Secrets"));
-}
-
-/// Requests so far to each of [`BACKENDS`].
-async fn requests(port: u16) -> Vec<f64> {
-    let mut totals = Vec::new();
-    for backend in BACKENDS {
-        let series = format!("summit_config_backend_requests_total{{backend=\"{backend}\"}}");
-        totals.push(metric(port, &series).await);
-    }
-    totals
 }

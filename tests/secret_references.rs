@@ -14,9 +14,10 @@ use summit_config::api::v1alpha1::{
     CONDITION_READY, CONDITION_ROTATION_FAILED, SecretRotationPolicy,
 };
 use support::{
-    Tenant, WAIT, condition_where, consul, consul_get, consul_value, create, create_aws_secret,
-    delete, entry, env, events, eventually, exists, gone, merge, operator_log, policy,
-    policy_where, postgres, rotation::*, secret, secret_where, with_fields,
+    Operator, Tenant, WAIT, condition_where, consul, consul_get, consul_value, create,
+    create_aws_secret, delete, entry, env, events, eventually, exists, gone, merge, operator_log,
+    policy, policy_where, postgres, rotation::*, secret, secret_where, secrets_manager,
+    with_fields,
 };
 
 #[tokio::test]
@@ -334,4 +335,59 @@ async fn a_namespace_reaches_only_its_own_aws_secrets_through_the_operator() {
         aws_value(aws, &theirs, "AWSCURRENT").await.0,
         "another-tenants-password"
     );
+}
+
+/// A secret read for one namespace's entry is shared with no other namespace: mallory,
+/// in a namespace of her own watched by the same operator, names the victim's secret
+/// right after the victim's entry read it. She is refused before any shared read, and
+/// gets no Secret; the victim's Secret keeps its value.
+#[tokio::test]
+async fn a_secret_read_for_one_namespace_is_not_shared_with_another() {
+    let _turn = moto_turn().await;
+    let victim = Tenant::new("shared-victim", &[]).await;
+    let mallory = Tenant::new("shared-mallory", &[("mallory", "summit-config-admin")]).await;
+    let label = format!("summit-test={}", victim.ns);
+    let both = format!("{},{}", victim.ns, mallory.ns);
+    let args = [
+        "--watch-label-selector",
+        &label,
+        "--secret-namespaces",
+        &both,
+    ];
+    let _operator = Operator::start_cluster(&victim.ns, &[&victim.ns, &mallory.ns], &args);
+    let theirs = format!("tests/{}/db", victim.ns);
+    create_aws_secret(&secrets_manager().await, &theirs, "victims-password").await;
+    let labelled = |name: &str, spec: Value| {
+        let mut entry = entry(name, spec);
+        entry.metadata.labels = Some([("summit-test".into(), victim.ns.clone())].into());
+        entry
+    };
+    let spec = |config_id: String| {
+        json!({
+            "configId": config_id,
+            "data": {"host": "db"},
+            "secrets": {"PASSWORD": {"provider": "AwsSecretsManager", "secretId": theirs}},
+            "environments": [{"name": "production"}],
+        })
+    };
+    create(&victim.entries(), &labelled("db", spec(victim.config_id()))).await;
+    let read = |d: &BTreeMap<String, String>| {
+        d.get("PASSWORD").map(String::as_str) == Some("victims-password")
+    };
+    secret_where(&victim.secrets(), "db-production", read).await;
+
+    let entries = mallory.api_as("mallory").await;
+    create(&entries, &labelled("stolen", spec(mallory.config_id()))).await;
+    let ready = condition_where(&mallory.entries(), "stolen", CONDITION_READY, |c| {
+        c.message.contains("outside")
+    })
+    .await;
+    assert_eq!(ready.status, "False", "{ready:?}");
+    let secrets: Api<Secret> = mallory.api();
+    let stolen = secrets
+        .get_opt("stolen-production")
+        .await
+        .expect("read Secrets");
+    assert!(stolen.is_none(), "mallory got a Secret: {stolen:?}");
+    secret_where(&victim.secrets(), "db-production", read).await;
 }

@@ -92,35 +92,59 @@ fn production(approval: serde_json::Value) -> serde_json::Value {
 /// Follows the entries with a watch rather than listing them over and over: at 10,000
 /// entries the lists would cost the apiserver more than the operator does.
 pub async fn wait_converged(api: &Api<ConfigEntry>, count: usize) -> Duration {
+    let converged = |entry: &ConfigEntry| {
+        entry.status.as_ref().is_some_and(|s| {
+            s.latest_version == Some(1)
+                && s.observed_generation == Some(1)
+                && s.environments.iter().all(|e| e.version == Some(1))
+        })
+    };
+    watch_until(api, count, "every entry to converge", converged).await
+}
+
+/// Waits, through a watch, until `count` objects of `api` have each once satisfied
+/// `done`; returns how long that took.
+pub async fn watch_until<K>(
+    api: &Api<K>,
+    count: usize,
+    what: &str,
+    done: impl Fn(&K) -> bool,
+) -> Duration
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
     let started = Instant::now();
     let limit = Duration::from_secs(120 + count as u64 / 5);
-    let mut converged = HashSet::new();
+    let mut finished = HashSet::new();
     let mut changes = watcher(api.clone(), watcher::Config::default())
         .applied_objects()
         .boxed();
     let watching = async {
-        while converged.len() < count {
-            let entry = changes
+        while finished.len() < count {
+            let object = changes
                 .next()
                 .await
                 .expect("the watch goes on")
-                .expect("watch entries");
-            let done = entry.status.as_ref().is_some_and(|s| {
-                s.latest_version == Some(1)
-                    && s.observed_generation == Some(1)
-                    && s.environments.iter().all(|e| e.version == Some(1))
-            });
-            if done {
-                converged.insert(entry.name_any());
+                .expect("watch");
+            if done(&object) {
+                finished.insert(object.name_any());
             }
         }
     };
     tokio::time::timeout(limit, watching)
         .await
-        .unwrap_or_else(|_| {
-            panic!("timed out after {limit:?} waiting for every entry to converge")
-        });
+        .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"));
     started.elapsed()
+}
+
+/// The requests the operator on `port` sent to each of `backends` so far.
+pub async fn requests(port: u16, backends: &[&str]) -> Vec<f64> {
+    let mut totals = Vec::new();
+    for backend in backends {
+        let series = format!("summit_config_backend_requests_total{{backend=\"{backend}\"}}");
+        totals.push(crate::support::metric(port, &series).await);
+    }
+    totals
 }
 
 pub fn proc_status(pid: u32, field: &str) -> String {

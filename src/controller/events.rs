@@ -130,11 +130,9 @@ impl Events {
         let now = Timestamp::now();
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let named = || {
-            let object = regarding.name.as_deref().unwrap_or(&self.controller);
-            format!("{object}.{:x}", now.as_nanosecond())
-        };
-        let series = self.lock().note(key, named, Instant::now());
+        let object = regarding.name.as_deref().unwrap_or(&self.controller);
+        let name = format!("{object}.{:x}", now.as_nanosecond());
+        let series = self.lock().note(key, || name.clone(), Instant::now());
         let written = match series {
             Some((name, count)) => {
                 let patch = serde_json::json!({
@@ -145,7 +143,7 @@ impl Events {
                     .map(drop)
             }
             None => {
-                let event = self.event(regarding, type_, reason, note, now);
+                let event = self.event(name, regarding, (type_, reason, note), now);
                 api.create(&PostParams::default(), &event).await.map(drop)
             }
         };
@@ -163,16 +161,14 @@ impl Events {
 
     fn event(
         &self,
+        name: String,
         regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        note: &str,
+        (type_, reason, note): (EventType, &str, &str),
         now: Timestamp,
     ) -> Event {
-        let object = regarding.name.as_deref().unwrap_or(&self.controller);
         Event {
             metadata: ObjectMeta {
-                name: Some(format!("{object}.{:x}", now.as_nanosecond())),
+                name: Some(name),
                 namespace: regarding.namespace.clone(),
                 ..ObjectMeta::default()
             },

@@ -65,6 +65,11 @@ pub struct WithMoto {
     _turn: MutexGuard<'static, ()>,
 }
 
+/// Waits for moto's turn, for a test that sets itself up.
+pub async fn moto_turn() -> MutexGuard<'static, ()> {
+    MOTO.lock().await
+}
+
 /// Waits for moto's turn, then sets up `test` with `operator_args`.
 pub async fn with_moto(test: &str, operator_args: &[&str]) -> WithMoto {
     let turn = MOTO.lock().await;
