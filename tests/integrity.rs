@@ -233,7 +233,7 @@ async fn nobody_approves_their_own_edit_and_the_audit_names_the_real_author() {
     // version holds both their writes, is proposed in alice's name, and bob still
     // cannot approve it.
     let mut sneaky = entries.get("payments").await.expect("payments").spec;
-    sneaky.data = json!({"pool": 666});
+    sneaky.data = json!({"pool": 666}).into();
     bob_writes_a_refused_target(&team, &mut sneaky).await;
     patch_spec(
         &entries,

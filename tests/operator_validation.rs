@@ -76,7 +76,7 @@ async fn an_invalid_schema_and_a_schema_from_a_config_map_are_reported() {
     let entries = s.entries();
     let mut broken = payments(&s, json!({}));
     broken.spec.schema =
-        Some(json!({"type": "object", "properties": {"pool": {"type": "strnig"}}}));
+        Some(json!({"type": "object", "properties": {"pool": {"type": "strnig"}}}).into());
     create(&entries, &broken).await;
     let condition = validated_at(&entries, "payments", 1).await;
     assert_eq!(condition.reason, "InvalidSchema", "{condition:?}");

@@ -26,7 +26,7 @@ use crate::api::v1alpha1::FIELD_MANAGER;
 use crate::{
     api::v1alpha1::{
         ApprovalPolicy, AwsSecretsManagerOptions, ConfigChange, ConfigEntry, DriftCheck,
-        DriftSource,
+        DriftSource, free_form::FreeForm,
     },
     core::approval::{PlatformFloor, Requirements},
     core::entry::SchemaSource,
@@ -309,7 +309,7 @@ impl Context {
                     .schema_config_map(&namespace, &reference.name)
                     .and_then(|cm| cm.data.as_ref()?.get(&reference.key).cloned()),
             },
-            None => SchemaSource::Inline(entry.spec.schema.clone()),
+            None => SchemaSource::Inline(entry.spec.schema.as_ref().map(FreeForm::value)),
         }
     }
 

@@ -13,6 +13,7 @@ use k8s_openapi::{
 };
 
 use crate::api::v1alpha1::{ConfigChange, ConfigEntry, DriftCheck, SecretRotationPolicy};
+use crate::core::render::forget_content;
 
 /// The annotation `kubectl apply` (client-side) keeps its last applied copy in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -49,6 +50,13 @@ macro_rules! slim_metadata_only {
             }
         }
     )*};
+}
+
+/// A ConfigMap the operator projected: slim, and its long values kept as digests
+/// (see [`forget_content`]).
+pub fn projection(config_map: &mut ConfigMap) {
+    config_map.slim();
+    forget_content(config_map);
 }
 
 slim_metadata_only!(

@@ -29,6 +29,9 @@ pub struct StoresConfig {
 }
 
 mod mirror;
+mod packed;
+
+use packed::Packed;
 
 /// What bringing Consul up to date did.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -73,16 +76,16 @@ pub struct Stores {
     consul: Option<ConsulStore>,
     /// Recorded versions never change and their numbers are never reused: once read,
     /// a version needs no query again, and serves while the ledger is down.
-    versions: Memo<(String, i64), Version>,
+    versions: Memo<(String, i64), Packed<Version>>,
     /// The applied state last read or written per config id, for reads while the
     /// ledger is down.
-    applied: Memo<String, BTreeMap<String, AppliedState>>,
+    applied: Memo<String, Packed<BTreeMap<String, AppliedState>>>,
     /// Claims known to hold: a claim never moves to another entry, so a reconcile that
     /// finds its own here needs no query.
     held: Memo<String, Claimant>,
     /// Approval floors by config id, as last read or written: only this operator
     /// writes them.
-    floors: Memo<String, Vec<Floor>>,
+    floors: Memo<String, Packed<Vec<Floor>>>,
     /// Projection bindings known, and targets known to be unbound: a binding is made
     /// and moved only by this operator, through these stores.
     bindings: Memo<Target, Option<Projection>>,
@@ -95,7 +98,7 @@ pub struct Stores {
     spec_latest: Memo<String, i64>,
     /// What Consul was last brought up to per config id, and what it lacked of it: a
     /// reconcile that knows of nothing newer sends Consul nothing.
-    mirrored: Memo<String, (mirror::Mirror, Option<(i64, String)>)>,
+    mirrored: Memo<String, Packed<mirror::Mirrored>>,
 }
 
 impl Stores {
@@ -187,10 +190,10 @@ impl Stores {
     pub async fn floors(&self, config_id: &str) -> Result<Vec<Floor>> {
         let id = config_id.to_owned();
         if let Some(known) = self.floors.get(&id) {
-            return Ok(known);
+            return Ok(known.get());
         }
         let floors = self.ledger.floors(config_id).await?;
-        self.floors.insert(id, floors.clone());
+        self.floors.insert(id, Packed::new(&floors));
         Ok(floors)
     }
 
@@ -236,7 +239,8 @@ impl Stores {
         let known = from_spec
             .then(|| self.spec_latest.get(id))
             .flatten()
-            .and_then(|number| self.versions.get(&(id.clone(), number)));
+            .and_then(|number| self.versions.get(&(id.clone(), number)))
+            .map(|packed| packed.get());
         if let Some(latest) = known.filter(|latest| latest.records(new)) {
             return Ok(Recorded {
                 version: latest,
@@ -248,9 +252,14 @@ impl Stores {
         if recorded.created && recorded.version.version == 1 {
             // The config id's first version: nothing of it was applied or floored yet.
             let mut applied = self.applied.lock();
-            applied.entry(id.clone()).or_default();
+            applied
+                .entry(id.clone())
+                .or_insert_with(|| Packed::new(&BTreeMap::new()));
             drop(applied);
-            self.floors.lock().entry(id.clone()).or_default();
+            let mut floors = self.floors.lock();
+            floors
+                .entry(id.clone())
+                .or_insert_with(|| Packed::new(&Vec::new()));
         }
         if from_spec {
             self.spec_latest
@@ -281,8 +290,10 @@ impl Stores {
             applied_at,
         };
         // Only a config id read whole is known whole.
-        if let Some(environments) = self.applied.lock().get_mut(id) {
+        if let Some(packed) = self.applied.lock().get_mut(id) {
+            let mut environments = packed.get();
             environments.insert(application.environment.clone(), applied.clone());
+            *packed = Packed::new(&environments);
         }
         Ok(Some(applied))
     }
@@ -319,16 +330,17 @@ impl Stores {
                 let cached = self.versions.lock();
                 let newest = cached
                     .values()
+                    .map(Packed::get)
                     .filter(|v| matching(v))
                     .max_by_key(|v| v.version);
-                newest.cloned().map(Some).ok_or(error)
+                newest.map(Some).ok_or(error)
             }
         }
     }
 
     fn remember(&self, version: &Version) {
         let key = (version.config_id.clone(), version.version);
-        self.versions.insert(key, version.clone());
+        self.versions.insert(key, Packed::new(version));
         self.note_newest(&version.config_id, version.version);
     }
 
@@ -359,7 +371,7 @@ impl Stores {
     /// ledger.
     pub async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
         if let Some(cached) = self.versions.get(&(config_id.to_owned(), version)) {
-            return Ok(Some(cached));
+            return Ok(Some(cached.get()));
         }
         let found = self.ledger.version(config_id, version).await?;
         found.iter().for_each(|v| self.remember(v));
@@ -376,11 +388,12 @@ impl Stores {
     pub async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {
         let id = config_id.to_owned();
         if let Some(known) = self.applied.get(&id) {
-            return Ok(known.into_values().collect());
+            return Ok(known.get().into_values().collect());
         }
         let applied = self.ledger.applied(config_id).await?;
         let by_environment = applied.iter().map(|a| (a.environment.clone(), a.clone()));
-        self.applied.insert(id, by_environment.collect());
+        let by_environment: BTreeMap<_, _> = by_environment.collect();
+        self.applied.insert(id, Packed::new(&by_environment));
         Ok(applied)
     }
 

@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_with::skip_serializing_none;
 
 use super::common::{
     Condition, ConfigMapKeyReference, ENVIRONMENT_PATTERN, OBJECT_NAME_PATTERN, RestartTarget,
     SecretProvider, Time, preserved_object,
 };
-use super::free_form;
+use super::free_form::FreeForm;
 
 /// Pattern of a config id: lowercase segments of letters, digits, `.`, `_` and `-`, each
 /// starting and ending with a letter or digit, joined by single `/`.
@@ -102,8 +101,8 @@ pub struct ConfigEntrySpec {
     /// resolved content of every environment must satisfy. At most one of `schema`
     /// and `schemaRef`.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(default, deserialize_with = "free_form::option")]
-    pub schema: Option<Value>,
+    #[serde(default)]
+    pub schema: Option<FreeForm>,
 
     /// A JSON Schema kept in a ConfigMap key in this namespace, for schemas shared by
     /// several entries. At most one of `schema` and `schemaRef`.
@@ -111,8 +110,7 @@ pub struct ConfigEntrySpec {
 
     /// Base configuration shared by every environment, as a JSON object.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(deserialize_with = "free_form::deserialize")]
-    pub data: Value,
+    pub data: FreeForm,
 
     /// The environments this configuration is served in, each with its overrides,
     /// approval policy and projection targets.
@@ -143,8 +141,8 @@ pub struct EnvironmentSpec {
     /// A JSON merge patch (RFC 7386) applied to `data` for this environment: objects
     /// merge, other values replace, and `null` deletes a key.
     #[schemars(schema_with = "preserved_object")]
-    #[serde(default, deserialize_with = "free_form::option")]
-    pub overrides: Option<Value>,
+    #[serde(default)]
+    pub overrides: Option<FreeForm>,
 
     /// Who must approve a change before it goes live here. Without a policy, changes
     /// apply at once.

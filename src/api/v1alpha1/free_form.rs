@@ -12,7 +12,7 @@
 use std::{cell::Cell, fmt};
 
 use serde::{
-    Deserializer,
+    Deserialize, Deserializer, Serialize, Serializer,
     de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor},
 };
 use serde_json::{Map, Number, Value};
@@ -46,6 +46,69 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, 
 /// Reads an optional free-form field: `null` is `None`.
 pub fn option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
     deserialize(deserializer).map(|value| (!value.is_null()).then_some(value))
+}
+
+/// A free-form field of a ConfigEntry, kept as its compact JSON text.
+///
+/// The operator keeps every ConfigEntry in its watch cache. Parsed, a small config
+/// costs kilobytes (every JSON object, however small, is a B-tree node of several
+/// hundred bytes); as text it costs its length. Reading it parses it again, which a
+/// reconcile does once, in microseconds. Reads with the depth limit above.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct FreeForm(Box<str>);
+
+impl FreeForm {
+    /// The content, parsed.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).expect("free-form text is JSON written by this type")
+    }
+
+    /// The content as compact JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the field was too deep to read.
+    pub fn is_too_deep(&self) -> bool {
+        is_too_deep(&self.value())
+    }
+}
+
+impl From<&Value> for FreeForm {
+    fn from(value: &Value) -> Self {
+        Self(value.to_string().into_boxed_str())
+    }
+}
+
+impl From<Value> for FreeForm {
+    fn from(value: Value) -> Self {
+        Self::from(&value)
+    }
+}
+
+impl Default for FreeForm {
+    /// An empty object.
+    fn default() -> Self {
+        Self("{}".into())
+    }
+}
+
+impl fmt::Debug for FreeForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for FreeForm {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for FreeForm {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize(deserializer).map(Self::from)
+    }
 }
 
 /// A JSON value `depth` levels down.
@@ -201,6 +264,29 @@ mod tests {
         assert_eq!(holders[0].data, serde_json::json!({"ok": 1}));
         assert!(is_too_deep(&holders[1].data));
         assert_eq!(holders[2].data, serde_json::json!({"ok": 2}));
+    }
+
+    #[test]
+    fn a_free_form_field_keeps_its_content_and_its_depth_mark() {
+        #[derive(serde::Deserialize)]
+        struct Packed {
+            data: FreeForm,
+            #[serde(default)]
+            patch: Option<FreeForm>,
+        }
+        let text = r#"{"data": {"b": [1, 2.5, "x", null], "a": {}}, "patch": null}"#;
+        let packed: Packed = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            packed.data.value(),
+            serde_json::json!({"a": {}, "b": [1, 2.5, "x", null]})
+        );
+        assert_eq!(packed.data.as_str(), r#"{"a":{},"b":[1,2.5,"x",null]}"#);
+        assert_eq!(packed.patch, None);
+        let deeper = format!(r#"{{"data": {}}}"#, nested(MAX_DEPTH + 1));
+        let packed: Packed = serde_json::from_str(&deeper).unwrap();
+        assert!(packed.data.is_too_deep());
+        let again: Value = serde_json::to_value(&packed.data).unwrap();
+        assert!(is_too_deep(&again));
     }
 
     #[test]

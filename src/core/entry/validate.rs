@@ -8,7 +8,10 @@ use serde_json::Value;
 
 use super::plan::{config_map_target, secret_target};
 use crate::{
-    api::v1alpha1::{ConfigEntry, ConfigEntrySpec, LABEL_SCHEMA, free_form},
+    api::v1alpha1::{
+        ConfigEntry, ConfigEntrySpec, LABEL_SCHEMA,
+        free_form::{self, FreeForm},
+    },
     core::Invalid,
     core::ownership::{self, Target, TargetKind},
     core::resolve::{self, CompiledSchema},
@@ -146,7 +149,7 @@ pub fn check_place(entry: &ConfigEntry, config_id_prefix: &str) -> Result<(), Re
 /// Checks that every free-form field could be read (see
 /// [`free_form`](crate::api::v1alpha1::free_form)).
 fn readable(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
-    let too_deep = |value: &Value| free_form::is_too_deep(value);
+    let too_deep = FreeForm::is_too_deep;
     let mut fields = Vec::new();
     let mut environments = BTreeSet::new();
     if too_deep(&spec.data) {
@@ -177,11 +180,13 @@ fn removals(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
     let mut problems = Vec::new();
     let mut environments = BTreeSet::new();
     for environment in &spec.environments {
-        if let Err(error) = resolve::patch_with_removals(
-            &spec.data,
-            environment.overrides.as_ref(),
+        let overrides = environment.overrides.as_ref().map(FreeForm::value);
+        let removed = resolve::patch_with_removals(
+            &spec.data.value(),
+            overrides.as_ref(),
             &environment.remove,
-        ) {
+        );
+        if let Err(error) = removed {
             problems.push(format!("environment {:?}: {error}", environment.name));
             environments.insert(environment.name.clone());
         }

@@ -62,8 +62,50 @@ pub fn desired_config_map(entry: &ConfigEntry, projection: &ProjectedConfigMap) 
     }
 }
 
-/// Whether the live ConfigMap differs from the desired one in anything the operator
-/// owns; other managers' labels and annotations are left alone.
+/// Values longer than this are kept in the watch cache as their digest.
+const KEPT_VERBATIM: usize = 64;
+
+/// The prefix of a value's digest in the cache.
+const DIGEST: &str = "sha256:";
+
+/// A projected value as the watch cache keeps it: a short value as it is, a longer one
+/// as its SHA-256, which is longer than any value kept as it is, so two different
+/// values never look alike. Every entry's projections stay in the operator's memory;
+/// their content need not. A value that is a digest already stays one.
+pub fn cached_value(value: &str) -> String {
+    let digest = value.len() == DIGEST.len() + 64 && value.starts_with(DIGEST);
+    if value.len() <= KEPT_VERBATIM || digest {
+        value.to_owned()
+    } else {
+        format!(
+            "{DIGEST}{}",
+            crate::core::resolve::sha256_hex(value.as_bytes())
+        )
+    }
+}
+
+/// Replaces a projected ConfigMap's values by what the cache keeps of them (see
+/// [`cached_value`]), and forgets its binary data but for the keys.
+pub fn forget_content(config_map: &mut ConfigMap) {
+    for value in config_map
+        .data
+        .iter_mut()
+        .flat_map(|data| data.values_mut())
+    {
+        *value = cached_value(value);
+    }
+    for value in config_map
+        .binary_data
+        .iter_mut()
+        .flat_map(|data| data.values_mut())
+    {
+        value.0 = Vec::new();
+    }
+}
+
+/// Whether the live ConfigMap (as read, or as the cache keeps it) differs from the
+/// desired one in anything the operator owns; other managers' labels and annotations
+/// are left alone.
 pub fn needs_apply(live: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
     let Some(live) = live else {
         return true;
@@ -74,7 +116,12 @@ pub fn needs_apply(live: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
             .flatten()
             .all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
     };
-    live.data.clone().unwrap_or_default() != desired.data.clone().unwrap_or_default()
+    let content = |config_map: &ConfigMap| -> BTreeMap<String, String> {
+        let data = config_map.data.iter().flatten();
+        data.map(|(key, value)| (key.clone(), cached_value(value)))
+            .collect()
+    };
+    content(live) != content(desired)
         || live.binary_data.as_ref().is_some_and(|b| !b.is_empty())
         || !contains(&live.metadata.labels, &desired.metadata.labels)
         || !contains(&live.metadata.annotations, &desired.metadata.annotations)
@@ -128,6 +175,30 @@ spec: {configId: payments, data: {}, environments: [{name: production}]}
         let annotations = desired.metadata.annotations.unwrap();
         assert_eq!(annotations[ANNOTATION_VERSION], "3");
         assert_eq!(annotations[ANNOTATION_ENTRY], "team/payments");
+    }
+
+    #[test]
+    fn the_cache_keeps_short_values_and_digests_of_long_ones_without_confusing_them() {
+        let short = "{}\n";
+        assert_eq!(cached_value(short), short);
+        let long = "x".repeat(KEPT_VERBATIM + 1);
+        let digest = cached_value(&long);
+        assert!(digest.starts_with(DIGEST) && digest.len() > KEPT_VERBATIM);
+        assert_eq!(cached_value(&digest), digest, "a digest stays one");
+        assert_ne!(cached_value(&"x".repeat(KEPT_VERBATIM + 2)), digest);
+
+        let desired = desired_config_map(&entry(), &projection("team"));
+        let mut long_desired = desired.clone();
+        long_desired.data = Some(BTreeMap::from([("config.json".into(), long.clone())]));
+        let mut cached = long_desired.clone();
+        forget_content(&mut cached);
+        assert_eq!(cached.data.as_ref().unwrap()["config.json"], digest);
+        assert!(!needs_apply(Some(&cached), &long_desired));
+        assert!(!needs_apply(Some(&long_desired), &long_desired));
+        let mut edited = long_desired.clone();
+        edited.data = Some(BTreeMap::from([("config.json".into(), format!("{long}y"))]));
+        forget_content(&mut edited);
+        assert!(needs_apply(Some(&edited), &long_desired));
     }
 
     #[test]

@@ -43,7 +43,12 @@ fn write_canonical(value: &Value, out: &mut String) {
 
 /// SHA-256 of the canonical JSON, as 64 lowercase hex digits.
 pub fn checksum(value: &Value) -> String {
-    let digest = Sha256::digest(canonical_json(value).as_bytes());
+    sha256_hex(canonical_json(value).as_bytes())
+}
+
+/// SHA-256 of `bytes`, as 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 

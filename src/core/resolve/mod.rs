@@ -8,7 +8,7 @@ mod removal;
 mod schema;
 mod snapshot;
 
-pub use canonical::{canonical_json, checksum};
+pub use canonical::{canonical_json, checksum, sha256_hex};
 pub use config_id::{ConfigIdError, validate_config_id};
 pub use merge::merge_patch;
 pub use removal::{RemovalError, patch_with_removals};
@@ -17,7 +17,7 @@ pub use snapshot::Snapshot;
 
 use serde_json::Value;
 
-use crate::api::v1alpha1::{ConfigEntrySpec, EnvironmentSpec};
+use crate::api::v1alpha1::{ConfigEntrySpec, EnvironmentSpec, free_form::FreeForm};
 
 /// One environment's resolved content: base data with its overrides merged in.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,10 +29,11 @@ pub struct ResolvedEnvironment {
 /// Merges every environment's overrides (and removals) onto the base data. A removal
 /// that cannot be made is left out here; validation reports it.
 pub fn resolve_environments(spec: &ConfigEntrySpec) -> Vec<ResolvedEnvironment> {
+    let data = spec.data.value();
     spec.environments
         .iter()
         .map(|environment| {
-            let mut content = spec.data.clone();
+            let mut content = data.clone();
             merge_patch(&mut content, &environment_patch(spec, environment));
             ResolvedEnvironment {
                 name: environment.name.clone(),
@@ -45,17 +46,9 @@ pub fn resolve_environments(spec: &ConfigEntrySpec) -> Vec<ResolvedEnvironment> 
 /// An environment's merge patch: its overrides, and its removals as `null`s. A removal
 /// that cannot be made is left out; validation reports it.
 pub fn environment_patch(spec: &ConfigEntrySpec, environment: &EnvironmentSpec) -> Value {
-    patch_with_removals(
-        &spec.data,
-        environment.overrides.as_ref(),
-        &environment.remove,
-    )
-    .unwrap_or_else(|_| {
-        environment
-            .overrides
-            .clone()
-            .unwrap_or_else(|| Value::Object(serde_json::Map::new()))
-    })
+    let overrides = environment.overrides.as_ref().map(FreeForm::value);
+    patch_with_removals(&spec.data.value(), overrides.as_ref(), &environment.remove)
+        .unwrap_or_else(|_| overrides.unwrap_or_else(|| Value::Object(serde_json::Map::new())))
 }
 
 /// A violation found in one environment's resolved content.

@@ -39,7 +39,7 @@ impl Snapshot {
             secrets.insert(environment.name.clone(), json!(environment.secrets));
         }
         Self {
-            data: spec.data.clone(),
+            data: spec.data.value(),
             overrides,
             secrets: if secrets.is_empty() {
                 Value::Null

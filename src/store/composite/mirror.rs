@@ -3,16 +3,21 @@
 
 use std::collections::BTreeMap;
 
-use super::{ConsulSync, Stores};
+use serde::{Deserialize, Serialize};
+
+use super::{ConsulSync, Packed, Stores};
 use crate::store::{AppliedState, ConsulStore, Result, Version};
 
 /// What Consul holds of a config id after a sync: every version up to the newest,
 /// and these applied states.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Mirror {
     newest: i64,
     applied: BTreeMap<String, (i64, String)>,
 }
+
+/// A mirror, and the version whose content Consul lacks and why, if any.
+pub(super) type Mirrored = (Mirror, Option<(i64, String)>);
 
 impl Mirror {
     fn of<'a>(newest: i64, applied: impl IntoIterator<Item = &'a AppliedState>) -> Self {
@@ -40,7 +45,7 @@ impl Stores {
     fn known_mirror(&self, config_id: &str) -> Option<Mirror> {
         let id = config_id.to_owned();
         let applied = self.applied.get(&id)?;
-        Some(Mirror::of(self.newest.get(&id)?, applied.values()))
+        Some(Mirror::of(self.newest.get(&id)?, applied.get().values()))
     }
 
     /// Every version of `config_id`, oldest first, if memory holds them all.
@@ -49,15 +54,16 @@ impl Stores {
         let newest = self.newest.get(&id)?;
         let versions = self.versions.lock();
         (1..=newest)
-            .map(|number| versions.get(&(id.clone(), number)).cloned())
+            .map(|number| versions.get(&(id.clone(), number)).map(Packed::get))
             .collect()
     }
 
     async fn sync_into(&self, consul: &ConsulStore, config_id: &str) -> Result<ConsulSync> {
         let id = config_id.to_owned();
-        if let (Some(known), Some((mirrored, content_omitted))) =
-            (self.known_mirror(config_id), self.mirrored.get(&id))
-            && known == mirrored
+        if let (Some(known), Some((mirrored, content_omitted))) = (
+            self.known_mirror(config_id),
+            self.mirrored.get(&id).map(|p| p.get()),
+        ) && known == mirrored
         {
             return Ok(ConsulSync {
                 content_omitted,
@@ -76,8 +82,8 @@ impl Stores {
         if let Some(latest) = recorded.last() {
             self.note_newest(config_id, latest.version);
             let mirror = Mirror::of(latest.version, &applied);
-            self.mirrored
-                .insert(id, (mirror, report.content_omitted.clone()));
+            let mirrored = (mirror, report.content_omitted.clone());
+            self.mirrored.insert(id, Packed::new(&mirrored));
         }
         Ok(report)
     }
