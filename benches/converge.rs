@@ -17,11 +17,18 @@ mod common;
 #[path = "common/ceiling.rs"]
 mod ceiling;
 
-use std::time::Instant;
+#[path = "common/unrelated.rs"]
+mod unrelated;
+
+use std::time::{Duration, Instant};
 
 use kube::Api;
 use summit_config::api::v1alpha1::ConfigEntry;
 use support::{Operator, free_port, fresh_namespace, metric, operator_writes};
+
+/// How many objects of 1 MiB that are none of its business the operator meets once it
+/// converged.
+const UNRELATED: usize = 1_000;
 
 #[tokio::main]
 async fn main() {
@@ -57,6 +64,15 @@ async fn main() {
     let peak_rss = common::proc_status(operator.pid(), "VmHWM:");
     let cpu = common::cpu_seconds(operator.pid());
     let busy = common::machine_busy_seconds() - busy;
+
+    // Then a cluster full of large objects that are none of its business.
+    let rss_before = common::rss_mib(operator.pid());
+    let requests_before: f64 = common::requests(port, &backends).await.iter().sum();
+    unrelated::create(&client, &ns, UNRELATED).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let unrelated_rss = common::rss_mib(operator.pid()) - rss_before;
+    let requests_after: f64 = common::requests(port, &backends).await.iter().sum();
+    unrelated::delete(&client, &ns).await;
     drop(operator);
 
     println!("converge: {entries} entries x 2 environments, from a cold start of the operator");
@@ -81,6 +97,10 @@ async fn main() {
         .collect();
     println!("  requests per entry  {}", requests.join(", "));
     println!("  reconciles per entry  {reconciles:.1}");
+    println!(
+        "  unrelated       {UNRELATED} objects of 1 MiB (ConfigMaps, Secrets) in its namespace: RSS {unrelated_rss:+.1} MiB, {:.0} requests",
+        requests_after - requests_before
+    );
     let rate = |time: std::time::Duration| entries as f64 / time.as_secs_f64();
     println!(
         "  ceiling         {:.1} s, {:.0} entries/s: the same minimum writes by a naive client",

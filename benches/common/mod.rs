@@ -158,6 +158,13 @@ pub fn proc_status(pid: u32, field: &str) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// The resident memory of process `pid` now, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let kib = proc_status(pid, "VmRSS:");
+    let kib = kib.trim_end_matches("kB").trim().parse::<f64>();
+    kib.map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
 /// CPU seconds (user + system) process `pid` has used so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
