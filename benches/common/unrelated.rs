@@ -43,7 +43,9 @@ pub async fn create(client: &Client, ns: &str, count: usize) {
                     let api: Api<ConfigMap> = Api::namespaced(client, ns);
                     api.create(&params, &config_map).await.map(drop)
                 } else {
-                    let data = data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes())));
+                    let data = data
+                        .into_iter()
+                        .map(|(k, v)| (k, ByteString(v.into_bytes())));
                     let secret = Secret {
                         metadata,
                         data: Some(data.collect()),

@@ -71,6 +71,8 @@ pub struct Caches {
     pub schema_config_maps: Store<ConfigMap>,
     /// ConfigMaps the operator projected, from a label-selected watch.
     pub managed_config_maps: Store<ConfigMap>,
+    /// Which projected ConfigMaps each entry made.
+    pub config_map_owners: super::owners::Owners,
     /// Secrets the operator projected, values replaced by checksums, and what each
     /// should hold.
     pub managed_secrets: ManagedSecrets,

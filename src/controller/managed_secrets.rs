@@ -21,6 +21,7 @@ use kube::{
     },
 };
 
+use super::owners::Owners;
 use crate::api::v1alpha1::{
     ANNOTATION_ENTRY, ANNOTATION_POLICY, ANNOTATION_SECRETS_CHECKSUM, LABEL_MANAGED_BY, MANAGED_BY,
 };
@@ -45,6 +46,8 @@ type Expectations = HashMap<(String, String), BTreeMap<String, String>>;
 pub struct ManagedSecrets {
     scope: SecretScope,
     stores: Vec<Store<Secret>>,
+    /// Which of them each entry made, per store.
+    owners: Vec<Owners>,
     /// Key checksums each Secret (namespace, name) should hold, as its writer (an
     /// entry's projection, or a rotation policy) last resolved them: what a DriftCheck,
     /// or a policy repairing its target, compares the Secret with. In memory only, like
@@ -108,6 +111,15 @@ impl ManagedSecrets {
         self.stores.iter().flat_map(Store::state).collect()
     }
 
+    /// The places (namespace, name) of the Secrets `owner` (an entry's
+    /// `namespace/name`) projected.
+    pub fn projected_by(&self, owner: &str) -> Vec<(String, String)> {
+        self.owners
+            .iter()
+            .flat_map(|owners| owners.of(owner))
+            .collect()
+    }
+
     /// A Secret read from the apiserver rather than the cache, its values replaced by
     /// their checksums as the cache would hold it.
     pub async fn fetch(
@@ -150,11 +162,14 @@ pub fn watch(
         SecretScope::Watched(None) => vec![Api::all(client.clone())],
     };
     let mut stores = Vec::new();
+    let mut owner_indexes = Vec::new();
     let mut streams = Vec::new();
     // A store per watch: one watch's initial list replaces its whole store.
     for api in apis {
         let (store, writer) = reflector::store();
         stores.push(store);
+        let owners = Owners::default();
+        owner_indexes.push(owners.clone());
         let events = watcher(
             api,
             watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
@@ -162,6 +177,7 @@ pub fn watch(
         .default_backoff()
         .map_ok(|event| event.modify(forget_values))
         .reflect(writer)
+        .inspect_ok(move |event| owners.observe(event))
         .touched_objects()
         .filter_map(|secret| std::future::ready(secret.ok().map(Arc::new)));
         streams.push(events.boxed());
@@ -170,6 +186,7 @@ pub fn watch(
         ManagedSecrets {
             scope,
             stores,
+            owners: owner_indexes,
             expectations: Arc::default(),
         },
         futures::stream::select_all(streams),

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod guards;
 mod managed_secrets;
+mod owners;
 mod priority;
 mod secret_reads;
 mod secret_rotation_policy;
@@ -22,7 +23,7 @@ mod workloads;
 use std::{fmt::Debug, future::Future, sync::Arc, time::Instant};
 
 use futures::{
-    StreamExt,
+    StreamExt, TryStreamExt,
     channel::mpsc::{UnboundedReceiver, UnboundedSender},
 };
 use k8s_openapi::{
@@ -190,6 +191,7 @@ fn assemble(
     let caches = context::Caches {
         schema_config_maps,
         managed_config_maps,
+        config_map_owners: owners::Owners::default(),
         managed_secrets,
         workloads,
         entries,
@@ -241,7 +243,11 @@ fn entry_triggers(
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
         feeds.projected,
         slim::projection,
-    );
+    )
+    .inspect_ok({
+        let owners = ctx.caches.config_map_owners.clone();
+        move |event| owners.observe(event)
+    });
     // Restart targets: a rollout's progress shows in the status of the entries that
     // restart it.
     let workload_events = futures::stream::select_all([

@@ -3,7 +3,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -21,7 +20,7 @@ use super::{
     secrets::{consumed_checksum, project_secrets},
 };
 use crate::{
-    api::v1alpha1::{ANNOTATION_ENTRY, ConfigEntry, EnvironmentPhase},
+    api::v1alpha1::{ConfigEntry, EnvironmentPhase},
     controller::{Context, Error, Result},
     core::{
         entry::{
@@ -233,34 +232,20 @@ pub async fn remove_stale(
         .map(|p| (p.namespace.clone(), p.name.clone()))
         .collect();
     let caches = &ctx.caches;
-    let config_maps = owned_by(&owner, caches.managed_config_maps.state(), &planned)
+    let unplanned = |kept: &[(String, String)], place: &(String, String)| !kept.contains(place);
+    let config_maps = caches.config_map_owners.of(&owner).into_iter();
+    let config_maps = config_maps
+        .filter(|place| unplanned(&planned, place))
         .map(|(namespace, name)| (Stale::ConfigMap, namespace, name));
-    let secrets = owned_by(&owner, caches.managed_secrets.state(), secret_targets)
+    let secrets = caches.managed_secrets.projected_by(&owner).into_iter();
+    let secrets = secrets
+        .filter(|place| unplanned(secret_targets, place))
         .map(|(namespace, name)| (Stale::Secret, namespace, name));
     let stale: Vec<_> = config_maps.chain(secrets).collect();
     for (kind, namespace, name) in stale {
         remove(ctx, entry, kind, &namespace, &name).await?;
     }
     Ok(())
-}
-
-/// `namespace/name` of the objects `owner` projected that are not among `kept`.
-fn owned_by<K: ResourceExt>(
-    owner: &str,
-    objects: Vec<Arc<K>>,
-    kept: &[(String, String)],
-) -> impl Iterator<Item = (String, String)> {
-    objects
-        .into_iter()
-        .filter(|object| {
-            object
-                .annotations()
-                .get(ANNOTATION_ENTRY)
-                .map(String::as_str)
-                == Some(owner)
-        })
-        .map(|object| (object.namespace().unwrap_or_default(), object.name_any()))
-        .filter(|place| !kept.contains(place))
 }
 
 async fn remove(
