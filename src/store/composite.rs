@@ -30,8 +30,10 @@ pub struct StoresConfig {
 
 mod mirror;
 mod packed;
+mod remembered;
 
 use packed::Packed;
+use remembered::Remembered;
 
 /// What bringing Consul up to date did.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -75,8 +77,9 @@ pub struct Stores {
     ledger: Box<dyn Ledger>,
     consul: Option<ConsulStore>,
     /// Recorded versions never change and their numbers are never reused: once read,
-    /// a version needs no query again, and serves while the ledger is down.
-    versions: Memo<(String, i64), Packed<Version>>,
+    /// a version needs no query again, and serves while the ledger is down. The most
+    /// recently used few per config id (see [`remembered`]).
+    versions: Remembered,
     /// The applied state last read or written per config id, for reads while the
     /// ledger is down.
     applied: Memo<String, Packed<BTreeMap<String, AppliedState>>>,
@@ -133,7 +136,7 @@ impl Stores {
         Self {
             ledger,
             consul: None,
-            versions: Memo::new(),
+            versions: Remembered::default(),
             applied: Memo::new(),
             held: Memo::new(),
             floors: Memo::new(),
@@ -239,8 +242,7 @@ impl Stores {
         let known = from_spec
             .then(|| self.spec_latest.get(id))
             .flatten()
-            .and_then(|number| self.versions.get(&(id.clone(), number)))
-            .map(|packed| packed.get());
+            .and_then(|number| self.versions.get(id, number));
         if let Some(latest) = known.filter(|latest| latest.records(new)) {
             return Ok(Recorded {
                 version: latest,
@@ -301,24 +303,26 @@ impl Stores {
     /// The latest version, from the ledger, or the cache while it is down.
     pub async fn latest(&self, config_id: &str) -> Result<Option<Version>> {
         let answer = self.ledger.latest(config_id).await;
-        self.or_cached(answer, |v| v.config_id == config_id)
+        self.or_cached(answer, config_id, |_| true)
     }
 
     /// The newest version a ConfigChange recorded, from the ledger, or the cache while
     /// it is down.
     pub async fn recorded_by(&self, config_id: &str, change: &str) -> Result<Option<Version>> {
         let answer = self.ledger.recorded_by(config_id, change).await;
-        self.or_cached(answer, |v| {
-            v.config_id == config_id
-                && matches!(&v.source, Source::Change { change: c } if c == change)
-        })
+        self.or_cached(
+            answer,
+            config_id,
+            |v| matches!(&v.source, Source::Change { change: c } if c == change),
+        )
     }
 
     /// The ledger's answer, remembered; or, when it failed, the newest cached version
-    /// `matching`.
+    /// of `config_id` `matching`.
     fn or_cached(
         &self,
         answer: Result<Option<Version>>,
+        config_id: &str,
         matching: impl Fn(&Version) -> bool,
     ) -> Result<Option<Version>> {
         match answer {
@@ -327,20 +331,14 @@ impl Stores {
                 Ok(found)
             }
             Err(error) => {
-                let cached = self.versions.lock();
-                let newest = cached
-                    .values()
-                    .map(Packed::get)
-                    .filter(|v| matching(v))
-                    .max_by_key(|v| v.version);
+                let newest = self.versions.newest(config_id, matching);
                 newest.map(Some).ok_or(error)
             }
         }
     }
 
     fn remember(&self, version: &Version) {
-        let key = (version.config_id.clone(), version.version);
-        self.versions.insert(key, Packed::new(version));
+        self.versions.insert(version);
         self.note_newest(&version.config_id, version.version);
     }
 
@@ -355,7 +353,7 @@ impl Stores {
     pub async fn prefetch_versions(&self, wanted: &[(String, i64)]) -> Result<()> {
         let missing: Vec<(String, i64)> = wanted
             .iter()
-            .filter(|key| self.versions.get(key).is_none())
+            .filter(|(config_id, number)| !self.versions.contains(config_id, *number))
             .cloned()
             .collect();
         if missing.is_empty() {
@@ -370,8 +368,8 @@ impl Stores {
     /// One version: from the cache (recorded versions never change), else from the
     /// ledger.
     pub async fn version(&self, config_id: &str, version: i64) -> Result<Option<Version>> {
-        if let Some(cached) = self.versions.get(&(config_id.to_owned(), version)) {
-            return Ok(Some(cached.get()));
+        if let Some(cached) = self.versions.get(config_id, version) {
+            return Ok(Some(cached));
         }
         let found = self.ledger.version(config_id, version).await?;
         found.iter().for_each(|v| self.remember(v));

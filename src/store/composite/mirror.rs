@@ -50,12 +50,8 @@ impl Stores {
 
     /// Every version of `config_id`, oldest first, if memory holds them all.
     fn known_versions(&self, config_id: &str) -> Option<Vec<Version>> {
-        let id = config_id.to_owned();
-        let newest = self.newest.get(&id)?;
-        let versions = self.versions.lock();
-        (1..=newest)
-            .map(|number| versions.get(&(id.clone(), number)).map(Packed::get))
-            .collect()
+        let newest = self.newest.get(&config_id.to_owned())?;
+        self.versions.all(config_id, newest)
     }
 
     async fn sync_into(&self, consul: &ConsulStore, config_id: &str) -> Result<ConsulSync> {
