@@ -69,8 +69,8 @@ pub struct Context {
 pub struct Caches {
     /// ConfigMaps labelled as JSON Schemas: entries read their `schemaRef` here.
     pub schema_config_maps: Store<ConfigMap>,
-    /// ConfigMaps the operator projected, from a label-selected watch.
-    pub managed_config_maps: Store<ConfigMap>,
+    /// ConfigMaps the operator projected, from a label-selected watch, packed.
+    pub managed_config_maps: super::packed_cache::PackedCache<ConfigMap>,
     /// Which projected ConfigMaps each entry made.
     pub config_map_owners: super::owners::Owners,
     /// Secrets the operator projected, values replaced by checksums, and what each
@@ -162,7 +162,7 @@ impl Context {
     pub async fn caches_ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
         self.rules.guards.wait_until_ready().await?;
         self.caches.schema_config_maps.wait_until_ready().await?;
-        self.caches.managed_config_maps.wait_until_ready().await?;
+        self.caches.managed_config_maps.wait_until_ready().await;
         self.caches.managed_secrets.wait_until_ready().await?;
         self.caches.workloads.wait_until_ready().await
     }
@@ -324,9 +324,7 @@ impl Context {
 
     /// A projected ConfigMap from the watch cache.
     pub fn managed_config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
-        self.caches
-            .managed_config_maps
-            .get(&ObjectRef::new(name).within(namespace))
+        self.caches.managed_config_maps.get(namespace, name)
     }
 
     /// Publishes an Event about `object`. Events are best effort: a failure is logged,

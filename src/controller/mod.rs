@@ -11,6 +11,7 @@ mod events;
 mod guards;
 mod managed_secrets;
 mod owners;
+mod packed_cache;
 mod priority;
 mod secret_reads;
 mod secret_rotation_policy;
@@ -163,7 +164,6 @@ struct EntryFeeds {
     requested: UnboundedReceiver<ObjectRef<ConfigEntry>>,
     secret_owners: futures::stream::BoxStream<'static, ObjectRef<ConfigEntry>>,
     schemas: reflector::store::Writer<ConfigMap>,
-    projected: reflector::store::Writer<ConfigMap>,
     workloads: workloads::Writers,
 }
 
@@ -180,7 +180,6 @@ fn assemble(
 ) -> (Context, Feeds) {
     let (entry_requests, requested) = futures::channel::mpsc::unbounded();
     let (schema_config_maps, schemas) = reflector::store();
-    let (managed_config_maps, projected) = reflector::store();
     let (workloads, workload_writers) = Workloads::stores();
     let secret_scope = match &launch.secret_namespaces {
         Some(namespaces) => SecretScope::Namespaces(namespaces.clone()),
@@ -190,7 +189,7 @@ fn assemble(
     let (secret_owners, policies) = managed_secrets::owners(secret_events);
     let caches = context::Caches {
         schema_config_maps,
-        managed_config_maps,
+        managed_config_maps: packed_cache::PackedCache::new(),
         config_map_owners: owners::Owners::default(),
         managed_secrets,
         workloads,
@@ -215,7 +214,6 @@ fn assemble(
             requested,
             secret_owners: secret_owners.boxed(),
             schemas,
-            projected,
             workloads: workload_writers,
         },
         policies: policies.boxed(),
@@ -238,16 +236,18 @@ fn entry_triggers(
         ConfigMap::slim,
     )
     .touched_objects();
-    let projected_events = cached_watch(
-        ctx.watched::<ConfigMap>(),
-        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
-        feeds.projected,
-        slim::projection,
-    )
-    .inspect_ok({
-        let owners = ctx.caches.config_map_owners.clone();
-        move |event| owners.observe(event)
-    });
+    let projected = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let (cache, owners) = (
+        ctx.caches.managed_config_maps.clone(),
+        ctx.caches.config_map_owners.clone(),
+    );
+    let projected_events = watcher(ctx.watched::<ConfigMap>(), projected)
+        .default_backoff()
+        .modify(slim::projection)
+        .inspect_ok(move |event| {
+            cache.observe(event);
+            owners.observe(event);
+        });
     // Restart targets: a rollout's progress shows in the status of the entries that
     // restart it.
     let workload_events = futures::stream::select_all([

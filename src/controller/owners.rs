@@ -3,7 +3,7 @@
 //! projection in the cluster, which at 10,000 entries made a cold start quadratic.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -21,7 +21,8 @@ pub struct Owners(Arc<Mutex<Index>>);
 #[derive(Default)]
 struct Index {
     owner_of: HashMap<Place, String>,
-    places_of: HashMap<String, BTreeSet<Place>>,
+    /// An entry has a projection or two per environment: a list is the smallest set.
+    places_of: HashMap<String, Vec<Place>>,
     /// Owners seen so far during a relist, which replaces the index when it ends.
     relist: Option<HashMap<Place, String>>,
 }
@@ -30,7 +31,7 @@ impl Index {
     fn insert(&mut self, place: Place, owner: String) {
         self.remove(&place);
         let places = self.places_of.entry(owner.clone()).or_default();
-        places.insert(place.clone());
+        places.push(place.clone());
         self.owner_of.insert(place, owner);
     }
 
@@ -39,7 +40,7 @@ impl Index {
             return;
         };
         if let Some(places) = self.places_of.get_mut(&owner) {
-            places.remove(place);
+            places.retain(|p| p != place);
             if places.is_empty() {
                 self.places_of.remove(&owner);
             }

@@ -13,8 +13,8 @@ use std::{
 
 use super::{
     Application, AppliedState, AuditRow, Claimant, ConsulConfig, ConsulStore, Error, Floor,
-    FloorUpdate, Ledger, MemoryStore, NewVersion, PostgresStore, Projection, RaisedFloor, Recorded,
-    Result, Rotation, Source, Target, Version, Workflow,
+    FloorUpdate, Ledger, MemoryStore, NewVersion, Packed, PostgresStore, Projection, RaisedFloor,
+    Recorded, Result, Rotation, Source, Target, Version, Workflow,
 };
 
 /// Which backends to use, parsed once at start-up.
@@ -29,10 +29,8 @@ pub struct StoresConfig {
 }
 
 mod mirror;
-mod packed;
 mod remembered;
 
-use packed::Packed;
 use remembered::Remembered;
 
 /// What bringing Consul up to date did.

@@ -9,6 +9,7 @@
 mod composite;
 mod consul;
 mod memory;
+mod packed;
 mod postgres;
 
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use crate::core::Class;
 pub use composite::{ConsulSync, Stores, StoresConfig};
 pub use consul::{ConsulConfig, ConsulStore};
 pub use memory::MemoryStore;
+pub(crate) use packed::Packed;
 pub use postgres::PostgresStore;
 
 /// Where a version came from.

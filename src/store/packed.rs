@@ -1,21 +1,23 @@
-//! Values the stores remember, kept as their JSON. A version's content is a tree of
-//! `serde_json` maps, and every map, however small, holds a B-tree node of several
-//! hundred bytes; the same content as JSON text is a tenth of that. At 10,000 config
-//! ids the difference is most of the operator's memory, and unpacking a value costs
-//! microseconds on the rare reconcile that reads one.
+//! Values kept in memory for long, as their JSON: what the stores remember, and the
+//! projected ConfigMaps the entry controller caches. Parsed, a version's content is a
+//! tree of `serde_json` maps, and every map, however small, holds a B-tree node of
+//! several hundred bytes; a Kubernetes object's metadata is much the same. As JSON
+//! text they take a fraction of that. At 10,000 entries the difference is most of the
+//! operator's memory, and unpacking a value costs microseconds on the reconcile that
+//! reads one.
 
 use std::marker::PhantomData;
 
 use serde::{Serialize, de::DeserializeOwned};
 
 /// A `T` kept as its compact JSON.
-pub(super) struct Packed<T> {
+pub(crate) struct Packed<T> {
     json: Box<[u8]>,
     kind: PhantomData<fn() -> T>,
 }
 
 impl<T: Serialize + DeserializeOwned> Packed<T> {
-    pub(super) fn new(value: &T) -> Self {
+    pub(crate) fn new(value: &T) -> Self {
         let json = serde_json::to_vec(value).expect("a remembered value serializes");
         Self {
             json: json.into_boxed_slice(),
@@ -23,7 +25,7 @@ impl<T: Serialize + DeserializeOwned> Packed<T> {
         }
     }
 
-    pub(super) fn get(&self) -> T {
+    pub(crate) fn get(&self) -> T {
         serde_json::from_slice(&self.json).expect("a packed value reads back")
     }
 }
