@@ -135,7 +135,7 @@ impl Context {
         (metrics, stores): (Arc<Metrics>, Arc<Stores>),
         caches: Caches,
         (settings, rules): (Settings, Rules),
-        entry_requests: UnboundedSender<ObjectRef<ConfigEntry>>,
+        (entry_requests, pacer): (UnboundedSender<ObjectRef<ConfigEntry>>, Arc<Pacer>),
     ) -> Self {
         Self {
             events: Events::new(client.clone(), FIELD_MANAGER, settings.pod_name.as_deref()),
@@ -145,7 +145,7 @@ impl Context {
             caches,
             restarts: super::config_entry::RestartLimiter::new(settings.restart_interval),
             secret_reads: SharedReads::new(settings.secret_refresh, READS_IN_FLIGHT),
-            pacer: Arc::new(Pacer::new(1)),
+            pacer,
             settings,
             rules,
             backoff: Backoff::default(),

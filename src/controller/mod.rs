@@ -94,13 +94,12 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
     let entries = controller_for(&client, &scope, entry_wakes, &pacer, Some(entry_tap));
     let changes = controller_for(&client, &scope, predicates::resource_version, &pacer, None);
     let checks = controller_for(&client, &scope, check_wakes, &pacer, None);
-    let (mut ctx, feeds) = assemble(
+    let (ctx, feeds) = assemble(
         client,
         launch,
-        guards,
+        (guards, pacer.clone()),
         (entries.store(), changes.store(), checks.store()),
     );
-    ctx.pacer = pacer.clone();
     let ctx = Arc::new(ctx);
     let triggers = entry_triggers(&ctx, feeds.entries, entries.store());
     let entries = entries.reconcile_on(triggers);
@@ -171,7 +170,7 @@ struct EntryFeeds {
 fn assemble(
     client: Client,
     launch: Launch,
-    guards: Guards,
+    (guards, pacer): (Guards, Arc<Pacer>),
     (entries, changes, checks): (
         reflector::Store<ConfigEntry>,
         reflector::Store<ConfigChange>,
@@ -207,7 +206,7 @@ fn assemble(
         (launch.metrics, launch.stores),
         caches,
         (launch.settings, rules),
-        entry_requests,
+        (entry_requests, pacer),
     );
     let feeds = Feeds {
         entries: EntryFeeds {
