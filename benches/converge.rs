@@ -20,7 +20,7 @@ mod ceiling;
 #[path = "common/unrelated.rs"]
 mod unrelated;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::Api;
 use summit_config::api::v1alpha1::ConfigEntry;
@@ -66,13 +66,7 @@ async fn main() {
     let busy = common::machine_busy_seconds() - busy;
 
     // Then a cluster full of large objects that are none of its business.
-    let rss_before = common::rss_mib(operator.pid());
-    let requests_before: f64 = common::requests(port, &backends).await.iter().sum();
-    unrelated::create(&client, &ns, UNRELATED).await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let unrelated_rss = common::rss_mib(operator.pid()) - rss_before;
-    let requests_after: f64 = common::requests(port, &backends).await.iter().sum();
-    unrelated::delete(&client, &ns).await;
+    let unrelated = unrelated::cost(&client, &ns, UNRELATED, (operator.pid(), port)).await;
     drop(operator);
 
     println!("converge: {entries} entries x 2 environments, from a cold start of the operator");
@@ -98,8 +92,8 @@ async fn main() {
     println!("  requests per entry  {}", requests.join(", "));
     println!("  reconciles per entry  {reconciles:.1}");
     println!(
-        "  unrelated       {UNRELATED} objects of 1 MiB (ConfigMaps, Secrets) in its namespace: RSS {unrelated_rss:+.1} MiB, {:.0} requests",
-        requests_after - requests_before
+        "  unrelated       {UNRELATED} objects of 1 MiB (ConfigMaps, Secrets) in its namespace: RSS {:+.1} MiB, {:.0} requests",
+        unrelated.rss_mib, unrelated.requests
     );
     let rate = |time: std::time::Duration| entries as f64 / time.as_secs_f64();
     println!(

@@ -2,7 +2,7 @@
 //! labels, in the namespace it watches. Its watches select by label, so they should
 //! cost it no memory and no request.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::{
@@ -20,8 +20,34 @@ const LABEL: &str = "summit-bench";
 /// The size of each object's one value: just under a ConfigMap's 1 MiB limit.
 const SIZE: usize = 1_000_000;
 
+/// What unrelated objects cost the operator.
+pub struct Cost {
+    /// Its resident memory after them, less before.
+    pub rss_mib: f64,
+    /// The requests it sent meanwhile, to every backend.
+    pub requests: f64,
+}
+
+/// Creates `count` unrelated objects where the operator (`pid`, metrics on `port`)
+/// watches, gives its watches time to deliver them, measures what they cost it, and
+/// deletes them again.
+pub async fn cost(client: &Client, ns: &str, count: usize, (pid, port): (u32, u16)) -> Cost {
+    let backends = ["kubernetes", "postgres", "consul"];
+    let rss_before = crate::common::rss_mib(pid);
+    let requests_before: f64 = crate::common::requests(port, &backends).await.iter().sum();
+    create(client, ns, count).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_mib = crate::common::rss_mib(pid) - rss_before;
+    let requests_after: f64 = crate::common::requests(port, &backends).await.iter().sum();
+    delete(client, ns).await;
+    Cost {
+        rss_mib,
+        requests: requests_after - requests_before,
+    }
+}
+
 /// Creates `count` objects of about 1 MiB, half ConfigMaps and half Secrets.
-pub async fn create(client: &Client, ns: &str, count: usize) {
+async fn create(client: &Client, ns: &str, count: usize) {
     let value = "x".repeat(SIZE);
     stream::iter(0..count)
         .map(|i| {
@@ -63,7 +89,7 @@ pub async fn create(client: &Client, ns: &str, count: usize) {
 }
 
 /// Deletes them again, so later benches in the same environment do not meet them.
-pub async fn delete(client: &Client, ns: &str) {
+async fn delete(client: &Client, ns: &str) {
     let selector = ListParams::default().labels(LABEL);
     let params = DeleteParams::default();
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);

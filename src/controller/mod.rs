@@ -232,7 +232,6 @@ fn entry_triggers(
         ctx.watched::<ConfigMap>(),
         watcher::Config::default().labels(LABEL_SCHEMA),
         feeds.schemas,
-        ConfigMap::slim,
     )
     .touched_objects();
     let projected = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
@@ -297,7 +296,6 @@ fn workload_watch<K: Kind>(
         ctx.watched::<K>(),
         watcher::Config::default().any_semantic(),
         writer,
-        K::slim,
     )
     .touched_objects()
     .filter_map(move |event| {
@@ -370,7 +368,6 @@ fn controller_for<K: Kind>(
         context::watched(client, scope.namespace.as_deref()),
         scope.watcher_config(),
         writer,
-        K::slim,
     );
     let fed = priority::split(events, wakes, pacer.clone(), tap);
     Controller::for_stream(fed.live, reader)
@@ -378,17 +375,16 @@ fn controller_for<K: Kind>(
         .reconcile_on(fed.listed)
 }
 
-/// A watch that fills `writer`'s cache with objects made `slim` (see [`slim`]), as a
-/// stream of its events.
+/// A watch that fills `writer`'s cache with slim objects (see [`slim`]), as a stream
+/// of its events.
 fn cached_watch<K: Kind>(
     api: kube::Api<K>,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
-    slim: fn(&mut K),
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
     watcher(api, config)
         .default_backoff()
-        .modify(slim)
+        .modify(K::slim)
         .reflect(writer)
 }
 

@@ -68,9 +68,13 @@ impl FreeForm {
         &self.0
     }
 
-    /// Whether the field was too deep to read.
+    /// Whether the field was too deep to read: its text is [`TOO_DEEP`] as a JSON
+    /// string (which needs no escapes), told without parsing the content.
     pub fn is_too_deep(&self) -> bool {
-        is_too_deep(&self.value())
+        self.0
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            == Some(TOO_DEEP)
     }
 }
 
@@ -83,13 +87,6 @@ impl From<&Value> for FreeForm {
 impl From<Value> for FreeForm {
     fn from(value: Value) -> Self {
         Self::from(&value)
-    }
-}
-
-impl Default for FreeForm {
-    /// An empty object.
-    fn default() -> Self {
-        Self("{}".into())
     }
 }
 

@@ -179,13 +179,10 @@ fn readable(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
 fn removals(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
     let mut problems = Vec::new();
     let mut environments = BTreeSet::new();
+    let data = spec.data.value();
     for environment in &spec.environments {
         let overrides = environment.overrides.as_ref().map(FreeForm::value);
-        let removed = resolve::patch_with_removals(
-            &spec.data.value(),
-            overrides.as_ref(),
-            &environment.remove,
-        );
+        let removed = resolve::patch_with_removals(&data, overrides.as_ref(), &environment.remove);
         if let Err(error) = removed {
             problems.push(format!("environment {:?}: {error}", environment.name));
             environments.insert(environment.name.clone());

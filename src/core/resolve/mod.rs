@@ -34,7 +34,7 @@ pub fn resolve_environments(spec: &ConfigEntrySpec) -> Vec<ResolvedEnvironment> 
         .iter()
         .map(|environment| {
             let mut content = data.clone();
-            merge_patch(&mut content, &environment_patch(spec, environment));
+            merge_patch(&mut content, &environment_patch(&data, environment));
             ResolvedEnvironment {
                 name: environment.name.clone(),
                 content,
@@ -43,11 +43,12 @@ pub fn resolve_environments(spec: &ConfigEntrySpec) -> Vec<ResolvedEnvironment> 
         .collect()
 }
 
-/// An environment's merge patch: its overrides, and its removals as `null`s. A removal
-/// that cannot be made is left out; validation reports it.
-pub fn environment_patch(spec: &ConfigEntrySpec, environment: &EnvironmentSpec) -> Value {
+/// An environment's merge patch over the spec's `data` (parsed): its overrides, and its
+/// removals as `null`s. A removal that cannot be made is left out; validation reports
+/// it.
+pub fn environment_patch(data: &Value, environment: &EnvironmentSpec) -> Value {
     let overrides = environment.overrides.as_ref().map(FreeForm::value);
-    patch_with_removals(&spec.data.value(), overrides.as_ref(), &environment.remove)
+    patch_with_removals(data, overrides.as_ref(), &environment.remove)
         .unwrap_or_else(|_| overrides.unwrap_or_else(|| Value::Object(serde_json::Map::new())))
 }
 

@@ -26,10 +26,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// The content a spec describes.
     pub fn from_spec(spec: &ConfigEntrySpec) -> Self {
+        let data = spec.data.value();
         let overrides = spec
             .environments
             .iter()
-            .map(|e| (e.name.clone(), super::environment_patch(spec, e)))
+            .map(|e| (e.name.clone(), super::environment_patch(&data, e)))
             .collect();
         let mut secrets = Map::new();
         if !spec.secrets.is_empty() {
@@ -39,7 +40,7 @@ impl Snapshot {
             secrets.insert(environment.name.clone(), json!(environment.secrets));
         }
         Self {
-            data: spec.data.value(),
+            data,
             overrides,
             secrets: if secrets.is_empty() {
                 Value::Null
