@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{
     CONDITION_READY, CONDITION_VALIDATED, ConfigEntry, DeletionPolicy, EnvironmentPhase,
 };
+use summit_config::core::resolve::sha256_hex;
 use support::{
     Operator, Tenant, WAIT, assert_reason, column_of, condition, config_json, consul_get,
     count_rows, create, delete, deployment, environment_status, eventually, exists, finish_rollout,
@@ -212,6 +213,9 @@ async fn a_violation_in_one_environment_changes_nothing_anywhere() {
 #[tokio::test]
 async fn a_projected_config_map_edited_or_deleted_by_hand_is_repaired() {
     let (s, _operator) = setup_payments("repair").await;
+    // Content longer than the cache keeps verbatim, so it is cached as its digest.
+    edit(&s, json!({"spec": {"data": {"notes": "n".repeat(100)}}})).await;
+    converged(&s, 2).await;
     let config_maps = s.config_maps();
     let original = config_maps
         .get("payments-development")
@@ -224,6 +228,15 @@ async fn a_projected_config_map_edited_or_deleted_by_hand_is_repaired() {
     let tamper = json!({"data": {"config.json": "{\"host\": \"evil\"}", "injected": "x"}});
     merge(&config_maps, "payments-development", tamper).await;
     let what = "the edited ConfigMap to be repaired";
+    wait_for(&config_maps, "payments-development", what, repaired).await;
+
+    // The digest the cache keeps of the approved content, written in its place.
+    let content = &original["config.json"];
+    assert!(content.len() > 64, "long enough to be cached as a digest");
+    let digest = format!("sha256:{}", sha256_hex(content.as_bytes()));
+    let forged = json!({"data": {"config.json": digest}});
+    merge(&config_maps, "payments-development", forged).await;
+    let what = "the ConfigMap holding a forged digest to be repaired";
     wait_for(&config_maps, "payments-development", what, repaired).await;
 
     delete(&config_maps, "payments-development").await;

@@ -23,7 +23,7 @@ async fn setup_checked(test: &str, remediation: &str, interval: &str) -> (Tenant
     let (s, operator) = setup(test).await;
     let spec = json!({
         "configId": s.config_id(),
-        "data": {"host": "db", "pool": {"max": 10}},
+        "data": {"host": "db", "notes": notes(), "pool": {"max": 10}},
         "environments": [{"name": "development"}, {"name": "production"}],
     });
     create(&s.entries(), &entry("payments", spec)).await;
@@ -55,6 +55,11 @@ async fn setup_checked(test: &str, remediation: &str, interval: &str) -> (Tenant
     (s, operator)
 }
 
+/// A value long enough that the operator's cache keeps the content as its digest.
+fn notes() -> String {
+    "n".repeat(100)
+}
+
 /// The key of production's applied state in Consul.
 fn applied_key(s: &Tenant) -> String {
     format!("summit/config/{}/applied/production", s.config_id())
@@ -83,7 +88,8 @@ async fn drift_audit(s: &Tenant) -> Vec<String> {
 /// production and tampers with development's applied-state row.
 async fn tamper(s: &Tenant, operator: &Operator) {
     let (entry_reconciles, _) = reconciles(operator.port(), "ConfigEntry").await;
-    let edit = json!({"data": {"config.json": "{\n  \"host\": \"db\",\n  \"pool\": {\n    \"max\": 99\n  }\n}"}});
+    let edited = json!({"host": "db", "notes": notes(), "pool": {"max": 99}});
+    let edit = json!({"data": {"config.json": edited.to_string()}});
     merge(&s.config_maps(), "payments-production", edit).await;
     // The edit wakes the entry, which leaves it to the DriftCheck; let that reconcile
     // finish before the backends are tampered with (an entry's reconcile brings Consul

@@ -13,7 +13,9 @@ use crate::api::v1alpha1::{ANNOTATION_CHECKSUM, ANNOTATION_ENTRY, FIELD_MANAGER}
 use crate::{
     api::v1alpha1::ConfigEntry,
     controller::{Context, Error, Result, targets as target},
-    core::render::{ProjectedConfigMap, desired_config_map, foreign_keys, needs_apply},
+    core::render::{
+        ProjectedConfigMap, desired_config_map, foreign_keys, forget_content, needs_apply,
+    },
     core::{
         approval::Requirements,
         ownership::{Projection, Target, TargetKind},
@@ -82,11 +84,15 @@ async fn write_config_map(
         // somebody else's (then the create fails, and it is read).
         None => match create(ctx, &api, &target, &desired).await? {
             Created::Yes => return Ok(true),
+            // Compared as the cache would keep it, like every other live object.
             Created::Exists => api
                 .get_opt(name)
                 .await
                 .map_err(Error::kube(describe()))?
-                .map(Arc::new),
+                .map(|mut live| {
+                    forget_content(&mut live);
+                    Arc::new(live)
+                }),
         },
     };
     // Never take over a ConfigMap another entry, another environment or a person made.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -160,8 +161,18 @@ async fn config_map_drift(
         return Ok(None);
     };
     let (namespace, name) = config_map_target(entry, environment);
-    let live = ctx.managed_config_map(&namespace, &name);
-    let Some((paths, actual)) = drift::config_map_paths(want, &rendered, format, live.as_deref())
+    let cached = ctx.managed_config_map(&namespace, &name);
+    if drift::config_map_matches(want, &rendered, cached.as_deref()) {
+        return Ok(None);
+    }
+    // The cache keeps long values as digests: where they differ is read from the
+    // object itself, once, and only when something differs.
+    let live = ctx
+        .namespaced::<ConfigMap>(&namespace)
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("read ConfigMap {namespace}/{name}")))?;
+    let Some((paths, actual)) = drift::config_map_paths(want, &rendered, format, live.as_ref())
     else {
         return Ok(None);
     };

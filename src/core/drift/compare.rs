@@ -12,7 +12,7 @@ use crate::{
     api::v1alpha1::{
         ANNOTATION_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION, ConfigFormat,
     },
-    core::resolve::checksum,
+    core::{render::cached_value, resolve::checksum},
 };
 
 /// Where a copy of the applied state (version and checksum) differs from what was
@@ -29,6 +29,31 @@ pub fn applied_paths(want: &Want, actual: Option<(i64, &str)>) -> Option<Vec<Str
     .flatten()
     .collect();
     (!paths.is_empty()).then_some(paths)
+}
+
+/// Whether a projected ConfigMap as the watch cache keeps it (long values as their
+/// digests, see [`cached_value`]) holds `rendered` under the stamps of the version it
+/// should hold. The cache answers "the same?" without reading anything; where it says
+/// no, [`config_map_paths`] tells where, on the object read whole.
+pub fn config_map_matches(
+    want: &Want,
+    rendered: &BTreeMap<String, String>,
+    cached: Option<&ConfigMap>,
+) -> bool {
+    let Some(cached) = cached else {
+        return false;
+    };
+    let annotations = cached.annotations();
+    let stamped = annotations.get(ANNOTATION_CHECKSUM) == Some(&want.checksum)
+        && annotations.get(ANNOTATION_VERSION) == Some(&want.version.to_string());
+    let held = cached.data.as_ref();
+    stamped
+        && held.map_or(0, BTreeMap::len) == rendered.len()
+        && held
+            .into_iter()
+            .flatten()
+            .zip(rendered)
+            .all(|((have_key, have), (key, value))| have_key == key && *have == cached_value(value))
 }
 
 /// Where a projected ConfigMap differs from `rendered`, the content of the version it

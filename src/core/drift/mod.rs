@@ -11,7 +11,9 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-pub use compare::{LiveSecret, applied_paths, config_map_paths, differing_paths, secret_paths};
+pub use compare::{
+    LiveSecret, applied_paths, config_map_matches, config_map_paths, differing_paths, secret_paths,
+};
 pub use report::{Finding, Run, bounded_paths, notes, report, status};
 
 use crate::{

@@ -101,6 +101,41 @@ fn a_config_map_matches_only_with_its_content_and_stamps() {
 }
 
 #[test]
+fn the_cache_matches_long_content_by_digest_and_nothing_else() {
+    let want = want();
+    let long = format!(r#"{{"notes":"{}"}}"#, "n".repeat(100));
+    let rendered = map(&[("config.json", &long)]);
+    let cached = |value: &str, version: &str| {
+        let mut cm = config_map(&[("config.json", value)], version, "sum-3");
+        crate::core::render::forget_content(&mut cm);
+        cm
+    };
+    assert!(config_map_matches(
+        &want,
+        &rendered,
+        Some(&cached(&long, "3"))
+    ));
+    let digest = crate::core::render::cached_value(&long);
+    let cases = [
+        ("edited", Some(cached(&long.replace('n', "m"), "3"))),
+        ("restamped", Some(cached(&long, "2"))),
+        ("a forged digest", Some(cached(&digest, "3"))),
+        ("missing", None),
+    ];
+    for (case, cached) in cases {
+        assert!(
+            !config_map_matches(&want, &rendered, cached.as_ref()),
+            "{case}"
+        );
+    }
+    let extra = config_map(&[("config.json", &long), ("x", "1")], "3", "sum-3");
+    assert!(
+        !config_map_matches(&want, &rendered, Some(&extra)),
+        "a key added"
+    );
+}
+
+#[test]
 fn a_secret_differs_by_keyed_checksum_never_by_value() {
     let expected = map(&[("password", "h1"), ("user", "h2")]);
     let stamped = map(&[("config.summit.io/secrets-checksum", "versions")]);

@@ -71,10 +71,10 @@ const DIGEST: &str = "sha256:";
 /// A projected value as the watch cache keeps it: a short value as it is, a longer one
 /// as its SHA-256, which is longer than any value kept as it is, so two different
 /// values never look alike. Every entry's projections stay in the operator's memory;
-/// their content need not. A value that is a digest already stays one.
+/// their content need not. A value that looks like a digest is hashed too: a digest
+/// written by hand never passes for the content it names.
 pub fn cached_value(value: &str) -> String {
-    let digest = value.len() == DIGEST.len() + 64 && value.starts_with(DIGEST);
-    if value.len() <= KEPT_VERBATIM || digest {
+    if value.len() <= KEPT_VERBATIM {
         value.to_owned()
     } else {
         format!(
@@ -103,9 +103,10 @@ pub fn forget_content(config_map: &mut ConfigMap) {
     }
 }
 
-/// Whether the live ConfigMap (as read, or as the cache keeps it) differs from the
-/// desired one in anything the operator owns; other managers' labels and annotations
-/// are left alone.
+/// Whether the live ConfigMap differs from the desired one in anything the operator
+/// owns; other managers' labels and annotations are left alone. The live object is as
+/// the cache keeps it ([`forget_content`]): its values are compared with what the cache
+/// would keep of the desired ones.
 pub fn needs_apply(live: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
     let Some(live) = live else {
         return true;
@@ -116,12 +117,17 @@ pub fn needs_apply(live: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
             .flatten()
             .all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
     };
-    let content = |config_map: &ConfigMap| -> BTreeMap<String, String> {
-        let data = config_map.data.iter().flatten();
-        data.map(|(key, value)| (key.clone(), cached_value(value)))
-            .collect()
-    };
-    content(live) != content(desired)
+    let desired_content = desired.data.iter().flatten();
+    let desired_content: BTreeMap<&String, String> = desired_content
+        .map(|(key, value)| (key, cached_value(value)))
+        .collect();
+    let live_content: BTreeMap<&String, String> = live
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    live_content != desired_content
         || live.binary_data.as_ref().is_some_and(|b| !b.is_empty())
         || !contains(&live.metadata.labels, &desired.metadata.labels)
         || !contains(&live.metadata.annotations, &desired.metadata.annotations)
@@ -184,7 +190,11 @@ spec: {configId: payments, data: {}, environments: [{name: production}]}
         let long = "x".repeat(KEPT_VERBATIM + 1);
         let digest = cached_value(&long);
         assert!(digest.starts_with(DIGEST) && digest.len() > KEPT_VERBATIM);
-        assert_eq!(cached_value(&digest), digest, "a digest stays one");
+        assert_ne!(
+            cached_value(&digest),
+            digest,
+            "a digest is no value's stand-in"
+        );
         assert_ne!(cached_value(&"x".repeat(KEPT_VERBATIM + 2)), digest);
 
         let desired = desired_config_map(&entry(), &projection("team"));
@@ -194,11 +204,18 @@ spec: {configId: payments, data: {}, environments: [{name: production}]}
         forget_content(&mut cached);
         assert_eq!(cached.data.as_ref().unwrap()["config.json"], digest);
         assert!(!needs_apply(Some(&cached), &long_desired));
-        assert!(!needs_apply(Some(&long_desired), &long_desired));
         let mut edited = long_desired.clone();
         edited.data = Some(BTreeMap::from([("config.json".into(), format!("{long}y"))]));
         forget_content(&mut edited);
         assert!(needs_apply(Some(&edited), &long_desired));
+
+        let mut forged = long_desired.clone();
+        forged.data = Some(BTreeMap::from([("config.json".into(), digest.clone())]));
+        forget_content(&mut forged);
+        assert!(
+            needs_apply(Some(&forged), &long_desired),
+            "the digest written in place of the content is repaired"
+        );
     }
 
     #[test]

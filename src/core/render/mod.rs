@@ -6,7 +6,9 @@ mod config_map;
 mod content;
 mod secret;
 
-pub use config_map::{ProjectedConfigMap, desired_config_map, forget_content, needs_apply};
+pub use config_map::{
+    ProjectedConfigMap, cached_value, desired_config_map, forget_content, needs_apply,
+};
 pub use content::{CONFIG_MAP_LIMIT, RenderError, render};
 pub use secret::{ProjectedSecret, desired_secret, key_checksums};
 
