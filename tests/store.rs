@@ -186,6 +186,7 @@ async fn a_config_id_belongs_to_the_entry_that_claimed_it_in_postgresql() {
         Err(Error::Claimed(_))
     ));
     let application = Application {
+        change: None,
         config_id: config_id.clone(),
         claimant: other.clone(),
         environment: "production".into(),

@@ -18,7 +18,17 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         v1alpha1::ConfigChange::crd(),
         v1alpha1::SecretRotationPolicy::crd(),
         v1alpha1::DriftCheck::crd(),
+        record(v1alpha1::ConfigVersion::crd()),
     ]
+}
+
+/// A kind the operator writes whole, status included, in one request: no status
+/// subresource.
+fn record(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        version.subresources = None;
+    }
+    crd
 }
 
 /// Renders a CRD as the YAML document committed under `crds/`.

@@ -84,6 +84,8 @@ pub struct Caches {
     pub changes: Store<ConfigChange>,
     /// The drift controller's DriftChecks.
     pub drift_checks: Store<DriftCheck>,
+    /// The ConfigVersions the operator wrote, metadata only, and whose each is.
+    pub history: super::history::Cache,
 }
 
 /// How the operator was told to act, at start-up.
@@ -99,6 +101,8 @@ pub struct Settings {
     pub restart_interval: std::time::Duration,
     /// How often entries with secret references look for new upstream versions.
     pub secret_refresh: std::time::Duration,
+    /// How many of each entry's newest versions are kept as ConfigVersions.
+    pub history_keep: usize,
     /// The operator's AWS defaults (region, endpoint).
     pub aws: AwsSettings,
     /// The names of AWS secrets the operator's own credentials may reach on behalf of a
@@ -163,6 +167,7 @@ impl Context {
         self.rules.guards.wait_until_ready().await?;
         self.caches.schema_config_maps.wait_until_ready().await?;
         self.caches.managed_config_maps.wait_until_ready().await;
+        self.caches.history.wait_until_ready().await;
         self.caches.managed_secrets.wait_until_ready().await?;
         self.caches.workloads.wait_until_ready().await
     }

@@ -9,6 +9,7 @@ mod drift_check;
 mod error;
 mod events;
 mod guards;
+mod history;
 mod managed_secrets;
 mod owners;
 mod packed_cache;
@@ -106,7 +107,10 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
     // A change waits on its entry: an entry's new version or policy reconciles the
     // changes that target it; and every change is judged again when an admission
     // policy it depends on comes or goes.
+    let (entries_touched, history_touched) = history::tee(entries_touched);
     let changes = changes_of_entries(changes, entries_touched).reconcile_all_on(guard_changes);
+    let (started, start) = futures::channel::oneshot::channel();
+    let history = history::controller(&ctx, ctx.caches.entries.clone(), history_touched, start);
     let policies = controller_for(
         &ctx.client,
         &scope,
@@ -116,6 +120,7 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
     )
     .reconcile_on(feeds.policies);
     ctx.caches_ready().await.map_err(|_| Error::CacheClosed)?;
+    let _ = started.send(());
     ready();
     tracing::info!(
         namespace = ctx.settings.namespace.as_deref().unwrap_or("<all>"),
@@ -145,6 +150,12 @@ pub async fn run(client: Client, launch: Launch, ready: impl FnOnce()) -> Result
             ctx.clone(),
             drift_check::reconcile,
             drift_check::error_policy
+        ),
+        run_controller(
+            history,
+            ctx.clone(),
+            history::reconcile,
+            history::error_policy
         ),
     );
     tracing::info!("controllers stopped");
@@ -195,6 +206,7 @@ fn assemble(
         entries,
         changes,
         drift_checks: checks,
+        history: history::Cache::new(),
     };
     let rules = context::Rules {
         approval_floors: launch.approval_floors,

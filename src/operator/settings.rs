@@ -129,6 +129,11 @@ pub struct Settings {
     #[arg(long, env = "SUMMIT_SECRET_REFRESH_SECONDS", default_value_t = 3600)]
     pub secret_refresh_seconds: u64,
 
+    /// How many of each entry's newest versions are kept as ConfigVersion objects (a
+    /// version live in an environment is always kept). The ledger keeps every one.
+    #[arg(long, env = "SUMMIT_HISTORY_KEEP", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub history_keep: u16,
+
     /// Log format.
     #[arg(long, env = "SUMMIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -279,6 +284,7 @@ impl Settings {
             allowed_namespaces: self.allowed_namespaces.iter().cloned().collect(),
             restart_interval: Duration::from_secs(self.restart_interval_seconds),
             secret_refresh: Duration::from_secs(self.secret_refresh_seconds.max(1)),
+            history_keep: self.history_keep.into(),
             aws: AwsSettings {
                 region: self.aws_region.clone(),
                 endpoint_url: self.aws_endpoint_url.clone(),

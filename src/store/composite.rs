@@ -379,6 +379,11 @@ impl Stores {
         self.ledger.versions(config_id).await
     }
 
+    /// A config id's audit trail, oldest first, from the ledger.
+    pub async fn trail(&self, config_id: &str) -> Result<Vec<super::AuditEntry>> {
+        self.ledger.trail(config_id).await
+    }
+
     /// The applied state per environment: read from the ledger once, then kept up to
     /// date by every application made through these stores (the only writer of it).
     pub async fn applied(&self, config_id: &str) -> Result<Vec<AppliedState>> {

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    Application, AppliedState, Audit, AuditRow, Claimant, Error, Floor, FloorUpdate, History,
-    Ledger, NewVersion, Ownership, Projection, RaisedFloor, Recorded, Result, Rotation, Source,
-    Target, Version, Workflow,
+    Application, AppliedState, Audit, AuditEntry, AuditRow, Claimant, Error, Floor, FloorUpdate,
+    History, Ledger, NewVersion, Ownership, Projection, RaisedFloor, Recorded, Result, Rotation,
+    Source, Target, Version, Workflow,
 };
 use crate::core::ownership::{self, ClaimVerdict};
 
@@ -26,7 +26,7 @@ struct State {
     floors: HashMap<String, Vec<Floor>>,
     bindings: HashMap<Target, Projection>,
     rotations: HashMap<String, Rotation>,
-    audit: Vec<AuditRow>,
+    audit: Vec<AuditEntry>,
 }
 
 impl State {
@@ -53,13 +53,25 @@ impl State {
     }
 
     fn audit(&mut self, config_id: &str, version: Option<i64>, actor: &str, message: &str) {
-        self.audit.push(AuditRow {
+        self.push(AuditRow {
             config_id: config_id.to_owned(),
             version,
             actor: actor.to_owned(),
             message: message.to_owned(),
             changes: serde_json::Value::Null,
         });
+    }
+
+    fn push(&mut self, row: AuditRow) {
+        self.audit.push(AuditEntry {
+            at: Timestamp::now(),
+            row,
+        });
+    }
+
+    fn trail(&self, config_id: &str) -> impl Iterator<Item = &AuditEntry> {
+        let rows = self.audit.iter();
+        rows.filter(move |entry| entry.row.config_id == config_id)
     }
 }
 
@@ -79,8 +91,10 @@ impl MemoryStore {
     /// The audit trail of a config id (a secret's is `secret:<id>`), oldest first.
     pub fn audit_trail(&self, config_id: &str) -> Vec<AuditRow> {
         let state = self.lock();
-        let rows = state.audit.iter().filter(|row| row.config_id == config_id);
-        rows.cloned().collect()
+        state
+            .trail(config_id)
+            .map(|entry| entry.row.clone())
+            .collect()
     }
 }
 
@@ -171,7 +185,7 @@ impl History for MemoryStore {
         }
         let version = Version::recorded(new, newest + 1, Timestamp::now());
         versions.push(version.clone());
-        state.audit.push(AuditRow::version_recorded(&version));
+        state.push(AuditRow::version_recorded(&version));
         Ok(Recorded {
             version,
             created: true,
@@ -219,7 +233,7 @@ impl History for MemoryStore {
             applied_at,
         };
         state.applied.insert(key, applied);
-        state.audit.push(AuditRow::applied(application, previous));
+        state.push(AuditRow::applied(application, previous));
         Ok(Some(applied_at))
     }
 
@@ -277,7 +291,7 @@ impl History for MemoryStore {
 #[async_trait]
 impl Audit for MemoryStore {
     async fn audit(&self, row: &AuditRow) -> Result<()> {
-        self.lock().audit.push(row.clone());
+        self.lock().push(row.clone());
         Ok(())
     }
 
@@ -300,12 +314,26 @@ impl Audit for MemoryStore {
             return Ok(false);
         }
         let message = format!("ConfigChange {} is {}", workflow.change_id, workflow.status);
-        let (id, actor) = (&workflow.config_id, &workflow.requested_by);
-        state.audit(id, Some(workflow.base_version), actor, &message);
+        state.push(AuditRow {
+            config_id: workflow.config_id.clone(),
+            version: Some(workflow.base_version),
+            actor: workflow.requested_by.clone(),
+            message,
+            changes: serde_json::json!({
+                "event": "changeUpdated",
+                "status": workflow.status,
+                "change": workflow.change_id,
+                "environment": workflow.environment,
+            }),
+        });
         state
             .workflows
             .insert(workflow.change_id.clone(), workflow.clone());
         Ok(true)
+    }
+
+    async fn trail(&self, config_id: &str) -> Result<Vec<AuditEntry>> {
+        Ok(self.lock().trail(config_id).cloned().collect())
     }
 }
 

@@ -88,19 +88,30 @@ impl AuditRow {
 
     /// The row that records `application`, which replaced `previous` in its environment.
     pub fn applied(application: &Application, previous: Option<i64>) -> Self {
+        let mut changes = serde_json::json!({
+            "event": "applied",
+            "environment": application.environment,
+            "checksum": application.checksum,
+            "previousVersion": previous,
+        });
+        if let Some(change) = &application.change {
+            changes["change"] = change.as_str().into();
+        }
         Self {
             config_id: application.config_id.clone(),
             version: Some(application.version),
             actor: application.actor.clone(),
             message: application.message.clone(),
-            changes: serde_json::json!({
-                "event": "applied",
-                "environment": application.environment,
-                "checksum": application.checksum,
-                "previousVersion": previous,
-            }),
+            changes,
         }
     }
+}
+
+/// An audit row as the ledger keeps it: with when it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    pub row: AuditRow,
 }
 
 /// An environment's approval floor raised outside an application (a spec that asks for
@@ -195,6 +206,9 @@ pub struct Application {
     pub checksum: String,
     pub actor: String,
     pub message: String,
+    /// The ConfigChange (`namespace/name`) that made it, if one did: its audit rows
+    /// and this one belong to the same version.
+    pub change: Option<String>,
     /// Refuse (as `Superseded`) when the environment already runs a newer version: two
     /// writers racing never move an environment back. Drift remediation, which
     /// restores what was recorded, does not set it.
@@ -464,6 +478,9 @@ pub trait Audit: Send + Sync {
     /// Mirrors an approval workflow, with an audit row for every step not seen yet.
     /// Returns whether anything was written.
     async fn sync_workflow(&self, workflow: &Workflow) -> Result<bool>;
+
+    /// A config id's audit trail, oldest first.
+    async fn trail(&self, config_id: &str) -> Result<Vec<AuditEntry>>;
 }
 
 /// The record of every config id: PostgreSQL, or memory in a demo without a database

@@ -263,6 +263,7 @@ impl Approved<'_> {
         let (actor, message) =
             change::application_note(&change_id(change), &change.spec, &self.tally.counted);
         let application = Application {
+            change: Some(change_id(change)),
             forward_only: true,
             claimant: Claimant::of(entry),
             floor: floor.map_or(FloorUpdate::Keep, FloorUpdate::Record),

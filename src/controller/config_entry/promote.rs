@@ -179,6 +179,7 @@ async fn apply(
         None,
     );
     let application = Application {
+        change: None,
         forward_only: true,
         config_id: recorded.config_id.clone(),
         claimant: recorded.claimant.clone(),

@@ -35,6 +35,7 @@ pub async fn remediate_one(check: &DriftCheck, drift: &Drift, ctx: &Context) -> 
             let restored = ctx
                 .stores
                 .apply(&Application {
+                    change: None,
                     // Never back over a change that applied meanwhile.
                     forward_only: true,
                     claimant: drift.claimant.clone(),

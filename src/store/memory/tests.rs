@@ -43,6 +43,7 @@ async fn claimed(owner: &str) -> MemoryStore {
 
 fn application(version: i64, forward_only: bool) -> Application {
     Application {
+        change: None,
         forward_only,
         config_id: "payments".into(),
         claimant: claimant("ns/p"),

@@ -217,7 +217,7 @@ async fn insert_audit(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO config_audit (id, config_id, version, actor, timestamp, message, changes)
-         VALUES ($1, $2, $3, $4, now() AT TIME ZONE 'UTC', $5, $6)",
+         VALUES ($1, $2, $3, $4, clock_timestamp() AT TIME ZONE 'UTC', $5, $6)",
     )
     .bind(Uuid::new_v4())
     .bind(config_id)

@@ -5,8 +5,13 @@ use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{PostgresStore, bounded, failed, insert_audit, insert_row, naive};
-use crate::store::{Audit, AuditRow, Error, Result, Rotation, Workflow, WorkflowApproval};
+use super::{PostgresStore, bounded, failed, insert_audit, insert_row, naive, timestamp};
+use crate::store::{
+    Audit, AuditEntry, AuditRow, Error, Result, Rotation, Workflow, WorkflowApproval,
+};
+
+/// An audit row as selected: when, version, actor, message, changes.
+type TrailRow = (chrono::NaiveDateTime, Option<i32>, String, String, Value);
 
 #[async_trait]
 impl Audit for PostgresStore {
@@ -62,6 +67,33 @@ impl Audit for PostgresStore {
             .await
             .map_err(failed("commit an approval workflow"))?;
         Ok(true)
+    }
+
+    /// A config id's audit rows, oldest first (each row is stamped with the clock when
+    /// it is written, so the rows of one transaction keep their order).
+    async fn trail(&self, config_id: &str) -> Result<Vec<AuditEntry>> {
+        let pool = self.pool().await?;
+        let rows: Vec<TrailRow> = sqlx::query_as(
+            "SELECT timestamp, version, actor, COALESCE(message, ''), COALESCE(changes, 'null'::jsonb)
+             FROM config_audit WHERE config_id = $1 ORDER BY timestamp",
+        )
+        .bind(config_id)
+        .fetch_all(pool)
+        .await
+        .map_err(failed("read the audit trail"))?;
+        let entries = rows
+            .into_iter()
+            .map(|(at, version, actor, message, changes)| AuditEntry {
+                at: timestamp(at),
+                row: AuditRow {
+                    config_id: config_id.to_owned(),
+                    version: version.map(i64::from),
+                    actor,
+                    message,
+                    changes,
+                },
+            });
+        Ok(entries.collect())
     }
 
     /// Writes one audit row on its own.
