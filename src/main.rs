@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("summit-config: {}", error.chain());
-            ExitCode::FAILURE
+            ExitCode::from(error.exit_code())
         }
     }
 }

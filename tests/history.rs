@@ -220,3 +220,140 @@ async fn only_the_newest_versions_and_the_live_ones_are_kept() {
     assert!(live.contains(&"production".to_owned()), "{live:?}");
     assert!(live.contains(&"development".to_owned()), "{live:?}");
 }
+
+/// The built binary as `user`, in the tenant's namespace: its exit code, stdout and
+/// stderr.
+fn summit_as(s: &Tenant, user: &str, args: &[&str]) -> (i32, String, String) {
+    let output = support::summit(&env().kubeconfig_as(user), &s.ns, args)
+        .output()
+        .expect("run summit-config");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A failure is one line on stderr, with `code`, saying `what`.
+fn fails(result: (i32, String, String), code: i32, what: &str) {
+    let (status, _, stderr) = result;
+    assert_eq!(status, code, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(what), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_command_line_reads_history_as_its_caller() {
+    let (s, _operator) = approved_by_bob_and_carol("history-cli", &[]).await;
+    version_as(&s, "alice", "payments-v2", |v| {
+        v["status"]["liveIn"] == "production"
+    })
+    .await;
+
+    let (code, versions, _) = summit_as(&s, "alice", &["versions", "payments"]);
+    assert_eq!(code, 0);
+    let numbers: Vec<&str> = versions
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(numbers, ["1", "2"], "{versions}");
+
+    // Exactly the changed key, then the unified diff.
+    let (code, diff, _) = summit_as(
+        &s,
+        "alice",
+        &["diff", "payments", "1", "2", "--env", "production"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(diff.lines().next(), Some("changed: $.pool.max"), "{diff}");
+    assert!(
+        diff.contains("-    \"max\": 10") && diff.contains("+    \"max\": 40"),
+        "{diff}"
+    );
+    let (_, live, _) = summit_as(
+        &s,
+        "alice",
+        &["diff", "payments", "1", "--env", "production", "-o", "json"],
+    );
+    let live: Value = serde_json::from_str(&live).expect("JSON");
+    assert_eq!(live["to"], 2);
+    assert_eq!(live["changed"], json!(["$.pool.max"]));
+
+    // The audit names the proposer and both approvers.
+    let (code, audit, _) = summit_as(&s, "alice", &["audit", "payments", "--version", "2"]);
+    assert_eq!(code, 0);
+    for (event, actor) in [
+        ("requested", "alice"),
+        ("approved", "bob"),
+        ("approved", "carol"),
+    ] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.split_whitespace().any(|c| c == event)
+                    && l.split_whitespace().any(|c| c == actor)),
+            "{event} by {actor} not in\n{audit}"
+        );
+    }
+
+    // mallory has no role here; bad input says what is wrong, in one line, with its code.
+    fails(
+        summit_as(&s, "mallory", &["versions", "payments"]),
+        4,
+        "forbidden",
+    );
+    fails(
+        summit_as(&s, "mallory", &["audit", "payments"]),
+        4,
+        "forbidden",
+    );
+    fails(
+        summit_as(&s, "alice", &["diff", "payments", "1", "9"]),
+        3,
+        "has no version 9",
+    );
+    fails(
+        summit_as(&s, "alice", &["versions", "nothing-here"]),
+        3,
+        "does not exist",
+    );
+    fails(
+        summit_as(&s, "bob", &["approve", "bigger-pool"]),
+        5,
+        "only pending changes",
+    );
+}
+
+#[tokio::test]
+async fn kubectl_finds_the_plugin() {
+    let (s, _operator) = approved_by_bob_and_carol("history-plugin", &[]).await;
+    let plugins = tempfile::tempdir().expect("a folder on PATH");
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_summit-config"),
+        plugins.path().join("kubectl-summit"),
+    )
+    .expect("kubectl-summit");
+    let path = format!(
+        "{}:{}",
+        plugins.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new(format!("{}/kubectl", env().var("SUMMIT_TOOLS_BIN")))
+        .env("KUBECONFIG", env().kubeconfig_as("alice"))
+        .env("PATH", path)
+        .args(["summit", "list", "--namespace", &s.ns])
+        .output()
+        .expect("kubectl summit");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("payments"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.contains(&s.config_id()), "{row}");
+}

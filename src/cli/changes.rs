@@ -9,13 +9,14 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Config, Resource, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::client::{Error, Target, connect, request};
+use super::output::print_table;
 use crate::api::v1alpha1::{ANNOTATION_CHECK, ANNOTATION_ROTATE};
 use crate::{
     api::v1alpha1::{
@@ -24,18 +25,6 @@ use crate::{
     },
     core::resolve,
 };
-
-/// Where to reach the cluster, for the commands people run.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Target {
-    /// Kubeconfig file instead of `$KUBECONFIG` or `~/.kube/config`.
-    #[arg(long, value_name = "FILE", global = true)]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// Namespace of the ConfigEntry or ConfigChange; the kubeconfig context's by default.
-    #[arg(short, long, global = true)]
-    pub namespace: Option<String>,
-}
 
 /// What a change proposes.
 #[derive(Debug, Clone)]
@@ -59,68 +48,6 @@ pub struct Propose {
     /// Name of the ConfigChange; generated from the entry and environment by default.
     #[arg(long)]
     pub name: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot read kubeconfig")]
-    Kubeconfig(#[source] kube::config::KubeconfigError),
-    #[error("cannot find a cluster to talk to")]
-    Infer(#[source] kube::config::InferConfigError),
-    #[error("cannot build a client")]
-    Client(#[source] kube::Error),
-    #[error("{action}: {message}")]
-    Refused { action: String, message: String },
-    #[error("{action}")]
-    Request {
-        action: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("cannot read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is neither JSON nor YAML")]
-    Parse {
-        path: String,
-        #[source]
-        source: serde_yaml_ng::Error,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// Turns an apiserver refusal into its message, which names the rule that refused.
-fn request(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| match source {
-        kube::Error::Api(status) => Error::Refused {
-            action,
-            message: status.message,
-        },
-        source => Error::Request { action, source },
-    }
-}
-
-/// A client for the target cluster, and the namespace to work in.
-pub async fn connect(target: &Target) -> Result<(Client, String), Error> {
-    let config = match &target.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(Error::Kubeconfig)?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(Error::Kubeconfig)?
-        }
-        None => Config::infer().await.map_err(Error::Infer)?,
-    };
-    let namespace = target
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    Ok((Client::try_from(config).map_err(Error::Client)?, namespace))
 }
 
 /// The user the apiserver authenticates us as, and their groups.
@@ -163,7 +90,7 @@ pub async fn propose(target: &Target, propose: &Propose, proposal: Proposal) -> 
         .get_opt(name)
         .await
         .map_err(request(format!("read ConfigEntry {namespace}/{name}")))?
-        .ok_or_else(|| Error::Invalid(format!("ConfigEntry {namespace}/{name} does not exist")))?;
+        .ok_or_else(|| Error::NotFound(format!("ConfigEntry {namespace}/{name} does not exist")))?;
     if entry.environment(&propose.environment).is_none() {
         return Err(Error::Invalid(format!(
             "ConfigEntry {name} has no environment {:?} (it has {})",
@@ -264,7 +191,9 @@ pub async fn decide(
             .await
             .map_err(request(format!("read ConfigChange {namespace}/{name}")))?
             .ok_or_else(|| {
-                Error::Invalid(format!("ConfigChange {namespace}/{name} does not exist"))
+                Error::NotFound(format!(
+                    "ConfigChange {namespace}/{name} does not exist; `summit-config pending` lists the waiting ones"
+                ))
             })?;
         if let Some(phase) = change.status.as_ref().and_then(|s| s.phase)
             && !matches!(phase, ChangePhase::Pending)
@@ -436,7 +365,7 @@ pub async fn detect(target: &Target, check: &str) -> Result<(), Error> {
         print_table(&["ENTRY", "ENVIRONMENT", "WHERE", "PATHS", "STATE"], &rows);
         return Ok(());
     }
-    Err(Error::Invalid(format!(
+    Err(Error::TimedOut(format!(
         "DriftCheck {check} did not report within 30s; is the operator running?"
     )))
 }
@@ -458,25 +387,4 @@ where
         .await
         .map_err(request(what))?;
     Ok((api, token))
-}
-
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", padded.join("   ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }

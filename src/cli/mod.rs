@@ -1,12 +1,20 @@
-//! The `summit-config` command line: `operator` runs the controllers, `crds` prints the
-//! CustomResourceDefinitions; the people-facing command table follows in later issues.
+//! The `summit-config` command line (also `kubectl summit`, the same binary named
+//! `kubectl-summit`): `operator` runs the controllers, `crds` prints the CRDs, and the
+//! commands people run read and propose through the Kubernetes API alone, so their
+//! RBAC applies exactly as it does to kubectl.
 
 mod changes;
+mod client;
 mod crds;
+mod history;
+mod output;
 
 use std::{error::Error as _, fmt, path::PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use client::Target;
+use output::Output;
 
 use crate::{operator, telemetry};
 
@@ -28,34 +36,116 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// List the ConfigEntries of a namespace and where each stands.
+    #[command(after_help = "Example:\n  summit-config list -n team-a")]
+    List {
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show an entry's environments, or the content live in one (`--env`).
+    #[command(after_help = "Example:\n  summit-config get payments --env production -o yaml")]
+    Get {
+        /// The ConfigEntry.
+        entry: String,
+        /// Print the content live in this environment.
+        #[arg(long = "env", short = 'e')]
+        environment: Option<String>,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List an entry's recorded versions, where each is live, who wrote it and why.
+    #[command(after_help = "Example:\n  summit-config versions payments -n team-a")]
+    Versions {
+        /// The ConfigEntry.
+        entry: String,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show what changed between two versions, or between a version and what is live.
+    #[command(after_help = "Examples:\n  summit-config diff payments 6 7\n  \
+        summit-config diff payments 6 --env production   # version 6 against what production runs")]
+    Diff {
+        /// The ConfigEntry.
+        entry: String,
+        /// The older version.
+        from: i64,
+        /// The newer version; by default what `--env` runs, or the newest.
+        to: Option<i64>,
+        /// Compare this environment's resolved content.
+        #[arg(long = "env", short = 'e')]
+        environment: Option<String>,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show who recorded, requested, approved and applied an entry's versions, and when.
+    #[command(after_help = "Example:\n  summit-config audit payments --version 7")]
+    Audit {
+        /// The ConfigEntry.
+        entry: String,
+        /// Only this version's steps.
+        #[arg(long)]
+        version: Option<i64>,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  summit-config completions bash > /etc/bash_completion.d/summit-config"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Propose new base data (a JSON or YAML file, `-` for stdin) for one environment.
+    #[command(
+        after_help = "Example:\n  summit-config set payments payments.yaml --env production -m \"new pool\""
+    )]
     Set {
         #[command(flatten)]
         change: changes::Propose,
         /// The new base data.
         file: PathBuf,
         #[command(flatten)]
-        target: changes::Target,
+        target: Target,
     },
     /// Propose a JSON merge patch (a JSON or YAML file) on the newest version.
+    #[command(
+        after_help = "Example:\n  summit-config patch payments pool.yaml --env production -m \"more connections\""
+    )]
     Patch {
         #[command(flatten)]
         change: changes::Propose,
         /// The merge patch.
         file: PathBuf,
         #[command(flatten)]
-        target: changes::Target,
+        target: Target,
     },
     /// Propose going back to an earlier version's content (as a new version).
+    #[command(
+        after_help = "Example:\n  summit-config rollback payments 6 --env production -m \"v7 broke checkout\""
+    )]
     Rollback {
         #[command(flatten)]
         change: changes::Propose,
         /// The version whose content to restore.
         version: i64,
         #[command(flatten)]
-        target: changes::Target,
+        target: Target,
     },
     /// Approve a pending ConfigChange, as yourself.
+    #[command(
+        after_help = "Example:\n  summit-config approve payments-production-x7k2p --comment \"load tested\""
+    )]
     Approve {
         /// The ConfigChange.
         change: String,
@@ -63,9 +153,12 @@ pub enum Command {
         #[arg(long)]
         comment: Option<String>,
         #[command(flatten)]
-        target: changes::Target,
+        target: Target,
     },
     /// Reject a pending ConfigChange, as yourself; final.
+    #[command(
+        after_help = "Example:\n  summit-config reject payments-production-x7k2p --reason \"not during the freeze\""
+    )]
     Reject {
         /// The ConfigChange.
         change: String,
@@ -73,7 +166,7 @@ pub enum Command {
         #[arg(long)]
         reason: String,
         #[command(flatten)]
-        target: changes::Target,
+        target: Target,
     },
     /// Secrets: `secret rotate <policy>` asks a SecretRotationPolicy to rotate now.
     Secret {
@@ -86,34 +179,37 @@ pub enum Command {
         command: DriftCommand,
     },
     /// List the ConfigChanges waiting for approval.
+    #[command(after_help = "Example:\n  summit-config pending --env production")]
     Pending {
         /// Only this environment's.
         #[arg(long = "env", short = 'e')]
         environment: Option<String>,
         #[command(flatten)]
-        target: changes::Target,
+        target: Target,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum DriftCommand {
     /// Run a DriftCheck now and wait for its report.
+    #[command(after_help = "Example:\n  summit-config drift detect payments")]
     Detect {
         /// The DriftCheck.
         check: String,
         #[command(flatten)]
-        target: changes::Target,
+        target: Target,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SecretCommand {
     /// Rotate now (within the policy's minimum interval, it waits and says so).
+    #[command(after_help = "Example:\n  summit-config secret rotate payments-db-password")]
     Rotate {
         /// The SecretRotationPolicy.
         policy: String,
         #[command(flatten)]
-        target: changes::Target,
+        target: Target,
     },
 }
 
@@ -123,7 +219,7 @@ pub enum Error {
     #[error(transparent)]
     Crds(#[from] crds::Error),
     #[error(transparent)]
-    Changes(#[from] changes::Error),
+    Changes(#[from] client::Error),
     #[error(transparent)]
     Operator(#[from] operator::Error),
     #[error("cannot start logging")]
@@ -131,6 +227,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The process's exit code: 3 not found, 4 forbidden, 5 invalid, 6 timed out, 1
+    /// anything else, 2 a command line that does not parse.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Changes(error) => error.exit_code(),
+            _ => 1,
+        }
+    }
+
     /// The error and its causes on one line, for stderr.
     pub fn chain(&self) -> ErrorChain<'_> {
         ErrorChain(self)
@@ -155,6 +260,16 @@ impl fmt::Display for ErrorChain<'_> {
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        command @ (Command::List { .. }
+        | Command::Get { .. }
+        | Command::Versions { .. }
+        | Command::Diff { .. }
+        | Command::Audit { .. }) => read(command).await,
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "summit-config", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Crds { out_dir } => Ok(crds::print(out_dir.as_deref())?),
         Command::Operator(args) => {
             telemetry::init_logging(args.log_format).map_err(Error::Logging)?;
@@ -195,5 +310,45 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Drift {
             command: DriftCommand::Detect { check, target },
         } => Ok(changes::detect(&target, &check).await?),
+    }
+}
+
+/// Runs one of the reading commands (`run` sends nothing else here).
+async fn read(command: Command) -> Result<(), Error> {
+    match command {
+        Command::List { output, target } => Ok(history::list(&target, output.format).await?),
+        Command::Get {
+            entry,
+            environment,
+            output,
+            target,
+        } => Ok(history::get(&target, &entry, environment.as_deref(), output.format).await?),
+        Command::Versions {
+            entry,
+            output,
+            target,
+        } => Ok(history::versions(&target, &entry, output.format).await?),
+        Command::Diff {
+            entry,
+            from,
+            to,
+            environment,
+            output,
+            target,
+        } => Ok(history::diff(
+            &target,
+            &entry,
+            (from, to),
+            environment.as_deref(),
+            output.format,
+        )
+        .await?),
+        Command::Audit {
+            entry,
+            version,
+            output,
+            target,
+        } => Ok(history::audit(&target, &entry, version, output.format).await?),
+        _ => Ok(()),
     }
 }

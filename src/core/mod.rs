@@ -4,6 +4,7 @@
 
 pub mod approval;
 pub mod change;
+pub mod diff;
 pub mod drift;
 pub mod entry;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::{
     api::v1alpha1::{
         ANNOTATION_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM, ANNOTATION_VERSION, ConfigFormat,
     },
-    core::{render::cached_value, resolve::checksum},
+    core::{diff::changed_paths, render::cached_value, resolve::checksum},
 };
 
 /// Where a copy of the applied state (version and checksum) differs from what was
@@ -134,7 +134,7 @@ pub fn differing_paths(
     };
     let mut paths = Vec::new();
     match (parse(rendered), parse(live)) {
-        (Some(want), Some(have)) => diff(&want, &have, "$", &mut paths),
+        (Some(want), Some(have)) => paths = changed_paths(&want, &have),
         _ => {
             let keys: BTreeSet<&String> = rendered.keys().chain(live.keys()).collect();
             for key in keys {
@@ -149,21 +149,4 @@ pub fn differing_paths(
         paths.push("metadata.annotations".into());
     }
     paths
-}
-
-fn diff(want: &Value, have: &Value, at: &str, paths: &mut Vec<String>) {
-    match (want, have) {
-        (Value::Object(w), Value::Object(h)) => {
-            let keys: BTreeSet<&String> = w.keys().chain(h.keys()).collect();
-            for key in keys {
-                let path = format!("{at}.{key}");
-                match (w.get(key), h.get(key)) {
-                    (Some(a), Some(b)) => diff(a, b, &path, paths),
-                    _ => paths.push(path),
-                }
-            }
-        }
-        (a, b) if a != b => paths.push(at.to_owned()),
-        _ => {}
-    }
 }
