@@ -136,3 +136,162 @@ async fn request_approve_and_reject_from_the_command_line() {
     assert!(!late.status.success());
     assert!(stderr(&late).contains("is Rejected"), "{}", stderr(&late));
 }
+
+/// Runs `summit-config args...` with no cluster at all.
+fn offline(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_summit-config"))
+        .args(args)
+        .output()
+        .expect("run summit-config")
+}
+
+/// A failure: one line on stderr naming `what`, and exit `code`.
+fn fails(output: &Output, code: i32, what: &str) {
+    let said = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{said}");
+    assert_eq!(said.trim_end().lines().count(), 1, "{said}");
+    assert!(said.contains(what), "{said}");
+}
+
+#[tokio::test]
+async fn schemas_secrets_and_drift_from_the_command_line() {
+    // Registering a schema writes a ConfigMap: a team's own role for that.
+    support::install::create_once(&[
+        "clusterrole",
+        "test-config-map-editor",
+        "--verb=get,list,create,patch,update",
+        "--resource=configmaps",
+    ]);
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("alice", "summit-config-secrets-admin"),
+        ("alice", "test-config-map-editor"),
+    ];
+    let (s, _operator) = setup_with("cli-manage", &roles, &[]).await;
+    let ns = s.ns.as_str();
+    let file = |name: &str, text: &str| {
+        let path = std::env::temp_dir().join(format!("{ns}-{name}"));
+        std::fs::write(&path, text).expect("write a file");
+        path.to_str().expect("path").to_owned()
+    };
+
+    // Offline: the operator's own rules, on files.
+    let entry_file = |max: i64| {
+        format!(
+            "apiVersion: config.summit.io/v1alpha1\nkind: ConfigEntry\nmetadata: {{name: payments}}\n\
+             spec:\n  configId: {id}\n  schemaRef: {{name: payments-schema, key: schema.json}}\n  \
+             data: {{pool: {{max: 10}}}}\n  environments:\n  - {{name: production, overrides: {{pool: {{max: {max}}}}}}}\n",
+            id = s.config_id()
+        )
+    };
+    let schema = file(
+        "schema.json",
+        r#"{"type": "object", "properties": {"pool": {"properties": {"max": {"maximum": 100}}}}}"#,
+    );
+    let too_big = file("too-big.yaml", &entry_file(500));
+    let checked = offline(&["schema", "validate", &too_big, "--schema", &schema]);
+    fails(
+        &checked,
+        5,
+        "$.pool.max: 500 is greater than the maximum of 100",
+    );
+    let fine = file("fine.yaml", &entry_file(50));
+    let checked = offline(&["schema", "validate", &fine, "--schema", &schema]);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    let not_a_schema = file("not-a-schema.json", r#"{"type": "objekt"}"#);
+    fails(
+        &offline(&["schema", "validate", &not_a_schema]),
+        5,
+        "not a JSON Schema",
+    );
+
+    // Registered, the schema is what a schemaRef names; a broken one is never written.
+    let register = ["schema", "register", "payments-schema"];
+    fails(
+        &summit(
+            "alice",
+            ns,
+            &[&register[..], &[not_a_schema.as_str()]].concat(),
+        ),
+        5,
+        "not a JSON Schema",
+    );
+    assert!(
+        s.config_maps()
+            .get_opt("payments-schema")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    let registered = summit("alice", ns, &[&register[..], &[schema.as_str()]].concat());
+    assert!(registered.status.success(), "{}", stderr(&registered));
+    let applied = env()
+        .kubectl()
+        .args(["apply", "-n", ns, "-f", &fine])
+        .output()
+        .expect("kubectl");
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    support::wait_for(
+        &s.entries(),
+        "payments",
+        "validated against the registered schema",
+        |e| {
+            e.status
+                .as_ref()
+                .is_some_and(|s| s.latest_version == Some(1))
+        },
+    )
+    .await;
+
+    // A rotation policy, created and listed; mallory sees none of it.
+    let new_policy = [
+        "secret",
+        "create",
+        "payments-db",
+        "--provider",
+        "in-cluster",
+        "--secret-id",
+        "payments/db",
+        "--target",
+        "payments-db",
+        "--interval",
+        "30d",
+        "--restart",
+        "deployment/checkout",
+    ];
+    let created = summit("alice", ns, &new_policy);
+    assert!(created.status.success(), "{}", stderr(&created));
+    fails(&summit("alice", ns, &new_policy), 5, "already exists");
+    let listed = summit("alice", ns, &["secret", "list"]);
+    assert!(
+        stdout(&listed)
+            .lines()
+            .any(|l| l.starts_with("payments-db") && l.contains("InCluster")),
+        "{}",
+        stdout(&listed)
+    );
+    fails(&summit("mallory", ns, &["secret", "list"]), 4, "forbidden");
+
+    // A DriftCheck run now, then its report read back.
+    let check = support::drift_check(
+        "payments",
+        json!({"entries": ["payments"], "interval": "10m"}),
+    );
+    create(&s.api(), &check).await;
+    let detected = summit("alice", ns, &["drift", "detect", "payments"]);
+    assert!(detected.status.success(), "{}", stderr(&detected));
+    let report = summit("alice", ns, &["drift", "report", "payments"]);
+    assert_eq!(
+        stdout(&report).trim(),
+        "no drift: every copy matches its recorded version"
+    );
+    fails(
+        &summit("alice", ns, &["drift", "report", "nothing"]),
+        3,
+        "does not exist",
+    );
+}

@@ -20,8 +20,8 @@ use super::output::print_table;
 use crate::api::v1alpha1::{ANNOTATION_CHECK, ANNOTATION_ROTATE};
 use crate::{
     api::v1alpha1::{
-        Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, DriftCheck, Rejection,
-        SecretRotationPolicy, Time,
+        Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, DriftCheck,
+        DriftCheckStatus, Rejection, SecretRotationPolicy, Time,
     },
     core::resolve,
 };
@@ -340,29 +340,7 @@ pub async fn detect(target: &Target, check: &str) -> Result<(), Error> {
         if status.last_handled_request.as_deref() != Some(token.as_str()) {
             continue;
         }
-        if status.drifted != Some(true) {
-            println!("no drift: every copy matches its recorded version");
-            return Ok(());
-        }
-        let rows: Vec<Vec<String>> = status
-            .report
-            .iter()
-            .map(|f| {
-                vec![
-                    f.entry.clone(),
-                    f.environment.clone(),
-                    f.location.clone(),
-                    f.paths.join(","),
-                    if f.remediated_at.is_some() {
-                        "remediated"
-                    } else {
-                        "drifted"
-                    }
-                    .into(),
-                ]
-            })
-            .collect();
-        print_table(&["ENTRY", "ENVIRONMENT", "WHERE", "PATHS", "STATE"], &rows);
+        print_report(&status);
         return Ok(());
     }
     Err(Error::TimedOut(format!(
@@ -387,4 +365,58 @@ where
         .await
         .map_err(request(what))?;
     Ok((api, token))
+}
+
+/// `drift report`: the DriftCheck's last report, without running it again.
+pub async fn report(
+    target: &Target,
+    check: &str,
+    format: super::output::Format,
+) -> Result<(), Error> {
+    let (client, namespace) = connect(target).await?;
+    let checks: Api<DriftCheck> = Api::namespaced(client, &namespace);
+    let found = checks
+        .get_opt(check)
+        .await
+        .map_err(request(format!("read DriftCheck {namespace}/{check}")))?
+        .ok_or_else(|| Error::NotFound(format!("DriftCheck {namespace}/{check} does not exist")))?;
+    let status = found.status.unwrap_or_default();
+    if super::output::print_data(format, &status) {
+        return Ok(());
+    }
+    if status.last_check_time.is_none() {
+        println!(
+            "DriftCheck {check} has not run yet; `summit-config drift detect {check}` runs it now"
+        );
+        return Ok(());
+    }
+    print_report(&status);
+    Ok(())
+}
+
+/// Where a check found drift, a row per finding, or that it found none.
+fn print_report(status: &DriftCheckStatus) {
+    if status.drifted != Some(true) {
+        println!("no drift: every copy matches its recorded version");
+        return;
+    }
+    let rows: Vec<Vec<String>> = status
+        .report
+        .iter()
+        .map(|f| {
+            let state = if f.remediated_at.is_some() {
+                "remediated"
+            } else {
+                "drifted"
+            };
+            vec![
+                f.entry.clone(),
+                f.environment.clone(),
+                f.location.clone(),
+                f.paths.join(","),
+                state.into(),
+            ]
+        })
+        .collect();
+    print_table(&["ENTRY", "ENVIRONMENT", "WHERE", "PATHS", "STATE"], &rows);
 }

@@ -70,13 +70,15 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::NotFound(_) | Error::Refused { code: 404, .. } => 3,
+            Error::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 3,
             Error::Refused {
                 code: 401 | 403, ..
             } => 4,
             Error::Invalid(_)
             | Error::Parse { .. }
             | Error::Refused {
-                code: 400 | 422, ..
+                code: 400 | 409 | 422,
+                ..
             } => 5,
             Error::TimedOut(_) | Error::Refused { code: 504, .. } => 6,
             _ => 1,

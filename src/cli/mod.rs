@@ -8,6 +8,8 @@ mod client;
 mod crds;
 mod history;
 mod output;
+mod schema;
+mod secrets;
 
 use std::{error::Error as _, fmt, path::PathBuf};
 
@@ -168,12 +170,17 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Secrets: `secret rotate <policy>` asks a SecretRotationPolicy to rotate now.
+    /// JSON Schemas: validate files offline, or register one for `schemaRef`.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+    /// Secrets: create a rotation policy, list them, rotate one now.
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
     },
-    /// Drift: `drift detect <check>` runs a DriftCheck now.
+    /// Drift: run a DriftCheck now, or print its last report.
     Drift {
         #[command(subcommand)]
         command: DriftCommand,
@@ -199,10 +206,73 @@ pub enum DriftCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Print a DriftCheck's last report, without running it again.
+    #[command(after_help = "Example:\n  summit-config drift report payments -o yaml")]
+    Report {
+        /// The DriftCheck.
+        check: String,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SchemaCommand {
+    /// Check files offline by the operator's own rules: a ConfigEntry (every
+    /// environment against its schema), a JSON Schema, or data against `--schema`.
+    #[command(
+        after_help = "Examples:\n  summit-config schema validate payments.yaml\n  \
+        summit-config schema validate data.json --schema payments.schema.json"
+    )]
+    Validate {
+        /// The files; `-` reads stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The schema for data files, or for a ConfigEntry whose schema is a schemaRef.
+        #[arg(long, value_name = "FILE")]
+        schema: Option<PathBuf>,
+    },
+    /// Put a JSON Schema into a labelled ConfigMap that entries name in `schemaRef`.
+    #[command(
+        after_help = "Example:\n  summit-config schema register payments-schema payments.schema.json -n team-a"
+    )]
+    Register {
+        /// Name of the ConfigMap.
+        name: String,
+        /// The schema (JSON or YAML).
+        file: PathBuf,
+        /// The key it is kept under.
+        #[arg(long, default_value = "schema.json")]
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SecretCommand {
+    /// Create a SecretRotationPolicy: the operator generates (or adopts) the value,
+    /// projects it into the target Secret and rotates it on schedule.
+    #[command(
+        after_help = "Example:\n  summit-config secret create payments-db --provider in-cluster \\\n    \
+        --secret-id payments/db --target payments-db --interval 30d --restart deployment/checkout"
+    )]
+    Create {
+        #[command(flatten)]
+        secret: secrets::NewSecret,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the rotation policies: provider, secret, current version, schedule.
+    #[command(after_help = "Example:\n  summit-config secret list -n team-a")]
+    List {
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Rotate now (within the policy's minimum interval, it waits and says so).
     #[command(after_help = "Example:\n  summit-config secret rotate payments-db-password")]
     Rotate {
@@ -304,12 +374,36 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             environment,
             target,
         } => Ok(changes::pending(&target, environment.as_deref()).await?),
-        Command::Secret {
-            command: SecretCommand::Rotate { policy, target },
-        } => Ok(changes::rotate(&target, &policy).await?),
-        Command::Drift {
-            command: DriftCommand::Detect { check, target },
-        } => Ok(changes::detect(&target, &check).await?),
+        Command::Secret { command } => match command {
+            SecretCommand::Rotate { policy, target } => {
+                Ok(changes::rotate(&target, &policy).await?)
+            }
+            SecretCommand::Create { secret, target } => {
+                Ok(secrets::create(&target, &secret).await?)
+            }
+            SecretCommand::List { output, target } => {
+                Ok(secrets::list(&target, output.format).await?)
+            }
+        },
+        Command::Drift { command } => match command {
+            DriftCommand::Detect { check, target } => Ok(changes::detect(&target, &check).await?),
+            DriftCommand::Report {
+                check,
+                output,
+                target,
+            } => Ok(changes::report(&target, &check, output.format).await?),
+        },
+        Command::Schema { command } => match command {
+            SchemaCommand::Validate { files, schema } => {
+                Ok(schema::validate_files(&files, schema.as_ref())?)
+            }
+            SchemaCommand::Register {
+                name,
+                file,
+                key,
+                target,
+            } => Ok(schema::register(&target, &name, &file, &key).await?),
+        },
     }
 }
 
