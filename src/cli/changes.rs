@@ -63,7 +63,8 @@ async fn whoami(client: &Client) -> Result<(String, Vec<String>), Error> {
     Ok((name, user.groups.unwrap_or_default()))
 }
 
-fn read_document(path: &PathBuf) -> Result<Value, Error> {
+/// A JSON or YAML document from `path` (`-`: stdin).
+pub(super) fn read_document(path: &PathBuf) -> Result<Value, Error> {
     let shown = path.display().to_string();
     let mut text = String::new();
     let read = if shown == "-" {

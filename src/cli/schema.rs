@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde_json::Value;
 
+use super::changes::read_document;
 use super::client::{Error, Target, connect, request};
 use crate::{
     api::v1alpha1::{ConfigEntry, FIELD_MANAGER, LABEL_SCHEMA},
@@ -17,27 +18,9 @@ use crate::{
     },
 };
 
-/// The document in `path` (JSON or YAML; `-` is stdin).
-fn read(path: &PathBuf) -> Result<Value, Error> {
-    let shown = path.display().to_string();
-    let text = if shown == "-" {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(path)
-    }
-    .map_err(|source| Error::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    serde_yaml_ng::from_str(&text).map_err(|source| Error::Parse {
-        path: shown,
-        source,
-    })
-}
-
 /// A JSON Schema, compiled, or why it is not one.
 fn compile(path: &PathBuf) -> Result<CompiledSchema, Error> {
-    let schema = read(path)?;
+    let schema = read_document(path)?;
     CompiledSchema::compile(&schema)
         .map_err(|error| Error::Invalid(format!("{}: not a JSON Schema: {error}", path.display())))
 }
@@ -47,7 +30,7 @@ fn compile(path: &PathBuf) -> Result<CompiledSchema, Error> {
 /// Schema on its own, or a data document against `--schema`.
 fn check(path: &PathBuf, schema: Option<&PathBuf>) -> Result<String, Error> {
     let shown = path.display();
-    let document = read(path)?;
+    let document = read_document(path)?;
     if document.get("kind").and_then(Value::as_str) == Some("ConfigEntry") {
         let entry: ConfigEntry = serde_json::from_value(document).map_err(|error| {
             Error::Invalid(format!("{shown}: not a valid ConfigEntry: {error}"))
