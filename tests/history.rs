@@ -357,3 +357,50 @@ async fn kubectl_finds_the_plugin() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(row.contains(&s.config_id()), "{row}");
 }
+
+#[tokio::test]
+async fn versions_watch_prints_each_new_version() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+
+    let (s, _operator) = approved_by_bob_and_carol("history-watch", &[]).await;
+    version_as(&s, "alice", "payments-v2", |_| true).await;
+    let mut watching = support::summit(
+        &env().kubeconfig_as("alice"),
+        &s.ns,
+        &["versions", "payments", "--watch"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("summit-config versions --watch");
+    let printed = Arc::new(Mutex::new(String::new()));
+    let mut stdout = watching.stdout.take().expect("stdout");
+    let sink = printed.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(read @ 1..) = stdout.read(&mut chunk) {
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..read]));
+        }
+    });
+    let shows = |version: &str| {
+        let printed = printed.lock().unwrap().clone();
+        printed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(version))
+    };
+    eventually("the first table", WAIT, || async {
+        shows("2").then_some(())
+    })
+    .await;
+    assert!(!shows("3"));
+    let data = json!({"spec": {"data": {"host": "db", "pool": {"max": 11}}}});
+    merge(&s.entries_as("alice").await, "payments", data).await;
+    eventually("version 3 printed by the watch", WAIT, || async {
+        shows("3").then_some(())
+    })
+    .await;
+    watching.kill().expect("stop the watch");
+    let _ = watching.wait();
+}

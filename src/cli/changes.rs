@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::client::{Error, Target, connect, request};
-use super::output::print_table;
+use super::output::{Progress, print_table};
 use crate::api::v1alpha1::{ANNOTATION_CHECK, ANNOTATION_ROTATE};
 use crate::{
     api::v1alpha1::{
@@ -331,8 +331,13 @@ pub async fn rotate(target: &Target, policy: &str) -> Result<(), Error> {
 /// Runs a DriftCheck now (its check annotation) and prints what it found.
 pub async fn detect(target: &Target, check: &str) -> Result<(), Error> {
     let (checks, token) = ask::<DriftCheck>(target, check, ANNOTATION_CHECK).await?;
-    for _ in 0..60 {
+    let progress = Progress::on_terminal();
+    for tick in 1..=60 {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        progress.show(&format!(
+            "waiting for DriftCheck {check} to report ({}s)",
+            tick / 2
+        ));
         let found = checks
             .get(check)
             .await
@@ -341,9 +346,11 @@ pub async fn detect(target: &Target, check: &str) -> Result<(), Error> {
         if status.last_handled_request.as_deref() != Some(token.as_str()) {
             continue;
         }
+        progress.clear();
         print_report(&status);
         return Ok(());
     }
+    progress.clear();
     Err(Error::TimedOut(format!(
         "DriftCheck {check} did not report within 30s; is the operator running?"
     )))

@@ -123,3 +123,39 @@ pub async fn connect(target: &Target) -> Result<(Client, String), Error> {
         .unwrap_or_else(|| config.default_namespace.clone());
     Ok((Client::try_from(config).map_err(Error::Client)?, namespace))
 }
+
+/// Runs `show`, then again after every change a watch of kind `K` in the target's
+/// namespace sees, until interrupted: `--watch`.
+pub async fn watching<K, F, Fut>(target: &Target, mut show: F) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    show().await?;
+    let (client, namespace) = connect(target).await?;
+    let api: kube::Api<K> = kube::Api::namespaced(client, &namespace);
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    let mut events = std::pin::pin!(events);
+    let mut listed = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => listed = true,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if listed => {
+                println!();
+                show().await?;
+            }
+            Ok(_) => {}
+            Err(error) => eprintln!("summit-config: watching {namespace}: {error}; retrying"),
+        }
+    }
+    Ok(())
+}

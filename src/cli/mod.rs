@@ -16,7 +16,9 @@ use std::{error::Error as _, fmt, path::PathBuf};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use client::Target;
-use output::Output;
+use output::{Output, Watch};
+
+use crate::api::v1alpha1::{ConfigChange, ConfigEntry, ConfigVersion};
 
 use crate::{operator, telemetry};
 
@@ -44,6 +46,8 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
         #[command(flatten)]
+        watch: Watch,
+        #[command(flatten)]
         target: Target,
     },
     /// Show an entry's environments, or the content live in one (`--env`).
@@ -57,6 +61,8 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
         #[command(flatten)]
+        watch: Watch,
+        #[command(flatten)]
         target: Target,
     },
     /// List an entry's recorded versions, where each is live, who wrote it and why.
@@ -66,6 +72,8 @@ pub enum Command {
         entry: String,
         #[command(flatten)]
         output: Output,
+        #[command(flatten)]
+        watch: Watch,
         #[command(flatten)]
         target: Target,
     },
@@ -191,6 +199,8 @@ pub enum Command {
         /// Only this environment's.
         #[arg(long = "env", short = 'e')]
         environment: Option<String>,
+        #[command(flatten)]
+        watch: Watch,
         #[command(flatten)]
         target: Target,
     },
@@ -334,7 +344,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         | Command::Get { .. }
         | Command::Versions { .. }
         | Command::Diff { .. }
-        | Command::Audit { .. }) => read(command).await,
+        | Command::Audit { .. }
+        | Command::Pending { .. }) => read(command).await,
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "summit-config", &mut std::io::stdout());
@@ -370,10 +381,6 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             reason,
             target,
         } => Ok(changes::decide(&target, &change, Err(reason)).await?),
-        Command::Pending {
-            environment,
-            target,
-        } => Ok(changes::pending(&target, environment.as_deref()).await?),
         Command::Secret { command } => match command {
             SecretCommand::Rotate { policy, target } => {
                 Ok(changes::rotate(&target, &policy).await?)
@@ -410,18 +417,33 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 /// Runs one of the reading commands (`run` sends nothing else here).
 async fn read(command: Command) -> Result<(), Error> {
     match command {
-        Command::List { output, target } => Ok(history::list(&target, output.format).await?),
+        Command::List {
+            output,
+            watch,
+            target,
+        } => {
+            let show = || history::list(&target, output.format);
+            Ok(watched::<ConfigEntry, _, _>(watch, &target, show).await?)
+        }
         Command::Get {
             entry,
             environment,
             output,
+            watch,
             target,
-        } => Ok(history::get(&target, &entry, environment.as_deref(), output.format).await?),
+        } => {
+            let show = || history::get(&target, &entry, environment.as_deref(), output.format);
+            Ok(watched::<ConfigEntry, _, _>(watch, &target, show).await?)
+        }
         Command::Versions {
             entry,
             output,
+            watch,
             target,
-        } => Ok(history::versions(&target, &entry, output.format).await?),
+        } => {
+            let show = || history::versions(&target, &entry, output.format);
+            Ok(watched::<ConfigVersion, _, _>(watch, &target, show).await?)
+        }
         Command::Diff {
             entry,
             from,
@@ -443,6 +465,33 @@ async fn read(command: Command) -> Result<(), Error> {
             output,
             target,
         } => Ok(history::audit(&target, &entry, version, output.format).await?),
+        Command::Pending {
+            environment,
+            watch,
+            target,
+        } => {
+            let show = || changes::pending(&target, environment.as_deref());
+            Ok(watched::<ConfigChange, _, _>(watch, &target, show).await?)
+        }
         _ => Ok(()),
+    }
+}
+
+/// Shows once, or with `--watch` again on every change of a `K` in the namespace.
+async fn watched<K, F, Fut>(watch: Watch, target: &Target, mut show: F) -> Result<(), client::Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), client::Error>>,
+{
+    if watch.watch {
+        client::watching::<K, _, _>(target, show).await
+    } else {
+        show().await
     }
 }

@@ -19,6 +19,14 @@ pub struct Output {
     pub format: Format,
 }
 
+/// `--watch` on the commands whose answer changes.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Watch {
+    /// Print again every time what is shown changes, until interrupted.
+    #[arg(short = 'w', long = "watch")]
+    pub watch: bool,
+}
+
 /// Prints `data` as JSON or YAML; `false` when the format is a table, which the
 /// command prints itself.
 pub fn print_data<T: Serialize>(format: Format, data: &T) -> bool {
@@ -55,5 +63,27 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// A line on stderr saying what a command waits for, rewritten in place; only on a
+/// terminal, so that scripts and logs see nothing of it.
+pub struct Progress(bool);
+
+impl Progress {
+    pub fn on_terminal() -> Self {
+        Self(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    }
+
+    pub fn show(&self, line: &str) {
+        if self.0 {
+            eprint!("\r\x1b[K{line}");
+        }
+    }
+
+    pub fn clear(&self) {
+        if self.0 {
+            eprint!("\r\x1b[K");
+        }
     }
 }
