@@ -379,6 +379,27 @@ impl Stores {
         self.ledger.versions(config_id).await
     }
 
+    /// The versions numbered `numbers` (those that exist), from the cache when it holds
+    /// every one of them, otherwise from one read of the whole history.
+    pub async fn versions_numbered(
+        &self,
+        config_id: &str,
+        numbers: &[i64],
+    ) -> Result<Vec<Version>> {
+        let cached: Option<Vec<Version>> = numbers
+            .iter()
+            .map(|n| self.versions.get(config_id, *n))
+            .collect();
+        if let Some(cached) = cached {
+            return Ok(cached);
+        }
+        let all = self.ledger.versions(config_id).await?;
+        Ok(all
+            .into_iter()
+            .filter(|v| numbers.contains(&v.version))
+            .collect())
+    }
+
     /// A config id's audit trail, oldest first, from the ledger.
     pub async fn trail(&self, config_id: &str) -> Result<Vec<super::AuditEntry>> {
         self.ledger.trail(config_id).await

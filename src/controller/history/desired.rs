@@ -170,6 +170,20 @@ fn config_version(
     object
 }
 
+/// The version numbers an entry's history can show, by its status: the `keep` newest
+/// up to its latest, and every version live somewhere. Numbers run from 1 without
+/// gaps, so these are all the ledger need be asked for.
+pub fn wanted_numbers(entry: &ConfigEntry, keep: usize) -> Vec<i64> {
+    let Some(status) = &entry.status else {
+        return Vec::new();
+    };
+    let latest = status.latest_version.unwrap_or(0);
+    let oldest = (latest - keep as i64 + 1).max(1);
+    let live = status.environments.iter().filter_map(|e| e.version);
+    let numbers: BTreeSet<i64> = (oldest..=latest).chain(live).collect();
+    numbers.into_iter().collect()
+}
+
 /// Whether an entry's status says what the cached ConfigVersions say: a version for
 /// its latest, and each version live exactly where the status has it. When it does,
 /// nothing was recorded or applied since the history was written, and the ledger need

@@ -134,8 +134,9 @@ pub async fn reconcile(entry: Arc<ConfigEntry>, ctx: Arc<Context>) -> Result<Act
     }
     let config_id = &entry.spec.config_id;
     let stores = &ctx.stores;
+    let wanted = desired::wanted_numbers(&entry, ctx.settings.history_keep);
     let (versions, applied, trail) = tokio::try_join!(
-        stores.versions(config_id),
+        stores.versions_numbered(config_id, &wanted),
         stores.applied(config_id),
         stores.trail(config_id),
     )

@@ -194,3 +194,13 @@ fn the_cache_is_up_to_date_when_the_status_agrees_with_it() {
     let long = "p".repeat(253);
     assert!(object_name(&long, 7).len() <= 253);
 }
+
+#[test]
+fn the_numbers_asked_for_are_the_newest_and_the_live_ones() {
+    let edited = entry(json!({"latestVersion": 9, "environments": [
+        {"name": "dev", "version": 9}, {"name": "prod", "version": 2}
+    ]}));
+    assert_eq!(wanted_numbers(&edited, 3), [2, 7, 8, 9]);
+    assert_eq!(wanted_numbers(&edited, 20), (1..=9).collect::<Vec<_>>());
+    assert!(wanted_numbers(&entry(serde_json::Value::Null), 3).is_empty());
+}
