@@ -185,10 +185,11 @@ pub fn wanted_numbers(entry: &ConfigEntry, keep: usize) -> Vec<i64> {
 }
 
 /// Whether an entry's status says what the cached ConfigVersions say: a version for
-/// its latest, and each version live exactly where the status has it. When it does,
-/// nothing was recorded or applied since the history was written, and the ledger need
-/// not be read. `cached`: (version number, live-in annotation) of each.
-pub fn up_to_date(entry: &ConfigEntry, cached: &[(i64, String)]) -> bool {
+/// its latest, each version live exactly where the status has it, and none that
+/// retention (`keep`) would drop. When it does, nothing was recorded or applied since
+/// the history was written, and the ledger need not be read. `cached`: (version
+/// number, live-in annotation) of each.
+pub fn up_to_date(entry: &ConfigEntry, cached: &[(i64, String)], keep: usize) -> bool {
     let Some(status) = &entry.status else {
         return cached.is_empty();
     };
@@ -199,7 +200,9 @@ pub fn up_to_date(entry: &ConfigEntry, cached: &[(i64, String)]) -> bool {
         }
     }
     let has = |number: i64| cached.iter().any(|(v, _)| *v == number);
+    let wanted = wanted_numbers(entry, keep);
     status.latest_version.is_none_or(has)
+        && cached.iter().all(|(version, _)| wanted.contains(version))
         && live.keys().all(|v| has(*v))
         && cached.iter().all(|(version, live_in)| {
             let want = live.get(version).cloned().unwrap_or_default();

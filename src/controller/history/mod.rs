@@ -153,7 +153,7 @@ pub async fn reconcile(entry: Arc<ConfigEntry>, ctx: Arc<Context>) -> Result<Act
             Some((version, live_in))
         })
         .collect();
-    if desired::up_to_date(&entry, &summary) {
+    if desired::up_to_date(&entry, &summary, ctx.settings.history_keep) {
         return Ok(Action::await_change());
     }
     let config_id = &entry.spec.config_id;

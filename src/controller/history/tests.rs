@@ -188,8 +188,12 @@ fn the_cache_is_up_to_date_when_the_status_agrees_with_it() {
         (cached(&[]), false),
     ];
     for (cached, want) in cases {
-        assert_eq!(up_to_date(&entry, &cached), want, "{cached:?}");
+        assert_eq!(up_to_date(&entry, &cached, 3), want, "{cached:?}");
     }
+    // Retention lowered to 1: version 1 is no longer kept, so the history is stale.
+    let kept = cached(&[(1, ""), (2, "prod"), (3, "dev")]);
+    assert!(!up_to_date(&entry, &kept, 1));
+    assert!(up_to_date(&entry, &kept[1..], 1));
     assert_eq!(object_name("payments", 7), "payments-v7");
     let long = "p".repeat(253);
     assert!(object_name(&long, 7).len() <= 253);
