@@ -172,7 +172,13 @@ impl TestEnv {
         }
         let path = self.dir().join(format!("kubeconfig-{user}"));
         let yaml = serde_yaml_ng::to_string(&kubeconfig).expect("kubeconfig as YAML");
-        std::fs::write(&path, yaml).expect("write kubeconfig");
+        // Written whole, then renamed into place: tests running in parallel read this
+        // file while another writes it, and must never see it half written.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let partial = path.with_extension(format!("{}-{n}.partial", std::process::id()));
+        std::fs::write(&partial, yaml).expect("write kubeconfig");
+        std::fs::rename(&partial, &path).expect("move kubeconfig into place");
         path
     }
 
