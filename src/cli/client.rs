@@ -124,9 +124,13 @@ pub async fn connect(target: &Target) -> Result<(Client, String), Error> {
     Ok((Client::try_from(config).map_err(Error::Client)?, namespace))
 }
 
-/// Runs `show`, then again after every change a watch of kind `K` in the target's
-/// namespace sees, until interrupted: `--watch`.
-pub async fn watching<K, F, Fut>(target: &Target, mut show: F) -> Result<(), Error>
+/// Runs `show`; with `--watch`, again after every change a watch of kind `K` in the
+/// target's namespace sees, until interrupted.
+pub async fn watching<K, F, Fut>(
+    watch: super::output::Watch,
+    target: &Target,
+    mut show: F,
+) -> Result<(), Error>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -141,6 +145,9 @@ where
     use kube::runtime::{WatchStreamExt, watcher};
 
     show().await?;
+    if !watch.watch {
+        return Ok(());
+    }
     let (client, namespace) = connect(target).await?;
     let api: kube::Api<K> = kube::Api::namespaced(client, &namespace);
     let events = watcher(api, watcher::Config::default()).default_backoff();

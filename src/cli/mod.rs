@@ -8,6 +8,7 @@ mod client;
 mod crds;
 mod history;
 mod output;
+mod reads;
 mod schema;
 mod secrets;
 
@@ -16,9 +17,7 @@ use std::{error::Error as _, fmt, path::PathBuf};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use client::Target;
-use output::{Output, Watch};
-
-use crate::api::v1alpha1::{ConfigChange, ConfigEntry, ConfigVersion};
+use output::Output;
 
 use crate::{operator, telemetry};
 
@@ -40,74 +39,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
-    /// List the ConfigEntries of a namespace and where each stands.
-    #[command(after_help = "Example:\n  summit-config list -n team-a")]
-    List {
-        #[command(flatten)]
-        output: Output,
-        #[command(flatten)]
-        watch: Watch,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Show an entry's environments, or the content live in one (`--env`).
-    #[command(after_help = "Example:\n  summit-config get payments --env production -o yaml")]
-    Get {
-        /// The ConfigEntry.
-        entry: String,
-        /// Print the content live in this environment.
-        #[arg(long = "env", short = 'e')]
-        environment: Option<String>,
-        #[command(flatten)]
-        output: Output,
-        #[command(flatten)]
-        watch: Watch,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// List an entry's recorded versions, where each is live, who wrote it and why.
-    #[command(after_help = "Example:\n  summit-config versions payments -n team-a")]
-    Versions {
-        /// The ConfigEntry.
-        entry: String,
-        #[command(flatten)]
-        output: Output,
-        #[command(flatten)]
-        watch: Watch,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Show what changed between two versions, or between a version and what is live.
-    #[command(after_help = "Examples:\n  summit-config diff payments 6 7\n  \
-        summit-config diff payments 6 --env production   # version 6 against what production runs")]
-    Diff {
-        /// The ConfigEntry.
-        entry: String,
-        /// The older version.
-        from: i64,
-        /// The newer version; by default what `--env` runs, or the newest.
-        to: Option<i64>,
-        /// Compare this environment's resolved content.
-        #[arg(long = "env", short = 'e')]
-        environment: Option<String>,
-        #[command(flatten)]
-        output: Output,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Show who recorded, requested, approved and applied an entry's versions, and when.
-    #[command(after_help = "Example:\n  summit-config audit payments --version 7")]
-    Audit {
-        /// The ConfigEntry.
-        entry: String,
-        /// Only this version's steps.
-        #[arg(long)]
-        version: Option<i64>,
-        #[command(flatten)]
-        output: Output,
-        #[command(flatten)]
-        target: Target,
-    },
+    /// The reading commands: list, get, versions, diff, audit, pending.
+    #[command(flatten)]
+    Read(reads::Reading),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  summit-config completions bash > /etc/bash_completion.d/summit-config"
@@ -192,17 +126,6 @@ pub enum Command {
     Drift {
         #[command(subcommand)]
         command: DriftCommand,
-    },
-    /// List the ConfigChanges waiting for approval.
-    #[command(after_help = "Example:\n  summit-config pending --env production")]
-    Pending {
-        /// Only this environment's.
-        #[arg(long = "env", short = 'e')]
-        environment: Option<String>,
-        #[command(flatten)]
-        watch: Watch,
-        #[command(flatten)]
-        target: Target,
     },
 }
 
@@ -340,12 +263,7 @@ impl fmt::Display for ErrorChain<'_> {
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        command @ (Command::List { .. }
-        | Command::Get { .. }
-        | Command::Versions { .. }
-        | Command::Diff { .. }
-        | Command::Audit { .. }
-        | Command::Pending { .. }) => read(command).await,
+        Command::Read(reading) => Ok(reads::run(reading).await?),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "summit-config", &mut std::io::stdout());
@@ -411,87 +329,5 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 target,
             } => Ok(schema::register(&target, &name, &file, &key).await?),
         },
-    }
-}
-
-/// Runs one of the reading commands (`run` sends nothing else here).
-async fn read(command: Command) -> Result<(), Error> {
-    match command {
-        Command::List {
-            output,
-            watch,
-            target,
-        } => {
-            let show = || history::list(&target, output.format);
-            Ok(watched::<ConfigEntry, _, _>(watch, &target, show).await?)
-        }
-        Command::Get {
-            entry,
-            environment,
-            output,
-            watch,
-            target,
-        } => {
-            let show = || history::get(&target, &entry, environment.as_deref(), output.format);
-            Ok(watched::<ConfigEntry, _, _>(watch, &target, show).await?)
-        }
-        Command::Versions {
-            entry,
-            output,
-            watch,
-            target,
-        } => {
-            let show = || history::versions(&target, &entry, output.format);
-            Ok(watched::<ConfigVersion, _, _>(watch, &target, show).await?)
-        }
-        Command::Diff {
-            entry,
-            from,
-            to,
-            environment,
-            output,
-            target,
-        } => Ok(history::diff(
-            &target,
-            &entry,
-            (from, to),
-            environment.as_deref(),
-            output.format,
-        )
-        .await?),
-        Command::Audit {
-            entry,
-            version,
-            output,
-            target,
-        } => Ok(history::audit(&target, &entry, version, output.format).await?),
-        Command::Pending {
-            environment,
-            watch,
-            target,
-        } => {
-            let show = || changes::pending(&target, environment.as_deref());
-            Ok(watched::<ConfigChange, _, _>(watch, &target, show).await?)
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Shows once, or with `--watch` again on every change of a `K` in the namespace.
-async fn watched<K, F, Fut>(watch: Watch, target: &Target, mut show: F) -> Result<(), client::Error>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), client::Error>>,
-{
-    if watch.watch {
-        client::watching::<K, _, _>(target, show).await
-    } else {
-        show().await
     }
 }
