@@ -15,6 +15,7 @@ fn stores(requests: &Counter) -> Stores {
     Stores::new(StoresConfig {
         database: Some(env().var("DATABASE_URL").parse().expect("a PostgreSQL URL")),
         consul: None,
+        cluster: None,
         postgres_requests: requests.clone(),
         consul_requests: Counter::default(),
     })

@@ -35,13 +35,14 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     });
     let http = tokio::spawn(telemetry::serve(settings.http_addr, health.clone()));
 
-    let stores = Arc::new(Stores::new(settings.stores(&metrics)?).map_err(Error::Store)?);
-    if !stores.is_durable() {
-        tracing::warn!(
-            "no --database-url: versions are kept in memory only and are lost when the operator \
-             restarts; use this for demos only"
+    let stores = settings.stores(&metrics, &client)?;
+    if let Some(cluster) = &stores.cluster {
+        tracing::info!(
+            namespace = %cluster.namespace,
+            "no --database-url: the record is kept in the cluster, as ConfigMaps"
         );
     }
+    let stores = Arc::new(Stores::new(stores).map_err(Error::Store)?);
     connect::wait_for_crds(&client, Duration::from_secs(settings.crd_wait_seconds)).await?;
     let identity = connect::whoami(&client).await?;
     // Unique per process: a restarted container of the same pod waits for the lease

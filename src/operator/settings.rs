@@ -13,7 +13,7 @@ use crate::{
     controller::{self, Launch},
     core::{approval::PlatformFloor, leadership::Timing},
     secrets::AwsSettings,
-    store::{ConsulConfig, Stores, StoresConfig},
+    store::{ClusterConfig, ConsulConfig, Stores, StoresConfig},
     telemetry::{LogFormat, Metrics},
 };
 
@@ -61,9 +61,15 @@ pub struct Settings {
     pub allow_unguarded: bool,
 
     /// PostgreSQL URL of the durable record (versions, audit trail, applied state).
-    /// Without it, versions live in memory only and are lost on restart: a demo mode.
+    /// Without it, the record is kept in the cluster itself, as ConfigMaps in
+    /// --ledger-namespace.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// The namespace whose ConfigMaps keep the record when there is no
+    /// --database-url. Default: the operator's own (`POD_NAMESPACE`).
+    #[arg(long, env = "SUMMIT_LEDGER_NAMESPACE")]
+    pub ledger_namespace: Option<String>,
 
     /// Address of the Consul agent whose KV store receives every version, e.g.
     /// `http://127.0.0.1:8500`. Needs --database-url.
@@ -168,7 +174,7 @@ pub struct Settings {
 
 impl Settings {
     /// Which backends to use.
-    pub fn stores(&self, metrics: &Metrics) -> Result<StoresConfig, Error> {
+    pub fn stores(&self, metrics: &Metrics, client: &kube::Client) -> Result<StoresConfig, Error> {
         let database = self
             .database_url
             .as_deref()
@@ -183,12 +189,33 @@ impl Settings {
             .as_deref()
             .map(|address| self.consul(address))
             .transpose()?;
+        let cluster = match (&database, self.ledger_namespace()) {
+            (Some(_), _) => None,
+            (None, Some(namespace)) => Some(ClusterConfig {
+                client: client.clone(),
+                namespace: namespace.to_owned(),
+            }),
+            (None, None) => {
+                return Err(Error::Configuration(
+                    "with no --database-url the record is kept in the cluster: set \
+                     --ledger-namespace (the chart sets POD_NAMESPACE)"
+                        .into(),
+                ));
+            }
+        };
         Ok(StoresConfig {
             database,
             consul,
+            cluster,
             postgres_requests: metrics.requests_to("postgres"),
             consul_requests: metrics.requests_to("consul"),
         })
+    }
+
+    /// Where the cluster ledger lives: --ledger-namespace, else the operator's own.
+    fn ledger_namespace(&self) -> Option<&str> {
+        let namespace = self.ledger_namespace.as_deref();
+        namespace.or(self.leader_lease_namespace.as_deref())
     }
 
     /// How to reach the Consul agent at `address`.

@@ -1,5 +1,5 @@
 //! The composite store the controllers use: the ledger decides and records
-//! (PostgreSQL, or memory in a demo without a database), Consul follows, and reads
+//! (PostgreSQL, or the cluster's own objects without a database), Consul follows, and reads
 //! fall back to the last answer cached in memory while the ledger is down.
 
 use prometheus_client::metrics::counter::Counter;
@@ -12,9 +12,9 @@ use std::{
 };
 
 use super::{
-    Application, AppliedState, AuditRow, Claimant, ConsulConfig, ConsulStore, Error, Floor,
-    FloorUpdate, Ledger, MemoryStore, NewVersion, Packed, PostgresStore, Projection, RaisedFloor,
-    Recorded, Result, Rotation, Source, Target, Version, Workflow,
+    Application, AppliedState, AuditRow, Claimant, ClusterLedger, ConsulConfig, ConsulStore, Error,
+    Floor, FloorUpdate, Ledger, MemoryStore, NewVersion, Packed, PostgresStore, Projection,
+    RaisedFloor, Recorded, Result, Rotation, Source, Target, Version, Workflow,
 };
 
 /// Which backends to use, parsed once at start-up.
@@ -22,10 +22,27 @@ use super::{
 pub struct StoresConfig {
     pub database: Option<PgConnectOptions>,
     pub consul: Option<ConsulConfig>,
+    /// Where the ledger lives with no database: the cluster's own objects.
+    pub cluster: Option<ClusterConfig>,
     /// Counts PostgreSQL queries or transactions.
     pub postgres_requests: Counter,
     /// Counts Consul HTTP requests.
     pub consul_requests: Counter,
+}
+
+/// The namespace whose ConfigMaps keep the ledger, and the client to reach it.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub client: kube::Client,
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
 }
 
 mod mirror;
@@ -109,8 +126,11 @@ impl Stores {
                 options,
                 config.postgres_requests,
             )),
-            None if config.consul.is_some() => return Err(Error::ConsulWithoutPostgres),
-            None => Box::new(MemoryStore::default()),
+            None => match config.cluster {
+                Some(cluster) => Box::new(ClusterLedger::new(cluster.client, &cluster.namespace)),
+                None if config.consul.is_some() => return Err(Error::ConsulWithoutPostgres),
+                None => Box::new(MemoryStore::default()),
+            },
         };
         let consul = config
             .consul

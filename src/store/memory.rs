@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     Application, AppliedState, Audit, AuditEntry, AuditRow, Claimant, Error, Floor, FloorUpdate,
     History, Ledger, NewVersion, Ownership, Projection, RaisedFloor, Recorded, Result, Rotation,
-    Source, Target, Version, Workflow,
+    Source, Target, Version, Workflow, rows,
 };
 use crate::core::ownership::{self, ClaimVerdict};
 
@@ -297,11 +297,7 @@ impl Audit for MemoryStore {
 
     async fn record_rotation(&self, rotation: &Rotation) -> Result<()> {
         let mut state = self.lock();
-        let message = format!(
-            "{} by SecretRotationPolicy {}",
-            rotation.event, rotation.policy
-        );
-        state.audit(&rotation.audit_id(), None, &rotation.actor, &message);
+        state.push(rows::rotation(rotation));
         state
             .rotations
             .insert(rotation.policy.clone(), rotation.clone());
@@ -313,19 +309,12 @@ impl Audit for MemoryStore {
         if state.workflows.get(&workflow.change_id) == Some(workflow) {
             return Ok(false);
         }
-        let message = format!("ConfigChange {} is {}", workflow.change_id, workflow.status);
-        state.push(AuditRow {
-            config_id: workflow.config_id.clone(),
-            version: Some(workflow.base_version),
-            actor: workflow.requested_by.clone(),
-            message,
-            changes: serde_json::json!({
-                "event": "changeUpdated",
-                "status": workflow.status,
-                "change": workflow.change_id,
-                "environment": workflow.environment,
-            }),
+        let known = state.workflows.get(&workflow.change_id).map(|w| rows::Known {
+            approvals: &w.approvals,
+            status: &w.status,
         });
+        let steps = rows::workflow_steps(workflow, known);
+        steps.into_iter().for_each(|row| state.push(row));
         state
             .workflows
             .insert(workflow.change_id.clone(), workflow.clone());

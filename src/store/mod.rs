@@ -6,11 +6,14 @@
 //! overrides and its secret references, with the checksum of that snapshot. Which
 //! version is live is recorded per environment as the applied state.
 
+mod cluster;
 mod composite;
 mod consul;
+mod error;
 mod memory;
 mod packed;
 mod postgres;
+pub mod rows;
 
 use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
@@ -20,10 +23,11 @@ pub use crate::core::ownership::{ClaimRefused, Claimant, Projection, Target, Tar
 pub use crate::core::resolve::Snapshot;
 
 use crate::api::v1alpha1::ApprovalPolicy;
-use crate::core::Class;
 
-pub use composite::{ConsulSync, Stores, StoresConfig};
+pub use cluster::{ClusterLedger, LABEL_LEDGER};
+pub use composite::{ClusterConfig, ConsulSync, Stores, StoresConfig};
 pub use consul::{ConsulConfig, ConsulStore};
+pub use error::{Error, Result};
 pub use memory::MemoryStore;
 pub(crate) use packed::Packed;
 pub use postgres::PostgresStore;
@@ -277,7 +281,8 @@ pub struct WorkflowApproval {
 /// A secret's rotation policy and one step of its life (created, adopted, rotated,
 /// retired), as `secret_rotation_policies` and the audit trail keep them. Version ids
 /// and times only: never a value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Rotation {
     pub secret_id: String,
     /// The provider, as the policy names it: `AwsSecretsManager` or `InCluster`.
@@ -306,97 +311,6 @@ impl Rotation {
                 format!("secret:{namespace}/{}", self.secret_id)
             }
             _ => format!("secret:{}", self.secret_id),
-        }
-    }
-}
-
-/// What can go wrong in a store.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("PostgreSQL is unavailable: {action}")]
-    Postgres {
-        action: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("cannot apply database migrations")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
-    #[error("Consul is unavailable: {action}")]
-    Consul {
-        action: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("Consul answered {status} to {action}")]
-    ConsulStatus { action: String, status: u16 },
-    #[error("Consul key {key} holds something that is not a summit-config record: {reason}")]
-    ConsulValue { key: String, reason: String },
-    #[error(transparent)]
-    Claimed(#[from] ClaimRefused),
-    #[error(
-        "config id {config_id} is not held by ConfigEntry {entry}: the entry has not recorded it yet"
-    )]
-    Unclaimed { config_id: String, entry: String },
-    #[error(
-        "{config_id} version {version} differs in {backend} from the recorded version; refusing to overwrite it"
-    )]
-    Diverged {
-        config_id: String,
-        version: i64,
-        backend: &'static str,
-    },
-    #[error(
-        "{config_id} is at version {latest}, not {based_on} as this change expects: it is superseded"
-    )]
-    Superseded {
-        config_id: String,
-        based_on: i64,
-        latest: i64,
-    },
-    #[error("cannot encode a version as JSON")]
-    Encode(#[source] serde_json::Error),
-    #[error(
-        "Consul is configured without PostgreSQL: versions need PostgreSQL to number them durably"
-    )]
-    ConsulWithoutPostgres,
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// A stable short label for metrics, conditions and Events.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Error::Postgres { .. } | Error::Migrate(_) => "PostgresUnavailable",
-            Error::Consul { .. } | Error::ConsulStatus { .. } => "ConsulUnavailable",
-            Error::ConsulValue { .. } | Error::Diverged { .. } => "BackendDiverged",
-            Error::Claimed(_) => "ConfigIdClaimed",
-            Error::Unclaimed { .. } => "NotRecordedYet",
-            Error::Superseded { .. } => "Superseded",
-            Error::Encode(_) => "Encode",
-            Error::ConsulWithoutPostgres => "Configuration",
-        }
-    }
-
-    /// What the failure means for the next attempt.
-    pub fn class(&self) -> Class {
-        match self {
-            // Migrate: most often PostgreSQL not answering yet at start-up or after an
-            // outage; a migration that is really broken keeps failing, with backoff,
-            // and says so in status. Unclaimed: the entry has not recorded its config
-            // id yet; it will.
-            Error::Postgres { .. }
-            | Error::Migrate(_)
-            | Error::Consul { .. }
-            | Error::ConsulStatus { .. }
-            | Error::Unclaimed { .. } => Class::Transient,
-            // Another writer moved first; the next attempt reads what it did.
-            Error::Superseded { .. } => Class::Conflict,
-            Error::Claimed(_)
-            | Error::ConsulValue { .. }
-            | Error::Diverged { .. }
-            | Error::Encode(_)
-            | Error::ConsulWithoutPostgres => Class::Invalid,
         }
     }
 }
@@ -483,8 +397,8 @@ pub trait Audit: Send + Sync {
     async fn trail(&self, config_id: &str) -> Result<Vec<AuditEntry>>;
 }
 
-/// The record of every config id: PostgreSQL, or memory in a demo without a database
-/// (its history ends with the process).
+/// The record of every config id: PostgreSQL, the cluster itself (ConfigMaps in the
+/// operator's namespace) when there is no database, or memory in unit tests.
 pub trait Ledger: Ownership + History + Audit {
     /// Its name, for the backend metrics.
     fn name(&self) -> &'static str;

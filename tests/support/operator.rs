@@ -12,6 +12,14 @@ pub fn operator_log(name: &str) -> PathBuf {
     env().dir().join(format!("operator-{name}.log"))
 }
 
+/// Where the operator keeps its record.
+enum Ledger {
+    /// The environment's PostgreSQL, mirrored to its Consul.
+    Postgres,
+    /// The cluster itself (the caller names the namespace).
+    Cluster,
+}
+
 /// The operator binary running as a child process, watching one namespace; killed on drop.
 pub struct Operator {
     child: Child,
@@ -30,17 +38,32 @@ impl Operator {
     pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
         let mut args = vec!["--namespace", namespace, "--secret-namespaces", namespace];
         args.extend_from_slice(extra);
-        Self::spawn(namespace, &[namespace], &args)
+        Self::spawn(namespace, &[namespace], &args, Ledger::Postgres)
+    }
+
+    /// Like [`Operator::start`], with no PostgreSQL and no Consul: the record is kept
+    /// in the cluster, in the chart's namespace, as an installation with no database
+    /// keeps it.
+    pub fn start_without_database(namespace: &str) -> Self {
+        let args = [
+            "--namespace",
+            namespace,
+            "--secret-namespaces",
+            namespace,
+            "--ledger-namespace",
+            "summit-system",
+        ];
+        Self::spawn(namespace, &[namespace], &args, Ledger::Cluster)
     }
 
     /// An operator for the whole cluster (its arguments choose what it reconciles, e.g.
     /// a label selector), managing Secrets in `namespaces`, logging to
     /// [`operator_log`]`(name)`.
     pub fn start_cluster(name: &str, namespaces: &[&str], args: &[&str]) -> Self {
-        Self::spawn(name, namespaces, args)
+        Self::spawn(name, namespaces, args, Ledger::Postgres)
     }
 
-    fn spawn(name: &str, secret_namespaces: &[&str], args: &[&str]) -> Self {
+    fn spawn(name: &str, secret_namespaces: &[&str], args: &[&str], ledger: Ledger) -> Self {
         let log_path = operator_log(name);
         // The caller's --http-addr (the benches choose theirs), or a free port of our own.
         let given = args.iter().position(|a| *a == "--http-addr");
@@ -76,8 +99,19 @@ impl Operator {
             )
             .arg("--kubeconfig")
             .arg(env().operator_kubeconfig())
-            .args(["--database-url", env().var("DATABASE_URL")])
-            .args(["--consul-addr", env().var("CONSUL_HTTP_ADDR")])
+            // The backends come from the arguments alone, never from the test's own
+            // environment.
+            .env_remove("DATABASE_URL")
+            .env_remove("CONSUL_HTTP_ADDR")
+            .args(match ledger {
+                Ledger::Postgres => vec![
+                    "--database-url",
+                    env().var("DATABASE_URL"),
+                    "--consul-addr",
+                    env().var("CONSUL_HTTP_ADDR"),
+                ],
+                Ledger::Cluster => Vec::new(),
+            })
             .args(["--restart-interval-seconds", "1"])
             .args(["--aws-secret-prefix", "tests/{namespace}/"])
             .args(args)

@@ -117,8 +117,11 @@ async fn sync_consul(ctx: &Context, recorded: &Recorded, report: &mut Report) ->
         ctx.metrics.backend("consul", result.is_ok());
     }
     let backends = match consul {
-        None if ctx.stores.is_durable() => Backends::Postgres,
-        None => Backends::Memory,
+        None => match ctx.stores.backend() {
+            "postgres" => Backends::Postgres,
+            "cluster" => Backends::Cluster,
+            _ => Backends::Memory,
+        },
         Some(Ok(sync)) => Backends::Consul {
             omitted: sync.content_omitted,
         },

@@ -154,6 +154,8 @@ pub enum Backends {
     Memory,
     /// In PostgreSQL; Consul is not configured.
     Postgres,
+    /// In the cluster ledger (ConfigMaps in the operator's namespace).
+    Cluster,
     /// In PostgreSQL and Consul, which holds only the checksum of `omitted` (a version
     /// too large for it, and why).
     Consul { omitted: Option<(i64, String)> },
@@ -175,6 +177,10 @@ impl SyncOutcome {
                 "versions are kept in memory only and are lost when the operator restarts".into(),
             ),
             Backends::Postgres => synced("Recorded", format!("PostgreSQL holds version {latest}")),
+            Backends::Cluster => synced(
+                "Recorded",
+                format!("the cluster ledger holds version {latest}"),
+            ),
             Backends::Consul {
                 omitted: Some((version, why)),
             } => synced(

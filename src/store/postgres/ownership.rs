@@ -1,13 +1,13 @@
 //! Who holds what: claims on config ids, approval floors and projection bindings.
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
-use super::{PostgresStore, failed, insert_audit, version_number};
+use super::{PostgresStore, failed, insert_row, version_number};
 use crate::{
     core::ownership::{self, ClaimVerdict},
-    store::{Claimant, Error, Floor, Ownership, Projection, RaisedFloor, Result, Target},
+    store::{Claimant, Error, Floor, Ownership, Projection, RaisedFloor, Result, Target, rows},
 };
 
 #[async_trait]
@@ -123,25 +123,8 @@ impl Ownership for PostgresStore {
         .map_err(failed("move a projection binding"))?
         .rows_affected();
         if moved > 0 {
-            let changes = json!({
-                "event": "targetRebound",
-                "target": target.to_string(),
-                "from": {"configId": from.config_id, "environment": from.environment},
-                "to": {"configId": to.config_id, "environment": to.environment},
-            });
-            for config_id in [&from.config_id, &to.config_id] {
-                insert_audit(
-                    &mut tx,
-                    config_id,
-                    None,
-                    "summit-config",
-                    &format!(
-                        "{target} passes from {} of {} to {} of {}, guarded at least as well",
-                        from.environment, from.config_id, to.environment, to.config_id
-                    ),
-                    changes.clone(),
-                )
-                .await?;
+            for row in rows::rebound(target, from, to) {
+                insert_row(&mut tx, &row).await?;
             }
         }
         tx.commit().await.map_err(failed("commit a binding"))?;
@@ -185,15 +168,8 @@ impl Ownership for PostgresStore {
             .await
             .map_err(failed("delete the applied state"))?;
         if let Some(latest) = latest {
-            insert_audit(
-                &mut tx,
-                config_id,
-                Some(i64::from(latest)),
-                actor,
-                "ConfigEntry deleted with deletionPolicy Delete",
-                json!({"event": "deleted"}),
-            )
-            .await?;
+            let row = rows::deleted(config_id, i64::from(latest), actor);
+            insert_row(&mut tx, &row).await?;
         }
         tx.commit().await.map_err(failed("commit a deletion"))?;
         Ok(())
@@ -242,20 +218,8 @@ pub(super) async fn check_claim(
             .execute(&mut **tx)
             .await
             .map_err(failed("claim a config id"))?;
-            let event = if verdict == ClaimVerdict::Take {
-                "claimed"
-            } else {
-                "claimRenewed"
-            };
-            insert_audit(
-                tx,
-                config_id,
-                None,
-                &claimant.entry(),
-                &format!("config id {event} by ConfigEntry {claimant}"),
-                json!({"event": event, "entry": claimant.entry(), "uid": claimant.uid}),
-            )
-            .await
+            let renewed = verdict == ClaimVerdict::Renew;
+            insert_row(tx, &rows::claimed(config_id, claimant, renewed)).await
         }
     }
 }
@@ -293,17 +257,5 @@ pub(super) async fn write_floor(
     .execute(&mut **tx)
     .await
     .map_err(failed("write an approval floor"))?;
-    insert_audit(
-        tx,
-        config_id,
-        Some(floor.version),
-        actor,
-        &format!(
-            "approval floor of {}: {}",
-            floor.environment,
-            crate::core::approval::describe(floor.policy.as_ref())
-        ),
-        json!({"event": "approvalFloor", "environment": floor.environment, "policy": policy, "previous": previous}),
-    )
-    .await
+    insert_row(tx, &rows::floor(config_id, floor, previous, actor)).await
 }

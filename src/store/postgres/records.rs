@@ -1,13 +1,13 @@
 //! The audit trail beyond versions: approval workflows, lone audit rows and rotations.
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{PostgresStore, bounded, failed, insert_audit, insert_row, naive, timestamp};
+use super::{PostgresStore, bounded, failed, insert_row, naive, timestamp};
 use crate::store::{
-    Audit, AuditEntry, AuditRow, Error, Result, Rotation, Workflow, WorkflowApproval,
+    Audit, AuditEntry, AuditRow, Error, Result, Rotation, Workflow, WorkflowApproval, rows,
 };
 
 /// An audit row as selected: when, version, actor, message, changes.
@@ -43,7 +43,7 @@ impl Audit for PostgresStore {
             .filter(|a| a.counted)
             .map(|a| a.approver.as_str())
             .collect();
-        let (known, status) = match known {
+        let seen = match known {
             Some((known, status)) => {
                 sqlx::query(
                     "UPDATE approval_workflows SET approvals = $2, approvers = $3, status = $4 WHERE change_id = $1",
@@ -55,14 +55,20 @@ impl Audit for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("update an approval workflow"))?;
-                (known, Some(status))
+                Some((known, status))
             }
             None => {
                 insert_workflow(&mut tx, workflow, &approvals, &counted).await?;
-                (Vec::new(), None)
+                None
             }
         };
-        audit_steps(&mut tx, workflow, &known, status.as_deref()).await?;
+        let known = seen.as_ref().map(|(approvals, status)| rows::Known {
+            approvals,
+            status,
+        });
+        for row in rows::workflow_steps(workflow, known) {
+            insert_row(&mut tx, &row).await?;
+        }
         tx.commit()
             .await
             .map_err(failed("commit an approval workflow"))?;
@@ -137,34 +143,13 @@ impl Audit for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(failed("write a rotation policy"))?;
-        insert_audit(
-            &mut tx,
-            &rotation.audit_id(),
-            None,
-            &rotation.actor,
-            &format!(
-                "{} by SecretRotationPolicy {}",
-                rotation.event, rotation.policy
-            ),
-            json!({
-                "event": rotation.event,
-                "policy": rotation.policy,
-                "currentVersion": rotation.current_version,
-                "previousVersion": rotation.previous_version,
-            }),
-        )
-        .await?;
+        insert_row(&mut tx, &rows::rotation(rotation)).await?;
         tx.commit().await.map_err(failed("commit a rotation"))?;
         Ok(())
     }
 }
 
-/// One audit step of a workflow.
-fn step(workflow: &Workflow, event: &str) -> Value {
-    json!({"event": event, "change": workflow.change_id, "environment": workflow.environment})
-}
-
-/// Inserts a workflow first seen, with the audit row of its request.
+/// Inserts a workflow first seen.
 async fn insert_workflow(
     tx: &mut Transaction<'static, Postgres>,
     workflow: &Workflow,
@@ -189,52 +174,5 @@ async fn insert_workflow(
     .execute(&mut **tx)
     .await
     .map_err(failed("insert an approval workflow"))?;
-    let mut requested = step(workflow, "requested");
-    requested["proposal"] = workflow.proposal.clone();
-    let base = Some(workflow.base_version);
-    insert_audit(
-        tx,
-        &workflow.config_id,
-        base,
-        &workflow.requested_by,
-        &workflow.message,
-        requested,
-    )
-    .await
-}
-
-/// Audit rows for the approvals the table did not know (`known`), and for the end of
-/// the workflow when it ended since (`status`: what the table said).
-async fn audit_steps(
-    tx: &mut Transaction<'static, Postgres>,
-    workflow: &Workflow,
-    known: &[WorkflowApproval],
-    status: Option<&str>,
-) -> Result<()> {
-    let base = Some(workflow.base_version);
-    for approval in &workflow.approvals {
-        if known.iter().any(|k| k.approver == approval.approver) {
-            continue;
-        }
-        let mut approved = step(workflow, "approved");
-        approved["counted"] = json!(approval.counted);
-        let comment = approval.comment.as_deref().unwrap_or("");
-        insert_audit(
-            tx,
-            &workflow.config_id,
-            base,
-            &approval.approver,
-            comment,
-            approved,
-        )
-        .await?;
-    }
-    let ended = ["rejected", "expired", "superseded", "failed"];
-    if status != Some(workflow.status.as_str()) && ended.contains(&workflow.status.as_str()) {
-        let by = workflow.ended_by.as_deref().unwrap_or("summit-config");
-        let why = workflow.end_reason.as_deref().unwrap_or("");
-        let ending = step(workflow, &workflow.status);
-        insert_audit(tx, &workflow.config_id, base, by, why, ending).await?;
-    }
     Ok(())
 }
