@@ -218,3 +218,82 @@ async fn a_config_id_belongs_to_the_entry_that_claimed_it_in_postgresql() {
         .await
         .expect("the same entry, created again");
 }
+
+#[tokio::test]
+async fn writers_racing_on_the_cluster_ledger_never_share_a_number_nor_move_back() {
+    use futures::future::join_all;
+    use summit_config::store::{
+        Application, ClusterLedger, Error, FloorUpdate, History, Ownership,
+    };
+    let client = env().operator_client().await;
+    // Two operators' worth of writers on one ledger, as after a leader change that
+    // overlapped.
+    let ledgers = [
+        ClusterLedger::new(client.clone(), "summit-system"),
+        ClusterLedger::new(client, "summit-system"),
+    ];
+    let config_id = format!("tests/race-{}", uuid::Uuid::new_v4());
+    let owner = claimant("team-a", "payments");
+    ledgers[0]
+        .claim(&config_id, &owner, true)
+        .await
+        .expect("claim");
+
+    let records = (0..8).map(|pool| {
+        let ledger = &ledgers[pool as usize % 2];
+        let new = version_of(&config_id, owner.clone(), pool);
+        async move { ledger.record(&new).await }
+    });
+    let recorded: Vec<(i64, i64)> = join_all(records)
+        .await
+        .into_iter()
+        .zip(0..)
+        .map(|(recorded, pool)| {
+            let recorded = recorded.expect("recorded");
+            assert!(recorded.created);
+            (recorded.version.version, pool)
+        })
+        .collect();
+    let mut numbers: Vec<i64> = recorded.iter().map(|(number, _)| *number).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+    // The newest content again is the version it already is.
+    let (newest, pool) = recorded.iter().max().copied().expect("a newest");
+    let again = ledgers[1]
+        .record(&version_of(&config_id, owner.clone(), pool))
+        .await
+        .expect("recorded");
+    assert_eq!((again.created, again.version.version), (false, newest));
+    let listed = ledgers[0].versions(&config_id).await.expect("versions");
+    assert_eq!(listed.len(), 8);
+
+    // Two applications racing: the environment ends on the newer one.
+    let application = |version: i64| Application {
+        config_id: config_id.clone(),
+        claimant: owner.clone(),
+        environment: "production".into(),
+        version,
+        checksum: format!("sum-{version}"),
+        actor: "tests".into(),
+        message: format!("version {version}"),
+        change: None,
+        forward_only: true,
+        floor: FloorUpdate::Keep,
+    };
+    let (older, newer) = (application(3), application(5));
+    let (a, b) = tokio::join!(ledgers[0].apply(&older), ledgers[1].apply(&newer));
+    assert!(b.is_ok(), "{b:?}");
+    assert!(
+        matches!(a, Ok(Some(_)) | Err(Error::Superseded { .. })),
+        "{a:?}"
+    );
+    let applied = ledgers[0].applied(&config_id).await.expect("applied");
+    assert_eq!(applied[0].version, 5);
+
+    // Another entry holds nothing here.
+    let other = version_of(&config_id, claimant("team-b", "payments"), 99);
+    assert!(matches!(
+        ledgers[0].record(&other).await,
+        Err(Error::Claimed(_))
+    ));
+}

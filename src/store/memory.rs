@@ -309,10 +309,13 @@ impl Audit for MemoryStore {
         if state.workflows.get(&workflow.change_id) == Some(workflow) {
             return Ok(false);
         }
-        let known = state.workflows.get(&workflow.change_id).map(|w| rows::Known {
-            approvals: &w.approvals,
-            status: &w.status,
-        });
+        let known = state
+            .workflows
+            .get(&workflow.change_id)
+            .map(|w| rows::Known {
+                approvals: &w.approvals,
+                status: &w.status,
+            });
         let steps = rows::workflow_steps(workflow, known);
         steps.into_iter().for_each(|row| state.push(row));
         state

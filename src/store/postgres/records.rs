@@ -62,10 +62,9 @@ impl Audit for PostgresStore {
                 None
             }
         };
-        let known = seen.as_ref().map(|(approvals, status)| rows::Known {
-            approvals,
-            status,
-        });
+        let known = seen
+            .as_ref()
+            .map(|(approvals, status)| rows::Known { approvals, status });
         for row in rows::workflow_steps(workflow, known) {
             insert_row(&mut tx, &row).await?;
         }
