@@ -1,6 +1,6 @@
-//! The in-memory ledger: the whole record when no database is configured (a demo mode
-//! whose history ends with the process). It keeps everything PostgreSQL keeps,
-//! the audit trail included, under the same rules.
+//! The in-memory ledger, for tests of the controllers in their own process: its
+//! history ends with the process. It keeps everything PostgreSQL keeps, the audit
+//! trail included, under the same rules.
 
 use std::{
     collections::HashMap,

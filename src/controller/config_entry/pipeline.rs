@@ -116,13 +116,19 @@ async fn sync_consul(ctx: &Context, recorded: &Recorded, report: &mut Report) ->
     if let Some(result) = &consul {
         ctx.metrics.backend("consul", result.is_ok());
     }
+    let ledger = ctx.stores.backend();
     let backends = match consul {
-        None => match ctx.stores.backend() {
+        None => match ledger {
             "postgres" => Backends::Postgres,
             "cluster" => Backends::Cluster,
             _ => Backends::Memory,
         },
         Some(Ok(sync)) => Backends::Consul {
+            ledger: match ledger {
+                "postgres" => "PostgreSQL",
+                "cluster" => "the cluster ledger",
+                _ => "memory",
+            },
             omitted: sync.content_omitted,
         },
         Some(Err(error)) => Backends::ConsulBehind(error.to_string()),

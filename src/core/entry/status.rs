@@ -156,9 +156,13 @@ pub enum Backends {
     Postgres,
     /// In the cluster ledger (ConfigMaps in the operator's namespace).
     Cluster,
-    /// In PostgreSQL and Consul, which holds only the checksum of `omitted` (a version
-    /// too large for it, and why).
-    Consul { omitted: Option<(i64, String)> },
+    /// In the ledger (named as a person would: `PostgreSQL`, `the cluster ledger`) and
+    /// Consul, which holds only the checksum of `omitted` (a version too large for it,
+    /// and why).
+    Consul {
+        ledger: &'static str,
+        omitted: Option<(i64, String)>,
+    },
     /// Consul did not answer, and why.
     ConsulBehind(String),
 }
@@ -182,16 +186,20 @@ impl SyncOutcome {
                 format!("the cluster ledger holds version {latest}"),
             ),
             Backends::Consul {
+                ledger,
                 omitted: Some((version, why)),
             } => synced(
                 "ConsulContentOmitted",
                 format!(
-                    "PostgreSQL holds version {version}; Consul holds its checksum but not its content: {why}"
+                    "{ledger} holds version {version}; Consul holds its checksum but not its content: {why}"
                 ),
             ),
-            Backends::Consul { omitted: None } => synced(
+            Backends::Consul {
+                ledger,
+                omitted: None,
+            } => synced(
                 "Recorded",
-                format!("PostgreSQL and Consul hold version {latest}"),
+                format!("{ledger} and Consul hold version {latest}"),
             ),
             Backends::ConsulBehind(error) => Self {
                 synced: false,

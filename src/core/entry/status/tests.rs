@@ -122,10 +122,15 @@ fn synced_says_which_backends_hold_the_version() {
         "PostgreSQL holds version 4"
     );
     assert_eq!(
-        outcome(Backends::Consul { omitted: None }).message,
+        outcome(Backends::Consul {
+            ledger: "PostgreSQL",
+            omitted: None
+        })
+        .message,
         "PostgreSQL and Consul hold version 4"
     );
     let omitted = outcome(Backends::Consul {
+        ledger: "the cluster ledger",
         omitted: Some((4, "too large".into())),
     });
     assert_eq!(omitted.reason, "ConsulContentOmitted");
