@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test tooling (Kubernetes, etcd, consul, helm, promtool) from the Go
-# module proxy with this machine's Go, once. Each wrapper module under hack/tools/
+# module proxy with this machine's Go, and flagd-eval (the OpenFeature flagd
+# provider, a Rust crate) with this machine's cargo, once. Each wrapper module under hack/tools/
 # is cached in its own directory named after a hash of its go.mod, go.sum and the
 # Go version, outside the repository, so a warm run rebuilds nothing and a bumped
 # pin rebuilds only that tool.
@@ -59,7 +60,41 @@ build_tool() {
   done
 }
 
+# protoc, which the flagd provider's build needs, from Debian's packages when missing
+# (as .ci/run installs PostgreSQL).
+need_protoc() {
+  command -v protoc >/dev/null && return
+  [[ $(id -u) -eq 0 ]] || { echo "building flagd-eval needs protoc: apt-get install protobuf-compiler (as root)" >&2; exit 1; }
+  echo "installing protobuf-compiler from Debian's packages" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null 2>&1 || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null
+  }
+}
+
+# A Rust tool under hack/tools/NAME (its own locked crate, outside the workspace),
+# cached like the Go ones under a hash of its sources and the Rust version.
+build_rust_tool() {
+  local name="$1" dir="$here/$1" key out
+  key="$(cat "$dir/Cargo.toml" "$dir/Cargo.lock" "$dir"/src/*.rs <(rustc --version) | sha256sum | cut -c1-16)"
+  out="$cache/$name-$key"
+  if [[ ! -f "$out/.complete" ]]; then
+    need_protoc
+    echo "building $name ($key); this happens once per pin" >&2
+    local started=$SECONDS
+    CARGO_TARGET_DIR="$cache/cargo-target" cargo build --quiet --locked --manifest-path "$dir/Cargo.toml"
+    rm -rf "$out.tmp"
+    mkdir -p "$out.tmp"
+    cp "$cache/cargo-target/debug/$name" "$out.tmp/"
+    touch "$out.tmp/.complete"
+    rm -rf "$out"
+    mv "$out.tmp" "$out"
+    echo "built $name in $((SECONDS - started))s" >&2
+  fi
+  ln -sfn "$out/$name" "$bin/$name"
+}
+
 for tool in etcd consul helm kubernetes prometheus; do
   build_tool "$tool"
 done
+build_rust_tool flagd-eval
 echo "$bin"

@@ -13,7 +13,10 @@ use super::client::{Error, Target, connect, request};
 use crate::{
     api::v1alpha1::{ConfigEntry, FIELD_MANAGER, LABEL_SCHEMA},
     core::{
-        entry::{SchemaSource, validate::validate},
+        entry::{
+            SchemaSource,
+            validate::{Refusal, renderable, validate},
+        },
         resolve::CompiledSchema,
     },
 };
@@ -54,10 +57,13 @@ fn check(path: &PathBuf, schema: Option<&PathBuf>) -> Result<String, Error> {
                 )));
             }
         };
-        return validate(&entry.spec, source).map_err(|refusal| {
+        let refused = |refusal: Refusal| {
             let invalid = refusal.invalid;
             Error::Invalid(format!("{shown}: {}: {}", invalid.reason, invalid.message))
-        });
+        };
+        let message = validate(&entry.spec, source).map_err(refused)?;
+        renderable(&entry.spec).map_err(refused)?;
+        return Ok(message);
     }
     let Some(schema) = schema else {
         compile(path)?;

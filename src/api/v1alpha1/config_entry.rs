@@ -272,12 +272,16 @@ pub struct ConfigMapTarget {
     pub format: Option<ConfigFormat>,
 }
 
-/// The format of a projected ConfigMap.
+/// The format of a projected ConfigMap: `Json` (`config.json`), `Yaml`
+/// (`config.yaml`), `Env` (one key per leaf), or `Flagd`: feature flags in flagd's
+/// flag-definition format (`flags.json`, read by flagd or an in-process OpenFeature
+/// flagd provider), checked before anything is recorded.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ConfigFormat {
     Json,
     Yaml,
     Env,
+    Flagd,
 }
 
 /// A Secret that receives an environment's resolved secret references.

@@ -129,6 +129,9 @@ pub fn differing_paths(
         match format {
             ConfigFormat::Json => serde_json::from_str(data.get("config.json")?).ok(),
             ConfigFormat::Yaml => serde_yaml_ng::from_str(data.get("config.yaml")?).ok(),
+            ConfigFormat::Flagd => {
+                serde_json::from_str(data.get(crate::core::render::FLAGD_KEY)?).ok()
+            }
             ConfigFormat::Env => None,
         }
     };

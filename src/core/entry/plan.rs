@@ -11,7 +11,7 @@ use crate::{
     api::v1alpha1::{ConfigEntry, ConfigFormat, EnvironmentSpec, SecretProvider},
     core::{
         approval::Requirements,
-        render::render,
+        render::{RenderError, render},
         resolve::{Snapshot, checksum},
     },
 };
@@ -43,6 +43,7 @@ pub fn plan<'e>(
     let mut failures = Vec::new();
     let mut at_fault = BTreeSet::new();
     let mut not_allowed = false;
+    let mut bad_flags = false;
     for environment in &entry.spec.environments {
         let content = snapshot.resolve(&environment.name).unwrap_or(Value::Null);
         let format = environment
@@ -55,7 +56,10 @@ pub fn plan<'e>(
             not_allowed = true;
             Err(not_allowed_message(&target_namespace))
         } else {
-            render(&content, format).map_err(|error| error.to_string())
+            render(&content, format).map_err(|error| {
+                bad_flags |= matches!(error, RenderError::Flags(_));
+                error.to_string()
+            })
         };
         match rendered {
             Ok(data) => plans.push(Plan {
@@ -78,10 +82,10 @@ pub fn plan<'e>(
     if failures.is_empty() {
         return Ok(plans);
     }
-    let reason = if not_allowed {
-        "TargetNotAllowed"
-    } else {
-        "RenderFailed"
+    let reason = match (not_allowed, bad_flags) {
+        (true, _) => "TargetNotAllowed",
+        (false, true) => "InvalidFlags",
+        (false, false) => "RenderFailed",
     };
     Err(Refusal::of(reason, failures.join("; "), at_fault))
 }

@@ -198,6 +198,35 @@ fn removals(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
     ))
 }
 
+/// Checks that every environment's resolved content renders in its ConfigMap's format
+/// (flag definitions included), as projecting it will: what `schema validate` adds to
+/// [`validate`] offline, where the operator renders while it plans.
+pub fn renderable(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
+    let formats = spec.environments.iter().map(|e| {
+        let format = e.config_map.as_ref().and_then(|t| t.format);
+        format.unwrap_or(crate::api::v1alpha1::ConfigFormat::Json)
+    });
+    let mut problems = Vec::new();
+    let mut environments = BTreeSet::new();
+    let mut flags = false;
+    for (environment, format) in resolve::resolve_environments(spec).into_iter().zip(formats) {
+        if let Err(error) = crate::core::render::render(&environment.content, format) {
+            flags |= matches!(error, crate::core::render::RenderError::Flags(_));
+            problems.push(format!("environment {:?}: {error}", environment.name));
+            environments.insert(environment.name);
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let reason = if flags {
+        "InvalidFlags"
+    } else {
+        "RenderFailed"
+    };
+    Err(Refusal::of(reason, problems.join("; "), environments))
+}
+
 /// Validates the config id, the schema and every environment's resolved content.
 /// Returns the `Validated` message on success.
 pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, Refusal> {

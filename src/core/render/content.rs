@@ -1,5 +1,5 @@
-//! Turning resolved content into ConfigMap data: `config.json`, `config.yaml`, or one
-//! `KEY=value` entry per leaf. Pure; the whole render succeeds or nothing is written.
+//! Turning resolved content into ConfigMap data: `config.json`, `config.yaml`, one
+//! `KEY=value` entry per leaf, or flagd's `flags.json` (checked first). Pure; the whole render succeeds or nothing is written.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +9,10 @@ use crate::{
     api::v1alpha1::ConfigFormat,
     core::resolve::{canonical_json, kind_of},
 };
+
+/// The key of flag definitions in a ConfigMap of the `Flagd` format: the file flagd
+/// and in-process providers are pointed at.
+pub const FLAGD_KEY: &str = "flags.json";
 
 /// The most a ConfigMap may hold (the apiserver refuses larger ones).
 pub const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
@@ -28,6 +32,22 @@ pub enum RenderError {
     NotAnObject { found: &'static str },
     #[error("cannot render YAML: {0}")]
     Yaml(String),
+    #[error("{} problem(s) in the flag definitions: {}", .0.len(), listed(.0))]
+    Flags(Vec<super::flags::Problem>),
+}
+
+/// The first few problems, and how many more.
+fn listed(problems: &[super::flags::Problem]) -> String {
+    const LISTED: usize = 5;
+    let shown: Vec<String> = problems
+        .iter()
+        .take(LISTED)
+        .map(ToString::to_string)
+        .collect();
+    match problems.len().saturating_sub(LISTED) {
+        0 => shown.join("; "),
+        more => format!("{}; and {more} more", shown.join("; ")),
+    }
 }
 
 /// Renders `content` as the ConfigMap `data` of the given format.
@@ -43,6 +63,13 @@ pub fn render(
             BTreeMap::from([("config.yaml".to_owned(), yaml)])
         }
         ConfigFormat::Env => flatten(content)?,
+        ConfigFormat::Flagd => {
+            let problems = super::flags::problems(content);
+            if !problems.is_empty() {
+                return Err(RenderError::Flags(problems));
+            }
+            BTreeMap::from([(FLAGD_KEY.to_owned(), pretty_json(content))])
+        }
     };
     let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > CONFIG_MAP_LIMIT {

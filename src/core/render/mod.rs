@@ -1,15 +1,16 @@
 //! What an environment's applied version becomes in the cluster: the content of its
-//! ConfigMap (JSON, YAML or `KEY=value`) and the ConfigMap and Secret objects as the
+//! ConfigMap (JSON, YAML, `KEY=value` or flagd flag definitions) and the ConfigMap and Secret objects as the
 //! operator wants them. Pure: applying them is the controllers' business.
 
 mod config_map;
 mod content;
+pub mod flags;
 mod secret;
 
 pub use config_map::{
     ProjectedConfigMap, cached_value, desired_config_map, forget_content, needs_apply,
 };
-pub use content::{CONFIG_MAP_LIMIT, RenderError, render};
+pub use content::{CONFIG_MAP_LIMIT, FLAGD_KEY, RenderError, render};
 pub use secret::{ProjectedSecret, desired_secret, key_checksums};
 
 /// The keys of a live object's `data` that the projection does not have, as a merge

@@ -1,0 +1,174 @@
+//! Feature flags in flagd's format: an entry whose ConfigMap has the `Flagd` format is
+//! projected as `flags.json`, which the official OpenFeature flagd provider (in its
+//! in-process file mode, `flagd-eval` from hack/tools) evaluates: a fractional 10/90
+//! split serves about 10% of 10,000 targeting keys, and about half once alice moves it
+//! to 50/50. A definition flagd would refuse is refused with its JSON path, and nothing
+//! is recorded.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use summit_config::api::v1alpha1::{ChangePhase, ConfigEntry};
+use support::{
+    change, change_in, create, entry, env, merge, setup_with, validation_refused, wait_for,
+};
+
+const FLAG: &str = "new-checkout";
+
+/// flagd flag definitions: `new-checkout` on for `on` percent of targeting keys.
+fn flags(on: u64) -> Value {
+    json!({
+        "flags": {
+            FLAG: {
+                "state": "ENABLED",
+                "variants": {"on": true, "off": false},
+                "defaultVariant": "off",
+                "targeting": {"fractional": [["on", on], ["off", 100 - on]]},
+            },
+        },
+        "metadata": {"flagSetId": "checkout"},
+    })
+}
+
+/// How many of 10,000 targeting keys the official provider puts on each variant of
+/// the flags projected now.
+fn evaluated(flags_json: &str) -> (usize, usize) {
+    let dir = tempfile::tempdir().expect("a folder");
+    let file = dir.path().join("flags.json");
+    std::fs::write(&file, flags_json).expect("write flags.json");
+    let output = Command::new(format!("{}/flagd-eval", env().var("SUMMIT_TOOLS_BIN")))
+        .arg(&file)
+        .args([FLAG, "10000"])
+        .output()
+        .expect("run flagd-eval");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let counts: Value = serde_json::from_slice(&output.stdout).expect("counts");
+    let count = |variant: &str| counts[variant].as_u64().unwrap_or(0) as usize;
+    assert_eq!(count("on") + count("off"), 10_000, "{counts}");
+    (count("on"), count("off"))
+}
+
+/// The projected `flags.json` once it holds `on` percent in its split.
+async fn projected_split(s: &support::Tenant, on: u64) -> String {
+    let what = format!("flags.json with {on}% on");
+    let config_map = wait_for(&s.config_maps(), "checkout-flags-production", &what, |c| {
+        let text = c.data.as_ref().and_then(|d| d.get("flags.json"));
+        let flags: Option<Value> = text.and_then(|t| serde_json::from_str(t).ok());
+        flags.is_some_and(|f| f["flags"][FLAG]["targeting"]["fractional"][0][1] == on)
+    })
+    .await;
+    config_map.data.expect("data")["flags.json"].clone()
+}
+
+fn latest(entry: &ConfigEntry) -> Option<i64> {
+    entry.status.as_ref().and_then(|s| s.latest_version)
+}
+
+#[tokio::test]
+async fn flags_are_evaluated_by_the_flagd_provider_and_bad_ones_refused_with_their_path() {
+    let (s, _operator) = setup_with("flags", &[("alice", "summit-config-admin")], &[]).await;
+    let spec = json!({
+        "configId": s.config_id(),
+        "data": flags(10),
+        "environments": [{"name": "production", "configMap": {"format": "Flagd"}}],
+    });
+    let entries = s.entries_as("alice").await;
+    create(&entries, &entry("checkout-flags", spec)).await;
+    let (on, off) = evaluated(&projected_split(&s, 10).await);
+    assert!((800..=1200).contains(&on), "{on} on, {off} off");
+
+    merge(
+        &entries,
+        "checkout-flags",
+        json!({"spec": {"data": flags(50)}}),
+    )
+    .await;
+    let (on, off) = evaluated(&projected_split(&s, 50).await);
+    assert!((4600..=5400).contains(&on), "{on} on, {off} off");
+    let recorded = wait_for(&s.entries(), "checkout-flags", "version 2", |e| {
+        latest(e) == Some(2)
+    })
+    .await;
+    let live = s
+        .config_maps()
+        .get("checkout-flags-production")
+        .await
+        .expect("live");
+
+    // An operation flagd does not know, proposed as a change: it fails, with the path.
+    let mut unknown = flags(50);
+    unknown["flags"][FLAG]["targeting"] =
+        json!({"if": [{"regex": [{"var": "email"}, ".*"]}, "on", "off"]});
+    let request = json!({"configEntry": "checkout-flags", "environment": "production",
+                         "message": "match by pattern", "data": unknown});
+    create(
+        &s.changes_as("alice").await,
+        &change("by-pattern", "alice", request),
+    )
+    .await;
+    let failed = change_in(&s.changes(), "by-pattern", ChangePhase::Failed).await;
+    let message = format!("{:?}", failed.status);
+    assert!(
+        message.contains(r#"$.flags[\"new-checkout\"].targeting.if[0].regex"#),
+        "{message}"
+    );
+
+    // A default variant that does not exist: refused where it is, nothing recorded.
+    let mut wrong = flags(50);
+    wrong["flags"][FLAG]["defaultVariant"] = json!("maybe");
+    merge(&entries, "checkout-flags", json!({"spec": {"data": wrong}})).await;
+    let refused = validation_refused(&s.entries(), "checkout-flags").await;
+    assert_eq!(refused.reason, "InvalidFlags");
+    assert!(
+        refused
+            .message
+            .contains("$.flags[\"new-checkout\"].defaultVariant: variant \"maybe\" does not exist"),
+        "{}",
+        refused.message
+    );
+    let after = s.entries().get("checkout-flags").await.expect("entry");
+    assert_eq!(latest(&after), latest(&recorded));
+    let still = s
+        .config_maps()
+        .get("checkout-flags-production")
+        .await
+        .expect("live");
+    assert_eq!(still.data, live.data);
+    assert_eq!(
+        still.metadata.resource_version,
+        live.metadata.resource_version
+    );
+}
+
+#[test]
+fn schema_validate_refuses_bad_flags_offline_with_their_path() {
+    let dir = tempfile::tempdir().expect("a folder");
+    let file = dir.path().join("checkout-flags.json");
+    let mut wrong = flags(10);
+    wrong["flags"][FLAG]["targeting"]["fractional"][1][0] = json!("of");
+    let spec = json!({
+        "configId": "team-a/checkout-flags",
+        "data": wrong,
+        "environments": [{"name": "production", "configMap": {"format": "Flagd"}}],
+    });
+    let document = serde_json::to_string(&entry("checkout-flags", spec)).expect("JSON");
+    std::fs::write(&file, document).expect("write the entry");
+    let output = Command::new(env!("CARGO_BIN_EXE_summit-config"))
+        .args(["schema", "validate"])
+        .arg(&file)
+        .output()
+        .expect("run summit-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(r#"InvalidFlags"#)
+            && stderr.contains(
+                r#"$.flags["new-checkout"].targeting.fractional[1][0]: variant "of" does not exist"#
+            ),
+        "{stderr}"
+    );
+}
