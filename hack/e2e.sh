@@ -13,7 +13,7 @@ cd "$here/.."
 source hack/lib/common.sh
 
 started=$SECONDS
-cargo test --locked --features e2e --test installed --test on_the_node --no-run
+cargo test --locked --features e2e --test installed --test on_the_node --test canary --no-run
 env_file="$(hack/env-up.sh e2e --node)"
 dir="$(env_dir e2e)"
 on_exit() {
@@ -47,5 +47,5 @@ else
   hack/image.sh --debug >/dev/null
 fi
 log "node and image ready after $((SECONDS - started))s"
-SUMMIT_ENV_FILE="$env_file" cargo test --locked --features e2e --test installed --test on_the_node "$@"
+SUMMIT_ENV_FILE="$env_file" cargo test --locked --features e2e --test installed --test on_the_node --test canary "$@"
 log "end-to-end tests passed in $((SECONDS - started))s"

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub backend_requests: Family<BackendLabels, Counter>,
     /// Objects found invalid, by kind and reason, counted as they become so.
     pub refused_objects: Family<FailureLabels, Counter>,
+    /// Staged rollouts that ended, by result (`promoted`, `rolled_back`).
+    pub rollouts: Family<ResultLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -239,6 +241,10 @@ const HELP: &[(&str, &str)] = &[
         "Requests sent, by backend: kubernetes (apiserver requests, a watch counting once), consul (HTTP requests), postgres (queries or transactions)",
     ),
     (
+        "rollouts",
+        "Canaries that ended, by result: promoted to every consumer, or rolled back",
+    ),
+    (
         "refused_objects",
         "Objects found invalid (unreadable, outside their namespace's config ids, contradictory), by kind and reason, counted as they become so",
     ),
@@ -285,6 +291,7 @@ impl Default for Metrics {
             apiserver_writes: register(&mut registry, "apiserver_writes", Family::default()),
             backend_requests: register(&mut registry, "backend_requests", Family::default()),
             refused_objects: register(&mut registry, "refused_objects", Family::default()),
+            rollouts: register(&mut registry, "rollouts", Family::default()),
             registry,
         }
     }

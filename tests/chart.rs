@@ -226,6 +226,7 @@ fn the_design_alerts_ship_as_a_prometheus_rule_when_asked() {
             "SummitConfigSecretRotationFailed",
             "SummitConfigApprovalStalled",
             "SummitConfigBackendDown",
+            "SummitConfigCanaryRolledBack",
         ]
     );
     // Prometheus itself checks them: expressions, durations, templates.

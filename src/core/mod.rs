@@ -14,6 +14,7 @@ pub mod ownership;
 pub mod promotion;
 pub mod render;
 pub mod resolve;
+pub mod rollout;
 pub mod rotation;
 pub mod vouching;
 

@@ -19,6 +19,10 @@ pub struct Environment<'a> {
     /// The recorded floor (`Some(None)`: recorded as needing no approval).
     pub floor: Option<Option<&'a ApprovalPolicy>>,
     pub requirements: &'a Requirements,
+    /// Whether the environment stages its versions through a canary: once something
+    /// is live, a version goes there only through a ConfigChange, which carries the
+    /// canary, even where no approval is needed.
+    pub staged: bool,
 }
 
 /// What to do with an environment.
@@ -72,6 +76,10 @@ pub fn promote(environment: &Environment<'_>) -> Promotion {
             None => Step::Live,
         },
         Some((version, _)) if version > latest => Step::NewerLive { version },
+        Some(_) if environment.staged => Step::Propose {
+            version: latest,
+            policy: proposed_policy,
+        },
         _ if environment.requirements.auto_approves() => Step::Apply,
         _ => Step::Propose {
             version: latest,
@@ -110,6 +118,7 @@ mod tests {
             spec_policy: spec,
             floor,
             requirements: &requirements,
+            staged: false,
         })
     }
 
@@ -189,6 +198,35 @@ mod tests {
                 policy: None
             }
         );
+    }
+
+    #[test]
+    fn a_staged_environment_proposes_once_something_is_live() {
+        let requirements = Requirements::new("production", None, None, &[]);
+        let staged = |live| {
+            promote(&Environment {
+                latest: (3, "new"),
+                live,
+                spec_policy: None,
+                floor: None,
+                requirements: &requirements,
+                staged: true,
+            })
+            .step
+        };
+        assert_eq!(
+            staged(Some((2, "old"))),
+            Step::Propose {
+                version: 3,
+                policy: None
+            }
+        );
+        assert_eq!(
+            staged(None),
+            Step::Apply,
+            "nothing live to compare a canary with"
+        );
+        assert_eq!(staged(Some((3, "new"))), Step::Live);
     }
 
     #[test]

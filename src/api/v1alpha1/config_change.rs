@@ -51,6 +51,12 @@ use super::free_form;
         description = "Version this change produced",
         json_path = ".status.resultingVersion"
     ),
+    printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        description = "Where a staged rollout stands: Canary, Promoted, RolledBack",
+        json_path = ".status.rollout.step"
+    ),
     printcolumn(name = "Requester", type_ = "string", json_path = ".spec.requestedBy"),
     printcolumn(
         name = "Age",
@@ -255,6 +261,36 @@ pub struct ConfigChangeStatus {
 
     /// When the change reached a final phase other than `Applied`.
     pub finished_at: Option<Time>,
+
+    /// Where the change stands in its environment's staged rollout, if it has one.
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// A change's version on the way through its environment's canary.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub step: RolloutStep,
+    /// The version on the canary.
+    pub version: i64,
+    /// When the canary consumers were given it.
+    pub started_at: Time,
+    /// When it goes to every consumer if the canary stays healthy.
+    pub bake_until: Time,
+    /// Why it moved on, or what it waits for.
+    pub message: Option<String>,
+}
+
+/// The steps of a staged rollout.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutStep {
+    /// Only the canary consumers have the version; the rest keep what is live.
+    Canary,
+    /// The canary stayed healthy through the bake time: every consumer has it.
+    Promoted,
+    /// The canary failed: it returned to what is live, and nothing else changed.
+    RolledBack,
 }
 
 /// An approval that does not count toward the policy.

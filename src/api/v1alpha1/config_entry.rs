@@ -176,6 +176,36 @@ pub struct EnvironmentSpec {
     #[schemars(length(max = 32))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart_targets: Vec<RestartTarget>,
+
+    /// Stage every new version: it goes to canary consumers first, and to the rest only
+    /// after the canary stayed healthy for the bake time. A canary that fails returns to
+    /// what is live by itself, and the change ends `Failed`.
+    pub rollout: Option<RolloutSpec>,
+}
+
+/// An environment's staged rollout.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// The ConfigMap the canary consumers read, beside the environment's own (same
+    /// namespace and format); `<entry>-<environment>-canary` when unset.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub canary_config_map: Option<String>,
+
+    /// The canary consumers: workloads that read the canary ConfigMap. They roll onto
+    /// each new version first; their pods must become ready and stay up.
+    #[schemars(length(min = 1, max = 16))]
+    pub canary_targets: Vec<RestartTarget>,
+
+    /// How long the canary must stay healthy before the version goes to every
+    /// consumer, e.g. `2m`.
+    #[schemars(regex(pattern = super::common::DURATION_PATTERN))]
+    pub bake_time: String,
+
+    /// Container restarts of canary pods tolerated during the bake; 0 when unset.
+    #[schemars(range(min = 0, max = 100))]
+    pub max_restarts: Option<i32>,
 }
 
 impl ConfigEntry {

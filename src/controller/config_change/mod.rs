@@ -3,6 +3,7 @@
 //! version, move its environment), mirror it in `approval_workflows`, and report.
 //! `Applied`, `Rejected`, `Failed`, `Superseded` and `Expired` are final.
 
+mod canary;
 mod facts;
 mod workflow;
 
@@ -260,6 +261,19 @@ impl Approved<'_> {
                 }
             }
         };
+        let checksum = version
+            .1
+            .environment_checksum(&environment.name)
+            .unwrap_or_else(|| checksum(content));
+        let mut promoted = None;
+        if let Some(rollout) = &environment.rollout
+            && facts.known(entry).applied.is_some()
+        {
+            match self.stage(rollout, version.0, &checksum, ctx).await? {
+                canary::Staged::Decided(decision) => return Ok(*decision),
+                canary::Staged::Promote(status) => promoted = Some(status),
+            }
+        }
         let (actor, message) =
             change::application_note(&change_id(change), &change.spec, &self.tally.counted);
         let application = Application {
@@ -270,10 +284,7 @@ impl Approved<'_> {
             config_id: entry.spec.config_id.clone(),
             environment: environment.name.clone(),
             version: version.0,
-            checksum: version
-                .1
-                .environment_checksum(&environment.name)
-                .unwrap_or_else(|| checksum(content)),
+            checksum,
             actor,
             message,
         };
@@ -289,7 +300,10 @@ impl Approved<'_> {
             .approval_seconds
             .get_or_create(&StageLabels { stage: "applied" })
             .observe(age(change).as_secs_f64());
-        Ok(change::applied(version.0, &environment.name))
+        Ok(Decision {
+            rollout: promoted,
+            ..change::applied(version.0, &environment.name)
+        })
     }
 
     /// Records new content as a version of the change's own, unless another version
@@ -366,14 +380,13 @@ async fn finish(
         tracing::info!(phase = ?phase, reason = decision.reason, "change moved");
         ctx.publish(change, type_, decision.reason, decision.message)
             .await;
-        // Its entry says where its proposals stand, and proposes again when one can
-        // never be approved.
-        if change::is_final(phase) {
-            ctx.reconcile_entry(
-                &change.namespace().unwrap_or_default(),
-                &change.spec.config_entry,
-            );
-        }
+    }
+    // Its entry says where its proposals stand, proposes again when one can never be
+    // approved, and projects the canary of a staged rollout.
+    let ended = current.phase != Some(phase) && change::is_final(phase);
+    if ended || current.rollout != next.rollout {
+        let namespace = change.namespace().unwrap_or_default();
+        ctx.reconcile_entry(&namespace, &change.spec.config_entry);
     }
     Ok(())
 }

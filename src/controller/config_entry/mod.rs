@@ -3,6 +3,7 @@
 //! Consul up to date → status. Nothing is written unless every environment validates
 //! and renders.
 
+mod canary;
 mod cleanup;
 mod pipeline;
 mod project;
@@ -28,7 +29,7 @@ use kube::{
 use tracing::instrument;
 
 pub use project::restore_config_map;
-pub use restart::{RestartLimiter, restart};
+pub use restart::{RestartLimiter, restart, restart_annotation};
 pub use secrets::project_secrets;
 
 use super::{Context, Error, Result, observed, requeue_after_error};

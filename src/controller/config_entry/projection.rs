@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::{
     KIND,
+    canary::project_canary,
     project::apply_config_map,
     promote::soonest,
     restart::{Restart, restart, restart_annotation},
@@ -58,6 +59,8 @@ pub async fn project_all(
     for (plan, outcome) in plans.iter().zip(outcomes.iter_mut()) {
         let moved = moved_at.get(&plan.spec.name).copied();
         project_one(ctx, entry, snapshot, plan, moved, outcome, &mut projected).await;
+        let wait = project_canary(ctx, entry, snapshot, plan, outcome).await;
+        projected.restart_after = soonest(projected.restart_after, wait);
     }
     projected
 }
@@ -140,7 +143,7 @@ async fn project_one(
 
 /// What is live in the environment, rendered, and its secret references: the plan's
 /// when the live version holds the spec's content, else the recorded version's.
-async fn live_content(
+pub(super) async fn live_content(
     ctx: &Context,
     entry: &ConfigEntry,
     snapshot: &Snapshot,
@@ -227,9 +230,14 @@ pub async fn remove_stale(
     secret_targets: &[(String, String)],
 ) -> Result<()> {
     let owner = Claimant::of(entry).entry();
+    let canaries = plans.iter().filter_map(|p| {
+        let name = crate::core::rollout::canary_config_map(entry, p.spec)?;
+        Some((p.namespace.clone(), name))
+    });
     let planned: Vec<(String, String)> = plans
         .iter()
         .map(|p| (p.namespace.clone(), p.name.clone()))
+        .chain(canaries)
         .collect();
     let caches = &ctx.caches;
     let unplanned = |kept: &[(String, String)], place: &(String, String)| !kept.contains(place);

@@ -101,22 +101,11 @@ async fn promote_one(
         spec_policy: plan.spec.approval.as_ref(),
         floor: floor.map(|f| f.policy.as_ref()),
         requirements: &requirements,
+        staged: plan.spec.rollout.is_some(),
     });
     if let Some(policy) = promotion.record_floor {
-        let raised = RaisedFloor {
-            config_id: recorded.config_id.clone(),
-            claimant: recorded.claimant.clone(),
-            floor: Floor {
-                environment: name.clone(),
-                policy,
-                version: current.map_or(latest.version, |c| c.version),
-            },
-            actor: recorded.author.clone(),
-        };
-        ctx.stores
-            .record_floor(&raised)
-            .await
-            .map_err(Stopped::new("what is live stays live"))?;
+        let version = current.map_or(latest.version, |c| c.version);
+        raise_floor(ctx, recorded, &name, policy, version).await?;
     }
     let mut outcome = EnvironmentOutcome::live(&name, current.map(live_of));
     match promotion.step {
@@ -161,6 +150,30 @@ async fn promote_one(
         }
     }
     Ok(outcome)
+}
+
+/// Records an environment's approval floor raised by the spec, as of `version`.
+async fn raise_floor(
+    ctx: &Context,
+    recorded: &Recorded,
+    environment: &str,
+    policy: Option<crate::api::v1alpha1::ApprovalPolicy>,
+    version: i64,
+) -> Result<(), Stopped> {
+    let raised = RaisedFloor {
+        config_id: recorded.config_id.clone(),
+        claimant: recorded.claimant.clone(),
+        floor: Floor {
+            environment: environment.to_owned(),
+            policy,
+            version,
+        },
+        actor: recorded.author.clone(),
+    };
+    ctx.stores
+        .record_floor(&raised)
+        .await
+        .map_err(Stopped::new("what is live stays live"))
 }
 
 /// Applies the newest version where nothing needs approval. Returns what is live now,
@@ -248,8 +261,16 @@ async fn ask(
             outcome.message = Some(message);
         }
         (Choice::Waiting(change) | Choice::Create(change) | Choice::Ended(change, _), Ok(())) => {
+            // Where nothing needs approval, the change is there for the canary.
+            let staged = environment.rollout.is_some() && requirements.auto_approves();
+            outcome.message = Some(match staged {
+                true => format!(
+                    "version {} goes through the canary on ConfigChange {change}",
+                    proposal.version
+                ),
+                false => message,
+            });
             outcome.pending_change = Some(change);
-            outcome.message = Some(message);
         }
     }
 }

@@ -13,7 +13,9 @@ pub use proposal::{Known, Proposal, Recorded, check_content, propose};
 pub use status::{STATUS_LIST_LIMIT, bounded_list, status};
 
 use crate::{
-    api::v1alpha1::{ChangePhase, ConfigChangeSpec, ConfigEntry, Rejection, Time, free_form},
+    api::v1alpha1::{
+        ChangePhase, ConfigChangeSpec, ConfigEntry, Rejection, RolloutStatus, Time, free_form,
+    },
     core::{Invalid, approval::Tally, vouching::Vouching},
 };
 
@@ -36,6 +38,8 @@ pub struct Decision {
     /// Whether the change stays out of the approval_workflows table and the audit trail:
     /// while nothing vouches for it, or under a config id its entry does not hold.
     pub unrecorded: bool,
+    /// Where its version stands in a staged rollout, when it has moved.
+    pub rollout: Option<RolloutStatus>,
 }
 
 impl Decision {

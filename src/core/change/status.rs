@@ -22,6 +22,9 @@ pub fn status(
     next.base_version = decision.base_version.or(current.base_version);
     next.resulting_version = decision.resulting_version.or(current.resulting_version);
     next.validation_errors = bounded_list(&decision.validation_errors);
+    if let Some(rollout) = &decision.rollout {
+        next.rollout = Some(rollout.clone());
+    }
     if let Some(approvals) = &decision.approvals {
         let counted = i32::try_from(approvals.counted_toward_required()).unwrap_or(i32::MAX);
         let required = i32::try_from(approvals.required).unwrap_or(i32::MAX);

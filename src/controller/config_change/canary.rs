@@ -1,0 +1,236 @@
+//! An approved change to an environment that stages its versions: the version bakes
+//! on the canary consumers first, and goes to every consumer only once they stayed
+//! healthy through the bake time. A canary that fails is rolled back: the change ends
+//! `Failed`, and its entry puts the canary back on what is live.
+
+use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    api::{ApiResource, DynamicObject, ListParams},
+    core::GroupVersionKind,
+};
+
+use super::{Approved, KIND};
+use crate::{
+    api::v1alpha1::{
+        ChangePhase, RestartTarget, RolloutSpec, RolloutStatus, RolloutStep, Time, WorkloadKind,
+    },
+    controller::{Context, Error, Result, config_entry::restart_annotation, status::now},
+    core::{
+        change::Decision,
+        entry::config_map_target,
+        rollout::{self, Consumer, ConsumerState, LOOK_EVERY, Verdict},
+    },
+    telemetry::ResultLabels,
+};
+
+/// What staging decided.
+pub(super) enum Staged {
+    /// The change stays on the canary, or ended there.
+    Decided(Box<Decision>),
+    /// The canary stayed healthy: the version goes to every consumer, and the change
+    /// reports this.
+    Promote(RolloutStatus),
+}
+
+impl Approved<'_> {
+    /// Moves version `version` (whose content has `checksum` in the environment)
+    /// through the canary of `rollout`.
+    pub(super) async fn stage(
+        &self,
+        rollout: &RolloutSpec,
+        version: i64,
+        checksum: &str,
+        ctx: &Context,
+    ) -> Result<Staged> {
+        let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
+        let current = self.current.rollout.as_ref();
+        let baking = current.filter(|r| r.version == version && r.step == RolloutStep::Canary);
+        let Some(baking) = baking else {
+            let started = now();
+            let seconds = i64::try_from(bake.as_secs()).unwrap_or(i64::MAX);
+            let until = Timestamp::from_second(started.0.as_second().saturating_add(seconds));
+            let status = RolloutStatus {
+                step: RolloutStep::Canary,
+                version,
+                started_at: started,
+                bake_until: Time(until.unwrap_or(Timestamp::MAX)),
+                message: None,
+            };
+            return Ok(self.baking(status, LOOK_EVERY));
+        };
+        let baked = now().0.as_second() - baking.started_at.0.as_second();
+        let baked = std::time::Duration::from_secs(u64::try_from(baked).unwrap_or(0));
+        let consumers = match self.consumers(rollout, checksum, ctx).await {
+            Ok(consumers) => consumers,
+            // Health that cannot be read by the end of the bake is not health.
+            Err(error) if baked >= bake => {
+                let why = format!("the canary consumers cannot be read: {error}");
+                return Ok(self.rolled_back(rollout, baking, version, why, ctx));
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(match rollout::judge(rollout, bake, baked, &consumers) {
+            Verdict::Wait(after) => {
+                // The canary's consumers have not been given the version yet: its entry
+                // projects it (it may not have seen this change's status when asked).
+                if consumers.iter().any(|c| !c.given) {
+                    let namespace = self.entry.namespace().unwrap_or_default();
+                    ctx.reconcile_entry(&namespace, &self.entry.name_any());
+                }
+                self.baking(baking.clone(), after)
+            }
+            Verdict::Promote => {
+                let result = ResultLabels { result: "promoted" };
+                ctx.metrics.rollouts.get_or_create(&result).inc();
+                Staged::Promote(RolloutStatus {
+                    step: RolloutStep::Promoted,
+                    message: Some(format!(
+                        "the canary stayed healthy for {}",
+                        rollout.bake_time
+                    )),
+                    ..baking.clone()
+                })
+            }
+            Verdict::RollBack(why) => self.rolled_back(rollout, baking, version, why, ctx),
+        })
+    }
+
+    /// The change, failed: its canary returns to what is live.
+    fn rolled_back(
+        &self,
+        rollout: &RolloutSpec,
+        baking: &RolloutStatus,
+        version: i64,
+        why: String,
+        ctx: &Context,
+    ) -> Staged {
+        let result = ResultLabels {
+            result: "rolled_back",
+        };
+        ctx.metrics.rollouts.get_or_create(&result).inc();
+        let environment = &self.environment.name;
+        let message = format!(
+            "version {version} was rolled back from the canary of {environment} ({} bake): {why}; the rest of {environment} never had it",
+            rollout.bake_time
+        );
+        Staged::Decided(Box::new(Decision {
+            rollout: Some(RolloutStatus {
+                step: RolloutStep::RolledBack,
+                message: Some(why),
+                ..baking.clone()
+            }),
+            ..Decision::end(ChangePhase::Failed, "CanaryFailed", message)
+        }))
+    }
+
+    /// The change, waiting on the canary; looked at again after `after`.
+    fn baking(&self, status: RolloutStatus, after: std::time::Duration) -> Staged {
+        let message = format!(
+            "version {} bakes on the canary of {} until {}; the rest keep what is live",
+            status.version, self.environment.name, status.bake_until.0
+        );
+        Staged::Decided(Box::new(Decision {
+            rollout: Some(status),
+            requeue: Some(after),
+            phase: Some(ChangePhase::Approved),
+            reason: "Canary",
+            message,
+            ..Decision::default()
+        }))
+    }
+
+    /// How each canary consumer stands on the version whose content has `checksum`.
+    async fn consumers(
+        &self,
+        rollout: &RolloutSpec,
+        checksum: &str,
+        ctx: &Context,
+    ) -> Result<Vec<Consumer>> {
+        let (namespace, _) = config_map_target(self.entry, self.environment);
+        let annotation = restart_annotation(&self.entry.name_any());
+        let mut consumers = Vec::new();
+        for target in &rollout.canary_targets {
+            let name = format!("{:?} {namespace}/{}", target.kind, target.name);
+            let workloads = &ctx.caches.workloads;
+            let workload = workloads.get(target.kind, &namespace, &target.name);
+            let given = workload
+                .as_ref()
+                .is_some_and(|w| w.carries(&annotation, checksum));
+            let state = match workload {
+                None => ConsumerState::Missing,
+                Some(w) if w.runs(&annotation, checksum) => ConsumerState::Running,
+                Some(_) => ConsumerState::Rolling,
+            };
+            let restarts = match state {
+                ConsumerState::Missing => 0,
+                _ => restarts(ctx, &namespace, target, &annotation, checksum).await?,
+            };
+            consumers.push(Consumer {
+                name,
+                state,
+                restarts,
+                given,
+            });
+        }
+        Ok(consumers)
+    }
+}
+
+/// Container restarts of `target`'s pods that run the canary version (their template
+/// carries `checksum` under `annotation`).
+async fn restarts(
+    ctx: &Context,
+    namespace: &str,
+    target: &RestartTarget,
+    annotation: &str,
+    checksum: &str,
+) -> Result<u32> {
+    let kind = match target.kind {
+        WorkloadKind::Deployment => "Deployment",
+        WorkloadKind::StatefulSet => "StatefulSet",
+        WorkloadKind::DaemonSet => "DaemonSet",
+    };
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", kind));
+    let describe = || format!("{kind} {namespace}/{}", target.name);
+    let workloads: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let workload = workloads
+        .get_opt(&target.name)
+        .await
+        .map_err(Error::kube(format!("read {}", describe())))?;
+    let labels = workload
+        .as_ref()
+        .and_then(|w| {
+            w.data["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .cloned()
+        })
+        .unwrap_or_default();
+    if labels.is_empty() {
+        return Ok(0);
+    }
+    let selector: Vec<String> = labels
+        .iter()
+        .filter_map(|(key, value)| Some(format!("{key}={}", value.as_str()?)))
+        .collect();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&selector.join(",")))
+        .await
+        .map_err(Error::kube(format!("list the pods of {}", describe())))?;
+    let canary = listed
+        .items
+        .iter()
+        .filter(|pod| pod.annotations().get(annotation).map(String::as_str) == Some(checksum));
+    let restarts = canary
+        .flat_map(|pod| {
+            pod.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .map(|container| u32::try_from(container.restart_count).unwrap_or(0))
+        .sum();
+    tracing::debug!(kind = KIND, workload = %describe(), restarts, "canary restarts");
+    Ok(restarts)
+}

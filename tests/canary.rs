@@ -1,0 +1,241 @@
+//! A staged rollout on a real node: every version of `shop`'s production goes to the
+//! canary consumer first. One whose content makes the canary's pods fail readiness is
+//! rolled back by itself within the bake time: the main ConfigMap never changes, the
+//! change ends `Failed` with the reason, and the main consumer keeps running the old
+//! version untouched. A healthy one is promoted, and the main consumer rolls once.
+//! Needs the node (`hack/e2e.sh`): run with `--features e2e`.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
+use kube::Api;
+use serde_json::{Value, json};
+use summit_config::api::v1alpha1::{ChangePhase, ConfigChange, ConfigEntry, RolloutStep};
+use support::{WAIT, change, create, entry, env, eventually, install::*, wait_for};
+
+const NAMESPACE: &str = "canary";
+/// The bake time: short enough for a test, long enough for a pod to start.
+const BAKE: Duration = Duration::from_secs(20);
+
+/// A Deployment whose pods are ready only while the ConfigMap they mount says
+/// `"healthy": true`.
+fn consumer(name: &str, config_map: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532},
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "app",
+                        "image": "docker.io/library/busybox:1.36",
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["sleep", "2147483647"],
+                        "readinessProbe": {
+                            "exec": {"command": ["grep", "-q", "\"healthy\": true", "/config/config.json"]},
+                            "periodSeconds": 1,
+                        },
+                        "volumeMounts": [{"name": "config", "mountPath": "/config", "readOnly": true}],
+                    }],
+                    "volumes": [{"name": "config", "configMap": {"name": config_map, "optional": true}}],
+                },
+            },
+        },
+    }))
+    .expect("a Deployment")
+}
+
+/// Waits until `name` has rolled out completely, every pod ready; returns it.
+async fn settled(deployments: &Api<Deployment>, name: &str) -> Deployment {
+    eventually(&format!("{name} rolled out"), WAIT, || async {
+        let d = deployments.get(name).await.ok()?;
+        let s = d.status.clone()?;
+        let done = s.observed_generation == d.metadata.generation
+            && s.updated_replicas == Some(1)
+            && s.ready_replicas == Some(1)
+            && s.replicas == Some(1);
+        done.then_some(d)
+    })
+    .await
+}
+
+/// A change of production's content to `data`, by the cluster admin.
+fn proposal(name: &str, data: Value) -> ConfigChange {
+    let spec = json!({"configEntry": "shop", "environment": "production", "data": data,
+                      "message": name});
+    change(name, "admin", spec)
+}
+
+fn content(config_map: &ConfigMap) -> Value {
+    let text = config_map.data.as_ref().and_then(|d| d.get("config.json"));
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted() {
+    let installed = Installed::install().await;
+    let admin = env().admin().await;
+    create_once(&["namespace", NAMESPACE]);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), NAMESPACE);
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), NAMESPACE);
+    let changes: Api<ConfigChange> = Api::namespaced(admin.clone(), NAMESPACE);
+    create(&deployments, &consumer("shop-api", "shop-production")).await;
+    create(
+        &deployments,
+        &consumer("shop-api-canary", "shop-production-canary"),
+    )
+    .await;
+    let spec = json!({
+        "configId": format!("{NAMESPACE}/shop"),
+        "data": {"healthy": true, "pool": 10},
+        "environments": [{
+            "name": "production",
+            "restartTargets": [{"kind": "Deployment", "name": "shop-api"}],
+            "rollout": {
+                "canaryTargets": [{"kind": "Deployment", "name": "shop-api-canary"}],
+                "bakeTime": format!("{}s", BAKE.as_secs()),
+            },
+        }],
+    });
+    let entries: Api<ConfigEntry> = Api::namespaced(admin.clone(), NAMESPACE);
+    create(&entries, &entry("shop", spec)).await;
+    // Version 1 goes live everywhere at once: there is nothing to compare a canary with.
+    wait_for(
+        &config_maps,
+        "shop-production-canary",
+        "the canary on v1",
+        |c| content(c)["pool"] == 10,
+    )
+    .await;
+    eventually("both consumers on v1 and ready", WAIT, || async {
+        let main = deployments.get("shop-api").await.ok()?;
+        let annotated = main.spec.template.metadata?.annotations?;
+        annotated
+            .contains_key("checksum.config.summit.io/shop")
+            .then_some(())
+    })
+    .await;
+    let main_before = settled(&deployments, "shop-api").await;
+    settled(&deployments, "shop-api-canary").await;
+    let live_before = config_maps.get("shop-production").await.expect("main");
+
+    // A version that makes the canary's pods unready: rolled back within the bake time.
+    create(
+        &changes,
+        &proposal("break-it", json!({"healthy": false, "pool": 20})),
+    )
+    .await;
+    wait_for(
+        &config_maps,
+        "shop-production-canary",
+        "the canary on v2",
+        |c| content(c)["pool"] == 20,
+    )
+    .await;
+    let failed = wait_for(&changes, "break-it", "the canary rolled back", |c| {
+        c.status.as_ref().and_then(|s| s.phase) == Some(ChangePhase::Failed)
+    })
+    .await;
+    let status = failed.status.expect("status");
+    let rollout = status.rollout.expect("a rollout");
+    assert_eq!(rollout.step, RolloutStep::RolledBack);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.reason, "CanaryFailed");
+    assert!(
+        ready.message.contains("shop-api-canary is not ready"),
+        "{}",
+        ready.message
+    );
+    let took =
+        status.finished_at.expect("finished").0.as_second() - rollout.started_at.0.as_second();
+    let bake = i64::try_from(BAKE.as_secs()).expect("seconds");
+    assert!(
+        took <= bake + 10,
+        "rolled back {took}s after the canary started"
+    );
+    // The canary returns to what is live; the rest never saw version 2.
+    wait_for(
+        &config_maps,
+        "shop-production-canary",
+        "the canary back on v1",
+        |c| content(c)["pool"] == 10,
+    )
+    .await;
+    let live_after = config_maps.get("shop-production").await.expect("main");
+    assert_eq!(
+        live_after.metadata.resource_version,
+        live_before.metadata.resource_version
+    );
+    let main_after = deployments.get("shop-api").await.expect("main consumer");
+    assert_eq!(
+        main_after.metadata.generation,
+        main_before.metadata.generation
+    );
+    assert_eq!(main_after.status.and_then(|s| s.ready_replicas), Some(1));
+
+    // A healthy version bakes, then goes to every consumer: the main one rolls once.
+    create(
+        &changes,
+        &proposal("grow-pool", json!({"healthy": true, "pool": 30})),
+    )
+    .await;
+    let baking = wait_for(&changes, "grow-pool", "the canary baking", |c| {
+        let rollout = c.status.as_ref().and_then(|s| s.rollout.as_ref());
+        rollout.is_some_and(|r| r.step == RolloutStep::Canary)
+    })
+    .await;
+    assert_eq!(
+        config_maps
+            .get("shop-production")
+            .await
+            .expect("main")
+            .metadata
+            .resource_version,
+        live_before.metadata.resource_version,
+        "nothing reaches the main projection while the canary bakes"
+    );
+    let ended = wait_for(&changes, "grow-pool", "the canary to end", |c| {
+        let phase = c.status.as_ref().and_then(|s| s.phase);
+        matches!(phase, Some(ChangePhase::Applied | ChangePhase::Failed))
+    })
+    .await;
+    let applied = ended.clone();
+    assert_eq!(
+        ended.status.as_ref().and_then(|s| s.phase),
+        Some(ChangePhase::Applied),
+        "{:?}",
+        ended.status
+    );
+    let rollout = applied.status.and_then(|s| s.rollout).expect("a rollout");
+    assert_eq!(rollout.step, RolloutStep::Promoted);
+    assert_eq!(
+        rollout.version,
+        baking.status.and_then(|s| s.rollout).expect("r").version
+    );
+    wait_for(
+        &config_maps,
+        "shop-production",
+        "the main projection on v3",
+        |c| content(c)["pool"] == 30,
+    )
+    .await;
+    let promoted = settled(&deployments, "shop-api").await;
+    let generation = |d: &Deployment| d.metadata.generation.unwrap_or(0);
+    assert_eq!(
+        generation(&promoted),
+        generation(&main_before) + 1,
+        "rolled once"
+    );
+    installed.uninstall();
+}
