@@ -13,7 +13,8 @@ use kube::{
 use super::{Approved, KIND};
 use crate::{
     api::v1alpha1::{
-        ChangePhase, RestartTarget, RolloutSpec, RolloutStatus, RolloutStep, Time, WorkloadKind,
+        ChangePhase, ConfigChangeSpec, RestartTarget, RolloutSpec, RolloutStatus, RolloutStep,
+        Time, WorkloadKind,
     },
     controller::{Context, Error, Result, config_entry::restart_annotation, status::now},
     core::{
@@ -21,6 +22,7 @@ use crate::{
         entry::config_map_target,
         rollout::{self, Consumer, ConsumerState, LOOK_EVERY, Verdict},
     },
+    store::AuditRow,
     telemetry::ResultLabels,
 };
 
@@ -233,4 +235,40 @@ async fn restarts(
         .sum();
     tracing::debug!(kind = KIND, workload = %describe(), restarts, "canary restarts");
     Ok(restarts)
+}
+
+/// The audit row of a step of a staged rollout: the canary given the version,
+/// promoted, or rolled back (and why), against the version, by the operator.
+pub(super) fn rollout_row(
+    change_id: &str,
+    spec: &ConfigChangeSpec,
+    config_id: &str,
+    rollout: &RolloutStatus,
+) -> AuditRow {
+    let (event, what) = match rollout.step {
+        RolloutStep::Canary => ("canaryStarted", "went to the canary"),
+        RolloutStep::Promoted => ("canaryPromoted", "was promoted from the canary"),
+        RolloutStep::RolledBack => ("canaryRolledBack", "was rolled back from the canary"),
+    };
+    let environment = &spec.environment;
+    let why = rollout
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    AuditRow {
+        config_id: config_id.to_owned(),
+        version: Some(rollout.version),
+        actor: "summit-config".into(),
+        message: format!(
+            "version {} {what} of {environment} (ConfigChange {change_id}){why}",
+            rollout.version
+        ),
+        changes: serde_json::json!({
+            "event": event,
+            "change": change_id,
+            "environment": environment,
+            "bakeUntil": rollout.bake_until,
+        }),
+    }
 }

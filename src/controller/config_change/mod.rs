@@ -369,6 +369,17 @@ async fn finish(
         sync_workflow(change, entry, base, &counted, phase, ended, ctx).await?;
     }
     let next = change::status(current, &decision, change.metadata.generation, now());
+    if let (Some(entry), Some(rollout)) = (entry, &next.rollout)
+        && current.rollout.as_ref() != Some(rollout)
+    {
+        let row = canary::rollout_row(
+            &change_id(change),
+            &change.spec,
+            &entry.spec.config_id,
+            rollout,
+        );
+        ctx.stores.audit(&row).await.map_err(Error::Store)?;
+    }
     status::apply_status(ctx, KIND, change, change.status.as_ref(), &next).await?;
     if current.phase != Some(phase) {
         let type_ = match phase {
