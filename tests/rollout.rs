@@ -131,3 +131,112 @@ async fn a_rollout_needs_a_canary_and_a_bake_time() {
         "bakeTime",
     );
 }
+
+/// The built binary as `user`: exit code and stderr.
+fn summit_as(s: &support::Tenant, user: &str, args: &[&str]) -> (i32, String) {
+    let output = support::summit(&support::env().kubeconfig_as(user), &s.ns, args)
+        .output()
+        .expect("run summit-config");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+/// The ConfigChange carrying version `version` to the canary, once it bakes there.
+async fn baking(changes: &Api<ConfigChange>, version: i64) -> String {
+    let what = format!("version {version} on the canary");
+    let change = eventually(&what, WAIT, || async {
+        let list = changes.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|c| {
+            let rollout = c.status.as_ref().and_then(|s| s.rollout.as_ref());
+            rollout.is_some_and(|r| r.version == version && r.step == RolloutStep::Canary)
+        })
+    })
+    .await;
+    change.metadata.name.expect("a name")
+}
+
+#[tokio::test]
+async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("bob", "summit-config-approver"),
+        ("carol", "summit-config-approver"),
+    ];
+    let (s, _operator) = support::setup_with("rollout-decide", &roles, &[]).await;
+    let deployments: Api<Deployment> = s.api();
+    create(&deployments, &workload("api-canary")).await;
+    create(&s.entries(), &entry("api", staged(&s.config_id(), "10m"))).await;
+    let config_maps = s.config_maps();
+    wait_for(&config_maps, "api-production", "v1", |c| {
+        content(c)["pool"] == 10
+    })
+    .await;
+    let changes: Api<ConfigChange> = s.api();
+
+    merge(&s.entries(), "api", json!({"spec": {"data": {"pool": 11}}})).await;
+    let change = baking(&changes, 2).await;
+    let before = changes.get(&change).await.expect("the change");
+    // mallory holds no role; alice edits but may not approve.
+    let (code, stderr) = summit_as(
+        &s,
+        "mallory",
+        &["rollout", "promote", &change, "--reason", "x"],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    let (code, stderr) = summit_as(
+        &s,
+        "alice",
+        &["rollout", "promote", &change, "--reason", "x"],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("may not promote or abort"), "{stderr}");
+    let unchanged = changes.get(&change).await.expect("the change");
+    assert_eq!(unchanged.spec, before.spec);
+
+    let (code, stderr) = summit_as(
+        &s,
+        "bob",
+        &["rollout", "abort", &change, "--reason", "p99 up"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let failed = wait_for(&changes, &change, "aborted", |c| {
+        c.status.as_ref().and_then(|s| s.phase) == Some(ChangePhase::Failed)
+    })
+    .await;
+    let message = failed
+        .status
+        .and_then(|s| s.rollout)
+        .and_then(|r| r.message);
+    assert_eq!(message.as_deref(), Some("aborted by bob: p99 up"));
+    wait_for(
+        &config_maps,
+        "api-production-canary",
+        "the canary back on v1",
+        |c| content(c)["pool"] == 10,
+    )
+    .await;
+    let (code, stderr) = summit_as(
+        &s,
+        "carol",
+        &["rollout", "promote", &change, "--reason", "x"],
+    );
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("not on a canary"), "{stderr}");
+
+    merge(&s.entries(), "api", json!({"spec": {"data": {"pool": 12}}})).await;
+    let change = baking(&changes, 3).await;
+    let (code, stderr) = summit_as(
+        &s,
+        "carol",
+        &["rollout", "promote", &change, "--reason", "clean"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    wait_for(&config_maps, "api-production", "v3 everywhere", |c| {
+        content(c)["pool"] == 12
+    })
+    .await;
+    let applied = changes.get(&change).await.expect("the change");
+    let rollout = applied.status.and_then(|s| s.rollout).expect("rollout");
+    assert_eq!(rollout.step, RolloutStep::Promoted);
+    assert_eq!(rollout.message.as_deref(), Some("promoted by carol: clean"));
+}

@@ -51,7 +51,7 @@ pub struct Propose {
 }
 
 /// The user the apiserver authenticates us as, and their groups.
-async fn whoami(client: &Client) -> Result<(String, Vec<String>), Error> {
+pub(super) async fn whoami(client: &Client) -> Result<(String, Vec<String>), Error> {
     let review = Api::<SelfSubjectReview>::all(client.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
@@ -157,6 +157,7 @@ fn change_of(
             approval_policy: None,
             approvals: Vec::new(),
             rejection: None,
+            rollout_decision: None,
         },
         status: None,
     })

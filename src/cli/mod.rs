@@ -9,6 +9,7 @@ mod crds;
 mod history;
 mod output;
 mod reads;
+mod rollout;
 mod schema;
 mod secrets;
 
@@ -111,6 +112,11 @@ pub enum Command {
         reason: String,
         #[command(flatten)]
         target: Target,
+    },
+    /// A version baking on its environment's canary: promote it now, or abort it.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
     },
     /// JSON Schemas: validate files offline, or register one for `schemaRef`.
     Schema {
@@ -299,6 +305,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             reason,
             target,
         } => Ok(changes::decide(&target, &change, Err(reason)).await?),
+        Command::Rollout { command } => Ok(rollout::run(command).await?),
         Command::Secret { command } => match command {
             SecretCommand::Rotate { policy, target } => {
                 Ok(changes::rotate(&target, &policy).await?)

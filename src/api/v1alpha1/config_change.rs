@@ -79,7 +79,9 @@ use super::free_form;
     validation = Rule::new("!has(oldSelf.approvals) || has(self.approvals)")
         .message("approvals cannot be removed"),
     validation = Rule::new("!has(oldSelf.rejection) || has(self.rejection)")
-        .message("a rejection cannot be withdrawn")
+        .message("a rejection cannot be withdrawn"),
+    validation = Rule::new("!has(oldSelf.rolloutDecision) || has(self.rolloutDecision)")
+        .message("a rollout decision cannot be withdrawn")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigChangeSpec {
@@ -153,6 +155,33 @@ pub struct ConfigChangeSpec {
     /// A rejection, which is final.
     #[x_kube(validation = Rule::new("self == oldSelf").message("a recorded rejection cannot be changed"))]
     pub rejection: Option<Rejection>,
+
+    /// A person's decision on the version while it bakes on its environment's canary:
+    /// promote it now, or abort (roll it back). Needs what approving needs; final.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("a recorded rollout decision cannot be changed"))]
+    pub rollout_decision: Option<RolloutDecision>,
+}
+
+/// Promote or abort a version on the canary, by hand.
+#[skip_serializing_none]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutDecision {
+    pub action: RolloutAction,
+    /// The deciding user; the admission policy requires it to be the user adding it.
+    #[schemars(length(min = 1, max = 253))]
+    pub decided_by: String,
+    /// Why, for the audit trail.
+    #[schemars(length(min = 1, max = 4096))]
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutAction {
+    /// Give the version to every consumer now, without waiting out the bake.
+    Promote,
+    /// Roll the canary back now; the change ends `Failed`.
+    Abort,
 }
 
 /// One approval of a ConfigChange.

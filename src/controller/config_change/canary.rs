@@ -13,8 +13,8 @@ use kube::{
 use super::{Approved, KIND};
 use crate::{
     api::v1alpha1::{
-        ChangePhase, ConfigChangeSpec, RestartTarget, RolloutSpec, RolloutStatus, RolloutStep,
-        Time, WorkloadKind,
+        ChangePhase, ConfigChangeSpec, RestartTarget, RolloutAction, RolloutDecision, RolloutSpec,
+        RolloutStatus, RolloutStep, Time, WorkloadKind,
     },
     controller::{Context, Error, Result, config_entry::restart_annotation, status::now},
     core::{
@@ -48,19 +48,17 @@ impl Approved<'_> {
         let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
         let current = self.current.rollout.as_ref();
         let baking = current.filter(|r| r.version == version && r.step == RolloutStep::Canary);
-        let Some(baking) = baking else {
-            let started = now();
-            let seconds = i64::try_from(bake.as_secs()).unwrap_or(i64::MAX);
-            let until = Timestamp::from_second(started.0.as_second().saturating_add(seconds));
-            let status = RolloutStatus {
-                step: RolloutStep::Canary,
-                version,
-                started_at: started,
-                bake_until: Time(until.unwrap_or(Timestamp::MAX)),
-                message: None,
-            };
-            return Ok(self.baking(status, LOOK_EVERY));
+        let (baking, fresh) = match baking {
+            Some(baking) => (baking.clone(), false),
+            None => (started(version, bake), true),
         };
+        if let Some(decision) = &self.change.spec.rollout_decision {
+            return Ok(self.decided(decision, rollout, &baking, version, ctx));
+        }
+        if fresh {
+            return Ok(self.baking(baking, LOOK_EVERY));
+        }
+        let baking = &baking;
         let baked = now().0.as_second() - baking.started_at.0.as_second();
         let baked = std::time::Duration::from_secs(u64::try_from(baked).unwrap_or(0));
         let consumers = match self.consumers(rollout, checksum, ctx).await {
@@ -96,6 +94,38 @@ impl Approved<'_> {
             }
             Verdict::RollBack(why) => self.rolled_back(rollout, baking, version, why, ctx),
         })
+    }
+
+    /// What a person decided for the version on the canary.
+    fn decided(
+        &self,
+        decision: &RolloutDecision,
+        rollout: &RolloutSpec,
+        baking: &RolloutStatus,
+        version: i64,
+        ctx: &Context,
+    ) -> Staged {
+        let why = format!(
+            "{} by {}: {}",
+            match decision.action {
+                RolloutAction::Promote => "promoted",
+                RolloutAction::Abort => "aborted",
+            },
+            decision.decided_by,
+            decision.reason
+        );
+        match decision.action {
+            RolloutAction::Abort => self.rolled_back(rollout, baking, version, why, ctx),
+            RolloutAction::Promote => {
+                let result = ResultLabels { result: "promoted" };
+                ctx.metrics.rollouts.get_or_create(&result).inc();
+                Staged::Promote(RolloutStatus {
+                    step: RolloutStep::Promoted,
+                    message: Some(why),
+                    ..baking.clone()
+                })
+            }
+        }
     }
 
     /// The change, failed: its canary returns to what is live.
@@ -176,6 +206,20 @@ impl Approved<'_> {
             });
         }
         Ok(consumers)
+    }
+}
+
+/// A canary given `version` now, baking for `bake`.
+fn started(version: i64, bake: std::time::Duration) -> RolloutStatus {
+    let started = now();
+    let seconds = i64::try_from(bake.as_secs()).unwrap_or(i64::MAX);
+    let until = Timestamp::from_second(started.0.as_second().saturating_add(seconds));
+    RolloutStatus {
+        step: RolloutStep::Canary,
+        version,
+        started_at: started,
+        bake_until: Time(until.unwrap_or(Timestamp::MAX)),
+        message: None,
     }
 }
 

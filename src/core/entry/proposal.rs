@@ -263,6 +263,7 @@ pub fn change(
             requested_by: proposal.requester.clone(),
             approvals: Vec::new(),
             rejection: None,
+            rollout_decision: None,
         },
         status: None,
     }
