@@ -13,7 +13,7 @@ use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
 use kube::Api;
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ChangePhase, ConfigChange, ConfigEntry, RolloutStep};
-use support::{WAIT, change, create, entry, env, eventually, install::*, wait_for};
+use support::{WAIT, change, create, entry, env, eventually, install::*, projected, wait_for};
 
 const NAMESPACE: &str = "canary";
 /// The bake time: short enough for a test, long enough for a pod to start.
@@ -72,12 +72,6 @@ fn proposal(name: &str, data: Value) -> ConfigChange {
     change(name, "admin", spec)
 }
 
-fn content(config_map: &ConfigMap) -> Value {
-    let text = config_map.data.as_ref().and_then(|d| d.get("config.json"));
-    text.and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null)
-}
-
 #[tokio::test]
 async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted() {
     let installed = Installed::install().await;
@@ -107,13 +101,7 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
     let entries: Api<ConfigEntry> = Api::namespaced(admin.clone(), NAMESPACE);
     create(&entries, &entry("shop", spec)).await;
     // Version 1 goes live everywhere at once: there is nothing to compare a canary with.
-    wait_for(
-        &config_maps,
-        "shop-production-canary",
-        "the canary on v1",
-        |c| content(c)["pool"] == 10,
-    )
-    .await;
+    projected(&config_maps, "shop-production-canary", |c| c["pool"] == 10).await;
     eventually("both consumers on v1 and ready", WAIT, || async {
         let main = deployments.get("shop-api").await.ok()?;
         let annotated = main.spec.template.metadata?.annotations?;
@@ -132,13 +120,7 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
         &proposal("break-it", json!({"healthy": false, "pool": 20})),
     )
     .await;
-    wait_for(
-        &config_maps,
-        "shop-production-canary",
-        "the canary on v2",
-        |c| content(c)["pool"] == 20,
-    )
-    .await;
+    projected(&config_maps, "shop-production-canary", |c| c["pool"] == 20).await;
     let failed = wait_for(&changes, "break-it", "the canary rolled back", |c| {
         c.status.as_ref().and_then(|s| s.phase) == Some(ChangePhase::Failed)
     })
@@ -165,13 +147,7 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
         "rolled back {took}s after the canary started"
     );
     // The canary returns to what is live; the rest never saw version 2.
-    wait_for(
-        &config_maps,
-        "shop-production-canary",
-        "the canary back on v1",
-        |c| content(c)["pool"] == 10,
-    )
-    .await;
+    projected(&config_maps, "shop-production-canary", |c| c["pool"] == 10).await;
     let live_after = config_maps.get("shop-production").await.expect("main");
     assert_eq!(
         live_after.metadata.resource_version,
@@ -223,13 +199,7 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
         rollout.version,
         baking.status.and_then(|s| s.rollout).expect("r").version
     );
-    wait_for(
-        &config_maps,
-        "shop-production",
-        "the main projection on v3",
-        |c| content(c)["pool"] == 30,
-    )
-    .await;
+    projected(&config_maps, "shop-production", |c| c["pool"] == 30).await;
     let promoted = settled(&deployments, "shop-api").await;
     let generation = |d: &Deployment| d.metadata.generation.unwrap_or(0);
     assert_eq!(

@@ -6,17 +6,14 @@
 
 mod support;
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ChangePhase, ConfigChange, RolloutStep};
-use support::{WAIT, create, entry, eventually, merge, refused, setup, try_create, wait_for};
-
-fn content(config_map: &ConfigMap) -> Value {
-    let text = config_map.data.as_ref().and_then(|d| d.get("config.json"));
-    text.and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null)
-}
+use support::{
+    WAIT, column_of, create, entry, eventually, merge, projected, refused, setup, try_create,
+    wait_for,
+};
 
 fn workload(name: &str) -> Deployment {
     serde_json::from_value(json!({
@@ -53,26 +50,12 @@ async fn a_spec_edit_bakes_on_the_canary_and_an_unready_one_is_rolled_back() {
     create(&deployments, &workload("api-canary")).await;
     create(&s.entries(), &entry("api", staged(&s.config_id(), "3s"))).await;
     let config_maps = s.config_maps();
-    wait_for(
-        &config_maps,
-        "api-production-canary",
-        "the canary on v1",
-        |c| content(c)["pool"] == 10,
-    )
-    .await;
-    let main = wait_for(&config_maps, "api-production", "v1", |c| {
-        content(c)["pool"] == 10
-    })
-    .await;
+    projected(&config_maps, "api-production-canary", |c| c["pool"] == 10).await;
+    projected(&config_maps, "api-production", |c| c["pool"] == 10).await;
+    let main = config_maps.get("api-production").await.expect("main");
 
     merge(&s.entries(), "api", json!({"spec": {"data": {"pool": 11}}})).await;
-    wait_for(
-        &config_maps,
-        "api-production-canary",
-        "the canary on v2",
-        |c| content(c)["pool"] == 11,
-    )
-    .await;
+    projected(&config_maps, "api-production-canary", |c| c["pool"] == 11).await;
     let changes: Api<ConfigChange> = s.api();
     let change = eventually("the change carrying the canary", WAIT, || async {
         let list = changes.list(&ListParams::default()).await.ok()?;
@@ -102,17 +85,21 @@ async fn a_spec_edit_bakes_on_the_canary_and_an_unready_one_is_rolled_back() {
         "{}",
         ready.message
     );
-    wait_for(
-        &config_maps,
-        "api-production-canary",
-        "the canary back on v1",
-        |c| content(c)["pool"] == 10,
-    )
-    .await;
+    projected(&config_maps, "api-production-canary", |c| c["pool"] == 10).await;
     let after = config_maps.get("api-production").await.expect("main");
     assert_eq!(
         after.metadata.resource_version,
         main.metadata.resource_version
+    );
+    // Each step is in the audit trail, against version 2; nothing applied it.
+    let steps: Vec<String> = column_of(
+        "SELECT (changes ->> 'event') || ' ' || version FROM config_audit WHERE config_id = $1 AND changes ->> 'event' IN ('canaryStarted', 'canaryRolledBack', 'applied') ORDER BY timestamp",
+        &s.config_id(),
+    )
+    .await;
+    assert_eq!(
+        steps,
+        ["applied 1", "canaryStarted 2", "canaryRolledBack 2"]
     );
 }
 
@@ -167,10 +154,7 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
     create(&deployments, &workload("api-canary")).await;
     create(&s.entries(), &entry("api", staged(&s.config_id(), "10m"))).await;
     let config_maps = s.config_maps();
-    wait_for(&config_maps, "api-production", "v1", |c| {
-        content(c)["pool"] == 10
-    })
-    .await;
+    projected(&config_maps, "api-production", |c| c["pool"] == 10).await;
     let changes: Api<ConfigChange> = s.api();
 
     merge(&s.entries(), "api", json!({"spec": {"data": {"pool": 11}}})).await;
@@ -208,13 +192,7 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
         .and_then(|s| s.rollout)
         .and_then(|r| r.message);
     assert_eq!(message.as_deref(), Some("aborted by bob: p99 up"));
-    wait_for(
-        &config_maps,
-        "api-production-canary",
-        "the canary back on v1",
-        |c| content(c)["pool"] == 10,
-    )
-    .await;
+    projected(&config_maps, "api-production-canary", |c| c["pool"] == 10).await;
     let (code, stderr) = summit_as(
         &s,
         "carol",
@@ -231,10 +209,7 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
         &["rollout", "promote", &change, "--reason", "clean"],
     );
     assert_eq!(code, 0, "{stderr}");
-    wait_for(&config_maps, "api-production", "v3 everywhere", |c| {
-        content(c)["pool"] == 12
-    })
-    .await;
+    projected(&config_maps, "api-production", |c| c["pool"] == 12).await;
     let applied = changes.get(&change).await.expect("the change");
     let rollout = applied.status.and_then(|s| s.rollout).expect("rollout");
     assert_eq!(rollout.step, RolloutStep::Promoted);
