@@ -10,9 +10,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ChangePhase, ConfigChange, RolloutStep};
+use support::change as change_named;
 use support::{
     WAIT, column_of, create, entry, eventually, merge, projected, refused, setup, try_create,
-    wait_for,
+    try_merge, wait_for,
 };
 
 fn workload(name: &str) -> Deployment {
@@ -176,6 +177,13 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
     assert!(stderr.contains("may not promote or abort"), "{stderr}");
     let unchanged = changes.get(&change).await.expect("the change");
     assert_eq!(unchanged.spec, before.spec);
+    // Nor may alice skip the canary by editing the rollout away, or shortening it.
+    let alice = s.entries_as("alice").await;
+    let away = json!({"spec": {"environments": [{"name": "production"}]}});
+    refused(
+        try_merge(&alice, "api", away).await,
+        "may not change or remove the staged rollout",
+    );
 
     let (code, stderr) = summit_as(
         &s,
@@ -200,6 +208,23 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
     );
     assert_eq!(code, 5, "{stderr}");
     assert!(stderr.contains("not on a canary"), "{stderr}");
+    // Around the CLI, the admission policy refuses a decision on a change that is not
+    // baking.
+    let nowhere = json!({"configEntry": "api", "environment": "staging", "data": {"pool": 1}});
+    create(
+        &s.changes_as("alice").await,
+        &change_named("nowhere", "alice", nowhere),
+    )
+    .await;
+    wait_for(&changes, "nowhere", "refused", |c| {
+        c.status.as_ref().and_then(|s| s.phase) == Some(ChangePhase::Failed)
+    })
+    .await;
+    let decision = json!({"spec": {"rolloutDecision": {"action": "Promote", "decidedBy": "carol", "reason": "x"}}});
+    refused(
+        try_merge(&s.changes_as("carol").await, "nowhere", decision).await,
+        "only a version baking on its canary",
+    );
 
     merge(&s.entries(), "api", json!({"spec": {"data": {"pool": 12}}})).await;
     let change = baking(&changes, 3).await;

@@ -72,7 +72,7 @@ pub struct Settings {
     pub ledger_namespace: Option<String>,
 
     /// Address of the Consul agent whose KV store receives every version, e.g.
-    /// `http://127.0.0.1:8500`. Needs --database-url.
+    /// `http://127.0.0.1:8500`. Needs a durable ledger: PostgreSQL, or the cluster ledger.
     #[arg(long, env = "CONSUL_HTTP_ADDR")]
     pub consul_addr: Option<String>,
 

@@ -52,7 +52,24 @@ impl Approved<'_> {
             Some(baking) => (baking.clone(), false),
             None => (started(version, bake), true),
         };
-        if let Some(decision) = &self.change.spec.rollout_decision {
+        if fresh && let Some(other) = self.other_baking(ctx) {
+            let message = format!(
+                "approved; waits for ConfigChange {other} to finish baking on the canary of {}",
+                self.environment.name
+            );
+            return Ok(Staged::Decided(Box::new(Decision {
+                requeue: Some(LOOK_EVERY),
+                ..Decision::waiting_approved("WaitingForCanary", message)
+            })));
+        }
+        // A decision counts only for a version already baking: never to skip a canary.
+        if let Some(decision) = self
+            .change
+            .spec
+            .rollout_decision
+            .as_ref()
+            .filter(|_| !fresh)
+        {
             return Ok(self.decided(decision, rollout, &baking, version, ctx));
         }
         if fresh {
@@ -93,6 +110,26 @@ impl Approved<'_> {
                 })
             }
             Verdict::RollBack(why) => self.rolled_back(rollout, baking, version, why, ctx),
+        })
+    }
+
+    /// Another change of the same environment baking on its canary now: one canary at
+    /// a time, the later one waits.
+    fn other_baking(&self, ctx: &Context) -> Option<String> {
+        let namespace = self.change.namespace();
+        let name = self.change.name_any();
+        ctx.caches.changes.state().iter().find_map(|other| {
+            let status = other.status.as_ref()?;
+            let baking = status.phase == Some(ChangePhase::Approved)
+                && status
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.step == RolloutStep::Canary);
+            let same = other.namespace() == namespace
+                && other.name_any() != name
+                && other.spec.config_entry == self.change.spec.config_entry
+                && other.spec.environment == self.change.spec.environment;
+            (baking && same).then(|| other.name_any())
         })
     }
 
@@ -303,7 +340,13 @@ pub(super) fn rollout_row(
     AuditRow {
         config_id: config_id.to_owned(),
         version: Some(rollout.version),
-        actor: "summit-config".into(),
+        // A person's promote or abort is theirs; the rest is the operator's.
+        actor: match (&spec.rollout_decision, rollout.step) {
+            (Some(decision), RolloutStep::Promoted | RolloutStep::RolledBack) => {
+                decision.decided_by.clone()
+            }
+            _ => "summit-config".into(),
+        },
         message: format!(
             "version {} {what} of {environment} (ConfigChange {change_id}){why}",
             rollout.version

@@ -89,7 +89,8 @@ pub async fn project_canary(
 /// from the change controller's cache.
 fn baking(ctx: &Context, entry: &ConfigEntry, environment: &str) -> Option<i64> {
     let (namespace, name) = (entry.namespace()?, entry.name_any());
-    ctx.caches.changes.state().iter().find_map(|change| {
+    let changes = ctx.caches.changes.state();
+    let baking = changes.iter().filter_map(|change| {
         let status = change.status.as_ref()?;
         let rollout = status.rollout.as_ref()?;
         let ours = change.namespace().as_deref() == Some(namespace.as_str())
@@ -98,7 +99,9 @@ fn baking(ctx: &Context, entry: &ConfigEntry, environment: &str) -> Option<i64> 
         let baking =
             status.phase == Some(ChangePhase::Approved) && rollout.step == RolloutStep::Canary;
         (ours && baking).then_some(rollout.version)
-    })
+    });
+    // One bakes at a time; should the cache briefly show two, the newest wins.
+    baking.max()
 }
 
 /// A recorded version's content for the environment, rendered: its version, checksum

@@ -52,6 +52,16 @@ impl Decision {
         }
     }
 
+    /// Approved, and waiting for something other than approvals.
+    pub fn waiting_approved(reason: &'static str, message: String) -> Self {
+        Self {
+            phase: Some(ChangePhase::Approved),
+            reason,
+            message,
+            ..Self::default()
+        }
+    }
+
     pub fn end(phase: ChangePhase, reason: &'static str, message: String) -> Self {
         Self {
             phase: Some(phase),

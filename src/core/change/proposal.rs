@@ -197,8 +197,13 @@ pub fn check_content(
         }
     }
     render(content, format).map_err(|error| {
+        let flags = matches!(error, crate::core::render::RenderError::Flags(_));
         Box::new(Decision::failed(Invalid {
-            reason: "RenderFailed",
+            reason: if flags {
+                "InvalidFlags"
+            } else {
+                "RenderFailed"
+            },
             message: format!("the proposed content of {environment} cannot be projected: {error}"),
         }))
     })?;

@@ -2,7 +2,8 @@
 
 use super::{Decision, is_final};
 use crate::api::v1alpha1::{
-    CONDITION_READY, CONDITION_VALIDATED, ChangePhase, Conditions, ConfigChangeStatus, Time,
+    CONDITION_READY, CONDITION_VALIDATED, ChangePhase, Conditions, ConfigChangeStatus,
+    RolloutStatus, RolloutStep, Time,
 };
 
 /// The most validation errors a change's status lists; the last says how many more.
@@ -22,8 +23,22 @@ pub fn status(
     next.base_version = decision.base_version.or(current.base_version);
     next.resulting_version = decision.resulting_version.or(current.resulting_version);
     next.validation_errors = bounded_list(&decision.validation_errors);
-    if let Some(rollout) = &decision.rollout {
-        next.rollout = Some(rollout.clone());
+    match (&decision.rollout, &current.rollout) {
+        (Some(rollout), _) => next.rollout = Some(rollout.clone()),
+        // Ended while baking, any other way (rejected, superseded, failed): the canary
+        // returns to what is live.
+        (None, Some(baking))
+            if baking.step == RolloutStep::Canary
+                && is_final(phase)
+                && phase != ChangePhase::Applied =>
+        {
+            next.rollout = Some(RolloutStatus {
+                step: RolloutStep::RolledBack,
+                message: Some(decision.message.clone()),
+                ..baking.clone()
+            });
+        }
+        _ => {}
     }
     if let Some(approvals) = &decision.approvals {
         let counted = i32::try_from(approvals.counted_toward_required()).unwrap_or(i32::MAX);

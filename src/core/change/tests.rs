@@ -354,3 +354,43 @@ fn status_records_when_a_change_applied_or_ended_and_lists_a_bounded_few_errors(
     assert_eq!(failed_status.validation_errors.len(), STATUS_LIST_LIMIT);
     assert_eq!(failed_status.validation_errors[19], "... and 11 more");
 }
+
+#[test]
+fn a_change_ending_while_it_bakes_leaves_its_canary_rolled_back() {
+    use crate::api::v1alpha1::{ConfigChangeStatus, RolloutStatus, RolloutStep};
+    let baking = RolloutStatus {
+        step: RolloutStep::Canary,
+        version: 4,
+        started_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        bake_until: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        message: None,
+    };
+    let current = ConfigChangeStatus {
+        rollout: Some(baking),
+        phase: Some(ChangePhase::Approved),
+        ..ConfigChangeStatus::default()
+    };
+    let rejected = Decision::end(
+        ChangePhase::Rejected,
+        "Rejected",
+        "rejected by bob: no".into(),
+    );
+    let next = status(
+        &current,
+        &rejected,
+        Some(1),
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
+    let rollout = next.rollout.expect("rollout");
+    assert_eq!(rollout.step, RolloutStep::RolledBack);
+    assert_eq!(rollout.message.as_deref(), Some("rejected by bob: no"));
+    // Still waiting: the canary bakes on.
+    let waiting = Decision::waiting_approved("WaitingForCanary", "later".into());
+    let next = status(
+        &current,
+        &waiting,
+        Some(1),
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
+    assert_eq!(next.rollout.expect("rollout").step, RolloutStep::Canary);
+}

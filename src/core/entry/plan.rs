@@ -55,6 +55,8 @@ pub fn plan<'e>(
         let rendered = if target_namespace != namespace && !allowed.contains(&target_namespace) {
             not_allowed = true;
             Err(not_allowed_message(&target_namespace))
+        } else if let Some(problem) = badly_named(entry, environment, &name) {
+            Err(problem)
         } else {
             render(&content, format).map_err(|error| {
                 bad_flags |= matches!(error, RenderError::Flags(_));
@@ -88,6 +90,25 @@ pub fn plan<'e>(
         (false, false) => "RenderFailed",
     };
     Err(Refusal::of(reason, failures.join("; "), at_fault))
+}
+
+/// Why an environment's ConfigMap names cannot be used: the names the cluster ledger
+/// keeps for itself, or a canary ConfigMap that is the environment's own.
+fn badly_named(entry: &ConfigEntry, environment: &EnvironmentSpec, name: &str) -> Option<String> {
+    let canary = crate::core::rollout::canary_config_map(entry, environment);
+    let reserved = |n: &str| n.starts_with("summit-ledger-") || n.starts_with("summit-binding-");
+    if let Some(taken) = [Some(name), canary.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|n| reserved(n))
+    {
+        return Some(format!(
+            "ConfigMap name {taken:?} is reserved for the operator's ledger (summit-ledger-*, summit-binding-*); choose another"
+        ));
+    }
+    (canary.as_deref() == Some(name)).then(|| {
+        format!("rollout.canaryConfigMap {name:?} is the environment's own ConfigMap; the canary needs one of its own")
+    })
 }
 
 /// Why a projection may not go into `namespace`.

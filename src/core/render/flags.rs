@@ -361,9 +361,11 @@ impl Check {
                 rule => self.rule(rule, &format!("{bucket_at}[0]"), variants),
             }
             match parts.get(1) {
-                None => total += 1,
-                Some(Value::Number(n)) if n.as_u64().is_some() => total += n.as_u64().unwrap_or(0),
-                Some(Value::Object(_)) => total += 1,
+                None => total = total.saturating_add(1),
+                Some(Value::Number(n)) if n.as_u64().is_some() => {
+                    total = total.saturating_add(n.as_u64().unwrap_or(0));
+                }
+                Some(Value::Object(_)) => total = total.saturating_add(1),
                 Some(other) => {
                     let message = format!("a weight is a whole number of at least 0, not {other}");
                     self.problem(&format!("{bucket_at}[1]"), message);

@@ -24,7 +24,7 @@ pub use objects::LABEL_LEDGER;
 
 /// How often a write reads again after another write came first, before it gives up
 /// (with a conflict: the reconcile retries).
-const ATTEMPTS: usize = 8;
+const ATTEMPTS: usize = 16;
 
 /// A binding as its object keeps it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -230,6 +230,17 @@ impl Objects {
     }
 
     fn failed(&self, action: &str, place: &Place, source: kube::Error) -> Error {
+        if let kube::Error::Api(status) = &source
+            && matches!(status.code, 413 | 422)
+        {
+            return Error::LedgerObject {
+                object: format!("{}/{}", self.namespace, place.name),
+                reason: format!(
+                    "the apiserver refused to {action} it ({}): a config id's record outgrew what one object holds; use PostgreSQL for this much history",
+                    status.message
+                ),
+            };
+        }
         Error::Cluster {
             action: format!("{action} ledger object {}/{}", self.namespace, place.name),
             source,
