@@ -167,6 +167,7 @@ pub struct ConfigChangeSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutDecision {
+    /// `Promote` (every consumer gets the version now) or `Abort` (the canary rolls back).
     pub action: RolloutAction,
     /// The deciding user; the admission policy requires it to be the user adding it.
     #[schemars(length(min = 1, max = 253))]
