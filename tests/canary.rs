@@ -3,6 +3,9 @@
 //! rolled back by itself within the bake time: the main ConfigMap never changes, the
 //! change ends `Failed` with the reason, and the main consumer keeps running the old
 //! version untouched. A healthy one is promoted, and the main consumer rolls once.
+//! A flag split steps 10 → 50 → 100 percent while its consumer stays ready, each step
+//! evaluated by the official flagd provider; one that makes its consumer unready is
+//! put back by itself.
 //! Needs the node (`hack/e2e.sh`): run with `--features e2e`.
 
 mod support;
@@ -13,7 +16,9 @@ use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
 use kube::Api;
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ChangePhase, ConfigChange, ConfigEntry, RolloutStep};
-use support::{WAIT, change, create, entry, env, eventually, install::*, projected, wait_for};
+use support::{
+    WAIT, change, change_in, create, entry, env, eventually, install::*, projected, wait_for,
+};
 
 const NAMESPACE: &str = "canary";
 /// The bake time: short enough for a test, long enough for a pod to start.
@@ -70,6 +75,130 @@ fn proposal(name: &str, data: Value) -> ConfigChange {
     let spec = json!({"configEntry": "shop", "environment": "production", "data": data,
                       "message": name});
     change(name, "admin", spec)
+}
+
+/// A Deployment whose pods are ready only while the flags they mount give no share of
+/// targeting keys to the `broken` variant.
+fn flag_consumer(name: &str, config_map: &str) -> Deployment {
+    let mut deployment = serde_json::to_value(consumer(name, config_map)).expect("JSON");
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]["command"] =
+        json!([
+            "sh",
+            "-c",
+            "test -f /config/flags.json && ! grep -q '\"broken\",' /config/flags.json"
+        ]);
+    serde_json::from_value(deployment).expect("a Deployment")
+}
+
+/// The flags projected in `checkout-production` once `check` holds.
+async fn flags_where(
+    config_maps: &Api<ConfigMap>,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> String {
+    let config_map = wait_for(config_maps, "checkout-production", what, |c| {
+        let text = c.data.as_ref().and_then(|d| d.get("flags.json"));
+        let flags: Option<Value> = text.and_then(|t| serde_json::from_str(t).ok());
+        flags.is_some_and(|f| check(&f))
+    })
+    .await;
+    config_map.data.expect("data")["flags.json"].clone()
+}
+
+/// How many of 10,000 targeting keys get `new-checkout`'s `on` variant.
+fn on_for(flags_json: &str) -> usize {
+    let counts = support::flagd::evaluated(flags_json, "new-checkout", 10_000);
+    counts.get("on").copied().unwrap_or(0)
+}
+
+/// A split of `new-checkout` toward `variant`, by the cluster admin.
+fn split(name: &str, variant: &str, steps: &[i32]) -> ConfigChange {
+    let spec = json!({"configEntry": "checkout", "environment": "production", "message": name,
+                      "split": {"flag": "new-checkout", "variant": variant, "steps": steps}});
+    change(name, "admin", spec)
+}
+
+#[tokio::test]
+async fn a_flag_split_steps_up_while_healthy_and_one_that_hurts_is_put_back() {
+    const SPLIT: &str = "split";
+    let installed = Installed::install().await;
+    let admin = env().admin().await;
+    create_once(&["namespace", SPLIT]);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), SPLIT);
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), SPLIT);
+    let changes: Api<ConfigChange> = Api::namespaced(admin.clone(), SPLIT);
+    create(
+        &deployments,
+        &flag_consumer("checkout-web", "checkout-production-canary"),
+    )
+    .await;
+    let flags = json!({"flags": {"new-checkout": {
+        "state": "ENABLED",
+        "variants": {"on": true, "off": false, "broken": true},
+        "defaultVariant": "off",
+    }}});
+    let spec = json!({
+        "configId": format!("{SPLIT}/checkout"),
+        "data": flags,
+        "environments": [{
+            "name": "production",
+            "configMap": {"format": "Flagd"},
+            "rollout": {
+                "canaryTargets": [{"kind": "Deployment", "name": "checkout-web"}],
+                "bakeTime": "10s",
+            },
+        }],
+    });
+    let entries: Api<ConfigEntry> = Api::namespaced(admin.clone(), SPLIT);
+    create(&entries, &entry("checkout", spec)).await;
+    flags_where(&config_maps, "version 1", |_| true).await;
+    settled(&deployments, "checkout-web").await;
+
+    // 10 → 50 → 100 while the consumer stays ready; each step evaluated as flagd would.
+    create(&changes, &split("roll-out", "on", &[10, 50, 100])).await;
+    let share = |f: &Value, share: i64| {
+        f["flags"]["new-checkout"]["targeting"]["fractional"][0][1] == share
+    };
+    let ten = on_for(&flags_where(&config_maps, "10%", |f| share(f, 10)).await);
+    assert!((800..=1200).contains(&ten), "{ten} of 10,000 on at 10%");
+    let half = on_for(&flags_where(&config_maps, "50%", |f| share(f, 50)).await);
+    assert!((4600..=5400).contains(&half), "{half} of 10,000 on at 50%");
+    let applied = change_in(&changes, "roll-out", ChangePhase::Applied).await;
+    let rollout = applied.status.and_then(|s| s.rollout).expect("a rollout");
+    assert_eq!(
+        (rollout.step, rollout.share),
+        (RolloutStep::Promoted, Some(100))
+    );
+    let all = on_for(&flags_where(&config_maps, "100%", |f| share(f, 100)).await);
+    assert_eq!(all, 10_000);
+    let steps: Vec<String> = support::column_of(
+        "SELECT changes ->> 'share' FROM config_audit WHERE config_id = $1
+         AND changes ->> 'event' = 'splitStep' ORDER BY timestamp",
+        &format!("{SPLIT}/checkout"),
+    )
+    .await;
+    assert_eq!(steps, ["10", "50", "100"], "one audit row per step");
+
+    // A variant that makes the consumer unready: put back within its first bake.
+    create(&changes, &split("try-broken", "broken", &[10, 100])).await;
+    let failed = change_in(&changes, "try-broken", ChangePhase::Failed).await;
+    let status = failed.status.expect("status");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.reason, "SplitRolledBack");
+    assert!(
+        ready.message.contains("checkout-web is not ready"),
+        "{}",
+        ready.message
+    );
+    let back = flags_where(&config_maps, "the flag put back", |f| share(f, 100)).await;
+    assert!(!back.contains("broken\","), "{back}");
+    assert_eq!(on_for(&back), 10_000);
+    settled(&deployments, "checkout-web").await;
+    installed.uninstall();
 }
 
 #[tokio::test]

@@ -11,9 +11,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ChangePhase, ConfigEntry};
-use support::{
-    change, change_in, create, entry, env, merge, setup_with, validation_refused, wait_for,
-};
+use support::{change, change_in, create, entry, merge, setup_with, validation_refused, wait_for};
 
 const FLAG: &str = "new-checkout";
 
@@ -32,22 +30,12 @@ fn flags(on: u64) -> Value {
     })
 }
 
-/// How many of 10,000 targeting keys the official provider puts on each variant of
+/// How many of 10,000 targeting keys the official provider puts on `on` and `off` of
 /// the flags projected now.
 fn evaluated(flags_json: &str) -> (usize, usize) {
-    let dir = tempfile::tempdir().expect("a folder");
-    let file = dir.path().join("flags.json");
-    std::fs::write(&file, flags_json).expect("write flags.json");
-    let output = Command::new(format!("{}/flagd-eval", env().var("SUMMIT_TOOLS_BIN")))
-        .arg(&file)
-        .args([FLAG, "10000"])
-        .output()
-        .expect("run flagd-eval");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let counts: Value = serde_json::from_slice(&output.stdout).expect("counts");
-    let count = |variant: &str| counts[variant].as_u64().unwrap_or(0) as usize;
-    assert_eq!(count("on") + count("off"), 10_000, "{counts}");
+    let counts = support::flagd::evaluated(flags_json, FLAG, 10_000);
+    let count = |variant: &str| counts.get(variant).copied().unwrap_or(0);
+    assert_eq!(count("on") + count("off"), 10_000, "{counts:?}");
     (count("on"), count("off"))
 }
 
@@ -171,4 +159,102 @@ fn schema_validate_refuses_bad_flags_offline_with_their_path() {
             ),
         "{stderr}"
     );
+}
+
+/// `new-checkout` off for everyone, with a `broken` variant nobody should get.
+fn all_off() -> Value {
+    json!({"flags": {FLAG: {
+        "state": "ENABLED",
+        "variants": {"on": true, "off": false, "broken": true},
+        "defaultVariant": "off",
+    }}})
+}
+
+/// A split of `new-checkout` toward `variant` in production, by alice.
+fn split(name: &str, variant: &str, steps: &[i32]) -> summit_config::api::v1alpha1::ConfigChange {
+    let spec = json!({"configEntry": "checkout-flags", "environment": "production",
+                      "message": format!("{variant} for {steps:?}"),
+                      "split": {"flag": FLAG, "variant": variant, "steps": steps}});
+    change(name, "alice", spec)
+}
+
+#[tokio::test]
+async fn a_split_whose_step_fails_its_bake_puts_the_flag_back_and_bad_splits_are_refused() {
+    let (s, _operator) = setup_with("split", &[("alice", "summit-config-admin")], &[]).await;
+    // The canary consumer that judges each step does not exist here: the first step
+    // goes live, bakes, and fails at the end of its bake.
+    let spec = json!({
+        "configId": s.config_id(),
+        "data": all_off(),
+        "environments": [{"name": "production", "configMap": {"format": "Flagd"},
+            "rollout": {"canaryTargets": [{"kind": "Deployment", "name": "checkout-api"}],
+                        "bakeTime": "8s"}}],
+    });
+    create(&s.entries_as("alice").await, &entry("checkout-flags", spec)).await;
+    let changes = s.changes_as("alice").await;
+    let live = |c: &k8s_openapi::api::core::v1::ConfigMap| -> Option<Value> {
+        serde_json::from_str(c.data.as_ref()?.get("flags.json")?).ok()
+    };
+    wait_for(&s.config_maps(), "checkout-flags-production", "v1", |c| {
+        live(c).is_some()
+    })
+    .await;
+
+    create(&changes, &split("on-for-some", "on", &[10, 50])).await;
+    let (on, off) = evaluated(&projected_split(&s, 10).await);
+    assert!((800..=1200).contains(&on), "{on} on, {off} off");
+    let failed = change_in(&s.changes(), "on-for-some", ChangePhase::Failed).await;
+    let status = failed.status.expect("status");
+    let rollout = status.rollout.expect("rollout");
+    assert_eq!(
+        rollout.step,
+        summit_config::api::v1alpha1::RolloutStep::RolledBack
+    );
+    assert_eq!(rollout.share, Some(10));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.reason, "SplitRolledBack");
+    assert!(
+        ready.message.contains("rolled back at 10% in production")
+            && ready.message.contains("checkout-api does not exist"),
+        "{}",
+        ready.message
+    );
+    // The flag is back as it was: no targeting, off for everyone; never at 50%.
+    let restored = wait_for(
+        &s.config_maps(),
+        "checkout-flags-production",
+        "restored",
+        |c| live(c).is_some_and(|f| f["flags"][FLAG].get("targeting").is_none()),
+    )
+    .await;
+    let flags_json = restored.data.expect("data")["flags.json"].clone();
+    let counts = support::flagd::evaluated(&flags_json, FLAG, 1000);
+    assert_eq!(counts.get("off"), Some(&1000), "{counts:?}");
+    let events: Vec<String> = support::column_of(
+        "SELECT changes ->> 'event' FROM config_audit WHERE config_id = $1
+         AND changes ->> 'event' LIKE 'split%' ORDER BY timestamp",
+        &s.config_id(),
+    )
+    .await;
+    assert_eq!(events, ["splitStep", "splitRolledBack"]);
+
+    // What cannot be split is refused, naming the field; nothing is recorded for it.
+    let versions = support::count_rows("config_versions", &s.config_id()).await;
+    create(&changes, &split("to-maybe", "maybe", &[10])).await;
+    let refused = change_in(&s.changes(), "to-maybe", ChangePhase::Failed).await;
+    let message = format!("{:?}", refused.status);
+    assert!(
+        message.contains(r#"spec.split.variant: flag \"new-checkout\" has no variant \"maybe\""#),
+        "{message}"
+    );
+    assert_eq!(
+        support::count_rows("config_versions", &s.config_id()).await,
+        versions
+    );
+    let downward = support::try_create(&changes, &split("downward", "on", &[50, 10])).await;
+    support::refused(downward, "steps must rise strictly");
 }

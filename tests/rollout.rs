@@ -207,7 +207,10 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
         &["rollout", "promote", &change, "--reason", "x"],
     );
     assert_eq!(code, 5, "{stderr}");
-    assert!(stderr.contains("not on a canary"), "{stderr}");
+    assert!(
+        stderr.contains("neither on a canary nor splitting"),
+        "{stderr}"
+    );
     // Around the CLI, the admission policy refuses a decision on a change that is not
     // baking.
     let nowhere = json!({"configEntry": "api", "environment": "staging", "data": {"pool": 1}});

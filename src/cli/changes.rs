@@ -21,7 +21,7 @@ use crate::api::v1alpha1::{ANNOTATION_CHECK, ANNOTATION_ROTATE};
 use crate::{
     api::v1alpha1::{
         Approval, ChangePhase, ConfigChange, ConfigChangeSpec, ConfigEntry, DriftCheck,
-        DriftCheckStatus, Rejection, SecretRotationPolicy, Time,
+        DriftCheckStatus, Rejection, SecretRotationPolicy, SplitSpec, Time,
     },
     core::resolve,
 };
@@ -32,6 +32,7 @@ pub enum Proposal {
     Data(PathBuf),
     Patch(PathBuf),
     RollbackTo(i64),
+    Split(SplitSpec),
 }
 
 /// A proposal for one environment of an entry.
@@ -119,11 +120,13 @@ fn change_of(
     proposal: Proposal,
     user: &str,
 ) -> Result<ConfigChange, Error> {
-    let (data, patch, rollback_to) = match proposal {
-        Proposal::Data(path) => (Some(object(read_document(&path)?, &path)?), None, None),
-        Proposal::Patch(path) => (None, Some(object(read_document(&path)?, &path)?), None),
-        Proposal::RollbackTo(version) => (None, None, Some(version)),
-    };
+    let (mut data, mut patch, mut rollback_to, mut split) = (None, None, None, None);
+    match proposal {
+        Proposal::Data(path) => data = Some(object(read_document(&path)?, &path)?),
+        Proposal::Patch(path) => patch = Some(object(read_document(&path)?, &path)?),
+        Proposal::RollbackTo(version) => rollback_to = Some(version),
+        Proposal::Split(spec) => split = Some(spec),
+    }
     // What the proposer saw live: a data change made against it is superseded, not
     // silently applied over, if the environment moves on first.
     let base_version = entry
@@ -151,6 +154,7 @@ fn change_of(
             patch,
             rollback_to,
             version: None,
+            split,
             base_version,
             message: propose.message.clone(),
             requested_by: user.to_owned(),

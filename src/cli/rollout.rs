@@ -1,5 +1,6 @@
-//! `rollout promote` and `rollout abort`: a person's decision on a version while it
-//! bakes on its environment's canary, signed as the caller (the admission policy
+//! `rollout split`, which proposes a percentage rollout of a flag; `rollout promote`
+//! and `rollout abort`: a person's decision on a version while it bakes on its
+//! environment's canary or splits a flag, signed as the caller (the admission policy
 //! requires what approving requires).
 
 use clap::Subcommand;
@@ -8,12 +9,32 @@ use kube::api::{Api, PostParams};
 use super::changes::whoami;
 use super::client::{Error, Target, connect, request};
 use crate::api::v1alpha1::{
-    ChangePhase, ConfigChange, RolloutAction, RolloutDecision, RolloutStep,
+    ChangePhase, ConfigChange, RolloutAction, RolloutDecision, RolloutStep, SplitSpec,
 };
 
 /// The rollout commands.
 #[derive(Subcommand, Debug)]
 pub enum RolloutCommand {
+    /// Propose moving a flag's variant to a growing share of targeting keys, one step
+    /// at a time, each baked under the environment's rollout rules.
+    #[command(
+        after_help = "Example:\n  summit-config rollout split checkout-flags --env production --flag new-checkout --variant on --steps 10,50,100 -m \"new checkout for everyone\""
+    )]
+    Split {
+        #[command(flatten)]
+        change: super::changes::Propose,
+        /// The flag's key.
+        #[arg(long)]
+        flag: String,
+        /// The variant that gains the share (not the flag's default variant).
+        #[arg(long)]
+        variant: String,
+        /// The variant's share at each step, in percent, strictly rising.
+        #[arg(long, value_delimiter = ',', required = true)]
+        steps: Vec<i32>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Give the version baking on the canary to every consumer now, without waiting out
     /// the bake. Needs what approving needs.
     #[command(
@@ -47,6 +68,26 @@ pub enum RolloutCommand {
 /// Runs a rollout command.
 pub async fn run(command: RolloutCommand) -> Result<(), Error> {
     let (action, change, reason, target) = match command {
+        RolloutCommand::Split {
+            change,
+            flag,
+            variant,
+            steps,
+            target,
+        } => {
+            if !steps.is_sorted_by(|a, b| a < b) || steps.iter().any(|s| !(1..=100).contains(s)) {
+                return Err(Error::Invalid(format!(
+                    "--steps {steps:?}: each step is a percentage from 1 to 100, strictly rising (e.g. 10,50,100)"
+                )));
+            }
+            let split = SplitSpec {
+                flag,
+                variant,
+                steps,
+            };
+            let proposal = super::changes::Proposal::Split(split);
+            return super::changes::propose(&target, &change, proposal).await;
+        }
         RolloutCommand::Promote {
             change,
             reason,
@@ -86,12 +127,12 @@ pub async fn decide(
             s.phase == Some(ChangePhase::Approved)
                 && s.rollout
                     .as_ref()
-                    .is_some_and(|r| r.step == RolloutStep::Canary)
+                    .is_some_and(|r| matches!(r.step, RolloutStep::Canary | RolloutStep::Split))
         });
         if !baking {
             let phase = status.and_then(|s| s.phase).unwrap_or(ChangePhase::Pending);
             return Err(Error::Invalid(format!(
-                "ConfigChange {name} is {phase:?} and not on a canary; only a version baking on its canary can be promoted or aborted"
+                "ConfigChange {name} is {phase:?} and neither on a canary nor splitting a flag; only a version baking on its canary, or a split, can be promoted or aborted"
             )));
         }
         if let Some(decided) = &change.spec.rollout_decision {

@@ -16,6 +16,7 @@
 
 pub mod attack;
 pub mod backends;
+pub mod flagd;
 pub mod in_process;
 pub mod install;
 pub mod objects;

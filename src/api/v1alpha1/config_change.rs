@@ -13,7 +13,8 @@ use super::free_form;
 /// A proposal to move one environment of a ConfigEntry to new content: full new base
 /// `data`, a JSON merge `patch` on the current version, `rollbackTo` an old version, or
 /// a recorded `version` of the entry's spec (what a spec edit in an environment that
-/// needs approval proposes).
+/// needs approval proposes), or a `split` that moves a feature flag's variant to a
+/// growing share of targeting keys, step by step.
 /// It goes `Pending → Approved → Applied`, or ends `Rejected`, `Failed`, `Superseded`
 /// or `Expired`. The proposal cannot be edited after creation; approvals can only be
 /// added.
@@ -54,7 +55,7 @@ use super::free_form;
     printcolumn(
         name = "Rollout",
         type_ = "string",
-        description = "Where a staged rollout stands: Canary, Promoted, RolledBack",
+        description = "Where a staged rollout stands: Canary, Split, Promoted, RolledBack",
         json_path = ".status.rollout.step"
     ),
     printcolumn(name = "Requester", type_ = "string", json_path = ".spec.requestedBy"),
@@ -71,11 +72,11 @@ use super::free_form;
     )
 )]
 #[x_kube(
-    validation = Rule::new("[has(self.data), has(self.patch), has(self.rollbackTo), has(self.version)].filter(x, x).size() == 1")
-        .message("set exactly one of data, patch, rollbackTo and version"),
+    validation = Rule::new("[has(self.data), has(self.patch), has(self.rollbackTo), has(self.version), has(self.split)].filter(x, x).size() == 1")
+        .message("set exactly one of data, patch, rollbackTo, version and split"),
     validation = Rule::new(
-        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo) && has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version) && has(self.baseVersion) == has(oldSelf.baseVersion) && has(self.approvalPolicy) == has(oldSelf.approvalPolicy) && (!has(self.approvalPolicy) || self.approvalPolicy == oldSelf.approvalPolicy)"
-    ).message("the proposal (data, patch, rollbackTo, version, approvalPolicy) is immutable: create a new ConfigChange instead"),
+        "has(self.data) == has(oldSelf.data) && has(self.patch) == has(oldSelf.patch) && has(self.rollbackTo) == has(oldSelf.rollbackTo) && (!has(self.rollbackTo) || self.rollbackTo == oldSelf.rollbackTo) && has(self.version) == has(oldSelf.version) && (!has(self.version) || self.version == oldSelf.version) && has(self.split) == has(oldSelf.split) && (!has(self.split) || self.split == oldSelf.split) && has(self.baseVersion) == has(oldSelf.baseVersion) && has(self.approvalPolicy) == has(oldSelf.approvalPolicy) && (!has(self.approvalPolicy) || self.approvalPolicy == oldSelf.approvalPolicy)"
+    ).message("the proposal (data, patch, rollbackTo, version, split, approvalPolicy) is immutable: create a new ConfigChange instead"),
     validation = Rule::new("!has(oldSelf.approvals) || has(self.approvals)")
         .message("approvals cannot be removed"),
     validation = Rule::new("!has(oldSelf.rejection) || has(self.rejection)")
@@ -116,6 +117,11 @@ pub struct ConfigChangeSpec {
     /// is. `Superseded` once the spec records a newer version.
     #[schemars(range(min = 1))]
     pub version: Option<i64>,
+
+    /// Move a feature flag's variant to a growing share of targeting keys, one step at a
+    /// time, with the environment's rollout bake time and failure rules between steps.
+    /// Needs a `Flagd` environment that declares a `rollout`.
+    pub split: Option<SplitSpec>,
 
     /// The approval policy the environment keeps once this change applies: its
     /// approval floor, which a ConfigEntry's spec cannot lower by itself. The operator
@@ -160,6 +166,29 @@ pub struct ConfigChangeSpec {
     /// promote it now, or abort (roll it back). Needs what approving needs; final.
     #[x_kube(validation = Rule::new("self == oldSelf").message("a recorded rollout decision cannot be changed"))]
     pub rollout_decision: Option<RolloutDecision>,
+}
+
+/// A percentage rollout of one flag: each step records a version whose flag serves
+/// `variant` to `steps[i]` percent of targeting keys (a flagd `fractional` split against
+/// the flag's default variant), bakes, and moves on; a step that fails puts the flag
+/// back as it was before the split.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitSpec {
+    /// The flag's key in the entry's flag definitions.
+    #[schemars(length(min = 1, max = 253))]
+    pub flag: String,
+    /// The variant that gains the share; not the flag's default variant.
+    #[schemars(length(min = 1, max = 253))]
+    pub variant: String,
+    /// The variant's share at each step, in percent, strictly rising: `[10, 50, 100]`
+    /// rolls it out, `[50]` holds an A/B test at half.
+    #[schemars(length(min = 1, max = 10))]
+    #[x_kube(
+        validation = Rule::new("self.all(p, p >= 1 && p <= 100)").message("every step is a percentage from 1 to 100"),
+        validation = Rule::new("self.isSorted() && self.all(p, self.filter(q, q == p).size() == 1)").message("steps must rise strictly, e.g. [10, 50, 100]")
+    )]
+    pub steps: Vec<i32>,
 }
 
 /// Promote or abort a version on the canary, by hand.
@@ -296,17 +325,21 @@ pub struct ConfigChangeStatus {
     pub rollout: Option<RolloutStatus>,
 }
 
-/// A change's version on the way through its environment's canary.
+/// A change's version on the way through its environment's canary, or the step a
+/// split has reached.
 #[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     pub step: RolloutStep,
-    /// The version on the canary.
+    /// The version on the canary, or live at this step of a split.
     pub version: i64,
-    /// When the canary consumers were given it.
+    /// For a split: the share, in percent, of targeting keys the variant serves now.
+    pub share: Option<i32>,
+    /// When the canary consumers (or, for a split, every consumer) were given it.
     pub started_at: Time,
-    /// When it goes to every consumer if the canary stays healthy.
+    /// When it moves on (promoted, or the split's next step) if the consumers stay
+    /// healthy.
     pub bake_until: Time,
     /// Why it moved on, or what it waits for.
     pub message: Option<String>,
@@ -317,9 +350,13 @@ pub struct RolloutStatus {
 pub enum RolloutStep {
     /// Only the canary consumers have the version; the rest keep what is live.
     Canary,
-    /// The canary stayed healthy through the bake time: every consumer has it.
+    /// A split's variant serves `share` percent of targeting keys, and bakes there.
+    Split,
+    /// The canary stayed healthy through the bake time: every consumer has it (for a
+    /// split: its last step baked).
     Promoted,
-    /// The canary failed: it returned to what is live, and nothing else changed.
+    /// The canary failed: it returned to what is live, and nothing else changed (for a
+    /// split: the flag is back as it was before the split).
     RolledBack,
 }
 

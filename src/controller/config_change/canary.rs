@@ -76,27 +76,22 @@ impl Approved<'_> {
             return Ok(self.baking(baking, LOOK_EVERY));
         }
         let baking = &baking;
-        let baked = now().0.as_second() - baking.started_at.0.as_second();
-        let baked = std::time::Duration::from_secs(u64::try_from(baked).unwrap_or(0));
+        let clock = clock(baking);
         let consumers = match self.consumers(rollout, checksum, ctx).await {
             Ok(consumers) => consumers,
             // Health that cannot be read by the end of the bake is not health.
-            Err(error) if baked >= bake => {
+            Err(error) if clock.now >= clock.until => {
                 let why = format!("the canary consumers cannot be read: {error}");
                 return Ok(self.rolled_back(rollout, baking, version, why, ctx));
             }
             Err(error) => return Err(error),
         };
-        Ok(match rollout::judge(rollout, bake, baked, &consumers) {
-            Verdict::Wait(after) => {
-                // The canary's consumers have not been given the version yet: its entry
-                // projects it (it may not have seen this change's status when asked).
-                if consumers.iter().any(|c| !c.given) {
-                    let namespace = self.entry.namespace().unwrap_or_default();
-                    ctx.reconcile_entry(&namespace, &self.entry.name_any());
-                }
-                self.baking(baking.clone(), after)
+        Ok(match rollout::judge(rollout, bake, clock, &consumers) {
+            Verdict::Hold { until } => {
+                self.nudge(ctx);
+                self.baking(held(baking, until), LOOK_EVERY)
             }
+            Verdict::Wait(after) => self.baking(baking.clone(), after),
             Verdict::Promote => {
                 let result = ResultLabels { result: "promoted" };
                 ctx.metrics.rollouts.get_or_create(&result).inc();
@@ -113,9 +108,16 @@ impl Approved<'_> {
         })
     }
 
-    /// Another change of the same environment baking on its canary now: one canary at
-    /// a time, the later one waits.
-    fn other_baking(&self, ctx: &Context) -> Option<String> {
+    /// The canary's consumers have not been given the version yet: its entry projects
+    /// it (it may not have seen this change's status when asked).
+    pub(super) fn nudge(&self, ctx: &Context) {
+        let namespace = self.entry.namespace().unwrap_or_default();
+        ctx.reconcile_entry(&namespace, &self.entry.name_any());
+    }
+
+    /// Another change of the same environment baking on its canary or splitting a flag
+    /// now: one rollout at a time, the later one waits.
+    pub(super) fn other_baking(&self, ctx: &Context) -> Option<String> {
         let namespace = self.change.namespace();
         let name = self.change.name_any();
         ctx.caches.changes.state().iter().find_map(|other| {
@@ -124,7 +126,7 @@ impl Approved<'_> {
                 && status
                     .rollout
                     .as_ref()
-                    .is_some_and(|r| r.step == RolloutStep::Canary);
+                    .is_some_and(|r| matches!(r.step, RolloutStep::Canary | RolloutStep::Split));
             let same = other.namespace() == namespace
                 && other.name_any() != name
                 && other.spec.config_entry == self.change.spec.config_entry
@@ -210,7 +212,7 @@ impl Approved<'_> {
     }
 
     /// How each canary consumer stands on the version whose content has `checksum`.
-    async fn consumers(
+    pub(super) async fn consumers(
         &self,
         rollout: &RolloutSpec,
         checksum: &str,
@@ -246,14 +248,33 @@ impl Approved<'_> {
     }
 }
 
+/// Where the bake of `baking` stands now.
+pub(super) fn clock(baking: &RolloutStatus) -> rollout::Clock {
+    rollout::Clock {
+        started: baking.started_at.0.as_second(),
+        until: baking.bake_until.0.as_second(),
+        now: now().0.as_second(),
+    }
+}
+
+/// `baking`, with its bake ending at `until` (seconds since the epoch).
+pub(super) fn held(baking: &RolloutStatus, until: i64) -> RolloutStatus {
+    let until = Timestamp::from_second(until).unwrap_or(Timestamp::MAX);
+    RolloutStatus {
+        bake_until: Time(until),
+        ..baking.clone()
+    }
+}
+
 /// A canary given `version` now, baking for `bake`.
-fn started(version: i64, bake: std::time::Duration) -> RolloutStatus {
+pub(super) fn started(version: i64, bake: std::time::Duration) -> RolloutStatus {
     let started = now();
     let seconds = i64::try_from(bake.as_secs()).unwrap_or(i64::MAX);
     let until = Timestamp::from_second(started.0.as_second().saturating_add(seconds));
     RolloutStatus {
         step: RolloutStep::Canary,
         version,
+        share: None,
         started_at: started,
         bake_until: Time(until.unwrap_or(Timestamp::MAX)),
         message: None,
@@ -326,8 +347,11 @@ pub(super) fn rollout_row(
     config_id: &str,
     rollout: &RolloutStatus,
 ) -> AuditRow {
+    if let Some(split) = &spec.split {
+        return super::flag_split::split_row(change_id, spec, split, config_id, rollout);
+    }
     let (event, what) = match rollout.step {
-        RolloutStep::Canary => ("canaryStarted", "went to the canary"),
+        RolloutStep::Canary | RolloutStep::Split => ("canaryStarted", "went to the canary"),
         RolloutStep::Promoted => ("canaryPromoted", "was promoted from the canary"),
         RolloutStep::RolledBack => ("canaryRolledBack", "was rolled back from the canary"),
     };

@@ -5,6 +5,7 @@
 
 mod canary;
 mod facts;
+mod flag_split;
 mod workflow;
 
 use std::{sync::Arc, time::Duration};
@@ -31,6 +32,7 @@ use crate::{
         entry::validate::compile,
         ownership::Claimant,
         resolve::checksum,
+        rollout::split,
     },
     store::{self, Application, FloorUpdate, NewVersion, Source},
     telemetry::{EnvironmentLabels, StageLabels},
@@ -39,6 +41,9 @@ use facts::Facts;
 use workflow::{change_id, sync_workflow};
 
 const KIND: &str = "ConfigChange";
+
+/// The approval floor a change leaves its environment: unchanged (`None`), or recorded.
+type Floor = Option<Option<crate::api::v1alpha1::ApprovalPolicy>>;
 
 /// A pending change older than this counts as stalled.
 const STALLED_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -166,6 +171,11 @@ async fn decide(
         })
         .based_on(base));
     };
+    if let Some(split) = &change.spec.split
+        && let Err(invalid) = split::check(split, environment, &proposal.snapshot().data, &content)
+    {
+        return Ok(Decision::failed(invalid).based_on(base));
+    }
     let schema = compile(ctx.schema_source(entry));
     let validated =
         match change::check_content(&content, &environment.name, schema, format(environment)) {
@@ -231,7 +241,7 @@ impl Approved<'_> {
         proposal: &Proposal,
         content: &serde_json::Value,
         facts: &Facts,
-        floor: Option<Option<crate::api::v1alpha1::ApprovalPolicy>>,
+        floor: Floor,
         ctx: &Context,
     ) -> Result<Decision> {
         let (change, entry, environment) = (self.change, self.entry, self.environment);
@@ -261,6 +271,9 @@ impl Approved<'_> {
                 }
             }
         };
+        if let Some(split) = &change.spec.split {
+            return self.split(split, version, facts, floor, ctx).await;
+        }
         let checksum = version
             .1
             .environment_checksum(&environment.name)
@@ -274,6 +287,30 @@ impl Approved<'_> {
                 canary::Staged::Promote(status) => promoted = Some(status),
             }
         }
+        if let Err(decision) = self.go_live(version.0, checksum, floor, ctx).await? {
+            return Ok(decision);
+        }
+        ctx.metrics
+            .approval_seconds
+            .get_or_create(&StageLabels { stage: "applied" })
+            .observe(age(change).as_secs_f64());
+        Ok(Decision {
+            rollout: promoted,
+            ..change::applied(version.0, &environment.name)
+        })
+    }
+
+    /// Moves the environment to `version` (whose content there has `checksum`), with
+    /// the approval floor the change sets; or the decision that ends the change when a
+    /// newer version went live first.
+    async fn go_live(
+        &self,
+        version: i64,
+        checksum: String,
+        floor: Floor,
+        ctx: &Context,
+    ) -> Result<Result<(), Decision>> {
+        let (change, entry, environment) = (self.change, self.entry, self.environment);
         let (actor, message) =
             change::application_note(&change_id(change), &change.spec, &self.tally.counted);
         let application = Application {
@@ -283,7 +320,7 @@ impl Approved<'_> {
             floor: floor.map_or(FloorUpdate::Keep, FloorUpdate::Record),
             config_id: entry.spec.config_id.clone(),
             environment: environment.name.clone(),
-            version: version.0,
+            version,
             checksum,
             actor,
             message,
@@ -291,19 +328,12 @@ impl Approved<'_> {
         match ctx.stores.apply(&application).await {
             Ok(_) => {}
             Err(store::Error::Superseded { latest, .. }) => {
-                return Ok(change::overtaken(latest, &environment.name));
+                return Ok(Err(change::overtaken(latest, &environment.name)));
             }
             Err(error) => return Err(Error::Store(error)),
         }
         ctx.reconcile_entry(&entry.namespace().unwrap_or_default(), &entry.name_any());
-        ctx.metrics
-            .approval_seconds
-            .get_or_create(&StageLabels { stage: "applied" })
-            .observe(age(change).as_secs_f64());
-        Ok(Decision {
-            rollout: promoted,
-            ..change::applied(version.0, &environment.name)
-        })
+        Ok(Ok(()))
     }
 
     /// Records new content as a version of the change's own, unless another version
@@ -369,9 +399,10 @@ async fn finish(
         sync_workflow(change, entry, base, &counted, phase, ended, ctx).await?;
     }
     let next = change::status(current, &decision, change.metadata.generation, now());
-    if let (Some(entry), Some(rollout)) = (entry, &next.rollout)
-        && current.rollout.as_ref() != Some(rollout)
-    {
+    // A rollout's step moved (not only its bake's end): an audit row, and its entry
+    // projects the canary.
+    let stepped = step_of(current.rollout.as_ref()) != step_of(next.rollout.as_ref());
+    if let (Some(entry), Some(rollout), true) = (entry, &next.rollout, stepped) {
         let row = canary::rollout_row(
             &change_id(change),
             &change.spec,
@@ -395,11 +426,18 @@ async fn finish(
     // Its entry says where its proposals stand, proposes again when one can never be
     // approved, and projects the canary of a staged rollout.
     let ended = current.phase != Some(phase) && change::is_final(phase);
-    if ended || current.rollout != next.rollout {
+    if ended || stepped {
         let namespace = change.namespace().unwrap_or_default();
         ctx.reconcile_entry(&namespace, &change.spec.config_entry);
     }
     Ok(())
+}
+
+/// Where a rollout stands, without when its bake ends.
+fn step_of(
+    rollout: Option<&crate::api::v1alpha1::RolloutStatus>,
+) -> Option<(crate::api::v1alpha1::RolloutStep, i64, Option<i32>)> {
+    rollout.map(|r| (r.step, r.version, r.share))
 }
 
 /// How long ago the change was created.

@@ -23,6 +23,9 @@ pub fn change_id(change: &ConfigChange) -> String {
 }
 
 fn proposal(spec: &ConfigChangeSpec) -> Value {
+    if let Some(split) = &spec.split {
+        return json!({"kind": "split", "environment": spec.environment, "split": split});
+    }
     match (&spec.data, &spec.patch, spec.rollback_to, spec.version) {
         (Some(data), ..) => json!({"kind": "data", "environment": spec.environment, "data": data}),
         (_, Some(patch), ..) => {

@@ -10,6 +10,7 @@ use crate::{
         Invalid,
         render::render,
         resolve::{CompiledSchema, Snapshot, merge_patch},
+        rollout::split,
     },
 };
 
@@ -111,6 +112,13 @@ pub fn propose(
     }
     if let Some(patch) = &spec.patch {
         merge_patch(&mut snapshot.data, patch);
+        return Ok(Proposal::New(snapshot));
+    }
+    if let Some(split) = &spec.split {
+        // The first step; the change controller records each later one as it goes.
+        let first = split.steps.first().copied().unwrap_or(100);
+        snapshot.data = split::at_share(&snapshot.data, split, first)
+            .map_err(|invalid| Box::new(Decision::failed(invalid)))?;
         return Ok(Proposal::New(snapshot));
     }
     let Some(wanted) = spec.rollback_to.or(spec.version) else {

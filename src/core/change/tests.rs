@@ -360,6 +360,7 @@ fn a_change_ending_while_it_bakes_leaves_its_canary_rolled_back() {
     use crate::api::v1alpha1::{ConfigChangeStatus, RolloutStatus, RolloutStep};
     let baking = RolloutStatus {
         step: RolloutStep::Canary,
+        share: None,
         version: 4,
         started_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         bake_until: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),

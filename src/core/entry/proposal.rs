@@ -253,6 +253,7 @@ pub fn change(
             patch: None,
             rollback_to: None,
             version: Some(version),
+            split: None,
             approval_policy: proposal.policy.clone(),
             base_version: None,
             message: format!(

@@ -1,7 +1,10 @@
 //! Staged rollouts: a new version goes to an environment's canary consumers first,
 //! and to the rest only after the canary stayed healthy through the bake time. Pure:
 //! the change controller reads the canary's workloads, asks here, and promotes the
-//! version or rolls the canary back.
+//! version or rolls the canary back. A split ([`split`]) takes a flag's variant to a
+//! growing share of targeting keys, judged step by step by the same rules.
+
+pub mod split;
 
 use std::time::Duration;
 
@@ -43,11 +46,18 @@ pub enum ConsumerState {
     Running,
 }
 
+/// How long consumers may wait for their restart onto a version before the rollout
+/// fails: the operator restarts one workload at most every `restartIntervalSeconds`.
+pub const GIVEN_WITHIN: Duration = Duration::from_secs(300);
+
 /// What happens to a canary now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Healthy so far: look again after this long.
     Wait(Duration),
+    /// A consumer still waits for its restart onto the version: the bake has not begun
+    /// for it, and now ends at `until` (seconds since the epoch).
+    Hold { until: i64 },
     /// Healthy through the bake time: the version goes to every consumer.
     Promote,
     /// The canary returns to what is live, and the change fails, for this reason.
@@ -59,11 +69,22 @@ pub fn bake_time(rollout: &RolloutSpec) -> Option<Duration> {
     crate::api::v1alpha1::parse_duration(&rollout.bake_time).ok()
 }
 
-/// Judges a canary `baked` into its bake time of `bake`.
+/// A bake's clock, in seconds since the epoch: when the version was given to the
+/// canary, when its bake ends, and now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    pub started: i64,
+    pub until: i64,
+    pub now: i64,
+}
+
+/// Judges a canary whose bake of `bake` stands at `clock`. The bake ends `bake` after
+/// every consumer was given the version: while one waits for its restart, the end
+/// moves on with the clock, for at most [`GIVEN_WITHIN`].
 pub fn judge(
     rollout: &RolloutSpec,
     bake: Duration,
-    baked: Duration,
+    clock: Clock,
     consumers: &[Consumer],
 ) -> Verdict {
     let allowed = u32::try_from(rollout.max_restarts.unwrap_or(0)).unwrap_or(0);
@@ -73,8 +94,27 @@ pub fn judge(
             "canary pods restarted {restarts} time(s) during the bake (at most {allowed} allowed)"
         ));
     }
-    if baked < bake {
-        return Verdict::Wait((bake - baked).min(LOOK_EVERY));
+    let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let waiting: Vec<&str> = consumers
+        .iter()
+        .filter(|c| c.state != ConsumerState::Missing && !c.given)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        if clock.now - clock.started > seconds(bake + GIVEN_WITHIN) {
+            return Verdict::RollBack(format!(
+                "{} not restarted onto the version within {}s",
+                waiting.join(", "),
+                (bake + GIVEN_WITHIN).as_secs()
+            ));
+        }
+        let until = clock.until.max(clock.now.saturating_add(seconds(bake)));
+        return Verdict::Hold { until };
+    }
+    let left = clock.until - clock.now;
+    if left > 0 {
+        let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        return Verdict::Wait(left.min(LOOK_EVERY));
     }
     let unhealthy: Vec<String> = consumers
         .iter()
@@ -122,15 +162,24 @@ mod tests {
 
     const BAKE: Duration = Duration::from_secs(30);
 
+    /// The clock `baked` into a bake of [`BAKE`] that started at 0.
+    fn at(baked: Duration) -> Clock {
+        Clock {
+            started: 0,
+            until: 30,
+            now: i64::try_from(baked.as_secs()).unwrap(),
+        }
+    }
+
     #[test]
     fn a_healthy_canary_waits_out_the_bake_then_is_promoted() {
         let running = [consumer(ConsumerState::Running, 0)];
-        let early = judge(&rollout(None), BAKE, Duration::from_secs(2), &running);
+        let early = judge(&rollout(None), BAKE, at(Duration::from_secs(2)), &running);
         assert_eq!(early, Verdict::Wait(LOOK_EVERY));
-        let late = judge(&rollout(None), BAKE, Duration::from_secs(28), &running);
+        let late = judge(&rollout(None), BAKE, at(Duration::from_secs(28)), &running);
         assert_eq!(late, Verdict::Wait(Duration::from_secs(2)));
         assert_eq!(
-            judge(&rollout(None), BAKE, BAKE, &running),
+            judge(&rollout(None), BAKE, at(BAKE), &running),
             Verdict::Promote
         );
     }
@@ -138,9 +187,9 @@ mod tests {
     #[test]
     fn a_canary_not_ready_by_the_end_of_the_bake_is_rolled_back() {
         let rolling = [consumer(ConsumerState::Rolling, 0)];
-        let early = judge(&rollout(None), BAKE, Duration::from_secs(10), &rolling);
+        let early = judge(&rollout(None), BAKE, at(Duration::from_secs(10)), &rolling);
         assert!(matches!(early, Verdict::Wait(_)), "it may still come up");
-        let Verdict::RollBack(why) = judge(&rollout(None), BAKE, BAKE, &rolling) else {
+        let Verdict::RollBack(why) = judge(&rollout(None), BAKE, at(BAKE), &rolling) else {
             panic!("rolled back");
         };
         assert_eq!(
@@ -149,17 +198,49 @@ mod tests {
         );
         let missing = [consumer(ConsumerState::Missing, 0)];
         assert!(matches!(
-            judge(&rollout(None), BAKE, BAKE, &missing),
+            judge(&rollout(None), BAKE, at(BAKE), &missing),
             Verdict::RollBack(why) if why.contains("does not exist")
         ));
     }
 
     #[test]
+    fn the_bake_waits_for_consumers_to_be_restarted_onto_the_version() {
+        let waiting = [Consumer {
+            given: false,
+            ..consumer(ConsumerState::Rolling, 0)
+        }];
+        // Given nothing yet at 25s into a 30s bake: the end moves to 30s from now.
+        let held = judge(&rollout(None), BAKE, at(Duration::from_secs(25)), &waiting);
+        assert_eq!(held, Verdict::Hold { until: 55 });
+        // Never given: after the bake and GIVEN_WITHIN, it rolls back.
+        let late = BAKE + GIVEN_WITHIN + Duration::from_secs(1);
+        let Verdict::RollBack(why) = judge(&rollout(None), BAKE, at(late), &waiting) else {
+            panic!("rolled back");
+        };
+        assert!(
+            why.contains("not restarted onto the version within 330s"),
+            "{why}"
+        );
+        // A missing consumer is not waited for: the bake judges it at its end.
+        let missing = [Consumer {
+            given: false,
+            ..consumer(ConsumerState::Missing, 0)
+        }];
+        let verdict = judge(&rollout(None), BAKE, at(Duration::from_secs(25)), &missing);
+        assert!(matches!(verdict, Verdict::Wait(_)));
+    }
+
+    #[test]
     fn restarts_beyond_the_allowance_roll_back_at_once() {
         let crashing = [consumer(ConsumerState::Rolling, 2)];
-        let verdict = judge(&rollout(None), BAKE, Duration::from_secs(1), &crashing);
+        let verdict = judge(&rollout(None), BAKE, at(Duration::from_secs(1)), &crashing);
         assert!(matches!(verdict, Verdict::RollBack(why) if why.contains("restarted 2 time(s)")));
-        let tolerated = judge(&rollout(Some(2)), BAKE, Duration::from_secs(1), &crashing);
+        let tolerated = judge(
+            &rollout(Some(2)),
+            BAKE,
+            at(Duration::from_secs(1)),
+            &crashing,
+        );
         assert!(matches!(tolerated, Verdict::Wait(_)));
     }
 }

@@ -1,0 +1,341 @@
+//! An approved split: a flag's variant goes to a growing share of targeting keys, one
+//! recorded version per step. Each step is live in the whole environment and bakes
+//! under the environment's rollout rules, judged on its canary consumers; a healthy
+//! step moves to the next, the last ends the change `Applied`, and a failing one puts
+//! the flag back as it was before the split and ends the change `Failed`.
+
+use std::time::Duration;
+
+use super::{
+    Approved, Floor,
+    canary::{clock, held},
+    facts::Facts,
+};
+use crate::{
+    api::v1alpha1::{
+        ChangePhase, ConfigChangeSpec, RolloutAction, RolloutSpec, RolloutStatus, RolloutStep,
+        SplitSpec,
+    },
+    controller::{Context, Error, Result},
+    core::{
+        change::{self, Decision},
+        resolve::{Snapshot, checksum},
+        rollout::{self, LOOK_EVERY, Verdict, split},
+    },
+    store::AuditRow,
+    telemetry::ResultLabels,
+};
+
+impl Approved<'_> {
+    /// Moves the split on from the change's newest version, `version`.
+    pub(super) async fn split(
+        &self,
+        split: &SplitSpec,
+        version: (i64, Snapshot),
+        facts: &Facts,
+        floor: Floor,
+        ctx: &Context,
+    ) -> Result<Decision> {
+        let rollout = match split::rollout_of(self.environment) {
+            Ok(rollout) => rollout,
+            Err(invalid) => return Ok(Decision::failed(invalid)),
+        };
+        let (number, snapshot) = version;
+        let current = self.current.rollout.as_ref();
+        let baking = current.filter(|r| r.step == RolloutStep::Split && r.version == number);
+        let Some(baking) = baking else {
+            if current.is_none()
+                && let Some(other) = self.other_baking(ctx)
+            {
+                let message = format!(
+                    "approved; waits for ConfigChange {other} to finish its rollout in {}",
+                    self.environment.name
+                );
+                return Ok(Decision {
+                    requeue: Some(LOOK_EVERY),
+                    ..Decision::waiting_approved("WaitingForRollout", message)
+                });
+            }
+            // A step recorded and not yet reported: it goes live now.
+            return self
+                .step(split, rollout, (number, &snapshot), floor, ctx)
+                .await;
+        };
+        let share = baking.share.unwrap_or_default();
+        let next = match self.change.spec.rollout_decision.as_ref() {
+            Some(decision) if decision.action == RolloutAction::Abort => {
+                let why = format!("aborted by {}: {}", decision.decided_by, decision.reason);
+                return self
+                    .undo(split, baking, &snapshot, why, facts, floor, ctx)
+                    .await;
+            }
+            // Straight to the last step, which a promotion then ends.
+            Some(_) => split.steps.last().copied().filter(|last| *last > share),
+            None => match self.verdict(rollout, baking, &snapshot, ctx).await? {
+                Verdict::Hold { until } => {
+                    self.nudge(ctx);
+                    return Ok(self.splitting(held(baking, until), LOOK_EVERY));
+                }
+                Verdict::Wait(after) => return Ok(self.splitting(baking.clone(), after)),
+                Verdict::RollBack(why) => {
+                    return self
+                        .undo(split, baking, &snapshot, why, facts, floor, ctx)
+                        .await;
+                }
+                Verdict::Promote => split::next_share(split, Some(share)),
+            },
+        };
+        let Some(next) = next else {
+            return Ok(self.completed(split, baking, number, ctx));
+        };
+        let data = match split::at_share(&snapshot.data, split, next) {
+            Ok(data) => data,
+            Err(invalid) => return Ok(Decision::failed(invalid)),
+        };
+        let recorded = self.record_step(&snapshot, data, facts, ctx).await?;
+        match recorded {
+            Ok((number, snapshot)) => {
+                self.step(split, rollout, (number, &snapshot), floor, ctx)
+                    .await
+            }
+            Err(retry) => Ok(retry),
+        }
+    }
+
+    /// How the step baking as `baking` (the content of `snapshot`) stands: its
+    /// consumers judged by the environment's rollout rules.
+    async fn verdict(
+        &self,
+        rollout: &RolloutSpec,
+        baking: &RolloutStatus,
+        snapshot: &Snapshot,
+        ctx: &Context,
+    ) -> Result<Verdict> {
+        let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
+        let clock = clock(baking);
+        let sum = checksum_in(snapshot, &self.environment.name);
+        match self.consumers(rollout, &sum, ctx).await {
+            Ok(consumers) => Ok(rollout::judge(rollout, bake, clock, &consumers)),
+            // Health that cannot be read by the end of the bake is not health.
+            Err(error) if clock.now >= clock.until => Ok(Verdict::RollBack(format!(
+                "the canary consumers cannot be read: {error}"
+            ))),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The split's last step baked: the change is applied at its version `number`.
+    fn completed(
+        &self,
+        split: &SplitSpec,
+        baking: &RolloutStatus,
+        number: i64,
+        ctx: &Context,
+    ) -> Decision {
+        ctx.metrics
+            .rollouts
+            .get_or_create(&ResultLabels { result: "promoted" })
+            .inc();
+        let share = baking.share.unwrap_or_default();
+        Decision {
+            rollout: Some(RolloutStatus {
+                step: RolloutStep::Promoted,
+                message: Some(format!(
+                    "flag {} serves {} to {share}% of targeting keys",
+                    split.flag, split.variant
+                )),
+                ..baking.clone()
+            }),
+            ..change::applied(number, &self.environment.name)
+        }
+    }
+
+    /// Puts the step `version` live, and reports it baking there.
+    async fn step(
+        &self,
+        split: &SplitSpec,
+        rollout: &RolloutSpec,
+        (number, snapshot): (i64, &Snapshot),
+        floor: Floor,
+        ctx: &Context,
+    ) -> Result<Decision> {
+        let sum = checksum_in(snapshot, &self.environment.name);
+        if let Err(decision) = self.go_live(number, sum, floor, ctx).await? {
+            return Ok(decision);
+        }
+        let Some(share) = split::share_of(&snapshot.data, split) else {
+            // The version that put the flag back, whose report was lost.
+            return Ok(Decision::end(
+                ChangePhase::Failed,
+                "SplitRolledBack",
+                format!("flag {} is back as it was before the split", split.flag),
+            ));
+        };
+        let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
+        let status = RolloutStatus {
+            share: Some(share),
+            ..super::canary::started(number, bake)
+        };
+        let status = RolloutStatus {
+            step: RolloutStep::Split,
+            ..status
+        };
+        Ok(self.splitting(status, LOOK_EVERY))
+    }
+
+    /// The flag back as it was before the split: recorded, live, and the change failed.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one step of one rollout, spelled out"
+    )]
+    async fn undo(
+        &self,
+        split: &SplitSpec,
+        baking: &RolloutStatus,
+        snapshot: &Snapshot,
+        why: String,
+        facts: &Facts,
+        floor: Floor,
+        ctx: &Context,
+    ) -> Result<Decision> {
+        let config_id = &self.entry.spec.config_id;
+        let before = ctx
+            .stores
+            .version(config_id, self.base)
+            .await
+            .map_err(Error::Store)?
+            .ok_or_else(|| Error::VersionMissing {
+                version: self.base,
+                environment: self.environment.name.clone(),
+            })?;
+        let data = split::restored(&snapshot.data, &before.snapshot.data, &split.flag);
+        let (number, restored) = match self.record_step(snapshot, data, facts, ctx).await? {
+            Ok(recorded) => recorded,
+            Err(retry) => return Ok(retry),
+        };
+        let sum = checksum_in(&restored, &self.environment.name);
+        if let Err(decision) = self.go_live(number, sum, floor, ctx).await? {
+            return Ok(decision);
+        }
+        ctx.metrics
+            .rollouts
+            .get_or_create(&ResultLabels {
+                result: "rolled_back",
+            })
+            .inc();
+        let environment = &self.environment.name;
+        let message = format!(
+            "the split of flag {} was rolled back at {}% in {environment}: {why}; version {number} puts the flag back as it was in version {}",
+            split.flag,
+            baking.share.unwrap_or_default(),
+            self.base
+        );
+        Ok(Decision {
+            rollout: Some(RolloutStatus {
+                step: RolloutStep::RolledBack,
+                message: Some(why),
+                ..baking.clone()
+            }),
+            ..Decision::end(ChangePhase::Failed, "SplitRolledBack", message)
+        })
+    }
+
+    /// Records `data` as the change's next version, built on `snapshot` (the step live
+    /// now); or the decision to retry when another version landed first.
+    async fn record_step(
+        &self,
+        snapshot: &Snapshot,
+        data: serde_json::Value,
+        facts: &Facts,
+        ctx: &Context,
+    ) -> Result<Result<(i64, Snapshot), Decision>> {
+        let next = Snapshot {
+            data,
+            ..snapshot.clone()
+        };
+        Ok(match self.record(&next, facts.latest_number(), ctx).await? {
+            Ok(recorded) => Ok(recorded),
+            // Still approved, and still where it was: build again on what landed.
+            Err(_) => Err(Decision {
+                requeue: Some(Duration::from_secs(1)),
+                ..Decision::waiting_approved(
+                    "Retrying",
+                    "another version was recorded meanwhile; the split's next step builds on it"
+                        .into(),
+                )
+            }),
+        })
+    }
+
+    /// The change, with its split baking at `status`; looked at again after `after`.
+    fn splitting(&self, status: RolloutStatus, after: Duration) -> Decision {
+        let split = self.change.spec.split.as_ref();
+        let message = format!(
+            "version {} serves {} of flag {} to {}% of targeting keys in {}; bakes until {}",
+            status.version,
+            split.map(|s| s.variant.as_str()).unwrap_or_default(),
+            split.map(|s| s.flag.as_str()).unwrap_or_default(),
+            status.share.unwrap_or_default(),
+            self.environment.name,
+            status.bake_until.0
+        );
+        Decision {
+            rollout: Some(status),
+            requeue: Some(after),
+            phase: Some(ChangePhase::Approved),
+            reason: "Splitting",
+            message,
+            ..Decision::default()
+        }
+    }
+}
+
+/// The checksum of a version's content in `environment`, as its projection carries it.
+fn checksum_in(snapshot: &Snapshot, environment: &str) -> String {
+    snapshot
+        .environment_checksum(environment)
+        .unwrap_or_else(|| checksum(&snapshot.resolve(environment).unwrap_or_default()))
+}
+
+/// The audit row of a step of a split: a share reached, the split complete, or rolled
+/// back (and why).
+pub(super) fn split_row(
+    change_id: &str,
+    spec: &ConfigChangeSpec,
+    split: &SplitSpec,
+    config_id: &str,
+    rollout: &RolloutStatus,
+) -> AuditRow {
+    let share = rollout.share.unwrap_or_default();
+    let (event, what) = match rollout.step {
+        RolloutStep::RolledBack => ("splitRolledBack", format!("was rolled back at {share}%")),
+        RolloutStep::Promoted => ("splitCompleted", format!("completed at {share}%")),
+        RolloutStep::Split | RolloutStep::Canary => ("splitStep", format!("moved to {share}%")),
+    };
+    let why = rollout
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    AuditRow {
+        config_id: config_id.to_owned(),
+        version: Some(rollout.version),
+        actor: match &spec.rollout_decision {
+            Some(decision) if rollout.step != RolloutStep::Split => decision.decided_by.clone(),
+            _ => "summit-config".into(),
+        },
+        message: format!(
+            "the split of flag {} to variant {} {what} of targeting keys in {} (version {}, ConfigChange {change_id}){why}",
+            split.flag, split.variant, spec.environment, rollout.version
+        ),
+        changes: serde_json::json!({
+            "event": event,
+            "change": change_id,
+            "environment": spec.environment,
+            "flag": split.flag,
+            "variant": split.variant,
+            "share": share,
+            "bakeUntil": rollout.bake_until,
+        }),
+    }
+}
