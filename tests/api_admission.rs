@@ -118,7 +118,7 @@ async fn one_of_rules_are_enforced() {
     ] {
         let message = invalid(try_create(&changes, &change(name, "admin", proposal)).await);
         assert!(
-            message.contains("set exactly one of data, patch, rollbackTo and version"),
+            message.contains("set exactly one of data, patch, rollbackTo, version and split"),
             "{message}"
         );
     }
@@ -151,7 +151,7 @@ async fn a_proposal_cannot_be_edited_after_creation() {
         .expect("bob approves");
 
     let proposal_immutable =
-        "the proposal (data, patch, rollbackTo, version, approvalPolicy) is immutable";
+        "the proposal (data, patch, rollbackTo, version, split, approvalPolicy) is immutable";
     let edits = [
         (json!({"rollbackTo": 2}), proposal_immutable),
         (
