@@ -356,21 +356,11 @@ pub(super) fn rollout_row(
         RolloutStep::RolledBack => ("canaryRolledBack", "was rolled back from the canary"),
     };
     let environment = &spec.environment;
-    let why = rollout
-        .message
-        .as_deref()
-        .map(|m| format!(": {m}"))
-        .unwrap_or_default();
+    let why = row_why(rollout);
     AuditRow {
         config_id: config_id.to_owned(),
         version: Some(rollout.version),
-        // A person's promote or abort is theirs; the rest is the operator's.
-        actor: match (&spec.rollout_decision, rollout.step) {
-            (Some(decision), RolloutStep::Promoted | RolloutStep::RolledBack) => {
-                decision.decided_by.clone()
-            }
-            _ => "summit-config".into(),
-        },
+        actor: row_actor(spec, rollout),
         message: format!(
             "version {} {what} of {environment} (ConfigChange {change_id}){why}",
             rollout.version
@@ -382,4 +372,24 @@ pub(super) fn rollout_row(
             "bakeUntil": rollout.bake_until,
         }),
     }
+}
+
+/// Who a rollout's audit row names: a person's promote or abort is theirs; the rest is
+/// the operator's.
+pub(super) fn row_actor(spec: &ConfigChangeSpec, rollout: &RolloutStatus) -> String {
+    match (&spec.rollout_decision, rollout.step) {
+        (Some(decision), RolloutStep::Promoted | RolloutStep::RolledBack) => {
+            decision.decided_by.clone()
+        }
+        _ => "summit-config".into(),
+    }
+}
+
+/// `": why"` of a rollout's audit row, from its status message.
+pub(super) fn row_why(rollout: &RolloutStatus) -> String {
+    rollout
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
 }

@@ -173,12 +173,9 @@ impl Approved<'_> {
         };
         let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
         let status = RolloutStatus {
+            step: RolloutStep::Split,
             share: Some(share),
             ..super::canary::started(number, bake)
-        };
-        let status = RolloutStatus {
-            step: RolloutStep::Split,
-            ..status
         };
         Ok(self.splitting(status, LOOK_EVERY))
     }
@@ -312,18 +309,11 @@ pub(super) fn split_row(
         RolloutStep::Promoted => ("splitCompleted", format!("completed at {share}%")),
         RolloutStep::Split | RolloutStep::Canary => ("splitStep", format!("moved to {share}%")),
     };
-    let why = rollout
-        .message
-        .as_deref()
-        .map(|m| format!(": {m}"))
-        .unwrap_or_default();
+    let why = super::canary::row_why(rollout);
     AuditRow {
         config_id: config_id.to_owned(),
         version: Some(rollout.version),
-        actor: match &spec.rollout_decision {
-            Some(decision) if rollout.step != RolloutStep::Split => decision.decided_by.clone(),
-            _ => "summit-config".into(),
-        },
+        actor: super::canary::row_actor(spec, rollout),
         message: format!(
             "the split of flag {} to variant {} {what} of targeting keys in {} (version {}, ConfigChange {change_id}){why}",
             split.flag, split.variant, spec.environment, rollout.version
