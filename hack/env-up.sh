@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a throw-away control plane and its backends for tests and the demo:
 # etcd + kube-apiserver (RBAC, ValidatingAdmissionPolicy and MutatingAdmissionPolicy on, TLS on loopback,
-# static-token users), PostgreSQL, a Consul dev agent and moto's AWS server.
+# static-token users), PostgreSQL, a Consul dev agent, moto's AWS server and Prometheus.
 # Waits until each answers, then writes $dir/env with what tests and the demo read.
 # With --node, also a node that runs pods (hack/lib/node.sh): the services then listen
 # on the host's end of the node's wire, where pods reach them.
@@ -61,6 +61,7 @@ api_port="$(free_port)"
 pg_port="$(free_port)"
 consul_port="$(free_port)"
 moto_port="$(free_port)"
+prometheus_port="$(free_port)"
 
 log "starting etcd on 127.0.0.1:$etcd_port"
 start etcd "$bin/etcd" \
@@ -108,6 +109,19 @@ start consul "$bin/consul" agent -dev -bind 127.0.0.1 -client "$listen_ips" \
 
 log "starting moto (AWS Secrets Manager) on $listen_ip:$moto_port"
 start moto python3 -m moto.server -H "$listen_ip" -p "$moto_port"
+
+# Prometheus scrapes whatever tests list in $dir/prometheus/targets (file discovery),
+# every second, and answers the operator's canary metric queries.
+mkdir -p "$dir/prometheus/targets"
+cat >"$dir/prometheus/prometheus.yml" <<PROMETHEUS
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: tests
+    file_sd_configs: [{files: ["$dir/prometheus/targets/*.json"], refresh_interval: 1s}]
+PROMETHEUS
+log "starting Prometheus on $listen_ip:$prometheus_port"
+start prometheus "$bin/prometheus" --config.file="$dir/prometheus/prometheus.yml" \
+  --storage.tsdb.path="$dir/prometheus/data" --web.listen-address="$listen_ip:$prometheus_port"
 
 if $with_node; then
   # Kubelets and pods as a cluster has them: the Node authorizer, service-account
@@ -171,6 +185,7 @@ wait_until 90 kube-apiserver kubectl get --raw /readyz
 wait_until 60 PostgreSQL "$pg/pg_isready" -h 127.0.0.1 -p "$pg_port" -U summit
 wait_until 60 Consul curl -sf --cacert "$dir/pki/ca.crt" "https://$listen_ip:$consul_port/v1/status/leader"
 wait_until 60 moto curl -sf "http://$listen_ip:$moto_port/moto-api/"
+wait_until 60 Prometheus curl -sf "http://$listen_ip:$prometheus_port/-/ready"
 "$pg/psql" -h 127.0.0.1 -p "$pg_port" -U summit -d postgres -qc "CREATE DATABASE summit" >/dev/null
 if $with_node; then
   node_containerd
@@ -205,6 +220,8 @@ fi
   echo "AWS_REGION=us-east-1"
   echo "AWS_ACCESS_KEY_ID=testing"
   echo "AWS_SECRET_ACCESS_KEY=testing"
+  echo "PROMETHEUS_URL=http://$listen_ip:$prometheus_port"
+  echo "PROMETHEUS_TARGETS=$dir/prometheus/targets"
   if $with_node; then
     echo "SUMMIT_NODE=$NODE_NAME"
     echo "SUMMIT_NODE_CONTAINERD=$dir/node/containerd.sock"

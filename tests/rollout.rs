@@ -11,6 +11,7 @@ use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ChangePhase, ConfigChange, RolloutStep};
 use support::change as change_named;
+use support::prometheus::Exporter;
 use support::{
     WAIT, column_of, create, entry, eventually, merge, projected, refused, setup, try_create,
     try_merge, wait_for,
@@ -118,6 +119,131 @@ async fn a_rollout_needs_a_canary_and_a_bake_time() {
         try_create(&s.entries(), &entry("api", forever)).await,
         "bakeTime",
     );
+}
+
+/// `staged`, with its canary judged by `metrics` as well.
+fn measured(config_id: &str, bake: &str, metrics: Value) -> Value {
+    let mut spec = staged(config_id, bake);
+    spec["environments"][0]["rollout"]["metrics"] = metrics;
+    spec
+}
+
+/// The entry's ConfigChange once it has failed, and the reason its Ready condition gives.
+async fn failed_change(changes: &Api<ConfigChange>, entry: &str) -> (ConfigChange, String) {
+    let failed = eventually("the canary rolled back", WAIT, || async {
+        let list = changes.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|c| {
+            let phase = c.status.as_ref().and_then(|s| s.phase);
+            c.spec.config_entry == entry && phase == Some(ChangePhase::Failed)
+        })
+    })
+    .await;
+    let status = failed.status.as_ref().expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let message = ready.expect("Ready").message.clone();
+    (failed, message)
+}
+
+#[tokio::test]
+async fn a_metric_out_of_bounds_rolls_the_canary_back_before_the_bake_ends() {
+    let (s, _operator) = setup("rollout-metric").await;
+    let errors = Exporter::start(&s.ns).await;
+    create(&s.api::<Deployment>(), &workload("api-canary")).await;
+    let metrics = json!([{"name": "errors", "query": "max(app_errors)", "failAbove": 0}]);
+    let spec = measured(&s.config_id(), "10m", metrics);
+    create(&s.entries(), &entry("api", spec)).await;
+    let config_maps = s.config_maps();
+    projected(&config_maps, "api-production", |c| c["pool"] == 10).await;
+    let main = config_maps.get("api-production").await.expect("main");
+
+    errors.set(5.0).await;
+    merge(&s.entries(), "api", json!({"spec": {"data": {"pool": 11}}})).await;
+    // Ten minutes of bake: only the metric can end it within the wait.
+    let (failed, message) = failed_change(&s.api(), "api").await;
+    assert!(
+        message.contains(": metric \"errors\" is 5, above 0;"),
+        "{message}"
+    );
+    let rollout = failed.status.and_then(|s| s.rollout).expect("rollout");
+    assert_eq!(rollout.step, RolloutStep::RolledBack);
+    projected(&config_maps, "api-production-canary", |c| c["pool"] == 10).await;
+    let after = config_maps.get("api-production").await.expect("main");
+    assert_eq!(
+        after.metadata.resource_version,
+        main.metadata.resource_version
+    );
+}
+
+#[tokio::test]
+async fn a_metric_query_reads_its_own_namespace_and_nothing_else() {
+    let roles = [("mallory", "summit-config-admin")];
+    let (s, _operator) = support::setup_with("rollout-peek", &roles, &[]).await;
+    // Another tenant's series, which mallory's queries reach for by name and by sum.
+    let victim = format!("{}-victim", s.ns);
+    let theirs = Exporter::start(&victim).await;
+    theirs.set(5.0).await;
+    let _ours = Exporter::start(&s.ns).await;
+    create(&s.api::<Deployment>(), &workload("api-canary")).await;
+    let peek = format!("max(app_errors{{namespace=\"{victim}\"}}) or vector(0)");
+    let metrics = json!([
+        {"name": "peek", "query": peek, "failAbove": 1},
+        {"name": "sum", "query": "sum(app_errors)", "failAbove": 1},
+    ]);
+    let mallory = s.entries_as("mallory").await;
+    create(
+        &mallory,
+        &entry("api", measured(&s.config_id(), "3s", metrics)),
+    )
+    .await;
+    projected(&s.config_maps(), "api-production", |c| c["pool"] == 10).await;
+    merge(&mallory, "api", json!({"spec": {"data": {"pool": 11}}})).await;
+    // Held to her namespace, both queries come to 0: the canary fails only because its
+    // consumer never runs here, and no status names the other tenant's value.
+    let (_, message) = failed_change(&s.api(), "api").await;
+    assert!(message.contains("api-canary is not ready"), "{message}");
+    assert!(!message.contains("is 5"), "{message}");
+
+    // A query that does not parse is refused before any version waits on it.
+    let broken = json!([{"name": "broken", "query": "sum(rate(", "failAbove": 1}]);
+    let spec = json!({"spec": measured(&s.config_id(), "3s", broken)});
+    merge(&s.entries(), "api", spec).await;
+    let entries = s.entries();
+    let invalid = wait_for(&entries, "api", "refused as InvalidMetric", |e| {
+        let conditions = e.status.as_ref().map(|s| s.conditions.as_slice());
+        conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.reason == "InvalidMetric")
+    })
+    .await;
+    let conditions = invalid.status.expect("status").conditions;
+    let refused = conditions.iter().find(|c| c.reason == "InvalidMetric");
+    let message = &refused.expect("InvalidMetric").message;
+    assert!(
+        message.starts_with("environment \"production\": metric \"broken\": "),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn scoped_queries_are_promql_that_prometheus_runs() {
+    // What the operator sends is its own rendering of the tenant's query: Prometheus
+    // must read it as the same query, held to the namespace.
+    let queries = [
+        r#"sum(rate(http_requests_total{code=~"5..",job!="x"}[1m30s])) / sum(rate(http_requests_total[5m] offset 1h))"#,
+        r#"histogram_quantile(0.99, sum by (le) (rate(latency_bucket{path="/a\"b"}[2m])))"#,
+        r#"max_over_time(deriv(queue_depth[2m])[10m:1m]) > bool 3"#,
+        r#"-avg without (pod) (up{job="a"}) + on (instance) group_left count(up @ start())"#,
+        r#"label_replace(up, "x", "$1", "job", "(.*)") unless absent(up)"#,
+        r#"topk(1, {__name__=~"app_.+"}) or vector(0)"#,
+    ];
+    for query in queries {
+        let scoped = summit_config::core::rollout::metric::scoped(query, "namespace", "team-a")
+            .expect("scoped");
+        let answer = support::prometheus::ask(&scoped).await;
+        assert_eq!(answer["status"], "success", "{query} → {scoped}: {answer}");
+        assert!(scoped.contains(r#"namespace="team-a""#), "{scoped}");
+    }
 }
 
 /// The built binary as `user`: exit code and stderr.

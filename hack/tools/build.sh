@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the test tooling (Kubernetes, etcd, consul, helm, promtool) from the Go
+# Builds the test tooling (Kubernetes, etcd, consul, helm, Prometheus and promtool) from the Go
 # module proxy with this machine's Go, and flagd-eval (the OpenFeature flagd
 # provider, a Rust crate) with this machine's cargo, once. Each wrapper module under hack/tools/
 # is cached in its own directory named after a hash of its go.mod, go.sum and the

@@ -110,6 +110,14 @@ pub struct Settings {
     pub aws_secret_prefix: String,
     /// Names the Events' reporting instance.
     pub pod_name: Option<String>,
+    /// The Prometheus canary metric checks ask, if any.
+    pub prometheus: Option<Prometheus>,
+}
+
+/// A Prometheus, and the label of its series that names a namespace (empty: none).
+pub struct Prometheus {
+    pub url: String,
+    pub namespace_label: String,
 }
 
 /// What the platform requires of every entry, set at start-up.

@@ -47,7 +47,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-pub use context::{Context, Settings};
+pub use context::{Context, Prometheus, Settings};
 pub use error::{Error, Result};
 use guards::Guards;
 use managed_secrets::SecretScope;

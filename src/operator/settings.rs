@@ -10,7 +10,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use super::{Error, leader::Candidate};
 use crate::{
-    controller::{self, Launch},
+    controller::{self, Launch, Prometheus},
     core::{approval::PlatformFloor, leadership::Timing},
     secrets::AwsSettings,
     store::{ClusterConfig, ConsulConfig, Stores, StoresConfig},
@@ -139,6 +139,21 @@ pub struct Settings {
     /// version live in an environment is always kept). The ledger keeps every one.
     #[arg(long, env = "SUMMIT_HISTORY_KEEP", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub history_keep: u16,
+
+    /// Prometheus that canary metric checks ask, e.g. `http://prometheus.monitoring:9090`.
+    /// Without it, a rollout with metrics fails its canary, saying so.
+    #[arg(long, env = "SUMMIT_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+
+    /// The series label that holds a namespace in that Prometheus: every selector of a
+    /// canary's query is held to its consumers' namespace by it. Empty asks queries as
+    /// written: only for a Prometheus that holds one tenant's series.
+    #[arg(
+        long,
+        env = "SUMMIT_PROMETHEUS_NAMESPACE_LABEL",
+        default_value = "namespace"
+    )]
+    pub prometheus_namespace_label: String,
 
     /// Log format.
     #[arg(long, env = "SUMMIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -282,6 +297,22 @@ impl Settings {
         }))
     }
 
+    /// The Prometheus canary metric checks ask, its address checked.
+    fn prometheus(&self) -> Result<Option<Prometheus>, Error> {
+        let Some(url) = &self.prometheus_url else {
+            return Ok(None);
+        };
+        match Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(Some(Prometheus {
+                url: url.trim_end_matches('/').to_owned(),
+                namespace_label: self.prometheus_namespace_label.clone(),
+            })),
+            _ => Err(Error::Configuration(format!(
+                "--prometheus-url {url:?} is not an http(s) address, e.g. http://prometheus.monitoring:9090"
+            ))),
+        }
+    }
+
     /// What the controllers are told.
     pub fn launch(
         &self,
@@ -319,6 +350,7 @@ impl Settings {
             },
             aws_secret_prefix: checked_prefix("--aws-secret-prefix", &self.aws_secret_prefix)?,
             pod_name: std::env::var("POD_NAME").ok(),
+            prometheus: self.prometheus()?,
         };
         Ok(Launch {
             stores,

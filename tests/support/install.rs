@@ -176,6 +176,7 @@ pub fn values() -> String {
             ],
         },
         "postgres": {"urlSecret": {"name": "summit-postgres", "key": "url"}},
+        "prometheus": {"url": env().var("PROMETHEUS_URL")},
         "consul": {
             "address": env().var("CONSUL_HTTP_ADDR"),
             "tokenSecret": {"name": "summit-consul", "key": "token"},

@@ -12,6 +12,7 @@
 //! - [`backends`]: PostgreSQL, Consul, moto and the operator's metrics, and the faults
 //!   tests inject into them.
 //! - [`attack`]: what the attack tests add: shards, and a record of a config id.
+//! - [`prometheus`]: the environment's Prometheus, and metrics a test serves it.
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of this module
 
 pub mod attack;
@@ -22,6 +23,7 @@ pub mod install;
 pub mod objects;
 pub mod operator;
 pub mod payments;
+pub mod prometheus;
 pub mod rotation;
 pub mod tenant;
 pub mod wait;

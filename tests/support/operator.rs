@@ -113,6 +113,13 @@ impl Operator {
                 Ledger::Cluster => Vec::new(),
             })
             .args(["--restart-interval-seconds", "1"])
+            .args(
+                env()
+                    .optional_var("PROMETHEUS_URL")
+                    .map(|url| ["--prometheus-url", url])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--aws-secret-prefix", "tests/{namespace}/"])
             .args(args)
             // Tests log what they may need to read after a failure; the benches log

@@ -185,7 +185,7 @@ pub struct EnvironmentSpec {
 
 /// An environment's staged rollout.
 #[skip_serializing_none]
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
     /// The ConfigMap the canary consumers read, beside the environment's own (same
@@ -206,6 +206,39 @@ pub struct RolloutSpec {
     /// Container restarts of canary pods tolerated during the bake; 0 when unset.
     #[schemars(range(min = 0, max = 100))]
     pub max_restarts: Option<i32>,
+
+    /// Prometheus queries the canary must keep within bounds through the bake: asked
+    /// every few seconds once the canary consumers run the version, and once more at
+    /// the end, where each must have answered.
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(m, self.filter(n, n.name == m.name).size() == 1)").message("metric names must be unique"))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricCheck>,
+}
+
+/// A Prometheus query whose value fails a canary when it leaves its bounds.
+#[skip_serializing_none]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("has(self.failAbove) || has(self.failBelow)").message("a metric needs failAbove, failBelow or both"))]
+#[serde(rename_all = "camelCase")]
+pub struct MetricCheck {
+    /// Names the check in status messages and Events, e.g. `error-rate`.
+    #[schemars(length(min = 1, max = 63), regex(pattern = ENVIRONMENT_PATTERN))]
+    pub name: String,
+
+    /// A PromQL expression that comes to one number, e.g.
+    /// `sum(rate(http_requests_total{code=~"5..",app="api-canary"}[1m])) or vector(0)`.
+    /// Asked of the Prometheus the operator is installed with, about the namespace of
+    /// the canary consumers only: the operator adds that namespace's label to every
+    /// selector. A query that returns nothing, or not a number, has no answer yet.
+    #[schemars(length(min = 1, max = 2048))]
+    pub query: String,
+
+    /// The canary fails when the value rises above this.
+    pub fail_above: Option<serde_json::Number>,
+
+    /// The canary fails when the value falls below this.
+    pub fail_below: Option<serde_json::Number>,
 }
 
 impl ConfigEntry {

@@ -10,7 +10,7 @@ use kube::{
     core::GroupVersionKind,
 };
 
-use super::{Approved, KIND};
+use super::{Approved, KIND, prometheus};
 use crate::{
     api::v1alpha1::{
         ChangePhase, ConfigChangeSpec, RestartTarget, RolloutAction, RolloutDecision, RolloutSpec,
@@ -20,7 +20,7 @@ use crate::{
     core::{
         change::Decision,
         entry::config_map_target,
-        rollout::{self, Consumer, ConsumerState, LOOK_EVERY, Verdict},
+        rollout::{self, Consumer, ConsumerState, LOOK_EVERY, Verdict, metric::Reading},
     },
     store::AuditRow,
     telemetry::ResultLabels,
@@ -86,26 +86,29 @@ impl Approved<'_> {
             }
             Err(error) => return Err(error),
         };
-        Ok(match rollout::judge(rollout, bake, clock, &consumers) {
-            Verdict::Hold { until } => {
-                self.nudge(ctx);
-                self.baking(held(baking, until), LOOK_EVERY)
-            }
-            Verdict::Wait(after) => self.baking(baking.clone(), after),
-            Verdict::Promote => {
-                let result = ResultLabels { result: "promoted" };
-                ctx.metrics.rollouts.get_or_create(&result).inc();
-                Staged::Promote(RolloutStatus {
-                    step: RolloutStep::Promoted,
-                    message: Some(format!(
-                        "the canary stayed healthy for {}",
-                        rollout.bake_time
-                    )),
-                    ..baking.clone()
-                })
-            }
-            Verdict::RollBack(why) => self.rolled_back(rollout, baking, version, why, ctx),
-        })
+        let readings = self.readings(rollout, ctx).await;
+        Ok(
+            match rollout::judge(rollout, bake, clock, &consumers, &readings) {
+                Verdict::Hold { until } => {
+                    self.nudge(ctx);
+                    self.baking(held(baking, until), LOOK_EVERY)
+                }
+                Verdict::Wait(after) => self.baking(baking.clone(), after),
+                Verdict::Promote => {
+                    let result = ResultLabels { result: "promoted" };
+                    ctx.metrics.rollouts.get_or_create(&result).inc();
+                    Staged::Promote(RolloutStatus {
+                        step: RolloutStep::Promoted,
+                        message: Some(format!(
+                            "the canary stayed healthy for {}",
+                            rollout.bake_time
+                        )),
+                        ..baking.clone()
+                    })
+                }
+                Verdict::RollBack(why) => self.rolled_back(rollout, baking, version, why, ctx),
+            },
+        )
     }
 
     /// The canary's consumers have not been given the version yet: its entry projects
@@ -209,6 +212,15 @@ impl Approved<'_> {
             message,
             ..Decision::default()
         }))
+    }
+
+    /// What the rollout's metric checks come to now, about the consumers' namespace.
+    pub(super) async fn readings(&self, rollout: &RolloutSpec, ctx: &Context) -> Vec<Reading> {
+        if rollout.metrics.is_empty() {
+            return Vec::new();
+        }
+        let (namespace, _) = config_map_target(self.entry, self.environment);
+        prometheus::readings(rollout, &namespace, ctx).await
     }
 
     /// How each canary consumer stands on the version whose content has `checksum`.

@@ -115,7 +115,10 @@ impl Approved<'_> {
         let clock = clock(baking);
         let sum = checksum_in(snapshot, &self.environment.name);
         match self.consumers(rollout, &sum, ctx).await {
-            Ok(consumers) => Ok(rollout::judge(rollout, bake, clock, &consumers)),
+            Ok(consumers) => {
+                let readings = self.readings(rollout, ctx).await;
+                Ok(rollout::judge(rollout, bake, clock, &consumers, &readings))
+            }
             // Health that cannot be read by the end of the bake is not health.
             Err(error) if clock.now >= clock.until => Ok(Verdict::RollBack(format!(
                 "the canary consumers cannot be read: {error}"

@@ -6,6 +6,7 @@
 mod canary;
 mod facts;
 mod flag_split;
+mod prometheus;
 mod workflow;
 
 use std::{sync::Arc, time::Duration};

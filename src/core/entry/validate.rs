@@ -198,6 +198,26 @@ fn removals(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
     ))
 }
 
+/// Checks that every canary metric query is PromQL, before a version waits on it.
+fn metric_queries(spec: &ConfigEntrySpec) -> Result<(), Refusal> {
+    let (problems, environments): (Vec<String>, Vec<String>) = spec
+        .environments
+        .iter()
+        .filter_map(|e| {
+            let error = crate::core::rollout::metric::checked(e.rollout.as_ref()?).err()?;
+            Some((format!("environment {:?}: {error}", e.name), e.name.clone()))
+        })
+        .unzip();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::of(
+        "InvalidMetric",
+        problems.join("; "),
+        environments,
+    ))
+}
+
 /// Checks that every environment's resolved content renders in its ConfigMap's format
 /// (flag definitions included), as projecting it will: what `schema validate` adds to
 /// [`validate`] offline, where the operator renders while it plans.
@@ -236,6 +256,7 @@ pub fn validate(spec: &ConfigEntrySpec, schema: SchemaSource) -> Result<String, 
         message: format!("spec.configId: {error}"),
     })?;
     removals(spec)?;
+    metric_queries(spec)?;
     let Some((compiled, origin)) = compile(schema)? else {
         return Ok(format!(
             "no schema: {} environment(s) accepted as they are",

@@ -4,11 +4,13 @@
 //! version or rolls the canary back. A split ([`split`]) takes a flag's variant to a
 //! growing share of targeting keys, judged step by step by the same rules.
 
+pub mod metric;
 pub mod split;
 
 use std::time::Duration;
 
 use crate::api::v1alpha1::{ConfigEntry, EnvironmentSpec, RolloutSpec};
+use metric::Reading;
 
 /// How often a canary is looked at while it bakes.
 pub const LOOK_EVERY: Duration = Duration::from_secs(5);
@@ -78,44 +80,85 @@ pub struct Clock {
     pub now: i64,
 }
 
-/// Judges a canary whose bake of `bake` stands at `clock`. The bake ends `bake` after
-/// every consumer was given the version: while one waits for its restart, the end
-/// moves on with the clock, for at most [`GIVEN_WITHIN`].
+/// Judges a canary whose bake of `bake` stands at `clock`, from its consumers and the
+/// readings of its metric checks. The bake ends `bake` after every consumer was given
+/// the version: while one waits for its restart, the end moves on with the clock, for at
+/// most [`GIVEN_WITHIN`]. Every metric must have answered, within bounds, at the end.
 pub fn judge(
     rollout: &RolloutSpec,
     bake: Duration,
     clock: Clock,
     consumers: &[Consumer],
+    readings: &[Reading],
 ) -> Verdict {
-    let allowed = u32::try_from(rollout.max_restarts.unwrap_or(0)).unwrap_or(0);
-    let restarts: u32 = consumers.iter().map(|c| c.restarts).sum();
-    if restarts > allowed {
-        return Verdict::RollBack(format!(
-            "canary pods restarted {restarts} time(s) during the bake (at most {allowed} allowed)"
-        ));
+    if let Some(why) = crashing(rollout, consumers) {
+        return Verdict::RollBack(why);
     }
-    let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    let waiting: Vec<&str> = consumers
-        .iter()
-        .filter(|c| c.state != ConsumerState::Missing && !c.given)
-        .map(|c| c.name.as_str())
-        .collect();
-    if !waiting.is_empty() {
-        if clock.now - clock.started > seconds(bake + GIVEN_WITHIN) {
-            return Verdict::RollBack(format!(
-                "{} not restarted onto the version within {}s",
-                waiting.join(", "),
-                (bake + GIVEN_WITHIN).as_secs()
-            ));
-        }
-        let until = clock.until.max(clock.now.saturating_add(seconds(bake)));
-        return Verdict::Hold { until };
+    if let Some(verdict) = waiting(bake, clock, consumers) {
+        return verdict;
+    }
+    if let Some(why) = metric::failed(readings) {
+        return Verdict::RollBack(why);
     }
     let left = clock.until - clock.now;
     if left > 0 {
         let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
         return Verdict::Wait(left.min(LOOK_EVERY));
     }
+    if let Some(why) = unhealthy(rollout, consumers) {
+        return Verdict::RollBack(why);
+    }
+    if let Some(missing) = metric::unanswered(readings) {
+        if clock.now - clock.until > seconds(metric::ANSWER_WITHIN) {
+            return Verdict::RollBack(format!(
+                "{missing}: no answer {}s after the bake time",
+                metric::ANSWER_WITHIN.as_secs()
+            ));
+        }
+        return Verdict::Wait(LOOK_EVERY);
+    }
+    Verdict::Promote
+}
+
+fn seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Why the canary's restarts fail it, if they do.
+fn crashing(rollout: &RolloutSpec, consumers: &[Consumer]) -> Option<String> {
+    let allowed = u32::try_from(rollout.max_restarts.unwrap_or(0)).unwrap_or(0);
+    let restarts: u32 = consumers.iter().map(|c| c.restarts).sum();
+    (restarts > allowed).then(|| {
+        format!(
+            "canary pods restarted {restarts} time(s) during the bake (at most {allowed} allowed)"
+        )
+    })
+}
+
+/// While a consumer waits for its restart onto the version, the bake holds; past
+/// [`GIVEN_WITHIN`], it fails.
+fn waiting(bake: Duration, clock: Clock, consumers: &[Consumer]) -> Option<Verdict> {
+    let waiting: Vec<&str> = consumers
+        .iter()
+        .filter(|c| c.state != ConsumerState::Missing && !c.given)
+        .map(|c| c.name.as_str())
+        .collect();
+    if waiting.is_empty() {
+        return None;
+    }
+    if clock.now - clock.started > seconds(bake + GIVEN_WITHIN) {
+        return Some(Verdict::RollBack(format!(
+            "{} not restarted onto the version within {}s",
+            waiting.join(", "),
+            (bake + GIVEN_WITHIN).as_secs()
+        )));
+    }
+    let until = clock.until.max(clock.now.saturating_add(seconds(bake)));
+    Some(Verdict::Hold { until })
+}
+
+/// Why the consumers fail the canary at the end of the bake, if they do.
+fn unhealthy(rollout: &RolloutSpec, consumers: &[Consumer]) -> Option<String> {
     let unhealthy: Vec<String> = consumers
         .iter()
         .filter(|c| c.state != ConsumerState::Running)
@@ -124,14 +167,13 @@ pub fn judge(
             _ => format!("{} is not ready", c.name),
         })
         .collect();
-    if unhealthy.is_empty() {
-        return Verdict::Promote;
-    }
-    Verdict::RollBack(format!(
-        "after the bake time ({}), {}",
-        rollout.bake_time,
-        unhealthy.join(", ")
-    ))
+    (!unhealthy.is_empty()).then(|| {
+        format!(
+            "after the bake time ({}), {}",
+            rollout.bake_time,
+            unhealthy.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]
@@ -148,6 +190,7 @@ mod tests {
             }],
             bake_time: "30s".into(),
             max_restarts,
+            metrics: Vec::new(),
         }
     }
 
@@ -174,12 +217,24 @@ mod tests {
     #[test]
     fn a_healthy_canary_waits_out_the_bake_then_is_promoted() {
         let running = [consumer(ConsumerState::Running, 0)];
-        let early = judge(&rollout(None), BAKE, at(Duration::from_secs(2)), &running);
+        let early = judge(
+            &rollout(None),
+            BAKE,
+            at(Duration::from_secs(2)),
+            &running,
+            &[],
+        );
         assert_eq!(early, Verdict::Wait(LOOK_EVERY));
-        let late = judge(&rollout(None), BAKE, at(Duration::from_secs(28)), &running);
+        let late = judge(
+            &rollout(None),
+            BAKE,
+            at(Duration::from_secs(28)),
+            &running,
+            &[],
+        );
         assert_eq!(late, Verdict::Wait(Duration::from_secs(2)));
         assert_eq!(
-            judge(&rollout(None), BAKE, at(BAKE), &running),
+            judge(&rollout(None), BAKE, at(BAKE), &running, &[]),
             Verdict::Promote
         );
     }
@@ -187,9 +242,15 @@ mod tests {
     #[test]
     fn a_canary_not_ready_by_the_end_of_the_bake_is_rolled_back() {
         let rolling = [consumer(ConsumerState::Rolling, 0)];
-        let early = judge(&rollout(None), BAKE, at(Duration::from_secs(10)), &rolling);
+        let early = judge(
+            &rollout(None),
+            BAKE,
+            at(Duration::from_secs(10)),
+            &rolling,
+            &[],
+        );
         assert!(matches!(early, Verdict::Wait(_)), "it may still come up");
-        let Verdict::RollBack(why) = judge(&rollout(None), BAKE, at(BAKE), &rolling) else {
+        let Verdict::RollBack(why) = judge(&rollout(None), BAKE, at(BAKE), &rolling, &[]) else {
             panic!("rolled back");
         };
         assert_eq!(
@@ -198,7 +259,7 @@ mod tests {
         );
         let missing = [consumer(ConsumerState::Missing, 0)];
         assert!(matches!(
-            judge(&rollout(None), BAKE, at(BAKE), &missing),
+            judge(&rollout(None), BAKE, at(BAKE), &missing, &[]),
             Verdict::RollBack(why) if why.contains("does not exist")
         ));
     }
@@ -210,11 +271,17 @@ mod tests {
             ..consumer(ConsumerState::Rolling, 0)
         }];
         // Given nothing yet at 25s into a 30s bake: the end moves to 30s from now.
-        let held = judge(&rollout(None), BAKE, at(Duration::from_secs(25)), &waiting);
+        let held = judge(
+            &rollout(None),
+            BAKE,
+            at(Duration::from_secs(25)),
+            &waiting,
+            &[],
+        );
         assert_eq!(held, Verdict::Hold { until: 55 });
         // Never given: after the bake and GIVEN_WITHIN, it rolls back.
         let late = BAKE + GIVEN_WITHIN + Duration::from_secs(1);
-        let Verdict::RollBack(why) = judge(&rollout(None), BAKE, at(late), &waiting) else {
+        let Verdict::RollBack(why) = judge(&rollout(None), BAKE, at(late), &waiting, &[]) else {
             panic!("rolled back");
         };
         assert!(
@@ -226,21 +293,88 @@ mod tests {
             given: false,
             ..consumer(ConsumerState::Missing, 0)
         }];
-        let verdict = judge(&rollout(None), BAKE, at(Duration::from_secs(25)), &missing);
+        let verdict = judge(
+            &rollout(None),
+            BAKE,
+            at(Duration::from_secs(25)),
+            &missing,
+            &[],
+        );
         assert!(matches!(verdict, Verdict::Wait(_)));
     }
 
     #[test]
     fn restarts_beyond_the_allowance_roll_back_at_once() {
         let crashing = [consumer(ConsumerState::Rolling, 2)];
-        let verdict = judge(&rollout(None), BAKE, at(Duration::from_secs(1)), &crashing);
+        let verdict = judge(
+            &rollout(None),
+            BAKE,
+            at(Duration::from_secs(1)),
+            &crashing,
+            &[],
+        );
         assert!(matches!(verdict, Verdict::RollBack(why) if why.contains("restarted 2 time(s)")));
         let tolerated = judge(
             &rollout(Some(2)),
             BAKE,
             at(Duration::from_secs(1)),
             &crashing,
+            &[],
         );
         assert!(matches!(tolerated, Verdict::Wait(_)));
+    }
+
+    fn reading(answer: metric::Answer) -> Reading {
+        let check = serde_json::from_value(serde_json::json!({
+            "name": "errors", "query": "sum(errors)", "failAbove": 0,
+        }));
+        Reading {
+            check: check.expect("a check"),
+            answer,
+        }
+    }
+
+    #[test]
+    fn metrics_fail_the_bake_at_once_and_must_answer_by_its_end() {
+        use metric::Answer;
+        let running = [consumer(ConsumerState::Running, 0)];
+        let judged = |baked: Duration, answer: Answer| {
+            judge(
+                &rollout(None),
+                BAKE,
+                at(baked),
+                &running,
+                &[reading(answer)],
+            )
+        };
+        let early = Duration::from_secs(2);
+        let breach = judged(early, Answer::Value(3.0));
+        assert_eq!(
+            breach,
+            Verdict::RollBack("metric \"errors\" is 3, above 0".into())
+        );
+        assert!(matches!(judged(early, Answer::Empty), Verdict::Wait(_)));
+        assert_eq!(judged(BAKE, Answer::Value(0.0)), Verdict::Promote);
+        // Unanswered at the end: ask again, for at most ANSWER_WITHIN.
+        let down = || Answer::Unreachable("connection refused".into());
+        assert_eq!(judged(BAKE, down()), Verdict::Wait(LOOK_EVERY));
+        let late = BAKE + metric::ANSWER_WITHIN + Duration::from_secs(1);
+        let Verdict::RollBack(why) = judged(late, down()) else {
+            panic!("rolled back");
+        };
+        assert!(why.contains("connection refused"), "{why}");
+        // Waiting for a restart, the metrics of the version are not in yet.
+        let waiting = [Consumer {
+            given: false,
+            ..consumer(ConsumerState::Rolling, 0)
+        }];
+        let verdict = judge(
+            &rollout(None),
+            BAKE,
+            at(early),
+            &waiting,
+            &[reading(Answer::Value(3.0))],
+        );
+        assert!(matches!(verdict, Verdict::Hold { .. }));
     }
 }

@@ -1,0 +1,55 @@
+//! Asks Prometheus the metric queries of a canary, each held to the namespace of the
+//! canary's consumers first, and reads the answers ([`crate::core::rollout::metric`]).
+
+use std::time::Duration;
+
+use crate::controller::Context;
+use crate::{
+    api::v1alpha1::{MetricCheck, RolloutSpec},
+    core::rollout::metric::{self, Answer, Reading},
+};
+
+/// How long one query may take before it counts as unanswered this time.
+const ASK_WITHIN: Duration = Duration::from_secs(5);
+
+/// What each metric check of `rollout` comes to now, for consumers in `namespace`.
+pub async fn readings(rollout: &RolloutSpec, namespace: &str, ctx: &Context) -> Vec<Reading> {
+    let mut readings = Vec::with_capacity(rollout.metrics.len());
+    for check in &rollout.metrics {
+        let answer = ask(check, namespace, ctx).await;
+        readings.push(Reading {
+            check: check.clone(),
+            answer,
+        });
+    }
+    readings
+}
+
+async fn ask(check: &MetricCheck, namespace: &str, ctx: &Context) -> Answer {
+    let Some(prometheus) = &ctx.settings.prometheus else {
+        return Answer::Refused(
+            "the operator runs without a Prometheus to ask (the chart's prometheus.url)".into(),
+        );
+    };
+    let query = match metric::scoped(&check.query, &prometheus.namespace_label, namespace) {
+        Ok(query) => query,
+        Err(error) => return Answer::Refused(format!("it is not PromQL: {}", error.trim())),
+    };
+    let url = format!("{}/api/v1/query", prometheus.url);
+    let sent = ctx
+        .http
+        .post(url)
+        .form(&[("query", query)])
+        .timeout(ASK_WITHIN)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(error) => return Answer::Unreachable(format!("Prometheus cannot be reached: {error}")),
+    };
+    let status = response.status().as_u16();
+    match response.bytes().await {
+        Ok(body) => metric::answer(status, &body),
+        Err(error) => Answer::Unreachable(format!("Prometheus's answer broke off: {error}")),
+    }
+}
