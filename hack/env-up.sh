@@ -110,19 +110,6 @@ start consul "$bin/consul" agent -dev -bind 127.0.0.1 -client "$listen_ips" \
 log "starting moto (AWS Secrets Manager) on $listen_ip:$moto_port"
 start moto python3 -m moto.server -H "$listen_ip" -p "$moto_port"
 
-# Prometheus scrapes whatever tests list in $dir/prometheus/targets (file discovery),
-# every second, and answers the operator's canary metric queries.
-mkdir -p "$dir/prometheus/targets"
-cat >"$dir/prometheus/prometheus.yml" <<PROMETHEUS
-global: {scrape_interval: 1s, evaluation_interval: 1s}
-scrape_configs:
-  - job_name: tests
-    file_sd_configs: [{files: ["$dir/prometheus/targets/*.json"], refresh_interval: 1s}]
-PROMETHEUS
-log "starting Prometheus on $listen_ip:$prometheus_port"
-start prometheus "$bin/prometheus" --config.file="$dir/prometheus/prometheus.yml" \
-  --storage.tsdb.path="$dir/prometheus/data" --web.listen-address="$listen_ip:$prometheus_port"
-
 if $with_node; then
   # Kubelets and pods as a cluster has them: the Node authorizer, service-account
   # tokens in pods, the kubernetes Service pointing at this apiserver, and a client
@@ -179,6 +166,34 @@ contexts:
     context: {cluster: summit-$name, user: admin}
 current-context: summit-$name
 KUBECONFIG
+
+# Prometheus scrapes whatever tests list in $dir/prometheus/targets (file discovery)
+# and, on a node, every pod annotated prometheus.io/scrape=true (as most clusters'
+# Prometheus does), every second, with the pod's namespace and app as labels. It
+# answers the operator's canary metric queries.
+mkdir -p "$dir/prometheus/targets"
+{
+  cat <<PROMETHEUS
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: tests
+    file_sd_configs: [{files: ["$dir/prometheus/targets/*.json"], refresh_interval: 1s}]
+PROMETHEUS
+  if $with_node; then cat <<PROMETHEUS
+  - job_name: pods
+    fallback_scrape_protocol: PrometheusText0.0.4
+    kubernetes_sd_configs: [{role: pod, kubeconfig_file: "$dir/kubeconfig"}]
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], regex: "true", action: keep}
+      - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+      - {source_labels: [__meta_kubernetes_pod_label_app], target_label: app}
+      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+PROMETHEUS
+  fi
+} >"$dir/prometheus/prometheus.yml"
+log "starting Prometheus on $listen_ip:$prometheus_port"
+start prometheus "$bin/prometheus" --config.file="$dir/prometheus/prometheus.yml" \
+  --storage.tsdb.path="$dir/prometheus/data" --web.listen-address="$listen_ip:$prometheus_port"
 
 export KUBECONFIG="$dir/kubeconfig"
 wait_until 90 kube-apiserver kubectl get --raw /readyz

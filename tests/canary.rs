@@ -5,7 +5,8 @@
 //! version untouched. A healthy one is promoted, and the main consumer rolls once.
 //! A flag split steps 10 → 50 → 100 percent while its consumer stays ready, each step
 //! evaluated by the official flagd provider; one that makes its consumer unready is
-//! put back by itself.
+//! put back by itself. A canary that stays ready but whose pods report errors to
+//! Prometheus is rolled back on the metric check's answer.
 //! Needs the node (`hack/e2e.sh`): run with `--features e2e`.
 
 mod support;
@@ -15,17 +16,30 @@ use std::time::Duration;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
 use kube::Api;
 use serde_json::{Value, json};
-use summit_config::api::v1alpha1::{ChangePhase, ConfigChange, ConfigEntry, RolloutStep};
+use summit_config::api::v1alpha1::{
+    ChangePhase, ConfigChange, ConfigChangeStatus, ConfigEntry, RolloutStep,
+};
 use support::{
-    WAIT, change, change_in, create, entry, env, eventually, install::*, projected, wait_for,
+    WAIT, change, change_in, create, entry, env, eventually, install::*, projected,
+    prometheus::query_value, wait_for,
 };
 
 const NAMESPACE: &str = "canary";
 /// The bake time: short enough for a test, long enough for a pod to start.
 const BAKE: Duration = Duration::from_secs(20);
 
+/// What a consumer runs: it serves `app_errors`, the `errors` its configuration
+/// names (0 when none), for Prometheus to scrape.
+const SERVE_ERRORS: &str = r#"mkdir -p /tmp/www
+while true; do
+  errors="$(sed -n 's/.*"errors": *\([0-9]*\).*/\1/p' /config/config.json 2>/dev/null | head -n 1)"
+  echo "app_errors ${errors:-0}" >/tmp/www/.metrics && mv /tmp/www/.metrics /tmp/www/metrics
+  sleep 1
+done &
+exec httpd -f -p 8080 -h /tmp/www"#;
+
 /// A Deployment whose pods are ready only while the ConfigMap they mount says
-/// `"healthy": true`.
+/// `"healthy": true`, and report the `errors` it names as a metric.
 fn consumer(name: &str, config_map: &str) -> Deployment {
     serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -33,7 +47,10 @@ fn consumer(name: &str, config_map: &str) -> Deployment {
             "replicas": 1,
             "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": name}},
+                "metadata": {
+                    "labels": {"app": name},
+                    "annotations": {"prometheus.io/scrape": "true"},
+                },
                 "spec": {
                     "securityContext": {"runAsNonRoot": true, "runAsUser": 65532},
                     "terminationGracePeriodSeconds": 1,
@@ -41,7 +58,8 @@ fn consumer(name: &str, config_map: &str) -> Deployment {
                         "name": "app",
                         "image": "docker.io/library/busybox:1.36",
                         "imagePullPolicy": "IfNotPresent",
-                        "command": ["sleep", "2147483647"],
+                        "command": ["sh", "-c", SERVE_ERRORS],
+                        "ports": [{"name": "metrics", "containerPort": 8080}],
                         "readinessProbe": {
                             "exec": {"command": ["grep", "-q", "\"healthy\": true", "/config/config.json"]},
                             "periodSeconds": 1,
@@ -54,6 +72,21 @@ fn consumer(name: &str, config_map: &str) -> Deployment {
         },
     }))
     .expect("a Deployment")
+}
+
+/// The canary consumer's errors, as its metric check asks for them.
+const CANARY_ERRORS: &str = r#"max(app_errors{app="shop-api-canary"})"#;
+
+/// Waits until change `name` has failed; its status and its Ready condition's message.
+async fn failed(changes: &Api<ConfigChange>, name: &str) -> (ConfigChangeStatus, String) {
+    let failed = wait_for(changes, name, "the canary rolled back", |c| {
+        c.status.as_ref().and_then(|s| s.phase) == Some(ChangePhase::Failed)
+    })
+    .await;
+    let status = failed.status.expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let message = ready.expect("Ready").message.clone();
+    (status, message)
 }
 
 /// Waits until `name` has rolled out completely, every pod ready; returns it.
@@ -224,6 +257,7 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
             "rollout": {
                 "canaryTargets": [{"kind": "Deployment", "name": "shop-api-canary"}],
                 "bakeTime": format!("{}s", BAKE.as_secs()),
+                "metrics": [{"name": "errors", "query": CANARY_ERRORS, "failAbove": 0}],
             },
         }],
     });
@@ -250,23 +284,14 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
     )
     .await;
     projected(&config_maps, "shop-production-canary", |c| c["pool"] == 20).await;
-    let failed = wait_for(&changes, "break-it", "the canary rolled back", |c| {
-        c.status.as_ref().and_then(|s| s.phase) == Some(ChangePhase::Failed)
-    })
-    .await;
-    let status = failed.status.expect("status");
+    let (status, message) = failed(&changes, "break-it").await;
     let rollout = status.rollout.expect("a rollout");
     assert_eq!(rollout.step, RolloutStep::RolledBack);
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .expect("Ready");
-    assert_eq!(ready.reason, "CanaryFailed");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.expect("Ready").reason, "CanaryFailed");
     assert!(
-        ready.message.contains("shop-api-canary is not ready"),
-        "{}",
-        ready.message
+        message.contains("shop-api-canary is not ready"),
+        "{message}"
     );
     let took =
         status.finished_at.expect("finished").0.as_second() - rollout.started_at.0.as_second();
@@ -288,6 +313,36 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
         main_before.metadata.generation
     );
     assert_eq!(main_after.status.and_then(|s| s.ready_replicas), Some(1));
+
+    // A version whose canary stays ready but reports errors: Prometheus's answer rolls
+    // it back, before the bake would have ended.
+    create(
+        &changes,
+        &proposal("noisy", json!({"healthy": true, "errors": 7, "pool": 25})),
+    )
+    .await;
+    let (status, message) = failed(&changes, "noisy").await;
+    assert!(
+        message.contains("metric \"errors\" is 7, above 0"),
+        "{message}"
+    );
+    let rollout = status.rollout.expect("a rollout");
+    let took =
+        status.finished_at.expect("finished").0.as_second() - rollout.started_at.0.as_second();
+    assert!(took < bake, "rolled back {took}s after the canary started");
+    projected(&config_maps, "shop-production-canary", |c| c["pool"] == 10).await;
+    let live_after = config_maps.get("shop-production").await.expect("main");
+    assert_eq!(
+        live_after.metadata.resource_version,
+        live_before.metadata.resource_version
+    );
+    // The canary runs what is live again, and says so, before the next version bakes.
+    settled(&deployments, "shop-api-canary").await;
+    let quiet = format!("max(app_errors{{namespace=\"{NAMESPACE}\",app=\"shop-api-canary\"}})");
+    eventually("the canary's errors back to 0", WAIT, || async {
+        (query_value(&quiet).await? == 0.0).then_some(())
+    })
+    .await;
 
     // A healthy version bakes, then goes to every consumer: the main one rolls once.
     create(
