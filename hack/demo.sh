@@ -46,6 +46,8 @@ consul:
   address: "$CONSUL_HTTP_ADDR"
   tokenSecret: {name: summit-consul, key: token}
   caConfigMap: {name: summit-consul-ca, key: ca.crt}
+prometheus:
+  url: "$PROMETHEUS_URL"
 VALUES
 helm install summit-config charts/summit-config --namespace summit-system \
   --values "$SUMMIT_ENV_DIR/values.yaml" --wait --timeout 3m >/dev/null
