@@ -3,7 +3,8 @@
 //! in-process file mode, `flagd-eval` from hack/tools) evaluates: a fractional 10/90
 //! split serves about 10% of 10,000 targeting keys, and about half once alice moves it
 //! to 50/50. A definition flagd would refuse is refused with its JSON path, and nothing
-//! is recorded.
+//! is recorded. A split moves only once approved, and only approvers may promote or
+//! abort it: alice (who edits) and mallory (from outside) move nothing.
 
 mod support;
 
@@ -11,7 +12,10 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use summit_config::api::v1alpha1::{ChangePhase, ConfigEntry};
-use support::{change, change_in, create, entry, merge, setup_with, validation_refused, wait_for};
+use support::{
+    change, change_in, create, entry, merge, refused, setup_with, try_create, try_merge,
+    validation_refused, wait_for,
+};
 
 const FLAG: &str = "new-checkout";
 
@@ -234,13 +238,7 @@ async fn a_split_whose_step_fails_its_bake_puts_the_flag_back_and_bad_splits_are
     let flags_json = restored.data.expect("data")["flags.json"].clone();
     let counts = support::flagd::evaluated(&flags_json, FLAG, 1000);
     assert_eq!(counts.get("off"), Some(&1000), "{counts:?}");
-    let events: Vec<String> = support::column_of(
-        "SELECT changes ->> 'event' FROM config_audit WHERE config_id = $1
-         AND changes ->> 'event' LIKE 'split%' ORDER BY timestamp",
-        &s.config_id(),
-    )
-    .await;
-    assert_eq!(events, ["splitStep", "splitRolledBack"]);
+    assert_eq!(split_events(&s).await, ["splitStep", "splitRolledBack"]);
 
     // What cannot be split is refused, naming the field; nothing is recorded for it.
     let versions = support::count_rows("config_versions", &s.config_id()).await;
@@ -257,4 +255,107 @@ async fn a_split_whose_step_fails_its_bake_puts_the_flag_back_and_bad_splits_are
     );
     let downward = support::try_create(&changes, &split("downward", "on", &[50, 10])).await;
     support::refused(downward, "steps must rise strictly");
+}
+
+/// The built binary as `user` in `s`'s namespace: exit code and stderr.
+fn summit_as(s: &support::Tenant, user: &str, args: &[&str]) -> (i32, String) {
+    let output = support::summit(&support::env().kubeconfig_as(user), &s.ns, args)
+        .output()
+        .expect("run summit-config");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+#[tokio::test]
+async fn a_split_moves_only_when_an_approver_says_so() {
+    // alice edits but may not approve; mallory holds nothing here.
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("bob", "summit-config-approver"),
+    ];
+    let (s, _operator) = setup_with("split-guard", &roles, &[]).await;
+    let spec = json!({
+        "configId": s.config_id(),
+        "data": all_off(),
+        "environments": [{"name": "production", "configMap": {"format": "Flagd"},
+            "approval": {"requiredApprovals": 1},
+            "rollout": {"canaryTargets": [{"kind": "Deployment", "name": "checkout-api"}],
+                        "bakeTime": "10m"}}],
+    });
+    create(&s.entries(), &entry("checkout-flags", spec)).await;
+    let first = "checkout-flags-production-v1";
+    change_in(&s.changes(), first, ChangePhase::Pending).await;
+    s.approves("bob", first).await;
+    let config_maps = s.config_maps();
+    let projection = "checkout-flags-production";
+    wait_for(&config_maps, projection, "v1", |c| c.data.is_some()).await;
+    let before = config_maps.get(projection).await.expect("the flags");
+
+    let alice = s.changes_as("alice").await;
+    create(&alice, &split("on-for-some", "on", &[10, 100])).await;
+    change_in(&s.changes(), "on-for-some", ChangePhase::Pending).await;
+    let groups = ["summit:approvers"];
+    let approve = support::approve;
+    refused(
+        approve(&alice, "on-for-some", "alice", &groups).await,
+        "nobody approves their own change",
+    );
+    refused(
+        approve(&alice, "on-for-some", "bob", &groups).await,
+        "an approval must be signed by the user adding it (alice)",
+    );
+    let mallory = s.changes_as("mallory").await;
+    refused(
+        approve(&mallory, "on-for-some", "mallory", &groups).await,
+        "forbidden",
+    );
+    let hers = json!({"configEntry": "checkout-flags", "environment": "production",
+                      "split": {"flag": FLAG, "variant": "on", "steps": [100]}});
+    let hers = change("hers", "mallory", hers);
+    refused(try_create(&mallory, &hers).await, "forbidden");
+    // Every chance to move, and nothing did: the flag, the audit trail, the change.
+    tokio::time::sleep(support::WINDOW).await;
+    let after = config_maps.get(projection).await.expect("the flags");
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert!(split_events(&s).await.is_empty());
+
+    // bob's approval starts it at 10%; only an approver may take it further or back.
+    s.approves("bob", "on-for-some").await;
+    let (on, off) = evaluated(&projected_split(&s, 10).await);
+    assert!((800..=1200).contains(&on), "{on} on, {off} off");
+    for user in ["alice", "mallory"] {
+        let promote = ["rollout", "promote", "on-for-some", "--reason", "now"];
+        let (code, stderr) = summit_as(&s, user, &promote);
+        assert_eq!(code, 4, "{user}: {stderr}");
+    }
+    let decision = json!({"spec": {"rolloutDecision": {"action": "Promote", "decidedBy": "alice", "reason": "x"}}});
+    refused(
+        try_merge(&alice, "on-for-some", decision).await,
+        "nobody promotes or aborts their own change",
+    );
+    tokio::time::sleep(support::WINDOW).await;
+    assert_eq!(split_events(&s).await, ["splitStep"]);
+    let (code, stderr) = summit_as(
+        &s,
+        "bob",
+        &["rollout", "abort", "on-for-some", "--reason", "no"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let failed = change_in(&s.changes(), "on-for-some", ChangePhase::Failed).await;
+    let share = failed.status.and_then(|s| s.rollout).and_then(|r| r.share);
+    assert_eq!(share, Some(10), "never past the first step");
+    assert_eq!(split_events(&s).await, ["splitStep", "splitRolledBack"]);
+}
+
+/// The split rows of the entry's audit trail, oldest first.
+async fn split_events(s: &support::Tenant) -> Vec<String> {
+    support::column_of(
+        "SELECT changes ->> 'event' FROM config_audit WHERE config_id = $1
+         AND changes ->> 'event' LIKE 'split%' ORDER BY timestamp",
+        &s.config_id(),
+    )
+    .await
 }
