@@ -348,6 +348,28 @@ async fn a_split_moves_only_when_an_approver_says_so() {
     let share = failed.status.and_then(|s| s.rollout).and_then(|r| r.share);
     assert_eq!(share, Some(10), "never past the first step");
     assert_eq!(split_events(&s).await, ["splitStep", "splitRolledBack"]);
+
+    // Rejected while it runs, a split puts the flag back too, and ends Rejected.
+    create(&alice, &split("once-more", "on", &[10, 100])).await;
+    s.approves("bob", "once-more").await;
+    projected_split(&s, 10).await;
+    let reject = json!({"spec": {"rejection": {"rejectedBy": "bob", "reason": "not now"}}});
+    merge(&s.changes_as("bob").await, "once-more", reject).await;
+    let rejected = change_in(&s.changes(), "once-more", ChangePhase::Rejected).await;
+    let rollout = rejected.status.and_then(|s| s.rollout).expect("rollout");
+    assert_eq!(
+        rollout.step,
+        summit_config::api::v1alpha1::RolloutStep::RolledBack
+    );
+    assert_eq!(rollout.message.as_deref(), Some("rejected by bob: not now"));
+    let put_back = wait_for(&config_maps, projection, "the flag put back", |c| {
+        let flags = c.data.as_ref().and_then(|d| d.get("flags.json"));
+        flags.is_some_and(|f| !f.contains("fractional"))
+    })
+    .await;
+    let flags_json = &put_back.data.expect("data")["flags.json"];
+    let counts = support::flagd::evaluated(flags_json, FLAG, 1000);
+    assert_eq!(counts.get("off"), Some(&1000), "{counts:?}");
 }
 
 /// The split rows of the entry's audit trail, oldest first.

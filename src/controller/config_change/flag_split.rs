@@ -36,13 +36,24 @@ impl Approved<'_> {
         floor: Floor,
         ctx: &Context,
     ) -> Result<Decision> {
+        let (number, snapshot) = version;
+        let current = self.current.rollout.as_ref();
+        let baking = current.filter(|r| r.step == RolloutStep::Split && r.version == number);
+        if let Some(baking) = baking
+            && let Some((why, rejected)) = self.stopped()
+        {
+            let undone = self
+                .undo(split, baking, &snapshot, why, facts, floor, ctx)
+                .await?;
+            return Ok(match rejected {
+                Some(by) => rejected_by(undone, by),
+                None => undone,
+            });
+        }
         let rollout = match split::rollout_of(self.environment) {
             Ok(rollout) => rollout,
             Err(invalid) => return Ok(Decision::failed(invalid)),
         };
-        let (number, snapshot) = version;
-        let current = self.current.rollout.as_ref();
-        let baking = current.filter(|r| r.step == RolloutStep::Split && r.version == number);
         let Some(baking) = baking else {
             if current.is_none()
                 && let Some(other) = self.other_baking(ctx)
@@ -63,12 +74,6 @@ impl Approved<'_> {
         };
         let share = baking.share.unwrap_or_default();
         let next = match self.change.spec.rollout_decision.as_ref() {
-            Some(decision) if decision.action == RolloutAction::Abort => {
-                let why = format!("aborted by {}: {}", decision.decided_by, decision.reason);
-                return self
-                    .undo(split, baking, &snapshot, why, facts, floor, ctx)
-                    .await;
-            }
             // Straight to the last step, which a promotion then ends.
             Some(_) => split.steps.last().copied().filter(|last| *last > share),
             None => match self.verdict(rollout, baking, &snapshot, ctx).await? {
@@ -100,6 +105,24 @@ impl Approved<'_> {
             }
             Err(retry) => Ok(retry),
         }
+    }
+
+    /// Why the split under way stops here, if it does: a rejection (and by whom), an
+    /// abort, or rollout rules that went away (an approver's edit).
+    fn stopped(&self) -> Option<(String, Option<&str>)> {
+        let spec = &self.change.spec;
+        if let Err(invalid) = split::rollout_of(self.environment) {
+            return Some((invalid.message, None));
+        }
+        if let Some(rejected) = &spec.rejection {
+            let why = format!("rejected by {}: {}", rejected.rejected_by, rejected.reason);
+            return Some((why, Some(rejected.rejected_by.as_str())));
+        }
+        let decision = spec.rollout_decision.as_ref()?;
+        (decision.action == RolloutAction::Abort).then(|| {
+            let why = format!("aborted by {}: {}", decision.decided_by, decision.reason);
+            (why, None)
+        })
     }
 
     /// How the step baking as `baking` (the content of `snapshot`) stands: its
@@ -330,5 +353,18 @@ pub(super) fn split_row(
             "share": share,
             "bakeUntil": rollout.bake_until,
         }),
+    }
+}
+
+/// A split put back because `by` rejected it ends `Rejected`, as a rejected canary does.
+fn rejected_by(undone: Decision, by: &str) -> Decision {
+    if undone.phase != Some(ChangePhase::Failed) {
+        return undone;
+    }
+    Decision {
+        phase: Some(ChangePhase::Rejected),
+        reason: "Rejected",
+        ended_by: Some(by.to_owned()),
+        ..undone
     }
 }

@@ -24,7 +24,7 @@ use crate::controller::events::EventType;
 use crate::{
     api::v1alpha1::{
         ChangePhase, ConfigChange, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,
-        parse_duration,
+        RolloutStep, parse_duration,
     },
     core::{
         Invalid,
@@ -192,10 +192,10 @@ async fn decide(
         .and_then(|p| p.pending_expiry.as_deref());
     let expiry = expiry_text.and_then(|text| Some((text, parse_duration(text).ok()?)));
     let step = match change::judge(change.spec.rejection.as_ref(), &tally, expiry, age(change)) {
-        Judgement::Rejected(decision)
-        | Judgement::Expired(decision)
-        | Judgement::Waiting(decision) => decision,
-        Judgement::Approved => {
+        // A split under way is rejected once its flag is back: the approved path does both.
+        Judgement::Rejected(decision) if !splitting(current) => decision,
+        Judgement::Expired(decision) | Judgement::Waiting(decision) => decision,
+        Judgement::Approved | Judgement::Rejected(_) => {
             let approved = Approved {
                 change,
                 entry,
@@ -213,6 +213,12 @@ async fn decide(
         }
     };
     Ok(Decision { validated, ..step }.based_on(base))
+}
+
+/// Whether the change is approved and its split under way.
+fn splitting(current: &ConfigChangeStatus) -> bool {
+    let step = current.rollout.as_ref().map(|r| r.step);
+    current.phase == Some(ChangePhase::Approved) && step == Some(RolloutStep::Split)
 }
 
 /// The ConfigMap format of an environment.
