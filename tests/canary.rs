@@ -20,8 +20,7 @@ use summit_config::api::v1alpha1::{
     ChangePhase, ConfigChange, ConfigChangeStatus, ConfigEntry, RolloutStep,
 };
 use support::{
-    WAIT, change, change_in, create, entry, env, eventually, install::*, projected,
-    prometheus::query_value, wait_for,
+    WAIT, change, change_in, create, entry, env, eventually, install::*, projected, wait_for,
 };
 
 const NAMESPACE: &str = "canary";
@@ -336,13 +335,8 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
         live_after.metadata.resource_version,
         live_before.metadata.resource_version
     );
-    // The canary runs what is live again, and says so, before the next version bakes.
-    settled(&deployments, "shop-api-canary").await;
-    let quiet = format!("max(app_errors{{namespace=\"{NAMESPACE}\",app=\"shop-api-canary\"}})");
-    eventually("the canary's errors back to 0", WAIT, || async {
-        (query_value(&quiet).await? == 0.0).then_some(())
-    })
-    .await;
+    // The next version goes straight on: its metric is judged only once the canary's
+    // pods all run it, so the noisy pods of the last one cannot fail it.
 
     // A healthy version bakes, then goes to every consumer: the main one rolls once.
     create(

@@ -257,15 +257,6 @@ async fn a_split_whose_step_fails_its_bake_puts_the_flag_back_and_bad_splits_are
     support::refused(downward, "steps must rise strictly");
 }
 
-/// The built binary as `user` in `s`'s namespace: exit code and stderr.
-fn summit_as(s: &support::Tenant, user: &str, args: &[&str]) -> (i32, String) {
-    let output = support::summit(&support::env().kubeconfig_as(user), &s.ns, args)
-        .output()
-        .expect("run summit-config");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output.status.code().unwrap_or(-1), stderr)
-}
-
 #[tokio::test]
 async fn a_split_moves_only_when_an_approver_says_so() {
     // alice edits but may not approve; mallory holds nothing here.
@@ -314,7 +305,7 @@ async fn a_split_moves_only_when_an_approver_says_so() {
     let hers = change("hers", "mallory", hers);
     refused(try_create(&mallory, &hers).await, "forbidden");
     // Every chance to move, and nothing did: the flag, the audit trail, the change.
-    tokio::time::sleep(support::WINDOW).await;
+    support::sleep_through_window().await;
     let after = config_maps.get(projection).await.expect("the flags");
     assert_eq!(
         after.metadata.resource_version,
@@ -328,7 +319,7 @@ async fn a_split_moves_only_when_an_approver_says_so() {
     assert!((800..=1200).contains(&on), "{on} on, {off} off");
     for user in ["alice", "mallory"] {
         let promote = ["rollout", "promote", "on-for-some", "--reason", "now"];
-        let (code, stderr) = summit_as(&s, user, &promote);
+        let (code, _, stderr) = s.summit_as(user, &promote);
         assert_eq!(code, 4, "{user}: {stderr}");
     }
     let decision = json!({"spec": {"rolloutDecision": {"action": "Promote", "decidedBy": "alice", "reason": "x"}}});
@@ -336,10 +327,9 @@ async fn a_split_moves_only_when_an_approver_says_so() {
         try_merge(&alice, "on-for-some", decision).await,
         "nobody promotes or aborts their own change",
     );
-    tokio::time::sleep(support::WINDOW).await;
+    support::sleep_through_window().await;
     assert_eq!(split_events(&s).await, ["splitStep"]);
-    let (code, stderr) = summit_as(
-        &s,
+    let (code, _, stderr) = s.summit_as(
         "bob",
         &["rollout", "abort", "on-for-some", "--reason", "no"],
     );

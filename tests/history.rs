@@ -221,19 +221,6 @@ async fn only_the_newest_versions_and_the_live_ones_are_kept() {
     assert!(live.contains(&"development".to_owned()), "{live:?}");
 }
 
-/// The built binary as `user`, in the tenant's namespace: its exit code, stdout and
-/// stderr.
-fn summit_as(s: &Tenant, user: &str, args: &[&str]) -> (i32, String, String) {
-    let output = support::summit(&env().kubeconfig_as(user), &s.ns, args)
-        .output()
-        .expect("run summit-config");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// A failure is one line on stderr, with `code`, saying `what`.
 fn fails(result: (i32, String, String), code: i32, what: &str) {
     let (status, _, stderr) = result;
@@ -250,7 +237,7 @@ async fn the_command_line_reads_history_as_its_caller() {
     })
     .await;
 
-    let (code, versions, _) = summit_as(&s, "alice", &["versions", "payments"]);
+    let (code, versions, _) = s.summit_as("alice", &["versions", "payments"]);
     assert_eq!(code, 0);
     let numbers: Vec<&str> = versions
         .lines()
@@ -260,8 +247,7 @@ async fn the_command_line_reads_history_as_its_caller() {
     assert_eq!(numbers, ["1", "2"], "{versions}");
 
     // Exactly the changed key, then the unified diff.
-    let (code, diff, _) = summit_as(
-        &s,
+    let (code, diff, _) = s.summit_as(
         "alice",
         &["diff", "payments", "1", "2", "--env", "production"],
     );
@@ -271,8 +257,7 @@ async fn the_command_line_reads_history_as_its_caller() {
         diff.contains("-    \"max\": 10") && diff.contains("+    \"max\": 40"),
         "{diff}"
     );
-    let (_, live, _) = summit_as(
-        &s,
+    let (_, live, _) = s.summit_as(
         "alice",
         &["diff", "payments", "1", "--env", "production", "-o", "json"],
     );
@@ -281,7 +266,7 @@ async fn the_command_line_reads_history_as_its_caller() {
     assert_eq!(live["changed"], json!(["$.pool.max"]));
 
     // The audit names the proposer and both approvers.
-    let (code, audit, _) = summit_as(&s, "alice", &["audit", "payments", "--version", "2"]);
+    let (code, audit, _) = s.summit_as("alice", &["audit", "payments", "--version", "2"]);
     assert_eq!(code, 0);
     for (event, actor) in [
         ("requested", "alice"),
@@ -299,27 +284,27 @@ async fn the_command_line_reads_history_as_its_caller() {
 
     // mallory has no role here; bad input says what is wrong, in one line, with its code.
     fails(
-        summit_as(&s, "mallory", &["versions", "payments"]),
+        s.summit_as("mallory", &["versions", "payments"]),
         4,
         "forbidden",
     );
     fails(
-        summit_as(&s, "mallory", &["audit", "payments"]),
+        s.summit_as("mallory", &["audit", "payments"]),
         4,
         "forbidden",
     );
     fails(
-        summit_as(&s, "alice", &["diff", "payments", "1", "9"]),
+        s.summit_as("alice", &["diff", "payments", "1", "9"]),
         3,
         "has no version 9",
     );
     fails(
-        summit_as(&s, "alice", &["versions", "nothing-here"]),
+        s.summit_as("alice", &["versions", "nothing-here"]),
         3,
         "does not exist",
     );
     fails(
-        summit_as(&s, "bob", &["approve", "bigger-pool"]),
+        s.summit_as("bob", &["approve", "bigger-pool"]),
         5,
         "only pending changes",
     );

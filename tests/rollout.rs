@@ -148,7 +148,8 @@ async fn failed_change(changes: &Api<ConfigChange>, entry: &str) -> (ConfigChang
 async fn a_metric_out_of_bounds_rolls_the_canary_back_before_the_bake_ends() {
     let (s, _operator) = setup("rollout-metric").await;
     let errors = Exporter::start(&s.ns).await;
-    create(&s.api::<Deployment>(), &workload("api-canary")).await;
+    // No canary workload: no pod of an older version serves, so the metric speaks for
+    // the version from the first look (on a node, once the canary pods run it).
     let metrics = json!([{"name": "errors", "query": "max(app_errors)", "failAbove": 0}]);
     let spec = measured(&s.config_id(), "10m", metrics);
     create(&s.entries(), &entry("api", spec)).await;
@@ -183,7 +184,6 @@ async fn a_metric_query_reads_its_own_namespace_and_nothing_else() {
     let theirs = Exporter::start(&victim).await;
     theirs.set(5.0).await;
     let _ours = Exporter::start(&s.ns).await;
-    create(&s.api::<Deployment>(), &workload("api-canary")).await;
     let peek = format!("max(app_errors{{namespace=\"{victim}\"}}) or vector(0)");
     let metrics = json!([
         {"name": "peek", "query": peek, "failAbove": 1},
@@ -198,9 +198,9 @@ async fn a_metric_query_reads_its_own_namespace_and_nothing_else() {
     projected(&s.config_maps(), "api-production", |c| c["pool"] == 10).await;
     merge(&mallory, "api", json!({"spec": {"data": {"pool": 11}}})).await;
     // Held to her namespace, both queries come to 0: the canary fails only because its
-    // consumer never runs here, and no status names the other tenant's value.
+    // consumer does not exist, and no status names the other tenant's value.
     let (_, message) = failed_change(&s.api(), "api").await;
-    assert!(message.contains("api-canary is not ready"), "{message}");
+    assert!(message.contains("api-canary does not exist"), "{message}");
     assert!(!message.contains("is 5"), "{message}");
 
     // A query that does not parse is refused before any version waits on it.
@@ -229,30 +229,38 @@ async fn a_metric_query_reads_its_own_namespace_and_nothing_else() {
 async fn scoped_queries_are_promql_that_prometheus_runs() {
     // What the operator sends is its own rendering of the tenant's query: Prometheus
     // must read it as the same query, held to the namespace.
+    // Each query, and how many selectors it has: every one must be held.
     let queries = [
-        r#"sum(rate(http_requests_total{code=~"5..",job!="x"}[1m30s])) / sum(rate(http_requests_total[5m] offset 1h))"#,
-        r#"histogram_quantile(0.99, sum by (le) (rate(latency_bucket{path="/a\"b"}[2m])))"#,
-        r#"max_over_time(deriv(queue_depth[2m])[10m:1m]) > bool 3"#,
-        r#"-avg without (pod) (up{job="a"}) + on (instance) group_left count(up @ start())"#,
-        r#"label_replace(up, "x", "$1", "job", "(.*)") unless absent(up)"#,
-        r#"topk(1, {__name__=~"app_.+"}) or vector(0)"#,
+        (
+            r#"sum(rate(http_requests_total{code=~"5..",job!="x"}[1m30s])) / sum(rate(http_requests_total[5m] offset 1h))"#,
+            2,
+        ),
+        (
+            r#"histogram_quantile(0.99, sum by (le) (rate(latency_bucket{path="/a\"b"}[2m])))"#,
+            1,
+        ),
+        (
+            r#"max_over_time(deriv(queue_depth[2m])[10m:1m]) > bool 3"#,
+            1,
+        ),
+        (
+            r#"-avg without (pod) (up{job="a"}) + on (instance) group_left count(up @ start())"#,
+            2,
+        ),
+        (
+            r#"label_replace(up, "x", "$1", "job", "(.*)") unless absent(up)"#,
+            2,
+        ),
+        (r#"topk(1, {__name__=~"app_.+"}) or vector(0)"#, 1),
     ];
-    for query in queries {
+    for (query, selectors) in queries {
         let scoped = summit_config::core::rollout::metric::scoped(query, "namespace", "team-a")
             .expect("scoped");
         let answer = support::prometheus::ask(&scoped).await;
         assert_eq!(answer["status"], "success", "{query} → {scoped}: {answer}");
-        assert!(scoped.contains(r#"namespace="team-a""#), "{scoped}");
+        let held = scoped.matches(r#"namespace="team-a""#).count();
+        assert_eq!(held, selectors, "{scoped}");
     }
-}
-
-/// The built binary as `user`: exit code and stderr.
-fn summit_as(s: &support::Tenant, user: &str, args: &[&str]) -> (i32, String) {
-    let output = support::summit(&support::env().kubeconfig_as(user), &s.ns, args)
-        .output()
-        .expect("run summit-config");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output.status.code().unwrap_or(-1), stderr)
 }
 
 /// The ConfigChange carrying version `version` to the canary, once it bakes there.
@@ -288,17 +296,10 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
     let change = baking(&changes, 2).await;
     let before = changes.get(&change).await.expect("the change");
     // mallory holds no role; alice edits but may not approve.
-    let (code, stderr) = summit_as(
-        &s,
-        "mallory",
-        &["rollout", "promote", &change, "--reason", "x"],
-    );
+    let (code, _, stderr) =
+        s.summit_as("mallory", &["rollout", "promote", &change, "--reason", "x"]);
     assert_eq!(code, 4, "{stderr}");
-    let (code, stderr) = summit_as(
-        &s,
-        "alice",
-        &["rollout", "promote", &change, "--reason", "x"],
-    );
+    let (code, _, stderr) = s.summit_as("alice", &["rollout", "promote", &change, "--reason", "x"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("may not promote or abort"), "{stderr}");
     let unchanged = changes.get(&change).await.expect("the change");
@@ -311,11 +312,8 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
         "may not change or remove the staged rollout",
     );
 
-    let (code, stderr) = summit_as(
-        &s,
-        "bob",
-        &["rollout", "abort", &change, "--reason", "p99 up"],
-    );
+    let (code, _, stderr) =
+        s.summit_as("bob", &["rollout", "abort", &change, "--reason", "p99 up"]);
     assert_eq!(code, 0, "{stderr}");
     let failed = wait_for(&changes, &change, "aborted", |c| {
         c.status.as_ref().and_then(|s| s.phase) == Some(ChangePhase::Failed)
@@ -327,11 +325,7 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
         .and_then(|r| r.message);
     assert_eq!(message.as_deref(), Some("aborted by bob: p99 up"));
     projected(&config_maps, "api-production-canary", |c| c["pool"] == 10).await;
-    let (code, stderr) = summit_as(
-        &s,
-        "carol",
-        &["rollout", "promote", &change, "--reason", "x"],
-    );
+    let (code, _, stderr) = s.summit_as("carol", &["rollout", "promote", &change, "--reason", "x"]);
     assert_eq!(code, 5, "{stderr}");
     assert!(
         stderr.contains("neither on a canary nor splitting"),
@@ -357,8 +351,7 @@ async fn an_approver_promotes_or_aborts_a_canary_and_nobody_else_can() {
 
     merge(&s.entries(), "api", json!({"spec": {"data": {"pool": 12}}})).await;
     let change = baking(&changes, 3).await;
-    let (code, stderr) = summit_as(
-        &s,
+    let (code, _, stderr) = s.summit_as(
         "carol",
         &["rollout", "promote", &change, "--reason", "clean"],
     );

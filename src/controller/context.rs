@@ -116,7 +116,9 @@ pub struct Settings {
 
 /// A Prometheus, and the label of its series that names a namespace (empty: none).
 pub struct Prometheus {
+    /// Its address, without a trailing `/`: `http://prometheus.monitoring:9090`.
     pub url: String,
+    /// The series label that names a namespace; empty asks queries as written.
     pub namespace_label: String,
 }
 

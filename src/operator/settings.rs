@@ -146,7 +146,7 @@ pub struct Settings {
     pub prometheus_url: Option<String>,
 
     /// The series label that holds a namespace in that Prometheus: every selector of a
-    /// canary's query is held to its consumers' namespace by it. Empty asks queries as
+    /// canary's query is held to its entry's namespace by it. Empty asks queries as
     /// written: only for a Prometheus that holds one tenant's series.
     #[arg(
         long,

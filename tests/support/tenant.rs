@@ -103,6 +103,19 @@ impl Tenant {
         self.api_as(user).await
     }
 
+    /// The built `summit-config` as `user` in this namespace: its exit code, stdout and
+    /// stderr.
+    pub fn summit_as(&self, user: &str, args: &[&str]) -> (i32, String, String) {
+        let output = super::summit(&super::env().kubeconfig_as(user), &self.ns, args)
+            .output()
+            .expect("run summit-config");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     /// `user`, one of the summit:approvers, approves change `name`; the apiserver must
     /// take the approval.
     pub async fn approves(&self, user: &str, name: &str) -> ConfigChange {

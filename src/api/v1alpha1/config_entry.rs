@@ -207,9 +207,9 @@ pub struct RolloutSpec {
     #[schemars(range(min = 0, max = 100))]
     pub max_restarts: Option<i32>,
 
-    /// Prometheus queries the canary must keep within bounds through the bake: asked
-    /// every few seconds once the canary consumers run the version, and once more at
-    /// the end, where each must have answered.
+    /// Prometheus queries the canary must keep within bounds through the bake: judged
+    /// every few seconds once every canary pod runs the version, and at the end, where
+    /// each must have answered.
     #[schemars(length(max = 8))]
     #[x_kube(validation = Rule::new("self.all(m, self.filter(n, n.name == m.name).size() == 1)").message("metric names must be unique"))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -228,9 +228,9 @@ pub struct MetricCheck {
 
     /// A PromQL expression that comes to one number, e.g.
     /// `sum(rate(http_requests_total{code=~"5..",app="api-canary"}[1m])) or vector(0)`.
-    /// Asked of the Prometheus the operator is installed with, about the namespace of
-    /// the canary consumers only: the operator adds that namespace's label to every
-    /// selector. A query that returns nothing, or not a number, has no answer yet.
+    /// Asked of the Prometheus the operator is installed with, about the entry's own
+    /// namespace only: the operator adds that namespace's label to every selector. A
+    /// query that returns nothing, or not a number, has no answer yet.
     #[schemars(length(min = 1, max = 2048))]
     pub query: String,
 

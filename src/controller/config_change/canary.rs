@@ -214,12 +214,13 @@ impl Approved<'_> {
         }))
     }
 
-    /// What the rollout's metric checks come to now, about the consumers' namespace.
+    /// What the rollout's metric checks come to now, about the entry's own namespace:
+    /// never the namespace its spec targets, which its author chooses.
     pub(super) async fn readings(&self, rollout: &RolloutSpec, ctx: &Context) -> Vec<Reading> {
         if rollout.metrics.is_empty() {
             return Vec::new();
         }
-        let (namespace, _) = config_map_target(self.entry, self.environment);
+        let namespace = self.entry.namespace().unwrap_or_default();
         prometheus::readings(rollout, &namespace, ctx).await
     }
 
@@ -389,8 +390,9 @@ pub(super) fn rollout_row(
 /// Who a rollout's audit row names: a person's promote or abort is theirs; the rest is
 /// the operator's.
 pub(super) fn row_actor(spec: &ConfigChangeSpec, rollout: &RolloutStatus) -> String {
-    match (&spec.rollout_decision, rollout.step) {
-        (Some(decision), RolloutStep::Promoted | RolloutStep::RolledBack) => {
+    match (&spec.rejection, &spec.rollout_decision, rollout.step) {
+        (Some(rejection), _, RolloutStep::RolledBack) => rejection.rejected_by.clone(),
+        (_, Some(decision), RolloutStep::Promoted | RolloutStep::RolledBack) => {
             decision.decided_by.clone()
         }
         _ => "summit-config".into(),

@@ -1,5 +1,5 @@
-//! Asks Prometheus the metric queries of a canary, each held to the namespace of the
-//! canary's consumers first, and reads the answers ([`crate::core::rollout::metric`]).
+//! Asks Prometheus the metric queries of a canary, each held to the entry's namespace
+//! first, and reads the answers ([`crate::core::rollout::metric`]).
 
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ use crate::{
 
 /// How long one query may take before it counts as unanswered this time.
 const ASK_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long Prometheus itself may evaluate one: a little less, so it gives up first.
+const PROMETHEUS_TIMEOUT: &str = "4s";
 
 /// What each metric check of `rollout` comes to now, for consumers in `namespace`.
 pub async fn readings(rollout: &RolloutSpec, namespace: &str, ctx: &Context) -> Vec<Reading> {
@@ -39,7 +42,7 @@ async fn ask(check: &MetricCheck, namespace: &str, ctx: &Context) -> Answer {
     let sent = ctx
         .http
         .post(url)
-        .form(&[("query", query)])
+        .form(&[("query", query.as_str()), ("timeout", PROMETHEUS_TIMEOUT)])
         .timeout(ASK_WITHIN)
         .send()
         .await;

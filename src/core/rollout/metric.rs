@@ -19,8 +19,9 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(120);
 /// What one check's query came to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Answer {
+    /// The query came to this number.
     Value(f64),
-    /// No series matched, or the value is not a number: no answer yet.
+    /// No series matched, or the value is NaN (say, 0/0 without traffic): no answer yet.
     Empty,
     /// The query cannot be answered as written: the canary fails.
     Refused(String),
@@ -31,7 +32,9 @@ pub enum Answer {
 /// A check and what its query came to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reading {
+    /// The check, as the rollout declares it.
     pub check: MetricCheck,
+    /// What its query came to this time.
     pub answer: Answer,
 }
 
@@ -42,7 +45,9 @@ pub fn checked(rollout: &RolloutSpec) -> Result<(), String> {
         .metrics
         .iter()
         .filter_map(|check| {
-            let error = scoped(&check.query, "namespace", "checked").err()?;
+            let error = bounds(check)
+                .err()
+                .or_else(|| scoped(&check.query, "namespace", "checked").err())?;
             Some(format!("metric {:?}: {}", check.name, error.trim()))
         })
         .collect();
@@ -50,6 +55,18 @@ pub fn checked(rollout: &RolloutSpec) -> Result<(), String> {
         return Ok(());
     }
     Err(problems.join("; "))
+}
+
+/// A check's bounds: at least one, and not the wrong way round.
+fn bounds(check: &MetricCheck) -> Result<(), String> {
+    let bound = |n: &Option<serde_json::Number>| n.as_ref().and_then(serde_json::Number::as_f64);
+    match (bound(&check.fail_above), bound(&check.fail_below)) {
+        (None, None) => Err("it needs failAbove, failBelow or both".to_owned()),
+        (Some(above), Some(below)) if above < below => Err(format!(
+            "failAbove ({above}) is below failBelow ({below}): every value would fail"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `query` limited to series whose `label` is `namespace`: the matcher joins every
@@ -114,8 +131,10 @@ pub fn answer(status: u16, body: &[u8]) -> Answer {
     if body["status"] != "success" {
         let kind = body["errorType"].as_str().unwrap_or("unknown");
         let error = body["error"].as_str().unwrap_or("no reason given");
+        // `execution` failures (duplicate series while pods churn, too many samples)
+        // come and go with the data: asked again, like a Prometheus that is down.
         return match kind {
-            "bad_data" | "execution" => Answer::Refused(format!("Prometheus refused it: {error}")),
+            "bad_data" => Answer::Refused(format!("Prometheus refused it: {error}")),
             _ => Answer::Unreachable(format!("Prometheus failed ({kind}): {error}")),
         };
     }
@@ -178,7 +197,7 @@ pub fn unanswered(readings: &[Reading]) -> Option<String> {
         .filter_map(|reading| {
             let name = &reading.check.name;
             match &reading.answer {
-                Answer::Empty => Some(format!("{name:?} (no series)")),
+                Answer::Empty => Some(format!("{name:?} (no series, or not a number)")),
                 Answer::Unreachable(why) => Some(format!("{name:?} ({why})")),
                 Answer::Value(_) | Answer::Refused(_) => None,
             }
@@ -263,6 +282,12 @@ mod tests {
         assert!(error.starts_with("metric \"latency\": "), "{error}");
         rollout.metrics[0].query = "vector(1)".into();
         assert_eq!(checked(&rollout), Ok(()));
+        rollout.metrics[0].fail_below = serde_json::Number::from_f64(2.0);
+        let inverted = checked(&rollout).unwrap_err();
+        assert!(
+            inverted.contains("failAbove (1) is below failBelow (2)"),
+            "{inverted}"
+        );
     }
 
     #[test]
@@ -323,7 +348,7 @@ mod tests {
         assert_eq!(failed(&[read(Answer::Empty)]), None);
         assert_eq!(
             unanswered(&[read(Answer::Empty), read(Answer::Value(0.0))]).unwrap(),
-            "metric \"error-rate\" (no series)"
+            "metric \"error-rate\" (no series, or not a number)"
         );
         assert_eq!(unanswered(&[read(Answer::Value(0.0))]), None);
     }

@@ -83,7 +83,8 @@ pub struct Clock {
 /// Judges a canary whose bake of `bake` stands at `clock`, from its consumers and the
 /// readings of its metric checks. The bake ends `bake` after every consumer was given
 /// the version: while one waits for its restart, the end moves on with the clock, for at
-/// most [`GIVEN_WITHIN`]. Every metric must have answered, within bounds, at the end.
+/// most [`GIVEN_WITHIN`]. Metrics fail it once every consumer runs the version, and
+/// every metric must have answered, within bounds, at the end.
 pub fn judge(
     rollout: &RolloutSpec,
     bake: Duration,
@@ -97,7 +98,9 @@ pub fn judge(
     if let Some(verdict) = waiting(bake, clock, consumers) {
         return verdict;
     }
-    if let Some(why) = metric::failed(readings) {
+    // Metrics speak for the version only once no pod of an older one serves.
+    let rolling = consumers.iter().any(|c| c.state == ConsumerState::Rolling);
+    if !rolling && let Some(why) = metric::failed(readings) {
         return Verdict::RollBack(why);
     }
     let left = clock.until - clock.now;
@@ -363,6 +366,16 @@ mod tests {
             panic!("rolled back");
         };
         assert!(why.contains("connection refused"), "{why}");
+        // While older pods still serve, the metrics are not the version's.
+        let rolling = [consumer(ConsumerState::Rolling, 0)];
+        let verdict = judge(
+            &rollout(None),
+            BAKE,
+            at(early),
+            &rolling,
+            &[reading(Answer::Value(3.0))],
+        );
+        assert!(matches!(verdict, Verdict::Wait(_)), "{verdict:?}");
         // Waiting for a restart, the metrics of the version are not in yet.
         let waiting = [Consumer {
             given: false,
