@@ -226,6 +226,41 @@ async fn a_metric_query_reads_its_own_namespace_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn a_change_never_stages_a_canary_where_its_entry_may_not_project() {
+    let roles = [("mallory", "summit-config-admin")];
+    let (s, _operator) = support::setup_with("rollout-retarget", &roles, &[]).await;
+    let victim = support::namespace(&s.admin(), "rollout-victim").await;
+    let mallory = s.entries_as("mallory").await;
+    create(&mallory, &entry("api", staged(&s.config_id(), "3s"))).await;
+    projected(&s.config_maps(), "api-production", |c| c["pool"] == 10).await;
+    // She points production at the other tenant's namespace (the rollout as it was),
+    // then asks for a version there: its canary would read that namespace's workloads.
+    let mut moved = staged(&s.config_id(), "3s");
+    moved["environments"][0]["configMap"] = json!({"namespace": victim});
+    merge(&mallory, "api", json!({"spec": moved})).await;
+    let proposal = json!({"configEntry": "api", "environment": "production", "data": {"pool": 11}});
+    create(
+        &s.changes_as("mallory").await,
+        &change_named("peek", "mallory", proposal),
+    )
+    .await;
+    let changes: Api<ConfigChange> = s.api();
+    let failed = support::change_in(&changes, "peek", ChangePhase::Failed).await;
+    let status = failed.status.expect("status");
+    assert!(
+        status.rollout.is_none(),
+        "nothing staged: {:?}",
+        status.rollout
+    );
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let message = &ready.expect("Ready").message;
+    assert!(
+        message.contains(&format!("target namespace {victim:?} is not allowed")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn scoped_queries_are_promql_that_prometheus_runs() {
     // What the operator sends is its own rendering of the tenant's query: Prometheus
     // must read it as the same query, held to the namespace.

@@ -11,13 +11,35 @@ use crate::{
     controller::{Context, Error, Result},
     core::{
         approval::{self, Excluded, Tally},
-        change::{Known, Proposal, Recorded},
+        change::{Decision, Known, Proposal, Recorded},
+        entry::target_allowed,
         promotion::relaxed_to,
     },
     store::{Source, Version},
 };
 
 use super::workflow::change_id;
+
+/// The environment `change` is for, as its entry declares it now. One whose ConfigMap
+/// points where the entry may not project ends the change before anything is read
+/// there (its canary's workloads, its metrics): the author chose that namespace.
+pub(super) fn environment_of<'e>(
+    change: &ConfigChange,
+    entry: &'e ConfigEntry,
+    ctx: &Context,
+) -> Result<std::result::Result<&'e EnvironmentSpec, Decision>> {
+    let name = &change.spec.environment;
+    let environment = entry
+        .environment(name)
+        .ok_or_else(|| Error::EnvironmentGone {
+            entry: entry.name_any(),
+            environment: name.clone(),
+        })?;
+    let allowed = &ctx.settings.allowed_namespaces;
+    Ok(target_allowed(entry, environment, allowed)
+        .map(|()| environment)
+        .map_err(Decision::failed))
+}
 
 /// The recorded versions a change's proposal builds on.
 pub struct Facts {

@@ -140,13 +140,10 @@ async fn decide(
     current: &ConfigChangeStatus,
     ctx: &Context,
 ) -> Result<Decision> {
-    let environment =
-        entry
-            .environment(&change.spec.environment)
-            .ok_or_else(|| Error::EnvironmentGone {
-                entry: entry.name_any(),
-                environment: change.spec.environment.clone(),
-            })?;
+    let environment = match facts::environment_of(change, entry, ctx)? {
+        Ok(environment) => environment,
+        Err(decision) => return Ok(decision),
+    };
     let Some(facts) = Facts::gather(change, entry, ctx).await? else {
         return Ok(Decision::waiting(
             "NoVersionYet",

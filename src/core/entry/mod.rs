@@ -7,5 +7,5 @@ pub mod proposal;
 pub mod status;
 pub mod validate;
 
-pub use plan::{Plan, config_map_target, plan, references_secret, secret_target};
+pub use plan::{Plan, config_map_target, plan, references_secret, secret_target, target_allowed};
 pub use validate::{Refusal, SchemaSource};

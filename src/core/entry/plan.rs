@@ -10,6 +10,7 @@ use super::validate::Refusal;
 use crate::{
     api::v1alpha1::{ConfigEntry, ConfigFormat, EnvironmentSpec, SecretProvider},
     core::{
+        Invalid,
         approval::Requirements,
         render::{RenderError, render},
         resolve::{Snapshot, checksum},
@@ -108,6 +109,27 @@ fn badly_named(entry: &ConfigEntry, environment: &EnvironmentSpec, name: &str) -
     }
     (canary.as_deref() == Some(name)).then(|| {
         format!("rollout.canaryConfigMap {name:?} is the environment's own ConfigMap; the canary needs one of its own")
+    })
+}
+
+/// Whether `environment`'s ConfigMap may go where it points: the entry's own namespace,
+/// or one of `allowed`.
+pub fn target_allowed(
+    entry: &ConfigEntry,
+    environment: &EnvironmentSpec,
+    allowed: &BTreeSet<String>,
+) -> Result<(), Invalid> {
+    let (target, _) = config_map_target(entry, environment);
+    if target == entry.namespace().unwrap_or_default() || allowed.contains(&target) {
+        return Ok(());
+    }
+    Err(Invalid {
+        reason: "TargetNotAllowed",
+        message: format!(
+            "environment {:?}: {}",
+            environment.name,
+            not_allowed_message(&target)
+        ),
     })
 }
 
