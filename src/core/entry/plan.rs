@@ -39,7 +39,6 @@ pub fn plan<'e>(
     snapshot: &Snapshot,
     allowed: &BTreeSet<String>,
 ) -> Result<Vec<Plan<'e>>, Refusal> {
-    let namespace = entry.namespace().unwrap_or_default();
     let mut plans = Vec::new();
     let mut failures = Vec::new();
     let mut at_fault = BTreeSet::new();
@@ -53,7 +52,7 @@ pub fn plan<'e>(
             .and_then(|t| t.format)
             .unwrap_or(ConfigFormat::Json);
         let (target_namespace, name) = config_map_target(entry, environment);
-        let rendered = if target_namespace != namespace && !allowed.contains(&target_namespace) {
+        let rendered = if target_allowed(entry, environment, allowed).is_err() {
             not_allowed = true;
             Err(not_allowed_message(&target_namespace))
         } else if let Some(problem) = badly_named(entry, environment, &name) {
