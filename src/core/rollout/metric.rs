@@ -57,9 +57,13 @@ pub fn checked(rollout: &RolloutSpec) -> Result<(), String> {
     Err(problems.join("; "))
 }
 
+/// A bound as a number, if set.
+fn bound(number: &Option<serde_json::Number>) -> Option<f64> {
+    number.as_ref().and_then(serde_json::Number::as_f64)
+}
+
 /// A check's bounds: at least one, and not the wrong way round.
 fn bounds(check: &MetricCheck) -> Result<(), String> {
-    let bound = |n: &Option<serde_json::Number>| n.as_ref().and_then(serde_json::Number::as_f64);
     match (bound(&check.fail_above), bound(&check.fail_below)) {
         (None, None) => Err("it needs failAbove, failBelow or both".to_owned()),
         (Some(above), Some(below)) if above < below => Err(format!(
@@ -179,7 +183,6 @@ pub fn failed(readings: &[Reading]) -> Option<String> {
 }
 
 fn breach(check: &MetricCheck, value: f64) -> Option<String> {
-    let bound = |n: &Option<serde_json::Number>| n.as_ref().and_then(serde_json::Number::as_f64);
     let name = &check.name;
     if let Some(above) = bound(&check.fail_above).filter(|above| value > *above) {
         return Some(format!("metric {name:?} is {value}, above {above}"));
