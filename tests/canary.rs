@@ -20,7 +20,8 @@ use summit_config::api::v1alpha1::{
     ChangePhase, ConfigChange, ConfigChangeStatus, ConfigEntry, RolloutStep,
 };
 use support::{
-    WAIT, change, change_in, create, entry, env, eventually, install::*, projected, wait_for,
+    WAIT, change, change_in, create, entry, env, eventually, install::*, projected,
+    prometheus::query_value, wait_for,
 };
 
 const NAMESPACE: &str = "canary";
@@ -335,8 +336,15 @@ async fn a_canary_that_fails_readiness_is_rolled_back_and_a_healthy_one_promoted
         live_after.metadata.resource_version,
         live_before.metadata.resource_version
     );
-    // The next version goes straight on: its metric is judged only once the canary's
-    // pods all run it, so the noisy pods of the last one cannot fail it.
+    // The canary runs what is live again, and Prometheus has let go of the noisy pods'
+    // series, before the next version bakes: a pod that is terminating can still be
+    // scraped after the operator counts the canary as running the new version.
+    settled(&deployments, "shop-api-canary").await;
+    let quiet = format!("max(app_errors{{namespace=\"{NAMESPACE}\",app=\"shop-api-canary\"}})");
+    eventually("the canary's errors back to 0", WAIT, || async {
+        (query_value(&quiet).await? == 0.0).then_some(())
+    })
+    .await;
 
     // A healthy version bakes, then goes to every consumer: the main one rolls once.
     create(
