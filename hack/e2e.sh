@@ -16,6 +16,7 @@ started=$SECONDS
 cargo test --locked --features e2e --test installed --test on_the_node --test canary --no-run
 env_file="$(hack/env-up.sh e2e --node)"
 dir="$(env_dir e2e)"
+kept="$(mktemp)"
 on_exit() {
   local status=$?
   if ((status != 0)); then
@@ -39,6 +40,8 @@ on_exit() {
     log "error: the above outlived the environment"
     exit 1
   fi
+  failures "$kept"
+  rm -f "$kept"
 }
 trap on_exit EXIT
 if [[ ${SUMMIT_E2E_IMAGE:-debug} == release ]]; then
@@ -47,5 +50,6 @@ else
   hack/image.sh --debug >/dev/null
 fi
 log "node and image ready after $((SECONDS - started))s"
-SUMMIT_ENV_FILE="$env_file" cargo test --locked --features e2e --test installed --test on_the_node --test canary "$@"
+SUMMIT_ENV_FILE="$env_file" tested "$kept" \
+  cargo test --locked --features e2e --test installed --test on_the_node --test canary "$@"
 log "end-to-end tests passed in $((SECONDS - started))s"

@@ -21,6 +21,7 @@ cargo test --all-targets --locked --no-run
 
 env_file="$(hack/env-up.sh test)"
 dir="$(env_dir test)"
+kept="$(mktemp)"
 on_exit() {
   local status=$?
   if ((status != 0)); then
@@ -39,11 +40,13 @@ on_exit() {
     log "error: the processes above outlived the environment"
     exit 1
   fi
+  failures "$kept"
+  rm -f "$kept"
 }
 trap on_exit EXIT
 log "environment up after $((SECONDS - started))s"
 
-SUMMIT_ENV_FILE="$env_file" cargo test --all-targets --locked --no-fail-fast
+SUMMIT_ENV_FILE="$env_file" tested "$kept" cargo test --all-targets --locked --no-fail-fast
 # The apiserver-only environment goes before the node's comes: one at a time.
 trap - EXIT
 on_exit

@@ -26,6 +26,26 @@ wait_until() {
   done
 }
 
+# tested LOG COMMAND...: runs the test COMMAND with its output kept in LOG as well, so
+# that what failed can be told again after every other log was printed.
+tested() {
+  local kept="$1"
+  shift
+  "$@" 2>&1 | tee "$kept"
+}
+
+# failures LOG: each failed test of LOG and how it failed, for the last lines of a run,
+# which are the lines CI shows.
+failures() {
+  [[ -s $1 ]] || return 0
+  grep -qE '^test .* FAILED$' "$1" || return 0
+  {
+    echo "==> what failed"
+    grep -E '^test .* FAILED$' "$1"
+    grep -E -A6 'panicked at' "$1" | head -n 120
+  } >&2
+}
+
 # start NAME COMMAND...: runs COMMAND in its own session with output to $dir/NAME.log,
 # records its pid so env-down.sh can stop it, and its command line in $dir/NAME.cmd so
 # env-ctl.sh can start it again after a fault test stopped it.
