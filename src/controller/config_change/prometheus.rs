@@ -48,11 +48,25 @@ async fn ask(check: &MetricCheck, namespace: &str, ctx: &Context) -> Answer {
         .await;
     let response = match sent {
         Ok(response) => response,
-        Err(error) => return Answer::Unreachable(format!("Prometheus cannot be reached: {error}")),
+        Err(error) => return unreachable("cannot be reached", &error),
     };
     let status = response.status().as_u16();
     match response.bytes().await {
         Ok(body) => metric::answer(status, &body),
-        Err(error) => Answer::Unreachable(format!("Prometheus's answer broke off: {error}")),
+        Err(error) => unreachable("broke off its answer", &error),
     }
+}
+
+/// What a tenant reads when Prometheus could not be asked: what went wrong, without the
+/// operator's own address for Prometheus, which goes to the operator's log alone.
+fn unreachable(what: &str, error: &reqwest::Error) -> Answer {
+    tracing::warn!(%error, "Prometheus {what}");
+    let why = if error.is_timeout() {
+        "no answer in time"
+    } else if error.is_connect() {
+        "no connection"
+    } else {
+        "the request failed"
+    };
+    Answer::Unreachable(format!("Prometheus {what} ({why})"))
 }
