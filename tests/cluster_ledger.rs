@@ -22,17 +22,6 @@ use support::{
 /// The namespace the chart installs into, where the ledger lives.
 const LEDGER_NAMESPACE: &str = "summit-system";
 
-/// The built binary as `user`, in the tenant's namespace: exit code and stdout.
-fn summit_as(s: &Tenant, user: &str, args: &[&str]) -> (i32, String) {
-    let output = support::summit(&env().kubeconfig_as(user), &s.ns, args)
-        .output()
-        .expect("run summit-config");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.is_empty() || output.status.success(), "{stderr}");
-    let code = output.status.code().unwrap_or(-1);
-    (code, String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 /// Waits until the entry's newest version is `version`.
 async fn latest_is(s: &Tenant, version: i64) {
     let what = format!("version {version} recorded");
@@ -52,8 +41,8 @@ async fn resize(s: &Tenant, max: i64) {
 
 /// The version numbers `summit-config versions payments` lists, as alice.
 fn listed_versions(s: &Tenant) -> Vec<String> {
-    let (code, table) = summit_as(s, "alice", &["versions", "payments"]);
-    assert_eq!(code, 0);
+    let (code, table, stderr) = s.summit_as("alice", &["versions", "payments"]);
+    assert_eq!(code, 0, "{stderr}");
     let numbers = table.lines().skip(1);
     numbers
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
@@ -138,13 +127,12 @@ async fn with_no_database_the_record_survives_a_restart() {
     let versions = ledger.versions(&s.config_id()).await.expect("versions");
     let numbers: Vec<i64> = versions.iter().map(|v| v.version).collect();
     assert_eq!(numbers, [1, 2, 3, 4]);
-    let (code, audit) = summit_as(&s, "alice", &["audit", "payments", "--version", "2"]);
-    assert_eq!(code, 0);
+    let (code, audit, stderr) = s.summit_as("alice", &["audit", "payments", "--version", "2"]);
+    assert_eq!(code, 0, "{stderr}");
     assert!(audit.contains("carol"), "{audit}");
 
     // A rollback of development to version 1: a fifth version, with version 1's content.
-    let (code, _) = summit_as(
-        &s,
+    let (code, _, stderr) = s.summit_as(
         "alice",
         &[
             "rollback",
@@ -158,7 +146,7 @@ async fn with_no_database_the_record_survives_a_restart() {
             "back-to-one",
         ],
     );
-    assert_eq!(code, 0);
+    assert_eq!(code, 0, "{stderr}");
     change_in(&s.changes(), "back-to-one", ChangePhase::Applied).await;
     wait_for(
         &s.entries(),

@@ -362,6 +362,44 @@ async fn a_split_moves_only_when_an_approver_says_so() {
     assert_eq!(counts.get("off"), Some(&1000), "{counts:?}");
 }
 
+#[tokio::test]
+async fn a_split_whose_rollout_rules_are_taken_away_midway_puts_the_flag_back() {
+    let (s, _operator) =
+        setup_with("split-unruled", &[("alice", "summit-config-admin")], &[]).await;
+    let production = json!({"name": "production", "configMap": {"format": "Flagd"}});
+    let mut staged = production.clone();
+    staged["rollout"] = json!({"canaryTargets": [{"kind": "Deployment", "name": "checkout-api"}],
+                               "bakeTime": "10m"});
+    let spec = json!({"configId": s.config_id(), "data": all_off(), "environments": [staged]});
+    create(&s.entries(), &entry("checkout-flags", spec)).await;
+    let projection = "checkout-flags-production";
+    wait_for(&s.config_maps(), projection, "v1", |c| c.data.is_some()).await;
+    let alice = s.changes_as("alice").await;
+    create(&alice, &split("on-for-some", "on", &[10, 100])).await;
+    projected_split(&s, 10).await;
+
+    // An approver's edit takes the rollout away mid-bake: nothing can judge the split
+    // any more, so it goes back rather than staying at 10% unjudged.
+    let unruled = json!({"spec": {"environments": [production]}});
+    merge(&s.entries(), "checkout-flags", unruled).await;
+    let failed = change_in(&s.changes(), "on-for-some", ChangePhase::Failed).await;
+    let status = failed.status.expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let ready = ready.expect("Ready");
+    assert_eq!(ready.reason, "SplitRolledBack", "{}", ready.message);
+    assert!(
+        ready.message.contains("declares no rollout"),
+        "{}",
+        ready.message
+    );
+    wait_for(&s.config_maps(), projection, "the flag put back", |c| {
+        let flags = c.data.as_ref().and_then(|d| d.get("flags.json"));
+        flags.is_some_and(|f| !f.contains("fractional"))
+    })
+    .await;
+    assert_eq!(split_events(&s).await, ["splitStep", "splitRolledBack"]);
+}
+
 /// The split rows of the entry's audit trail, oldest first.
 async fn split_events(s: &support::Tenant) -> Vec<String> {
     support::column_of(

@@ -37,18 +37,19 @@ impl Approved<'_> {
         ctx: &Context,
     ) -> Result<Decision> {
         let (number, snapshot) = version;
+        let Some(share) = split::share_of(&snapshot.data, split) else {
+            // The version that put the flag back, whose report was lost.
+            return self.back(split, (number, &snapshot), floor, ctx).await;
+        };
         let current = self.current.rollout.as_ref();
         let baking = current.filter(|r| r.step == RolloutStep::Split && r.version == number);
-        if let Some(baking) = baking
-            && let Some((why, rejected)) = self.stopped()
-        {
-            let undone = self
-                .undo(split, baking, &snapshot, why, facts, floor, ctx)
-                .await?;
-            return Ok(match rejected {
-                Some(by) => rejected_by(undone, by),
-                None => undone,
-            });
+        if let Some(why) = self.stopped() {
+            // A step recorded and not yet reported may be live: it goes back all the same.
+            let unreported = || self.unreported(number, share);
+            let baking = baking.cloned().unwrap_or_else(unreported);
+            return self
+                .undo(split, &baking, &snapshot, why, facts, floor, ctx)
+                .await;
         }
         let rollout = match split::rollout_of(self.environment) {
             Ok(rollout) => rollout,
@@ -107,22 +108,34 @@ impl Approved<'_> {
         }
     }
 
-    /// Why the split under way stops here, if it does: a rejection (and by whom), an
-    /// abort, or rollout rules that went away (an approver's edit).
-    fn stopped(&self) -> Option<(String, Option<&str>)> {
+    /// Why the split under way stops here, if it does: a rejection, an abort, or rollout
+    /// rules that went away (an approver's edit).
+    fn stopped(&self) -> Option<String> {
         let spec = &self.change.spec;
         if let Err(invalid) = split::rollout_of(self.environment) {
-            return Some((invalid.message, None));
+            return Some(invalid.message);
         }
         if let Some(rejected) = &spec.rejection {
-            let why = format!("rejected by {}: {}", rejected.rejected_by, rejected.reason);
-            return Some((why, Some(rejected.rejected_by.as_str())));
+            return Some(format!(
+                "rejected by {}: {}",
+                rejected.rejected_by, rejected.reason
+            ));
         }
         let decision = spec.rollout_decision.as_ref()?;
-        (decision.action == RolloutAction::Abort).then(|| {
-            let why = format!("aborted by {}: {}", decision.decided_by, decision.reason);
-            (why, None)
-        })
+        (decision.action == RolloutAction::Abort)
+            .then(|| format!("aborted by {}: {}", decision.decided_by, decision.reason))
+    }
+
+    /// The status of step `number` at `share`, recorded and not yet reported: baking from
+    /// now, as its report would have said.
+    fn unreported(&self, number: i64, share: i32) -> RolloutStatus {
+        let rollout = split::rollout_of(self.environment).ok();
+        let bake = rollout.and_then(rollout::bake_time).unwrap_or(LOOK_EVERY);
+        RolloutStatus {
+            step: RolloutStep::Split,
+            share: Some(share),
+            ..super::canary::started(number, bake)
+        }
     }
 
     /// How the step baking as `baking` (the content of `snapshot`) stands: its
@@ -189,14 +202,7 @@ impl Approved<'_> {
         if let Err(decision) = self.go_live(number, sum, floor, ctx).await? {
             return Ok(decision);
         }
-        let Some(share) = split::share_of(&snapshot.data, split) else {
-            // The version that put the flag back, whose report was lost.
-            return Ok(Decision::end(
-                ChangePhase::Failed,
-                "SplitRolledBack",
-                format!("flag {} is back as it was before the split", split.flag),
-            ));
-        };
+        let share = split::share_of(&snapshot.data, split).unwrap_or_default();
         let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
         let status = RolloutStatus {
             step: RolloutStep::Split,
@@ -246,6 +252,39 @@ impl Approved<'_> {
                 result: "rolled_back",
             })
             .inc();
+        Ok(self.put_back(split, baking, number, why))
+    }
+
+    /// The put-back version `number`, recorded by an earlier look whose report was lost:
+    /// live, and the change ended as that look would have ended it.
+    async fn back(
+        &self,
+        split: &SplitSpec,
+        (number, snapshot): (i64, &Snapshot),
+        floor: Floor,
+        ctx: &Context,
+    ) -> Result<Decision> {
+        let sum = checksum_in(snapshot, &self.environment.name);
+        if let Err(decision) = self.go_live(number, sum, floor, ctx).await? {
+            return Ok(decision);
+        }
+        let why = self
+            .stopped()
+            .unwrap_or_else(|| "a step failed the rollout's checks".to_owned());
+        let reported = self.current.rollout.clone();
+        let baking = reported.unwrap_or_else(|| self.unreported(number, 0));
+        Ok(self.put_back(split, &baking, number, why))
+    }
+
+    /// The change ended by version `number`, which put the flag back while `baking`:
+    /// `Rejected` when an approver rejected it, `Failed` otherwise.
+    fn put_back(
+        &self,
+        split: &SplitSpec,
+        baking: &RolloutStatus,
+        number: i64,
+        why: String,
+    ) -> Decision {
         let environment = &self.environment.name;
         let message = format!(
             "the split of flag {} was rolled back at {}% in {environment}: {why}; version {number} puts the flag back as it was in version {}",
@@ -253,14 +292,24 @@ impl Approved<'_> {
             baking.share.unwrap_or_default(),
             self.base
         );
-        Ok(Decision {
+        let failed = Decision {
             rollout: Some(RolloutStatus {
                 step: RolloutStep::RolledBack,
                 message: Some(why),
                 ..baking.clone()
             }),
             ..Decision::end(ChangePhase::Failed, "SplitRolledBack", message)
-        })
+        };
+        match &self.change.spec.rejection {
+            // Put back because an approver rejected it: it ends as a rejected canary does.
+            Some(rejected) => Decision {
+                phase: Some(ChangePhase::Rejected),
+                reason: "Rejected",
+                ended_by: Some(rejected.rejected_by.clone()),
+                ..failed
+            },
+            None => failed,
+        }
     }
 
     /// Records `data` as the change's next version, built on `snapshot` (the step live
@@ -353,18 +402,5 @@ pub(super) fn split_row(
             "share": share,
             "bakeUntil": rollout.bake_until,
         }),
-    }
-}
-
-/// A split put back because `by` rejected it ends `Rejected`, as a rejected canary does.
-fn rejected_by(undone: Decision, by: &str) -> Decision {
-    if undone.phase != Some(ChangePhase::Failed) {
-        return undone;
-    }
-    Decision {
-        phase: Some(ChangePhase::Rejected),
-        reason: "Rejected",
-        ended_by: Some(by.to_owned()),
-        ..undone
     }
 }

@@ -24,7 +24,7 @@ use crate::controller::events::EventType;
 use crate::{
     api::v1alpha1::{
         ChangePhase, ConfigChange, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,
-        RolloutStep, parse_duration,
+        parse_duration,
     },
     core::{
         Invalid,
@@ -169,7 +169,11 @@ async fn decide(
         })
         .based_on(base));
     };
+    // A split whose step was recorded may be live, and only its approved path can put
+    // the flag back: neither a broken rule nor a rejection ends it before that.
+    let splitting = change.spec.split.is_some() && known.own.is_some();
     if let Some(split) = &change.spec.split
+        && !splitting
         && let Err(invalid) = split::check(split, environment, &proposal.snapshot().data, &content)
     {
         return Ok(Decision::failed(invalid).based_on(base));
@@ -189,8 +193,7 @@ async fn decide(
         .and_then(|p| p.pending_expiry.as_deref());
     let expiry = expiry_text.and_then(|text| Some((text, parse_duration(text).ok()?)));
     let step = match change::judge(change.spec.rejection.as_ref(), &tally, expiry, age(change)) {
-        // A split under way is rejected once its flag is back: the approved path does both.
-        Judgement::Rejected(decision) if !splitting(current) => decision,
+        Judgement::Rejected(decision) if !splitting => decision,
         Judgement::Expired(decision) | Judgement::Waiting(decision) => decision,
         Judgement::Approved | Judgement::Rejected(_) => {
             let approved = Approved {
@@ -210,12 +213,6 @@ async fn decide(
         }
     };
     Ok(Decision { validated, ..step }.based_on(base))
-}
-
-/// Whether the change is approved and its split under way.
-fn splitting(current: &ConfigChangeStatus) -> bool {
-    let step = current.rollout.as_ref().map(|r| r.step);
-    current.phase == Some(ChangePhase::Approved) && step == Some(RolloutStep::Split)
 }
 
 /// The ConfigMap format of an environment.
