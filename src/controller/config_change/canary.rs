@@ -76,39 +76,51 @@ impl Approved<'_> {
             return Ok(self.baking(baking, LOOK_EVERY));
         }
         let baking = &baking;
-        let clock = clock(baking);
-        let consumers = match self.consumers(rollout, checksum, ctx).await {
-            Ok(consumers) => consumers,
-            // Health that cannot be read by the end of the bake is not health.
-            Err(error) if clock.now >= clock.until => {
-                let why = format!("the canary consumers cannot be read: {error}");
-                return Ok(self.rolled_back(rollout, baking, version, why, ctx));
+        Ok(match self.health(rollout, baking, checksum, ctx).await? {
+            Verdict::Hold { until } => {
+                self.nudge(ctx);
+                self.baking(held(baking, until), LOOK_EVERY)
             }
-            Err(error) => return Err(error),
-        };
-        let readings = self.readings(rollout, ctx).await;
-        Ok(
-            match rollout::judge(rollout, bake, clock, &consumers, &readings) {
-                Verdict::Hold { until } => {
-                    self.nudge(ctx);
-                    self.baking(held(baking, until), LOOK_EVERY)
-                }
-                Verdict::Wait(after) => self.baking(baking.clone(), after),
-                Verdict::Promote => {
-                    let result = ResultLabels { result: "promoted" };
-                    ctx.metrics.rollouts.get_or_create(&result).inc();
-                    Staged::Promote(RolloutStatus {
-                        step: RolloutStep::Promoted,
-                        message: Some(format!(
-                            "the canary stayed healthy for {}",
-                            rollout.bake_time
-                        )),
-                        ..baking.clone()
-                    })
-                }
-                Verdict::RollBack(why) => self.rolled_back(rollout, baking, version, why, ctx),
-            },
-        )
+            Verdict::Wait(after) => self.baking(baking.clone(), after),
+            Verdict::Promote => {
+                let result = ResultLabels { result: "promoted" };
+                ctx.metrics.rollouts.get_or_create(&result).inc();
+                Staged::Promote(RolloutStatus {
+                    step: RolloutStep::Promoted,
+                    message: Some(format!(
+                        "the canary stayed healthy for {}",
+                        rollout.bake_time
+                    )),
+                    ..baking.clone()
+                })
+            }
+            Verdict::RollBack(why) => self.rolled_back(rollout, baking, version, why, ctx),
+        })
+    }
+
+    /// How the version baking as `baking` (projected with `checksum`) stands: its canary
+    /// consumers and metric checks, judged by the environment's rollout rules. A canary
+    /// and each step of a split are judged alike.
+    pub(super) async fn health(
+        &self,
+        rollout: &RolloutSpec,
+        baking: &RolloutStatus,
+        checksum: &str,
+        ctx: &Context,
+    ) -> Result<Verdict> {
+        let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
+        let clock = clock(baking);
+        match self.consumers(rollout, checksum, ctx).await {
+            Ok(consumers) => {
+                let readings = self.readings(rollout, ctx).await;
+                Ok(rollout::judge(rollout, bake, clock, &consumers, &readings))
+            }
+            // Health that cannot be read by the end of the bake is not health.
+            Err(error) if clock.now >= clock.until => Ok(Verdict::RollBack(format!(
+                "the canary consumers cannot be read: {error}"
+            ))),
+            Err(error) => Err(error),
+        }
     }
 
     /// The canary's consumers have not been given the version yet: its entry projects
@@ -262,7 +274,7 @@ impl Approved<'_> {
 }
 
 /// Where the bake of `baking` stands now.
-pub(super) fn clock(baking: &RolloutStatus) -> rollout::Clock {
+fn clock(baking: &RolloutStatus) -> rollout::Clock {
     rollout::Clock {
         started: baking.started_at.0.as_second(),
         until: baking.bake_until.0.as_second(),

@@ -6,11 +6,7 @@
 
 use std::time::Duration;
 
-use super::{
-    Approved, Floor,
-    canary::{clock, held},
-    facts::Facts,
-};
+use super::{Approved, Floor, canary::held, facts::Facts};
 use crate::{
     api::v1alpha1::{
         ChangePhase, ConfigChangeSpec, RolloutAction, RolloutSpec, RolloutStatus, RolloutStep,
@@ -74,10 +70,11 @@ impl Approved<'_> {
                 .await;
         };
         let share = baking.share.unwrap_or_default();
+        let sum = checksum_in(&snapshot, &self.environment.name);
         let next = match self.change.spec.rollout_decision.as_ref() {
             // Straight to the last step, which a promotion then ends.
             Some(_) => split.steps.last().copied().filter(|last| *last > share),
-            None => match self.verdict(rollout, baking, &snapshot, ctx).await? {
+            None => match self.health(rollout, baking, &sum, ctx).await? {
                 Verdict::Hold { until } => {
                     self.nudge(ctx);
                     return Ok(self.splitting(held(baking, until), LOOK_EVERY));
@@ -135,31 +132,6 @@ impl Approved<'_> {
             step: RolloutStep::Split,
             share: Some(share),
             ..super::canary::started(number, bake)
-        }
-    }
-
-    /// How the step baking as `baking` (the content of `snapshot`) stands: its
-    /// consumers judged by the environment's rollout rules.
-    async fn verdict(
-        &self,
-        rollout: &RolloutSpec,
-        baking: &RolloutStatus,
-        snapshot: &Snapshot,
-        ctx: &Context,
-    ) -> Result<Verdict> {
-        let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
-        let clock = clock(baking);
-        let sum = checksum_in(snapshot, &self.environment.name);
-        match self.consumers(rollout, &sum, ctx).await {
-            Ok(consumers) => {
-                let readings = self.readings(rollout, ctx).await;
-                Ok(rollout::judge(rollout, bake, clock, &consumers, &readings))
-            }
-            // Health that cannot be read by the end of the bake is not health.
-            Err(error) if clock.now >= clock.until => Ok(Verdict::RollBack(format!(
-                "the canary consumers cannot be read: {error}"
-            ))),
-            Err(error) => Err(error),
         }
     }
 
