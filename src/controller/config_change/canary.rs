@@ -20,7 +20,9 @@ use crate::{
     core::{
         change::Decision,
         entry::config_map_target,
-        rollout::{self, Consumer, ConsumerState, LOOK_EVERY, Verdict, metric::Reading},
+        rollout::{
+            self, Consumer, ConsumerState, LOOK_EVERY, Verdict, metric::Reading, pods::Pods,
+        },
     },
     store::AuditRow,
     telemetry::ResultLabels,
@@ -258,15 +260,16 @@ impl Approved<'_> {
                 Some(w) if w.runs(&annotation, checksum) => ConsumerState::Running,
                 Some(_) => ConsumerState::Rolling,
             };
-            let restarts = match state {
-                ConsumerState::Missing => 0,
-                _ => restarts(ctx, &namespace, target, &annotation, checksum).await?,
+            let pods = match state {
+                ConsumerState::Missing => Pods::default(),
+                _ => pods_of(ctx, &namespace, target, &annotation, checksum).await?,
             };
             consumers.push(Consumer {
                 name,
                 state,
-                restarts,
+                restarts: pods.restarts,
                 given,
+                older: pods.older,
             });
         }
         Ok(consumers)
@@ -306,15 +309,15 @@ pub(super) fn started(version: i64, bake: std::time::Duration) -> RolloutStatus 
     }
 }
 
-/// Container restarts of `target`'s pods that run the canary version (their template
-/// carries `checksum` under `annotation`).
-async fn restarts(
+/// `target`'s pods, counted against the canary version (their template carries
+/// `checksum` under `annotation`).
+async fn pods_of(
     ctx: &Context,
     namespace: &str,
     target: &RestartTarget,
     annotation: &str,
     checksum: &str,
-) -> Result<u32> {
+) -> Result<Pods> {
     let kind = match target.kind {
         WorkloadKind::Deployment => "Deployment",
         WorkloadKind::StatefulSet => "StatefulSet",
@@ -337,7 +340,7 @@ async fn restarts(
         })
         .unwrap_or_default();
     if labels.is_empty() {
-        return Ok(0);
+        return Ok(Pods::default());
     }
     let selector: Vec<String> = labels
         .iter()
@@ -348,20 +351,9 @@ async fn restarts(
         .list(&ListParams::default().labels(&selector.join(",")))
         .await
         .map_err(Error::kube(format!("list the pods of {}", describe())))?;
-    let canary = listed
-        .items
-        .iter()
-        .filter(|pod| pod.annotations().get(annotation).map(String::as_str) == Some(checksum));
-    let restarts = canary
-        .flat_map(|pod| {
-            pod.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-        })
-        .map(|container| u32::try_from(container.restart_count).unwrap_or(0))
-        .sum();
-    tracing::debug!(kind = KIND, workload = %describe(), restarts, "canary restarts");
-    Ok(restarts)
+    let pods = rollout::pods::count(&listed.items, target, annotation, checksum);
+    tracing::debug!(kind = KIND, workload = %describe(), restarts = pods.restarts, older = pods.older, "canary pods");
+    Ok(pods)
 }
 
 /// The audit row of a step of a staged rollout: the canary given the version,

@@ -5,6 +5,7 @@
 //! growing share of targeting keys, judged step by step by the same rules.
 
 pub mod metric;
+pub mod pods;
 pub mod split;
 
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub struct Consumer {
     pub restarts: u32,
     /// Whether its pod template carries the canary version yet.
     pub given: bool,
+    /// Its pods of an older version still there, terminating ones included: Prometheus
+    /// may still read their series.
+    pub older: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,8 +87,9 @@ pub struct Clock {
 /// Judges a canary whose bake of `bake` stands at `clock`, from its consumers and the
 /// readings of its metric checks. The bake ends `bake` after every consumer was given
 /// the version: while one waits for its restart, the end moves on with the clock, for at
-/// most [`GIVEN_WITHIN`]. Metrics fail it once every consumer runs the version, and
-/// every metric must have answered, within bounds, at the end.
+/// most [`GIVEN_WITHIN`]. Metrics fail it once every consumer runs the version and no
+/// pod of an older one is left, and every metric must have answered so, within
+/// bounds, at the end.
 pub fn judge(
     rollout: &RolloutSpec,
     bake: Duration,
@@ -99,8 +104,10 @@ pub fn judge(
         return verdict;
     }
     // Metrics speak for the version only once no pod of an older one serves.
-    let rolling = consumers.iter().any(|c| c.state == ConsumerState::Rolling);
-    if !rolling && let Some(why) = metric::failed(readings) {
+    let older = consumers
+        .iter()
+        .any(|c| c.state == ConsumerState::Rolling || c.older > 0);
+    if !older && let Some(why) = metric::failed(readings) {
         return Verdict::RollBack(why);
     }
     let left = clock.until - clock.now;
@@ -111,7 +118,7 @@ pub fn judge(
     if let Some(why) = unhealthy(rollout, consumers) {
         return Verdict::RollBack(why);
     }
-    if let Some(missing) = metric::unanswered(readings) {
+    if let Some(missing) = unanswered(consumers, readings) {
         if clock.now - clock.until > seconds(metric::ANSWER_WITHIN) {
             return Verdict::RollBack(format!(
                 "{missing}: no answer {}s after the bake time",
@@ -121,6 +128,19 @@ pub fn judge(
         return Verdict::Wait(LOOK_EVERY);
     }
     Verdict::Promote
+}
+
+/// Which metric checks have not answered for the version alone, if any: all of them
+/// while a consumer still has pods of an older version.
+fn unanswered(consumers: &[Consumer], readings: &[Reading]) -> Option<String> {
+    let lingering = consumers.iter().find(|c| c.older > 0);
+    match lingering {
+        Some(consumer) if !readings.is_empty() => Some(format!(
+            "the metric checks ({} still has {} pod(s) of an older version)",
+            consumer.name, consumer.older
+        )),
+        _ => metric::unanswered(readings),
+    }
 }
 
 fn seconds(d: Duration) -> i64 {
@@ -203,6 +223,7 @@ mod tests {
             state,
             restarts,
             given: true,
+            older: 0,
         }
     }
 
@@ -389,5 +410,44 @@ mod tests {
             &[reading(Answer::Value(3.0))],
         );
         assert!(matches!(verdict, Verdict::Hold { .. }));
+    }
+
+    #[test]
+    fn pods_of_an_older_version_keep_the_metrics_from_judging_until_they_are_gone() {
+        use metric::Answer;
+        let lingering = [Consumer {
+            older: 1,
+            ..consumer(ConsumerState::Running, 0)
+        }];
+        let judged = |baked: Duration| {
+            judge(
+                &rollout(None),
+                BAKE,
+                at(baked),
+                &lingering,
+                &[reading(Answer::Value(3.0))],
+            )
+        };
+        // A terminating pod's errors are not the version's: no breach, and no promotion.
+        let early = judged(Duration::from_secs(2));
+        assert!(matches!(early, Verdict::Wait(_)), "{early:?}");
+        assert_eq!(judged(BAKE), Verdict::Wait(LOOK_EVERY));
+        let late = BAKE + metric::ANSWER_WITHIN + Duration::from_secs(1);
+        let Verdict::RollBack(why) = judged(late) else {
+            panic!("rolled back");
+        };
+        assert!(why.contains("1 pod(s) of an older version"), "{why}");
+        // Never promoted on readings taken while it lingers, however good.
+        let fine = judge(
+            &rollout(None),
+            BAKE,
+            at(BAKE),
+            &lingering,
+            &[reading(Answer::Value(0.0))],
+        );
+        assert_eq!(fine, Verdict::Wait(LOOK_EVERY));
+        // With no metric checks, a lingering pod changes nothing.
+        let unmeasured = judge(&rollout(None), BAKE, at(BAKE), &lingering, &[]);
+        assert_eq!(unmeasured, Verdict::Promote);
     }
 }
