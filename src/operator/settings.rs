@@ -302,15 +302,30 @@ impl Settings {
         let Some(url) = &self.prometheus_url else {
             return Ok(None);
         };
-        match Url::parse(url) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(Some(Prometheus {
-                url: url.trim_end_matches('/').to_owned(),
-                namespace_label: self.prometheus_namespace_label.clone(),
-            })),
-            _ => Err(Error::Configuration(format!(
+        if !matches!(Url::parse(url), Ok(parsed) if matches!(parsed.scheme(), "http" | "https")) {
+            return Err(Error::Configuration(format!(
                 "--prometheus-url {url:?} is not an http(s) address, e.g. http://prometheus.monitoring:9090"
-            ))),
+            )));
         }
+        let label = &self.prometheus_namespace_label;
+        let mut chars = label.chars();
+        let first = chars.next();
+        let named = first.is_none_or(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !named {
+            return Err(Error::Configuration(format!(
+                "--prometheus-namespace-label {label:?} is not a Prometheus label name, e.g. namespace"
+            )));
+        }
+        if label.is_empty() {
+            tracing::warn!(
+                "--prometheus-namespace-label is empty: canary metric queries are asked as written, and may read any namespace's series"
+            );
+        }
+        Ok(Some(Prometheus {
+            url: url.trim_end_matches('/').to_owned(),
+            namespace_label: label.clone(),
+        }))
     }
 
     /// What the controllers are told.
@@ -410,7 +425,48 @@ fn read_file(path: &std::path::Path, flag: &str) -> Result<String, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::checked_prefix;
+    use clap::Parser;
+
+    use super::{Settings, checked_prefix};
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    /// The Prometheus of `--prometheus-url http://p:9090` with `label`, or the error.
+    fn prometheus_with(label: &str) -> Result<String, String> {
+        let args = ["operator", "--prometheus-url", "http://p:9090/"];
+        let args = args
+            .into_iter()
+            .chain(["--prometheus-namespace-label", label]);
+        let flags = Flags::try_parse_from(args).map_err(|e| e.to_string())?;
+        match flags.settings.prometheus() {
+            Ok(Some(prometheus)) => {
+                Ok(format!("{} {}", prometheus.url, prometheus.namespace_label))
+            }
+            Ok(None) => Err("no Prometheus".into()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_namespace_label_is_a_label_name_or_empty() {
+        assert_eq!(
+            prometheus_with("namespace"),
+            Ok("http://p:9090 namespace".into())
+        );
+        assert_eq!(prometheus_with("k8s_ns"), Ok("http://p:9090 k8s_ns".into()));
+        assert_eq!(prometheus_with(""), Ok("http://p:9090 ".into()));
+        for bad in ["name space", "1ns", "ns\"}", "kubernetes-namespace"] {
+            let refused = prometheus_with(bad).expect_err(bad);
+            assert!(
+                refused.contains("is not a Prometheus label name"),
+                "{refused}"
+            );
+        }
+    }
 
     #[test]
     fn a_prefix_keeps_namespaces_apart_or_is_refused() {
