@@ -9,8 +9,7 @@ use std::time::Duration;
 use super::{Approved, Floor, canary::held, facts::Facts};
 use crate::{
     api::v1alpha1::{
-        ChangePhase, ConfigChangeSpec, RolloutAction, RolloutSpec, RolloutStatus, RolloutStep,
-        SplitSpec,
+        ChangePhase, ConfigChangeSpec, RolloutAction, RolloutStatus, RolloutStep, SplitSpec,
     },
     controller::{Context, Error, Result},
     core::{
@@ -41,7 +40,7 @@ impl Approved<'_> {
         let baking = current.filter(|r| r.step == RolloutStep::Split && r.version == number);
         if let Some(why) = self.stopped() {
             // A step recorded and not yet reported may be live: it goes back all the same.
-            let unreported = || self.unreported(number, share);
+            let unreported = || self.baking_from_now(number, share);
             let baking = baking.cloned().unwrap_or_else(unreported);
             return self
                 .undo(split, &baking, &snapshot, why, facts, floor, ctx)
@@ -65,9 +64,7 @@ impl Approved<'_> {
                 });
             }
             // A step recorded and not yet reported: it goes live now.
-            return self
-                .step(split, rollout, (number, &snapshot), floor, ctx)
-                .await;
+            return self.step(split, (number, &snapshot), floor, ctx).await;
         };
         let share = baking.share.unwrap_or_default();
         let sum = checksum_in(&snapshot, &self.environment.name);
@@ -97,10 +94,7 @@ impl Approved<'_> {
         };
         let recorded = self.record_step(&snapshot, data, facts, ctx).await?;
         match recorded {
-            Ok((number, snapshot)) => {
-                self.step(split, rollout, (number, &snapshot), floor, ctx)
-                    .await
-            }
+            Ok((number, snapshot)) => self.step(split, (number, &snapshot), floor, ctx).await,
             Err(retry) => Ok(retry),
         }
     }
@@ -123,9 +117,9 @@ impl Approved<'_> {
             .then(|| format!("aborted by {}: {}", decision.decided_by, decision.reason))
     }
 
-    /// The status of step `number` at `share`, recorded and not yet reported: baking from
-    /// now, as its report would have said.
-    fn unreported(&self, number: i64, share: i32) -> RolloutStatus {
+    /// The status of step `number` at `share`, baking from now under the environment's
+    /// rollout rules: a step just put live, or one recorded and never reported.
+    fn baking_from_now(&self, number: i64, share: i32) -> RolloutStatus {
         let rollout = split::rollout_of(self.environment).ok();
         let bake = rollout.and_then(rollout::bake_time).unwrap_or(LOOK_EVERY);
         RolloutStatus {
@@ -165,23 +159,27 @@ impl Approved<'_> {
     async fn step(
         &self,
         split: &SplitSpec,
-        rollout: &RolloutSpec,
         (number, snapshot): (i64, &Snapshot),
         floor: Floor,
         ctx: &Context,
     ) -> Result<Decision> {
-        let sum = checksum_in(snapshot, &self.environment.name);
-        if let Err(decision) = self.go_live(number, sum, floor, ctx).await? {
+        if let Err(decision) = self.live(number, snapshot, floor, ctx).await? {
             return Ok(decision);
         }
         let share = split::share_of(&snapshot.data, split).unwrap_or_default();
-        let bake = rollout::bake_time(rollout).unwrap_or(LOOK_EVERY);
-        let status = RolloutStatus {
-            step: RolloutStep::Split,
-            share: Some(share),
-            ..super::canary::started(number, bake)
-        };
-        Ok(self.splitting(status, LOOK_EVERY))
+        Ok(self.splitting(self.baking_from_now(number, share), LOOK_EVERY))
+    }
+
+    /// Puts version `number` (the content of `snapshot`) live in the environment.
+    async fn live(
+        &self,
+        number: i64,
+        snapshot: &Snapshot,
+        floor: Floor,
+        ctx: &Context,
+    ) -> Result<Result<(), Decision>> {
+        let sum = checksum_in(snapshot, &self.environment.name);
+        self.go_live(number, sum, floor, ctx).await
     }
 
     /// The flag back as it was before the split: recorded, live, and the change failed.
@@ -214,8 +212,7 @@ impl Approved<'_> {
             Ok(recorded) => recorded,
             Err(retry) => return Ok(retry),
         };
-        let sum = checksum_in(&restored, &self.environment.name);
-        if let Err(decision) = self.go_live(number, sum, floor, ctx).await? {
+        if let Err(decision) = self.live(number, &restored, floor, ctx).await? {
             return Ok(decision);
         }
         ctx.metrics
@@ -236,15 +233,14 @@ impl Approved<'_> {
         floor: Floor,
         ctx: &Context,
     ) -> Result<Decision> {
-        let sum = checksum_in(snapshot, &self.environment.name);
-        if let Err(decision) = self.go_live(number, sum, floor, ctx).await? {
+        if let Err(decision) = self.live(number, snapshot, floor, ctx).await? {
             return Ok(decision);
         }
         let why = self
             .stopped()
             .unwrap_or_else(|| "a step failed the rollout's checks".to_owned());
         let reported = self.current.rollout.clone();
-        let baking = reported.unwrap_or_else(|| self.unreported(number, 0));
+        let baking = reported.unwrap_or_else(|| self.baking_from_now(number, 0));
         Ok(self.put_back(split, &baking, number, why))
     }
 
