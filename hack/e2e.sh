@@ -34,14 +34,14 @@ on_exit() {
       --tail 40 --prefix >&2 2>&1 || true
   fi
   hack/env-down.sh e2e
+  failures "$kept"
+  rm -f "$kept"
   # Nothing of the node may outlive it: processes, mounts, its network namespace.
   if pgrep -af -- "$dir" >&2 || findmnt -rn -o TARGET | grep -F -- "$dir/" >&2 \
     || ip netns list | grep -w summit-e2e >&2; then
     log "error: the above outlived the environment"
     exit 1
   fi
-  failures "$kept"
-  rm -f "$kept"
 }
 trap on_exit EXIT
 if [[ ${SUMMIT_E2E_IMAGE:-debug} == release ]]; then

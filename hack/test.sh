@@ -35,13 +35,13 @@ on_exit() {
     done
   fi
   hack/env-down.sh test
+  failures "$kept"
+  rm -f "$kept"
   # make test promises to leave nothing running.
   if pgrep -af -- "$dir" >&2; then
     log "error: the processes above outlived the environment"
     exit 1
   fi
-  failures "$kept"
-  rm -f "$kept"
 }
 trap on_exit EXIT
 log "environment up after $((SECONDS - started))s"

@@ -400,6 +400,59 @@ async fn a_split_whose_rollout_rules_are_taken_away_midway_puts_the_flag_back() 
     assert_eq!(split_events(&s).await, ["splitStep", "splitRolledBack"]);
 }
 
+#[tokio::test]
+async fn a_split_that_is_no_longer_approved_puts_the_flag_back() {
+    let roles = [
+        ("alice", "summit-config-admin"),
+        ("bob", "summit-config-approver"),
+    ];
+    let (s, _operator) = setup_with("split-unapproved", &roles, &[]).await;
+    let spec = json!({
+        "configId": s.config_id(),
+        "data": all_off(),
+        "environments": [{"name": "production", "configMap": {"format": "Flagd"},
+            "approval": {"requiredApprovals": 1},
+            "rollout": {"canaryTargets": [{"kind": "Deployment", "name": "checkout-api"}],
+                        "bakeTime": "10m"}}],
+    });
+    create(&s.entries(), &entry("checkout-flags", spec)).await;
+    let first = "checkout-flags-production-v1";
+    change_in(&s.changes(), first, ChangePhase::Pending).await;
+    s.approves("bob", first).await;
+    let projection = "checkout-flags-production";
+    wait_for(&s.config_maps(), projection, "v1", |c| c.data.is_some()).await;
+    create(
+        &s.changes_as("alice").await,
+        &split("on-for-some", "on", &[10, 100]),
+    )
+    .await;
+    s.approves("bob", "on-for-some").await;
+    projected_split(&s, 10).await;
+
+    // The policy now asks two approvers: one approval no longer carries the split on.
+    let stricter = json!({"spec": {"environments": [{"name": "production",
+        "configMap": {"format": "Flagd"}, "approval": {"requiredApprovals": 2},
+        "rollout": {"canaryTargets": [{"kind": "Deployment", "name": "checkout-api"}],
+                    "bakeTime": "10m"}}]}});
+    merge(&s.entries(), "checkout-flags", stricter).await;
+    let failed = change_in(&s.changes(), "on-for-some", ChangePhase::Failed).await;
+    let status = failed.status.expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let ready = ready.expect("Ready");
+    assert_eq!(ready.reason, "SplitRolledBack", "{}", ready.message);
+    assert!(
+        ready.message.contains("no longer approved"),
+        "{}",
+        ready.message
+    );
+    wait_for(&s.config_maps(), projection, "the flag put back", |c| {
+        let flags = c.data.as_ref().and_then(|d| d.get("flags.json"));
+        flags.is_some_and(|f| !f.contains("fractional"))
+    })
+    .await;
+    assert_eq!(split_events(&s).await, ["splitStep", "splitRolledBack"]);
+}
+
 /// The split rows of the entry's audit trail, oldest first.
 async fn split_events(s: &support::Tenant) -> Vec<String> {
     support::column_of(

@@ -42,7 +42,8 @@ failures() {
   {
     echo "==> what failed"
     grep -E '^test .* FAILED$' "$1"
-    grep -E -A6 'panicked at' "$1" | head -n 120
+    # A test that returns an error panics nowhere: nothing more to show is no failure.
+    grep -E -A6 'panicked at' "$1" | head -n 120 || true
   } >&2
 }
 

@@ -99,12 +99,15 @@ impl Approved<'_> {
         }
     }
 
-    /// Why the split under way stops here, if it does: a rejection, an abort, or rollout
-    /// rules that went away (an approver's edit).
+    /// Why the split under way stops here, if it does: rollout rules that went away (an
+    /// approver's edit), approvals that no longer suffice, a rejection, or an abort.
     fn stopped(&self) -> Option<String> {
         let spec = &self.change.spec;
         if let Err(invalid) = split::rollout_of(self.environment) {
             return Some(invalid.message);
+        }
+        if let Some(unapproved) = &self.unapproved {
+            return Some(format!("no longer approved: {unapproved}"));
         }
         if let Some(rejected) = &spec.rejection {
             return Some(format!(

@@ -192,10 +192,24 @@ async fn decide(
         .as_ref()
         .and_then(|p| p.pending_expiry.as_deref());
     let expiry = expiry_text.and_then(|text| Some((text, parse_duration(text).ok()?)));
-    let step = match change::judge(change.spec.rejection.as_ref(), &tally, expiry, age(change)) {
-        Judgement::Rejected(decision) if !splitting => decision,
-        Judgement::Expired(decision) | Judgement::Waiting(decision) => decision,
-        Judgement::Approved | Judgement::Rejected(_) => {
+    let judgement = change::judge(change.spec.rejection.as_ref(), &tally, expiry, age(change));
+    let step = match judgement {
+        Judgement::Rejected(decision)
+        | Judgement::Expired(decision)
+        | Judgement::Waiting(decision)
+            if !splitting =>
+        {
+            decision
+        }
+        // Under way, a split that is no longer approved goes back before it ends.
+        Judgement::Approved
+        | Judgement::Rejected(_)
+        | Judgement::Expired(_)
+        | Judgement::Waiting(_) => {
+            let unapproved = match judgement {
+                Judgement::Expired(d) | Judgement::Waiting(d) => Some(d.message),
+                _ => None,
+            };
             let approved = Approved {
                 change,
                 entry,
@@ -203,6 +217,7 @@ async fn decide(
                 base,
                 tally: &tally,
                 current,
+                unapproved,
             };
             Decision {
                 approvals: Some(tally.clone()),
@@ -232,6 +247,9 @@ struct Approved<'a> {
     base: i64,
     tally: &'a Tally,
     current: &'a ConfigChangeStatus,
+    /// Why a split under way is no longer approved, if it is not (an approval withdrawn,
+    /// or a policy that asks for more): it goes back.
+    unapproved: Option<String>,
 }
 
 impl Approved<'_> {
