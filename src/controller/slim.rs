@@ -69,8 +69,8 @@ slim_metadata_only!(
 
 macro_rules! slim_workload {
     ($($kind:ty),*) => {$(
-        /// A restart target: its pod template's annotations and its rollout's progress
-        /// are read, never its pods' spec.
+        /// A restart target: its pod template's annotations, its selector and its
+        /// rollout's progress are read, never its pods' spec.
         impl Slim for $kind {
             fn slim(&mut self) {
                 slim_metadata(&mut self.metadata);

@@ -39,6 +39,8 @@ pub struct Workload {
     pub template_annotations: BTreeMap<String, String>,
     /// Whether every desired pod runs the current template and is available.
     pub rolled_out: bool,
+    /// The labels its selector matches its pods by (`matchLabels`).
+    pub selector: BTreeMap<String, String>,
 }
 
 impl Workload {
@@ -155,6 +157,12 @@ fn deployment(deployment: &Deployment) -> Workload {
     Workload {
         template_annotations: template_annotations(&deployment.spec.template),
         rolled_out,
+        selector: deployment
+            .spec
+            .selector
+            .match_labels
+            .clone()
+            .unwrap_or_default(),
     }
 }
 
@@ -167,6 +175,12 @@ fn stateful_set(stateful_set: &StatefulSet) -> Workload {
     Workload {
         template_annotations: template_annotations(&stateful_set.spec.template),
         rolled_out,
+        selector: stateful_set
+            .spec
+            .selector
+            .match_labels
+            .clone()
+            .unwrap_or_default(),
     }
 }
 
@@ -179,6 +193,12 @@ fn daemon_set(daemon_set: &DaemonSet) -> Workload {
     Workload {
         template_annotations: template_annotations(&daemon_set.spec.template),
         rolled_out,
+        selector: daemon_set
+            .spec
+            .selector
+            .match_labels
+            .clone()
+            .unwrap_or_default(),
     }
 }
 
@@ -192,7 +212,7 @@ mod tests {
             "metadata": {"name": "api", "namespace": "a", "generation": 3},
             "spec": {
                 "replicas": 2,
-                "selector": {},
+                "selector": {"matchLabels": {"app": "api"}},
                 "template": {"metadata": {"annotations": {"checksum.config.summit.io/e": "abc"}}},
             },
             "status": status,
@@ -206,6 +226,7 @@ mod tests {
             "observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
         }));
         assert!(done.runs("checksum.config.summit.io/e", "abc"));
+        assert_eq!(done.selector.get("app").map(String::as_str), Some("api"));
         assert!(!done.runs("checksum.config.summit.io/e", "other"));
         assert!(!done.runs("checksum.config.summit.io/f", "abc"));
     }

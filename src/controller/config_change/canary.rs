@@ -4,19 +4,17 @@
 //! `Failed`, and its entry puts the canary back on what is live.
 
 use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
-use kube::{
-    Api, ResourceExt,
-    api::{ApiResource, DynamicObject, ListParams},
-    core::GroupVersionKind,
-};
+use kube::{Api, ResourceExt, api::ListParams};
 
 use super::{Approved, KIND, prometheus};
 use crate::{
     api::v1alpha1::{
         ChangePhase, ConfigChangeSpec, RestartTarget, RolloutAction, RolloutDecision, RolloutSpec,
-        RolloutStatus, RolloutStep, Time, WorkloadKind,
+        RolloutStatus, RolloutStep, Time,
     },
-    controller::{Context, Error, Result, config_entry::restart_annotation, status::now},
+    controller::{
+        Context, Error, Result, config_entry::restart_annotation, status::now, workloads::Workload,
+    },
     core::{
         change::Decision,
         entry::config_map_target,
@@ -255,14 +253,17 @@ impl Approved<'_> {
             let given = workload
                 .as_ref()
                 .is_some_and(|w| w.carries(&annotation, checksum));
-            let state = match workload {
-                None => ConsumerState::Missing,
-                Some(w) if w.runs(&annotation, checksum) => ConsumerState::Running,
-                Some(_) => ConsumerState::Rolling,
-            };
-            let pods = match state {
-                ConsumerState::Missing => Pods::default(),
-                _ => pods_of(ctx, &namespace, target, &annotation, checksum).await?,
+            let (state, pods) = match workload {
+                None => (ConsumerState::Missing, Pods::default()),
+                Some(w) => {
+                    let state = if w.runs(&annotation, checksum) {
+                        ConsumerState::Running
+                    } else {
+                        ConsumerState::Rolling
+                    };
+                    let on = (namespace.as_str(), annotation.as_str(), checksum);
+                    (state, pods_of(ctx, target, &w, on).await?)
+                }
             };
             consumers.push(Consumer {
                 name,
@@ -309,42 +310,22 @@ pub(super) fn started(version: i64, bake: std::time::Duration) -> RolloutStatus 
     }
 }
 
-/// `target`'s pods, counted against the canary version (their template carries
-/// `checksum` under `annotation`).
+/// `target`'s pods (`workload`, from the cache), counted against the canary version in
+/// `namespace`: their template carries `checksum` under `annotation`.
 async fn pods_of(
     ctx: &Context,
-    namespace: &str,
     target: &RestartTarget,
-    annotation: &str,
-    checksum: &str,
+    workload: &Workload,
+    (namespace, annotation, checksum): (&str, &str, &str),
 ) -> Result<Pods> {
-    let kind = match target.kind {
-        WorkloadKind::Deployment => "Deployment",
-        WorkloadKind::StatefulSet => "StatefulSet",
-        WorkloadKind::DaemonSet => "DaemonSet",
-    };
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", kind));
-    let describe = || format!("{kind} {namespace}/{}", target.name);
-    let workloads: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), namespace, &resource);
-    let workload = workloads
-        .get_opt(&target.name)
-        .await
-        .map_err(Error::kube(format!("read {}", describe())))?;
-    let labels = workload
-        .as_ref()
-        .and_then(|w| {
-            w.data["spec"]["selector"]["matchLabels"]
-                .as_object()
-                .cloned()
-        })
-        .unwrap_or_default();
-    if labels.is_empty() {
+    if workload.selector.is_empty() {
         return Ok(Pods::default());
     }
-    let selector: Vec<String> = labels
+    let describe = || format!("{:?} {namespace}/{}", target.kind, target.name);
+    let selector: Vec<String> = workload
+        .selector
         .iter()
-        .filter_map(|(key, value)| Some(format!("{key}={}", value.as_str()?)))
+        .map(|(key, value)| format!("{key}={value}"))
         .collect();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let listed = pods
