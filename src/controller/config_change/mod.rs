@@ -24,12 +24,11 @@ use crate::controller::events::EventType;
 use crate::{
     api::v1alpha1::{
         ChangePhase, ConfigChange, ConfigChangeStatus, ConfigEntry, ConfigFormat, EnvironmentSpec,
-        parse_duration,
     },
     core::{
         Invalid,
         approval::Tally,
-        change::{self, Decision, Judgement, Proposal},
+        change::{self, Decision, Judged, Proposal},
         entry::validate::compile,
         ownership::Claimant,
         resolve::checksum,
@@ -169,9 +168,7 @@ async fn decide(
         })
         .based_on(base));
     };
-    // A split whose step was recorded may be live, and only its approved path can put
-    // the flag back: neither a broken rule nor a rejection ends it before that.
-    let splitting = change.spec.split.is_some() && known.own.is_some();
+    let splitting = change::split_under_way(&change.spec, &known);
     if let Some(split) = &change.spec.split
         && !splitting
         && let Err(invalid) = split::check(split, environment, &proposal.snapshot().data, &content)
@@ -187,45 +184,32 @@ async fn decide(
     let (tally, floor) = facts
         .tally(change, entry, environment, &proposal, ctx)
         .await?;
-    let expiry_text = environment
-        .approval
-        .as_ref()
-        .and_then(|p| p.pending_expiry.as_deref());
-    let expiry = expiry_text.and_then(|text| Some((text, parse_duration(text).ok()?)));
+    let expiry = change::expiry_of(environment);
     let judgement = change::judge(change.spec.rejection.as_ref(), &tally, expiry, age(change));
-    let step = match judgement {
-        Judgement::Rejected(decision)
-        | Judgement::Expired(decision)
-        | Judgement::Waiting(decision)
-            if !splitting =>
-        {
-            decision
-        }
-        // Under way, a split that is no longer approved goes back before it ends.
-        Judgement::Approved
-        | Judgement::Rejected(_)
-        | Judgement::Expired(_)
-        | Judgement::Waiting(_) => {
-            let unapproved = match judgement {
-                Judgement::Expired(d) | Judgement::Waiting(d) => Some(d.message),
-                _ => None,
-            };
-            let approved = Approved {
-                change,
-                entry,
-                environment,
-                base,
-                tally: &tally,
-                current,
-                unapproved,
-            };
-            Decision {
-                approvals: Some(tally.clone()),
-                ..approved
-                    .apply(&proposal, &content, &facts, floor, ctx)
-                    .await?
+    let unapproved = match change::judged(judgement, splitting) {
+        Judged::Applies { unapproved } => unapproved,
+        Judged::Decided(decided) => {
+            return Ok(Decision {
+                validated,
+                ..*decided
             }
+            .based_on(base));
         }
+    };
+    let approved = Approved {
+        change,
+        entry,
+        environment,
+        base,
+        tally: &tally,
+        current,
+        unapproved,
+    };
+    let step = Decision {
+        approvals: Some(tally.clone()),
+        ..approved
+            .apply(&proposal, &content, &facts, floor, ctx)
+            .await?
     };
     Ok(Decision { validated, ..step }.based_on(base))
 }

@@ -14,7 +14,8 @@ pub use status::{STATUS_LIST_LIMIT, bounded_list, status};
 
 use crate::{
     api::v1alpha1::{
-        ChangePhase, ConfigChangeSpec, ConfigEntry, Rejection, RolloutStatus, Time, free_form,
+        ChangePhase, ConfigChangeSpec, ConfigEntry, EnvironmentSpec, Rejection, RolloutStatus,
+        Time, free_form, parse_duration,
     },
     core::{Invalid, approval::Tally, vouching::Vouching},
 };
@@ -233,6 +234,47 @@ pub fn judge(
         requeue: expiry.map(|(_, after)| after.saturating_sub(waited) + Duration::from_secs(1)),
         ..Decision::waiting("WaitingForApproval", tally.waiting_message())
     })
+}
+
+/// The pending expiry of the environment's approval policy, if it sets one.
+pub fn expiry_of(environment: &EnvironmentSpec) -> Option<Expiry<'_>> {
+    let text = environment.approval.as_ref()?.pending_expiry.as_deref()?;
+    Some((text, parse_duration(text).ok()?))
+}
+
+/// Whether the change splits a flag and has recorded a step, which may be live: only
+/// its approved path can put the flag back, so neither a broken rule nor its approvals
+/// end it before that.
+pub fn split_under_way(spec: &ConfigChangeSpec, known: &Known<'_>) -> bool {
+    spec.split.is_some() && known.own.is_some()
+}
+
+/// Where the approvals leave a change.
+#[derive(Debug, PartialEq)]
+pub enum Judged {
+    /// Ended, or waiting: this is its decision.
+    Decided(Box<Decision>),
+    /// On to its approved path; for a split under way that is no longer approved, why.
+    Applies { unapproved: Option<String> },
+}
+
+/// Where `judgement` leaves the change. Under way, a split ends only through its
+/// approved path, which puts its flag back first.
+pub fn judged(judgement: Judgement, splitting: bool) -> Judged {
+    match judgement {
+        Judgement::Approved => Judged::Applies { unapproved: None },
+        Judgement::Rejected(decision)
+        | Judgement::Expired(decision)
+        | Judgement::Waiting(decision)
+            if !splitting =>
+        {
+            Judged::Decided(Box::new(decision))
+        }
+        Judgement::Rejected(_) => Judged::Applies { unapproved: None },
+        Judgement::Expired(decision) | Judgement::Waiting(decision) => Judged::Applies {
+            unapproved: Some(decision.message),
+        },
+    }
 }
 
 /// Who the audit row of an application names, and what it says.

@@ -395,3 +395,33 @@ fn a_change_ending_while_it_bakes_leaves_its_canary_rolled_back() {
     );
     assert_eq!(next.rollout.expect("rollout").step, RolloutStep::Canary);
 }
+
+#[test]
+fn a_split_under_way_ends_only_through_its_approved_path() {
+    let waiting = || Judgement::Waiting(Decision::waiting("WaitingForApproval", "1 of 2".into()));
+    let rejected = || {
+        Judgement::Rejected(Decision::end(
+            ChangePhase::Rejected,
+            "Rejected",
+            "no".into(),
+        ))
+    };
+    // Nothing recorded yet: the approvals decide, as for any change.
+    assert!(matches!(judged(waiting(), false), Judged::Decided(_)));
+    assert!(matches!(judged(rejected(), false), Judged::Decided(_)));
+    assert_eq!(
+        judged(Judgement::Approved, false),
+        Judged::Applies { unapproved: None }
+    );
+    // A step recorded: a rejection or lost approval goes back first, saying why.
+    assert_eq!(
+        judged(rejected(), true),
+        Judged::Applies { unapproved: None }
+    );
+    assert_eq!(
+        judged(waiting(), true),
+        Judged::Applies {
+            unapproved: Some("1 of 2".into())
+        }
+    );
+}
