@@ -382,22 +382,25 @@ async fn a_split_whose_rollout_rules_are_taken_away_midway_puts_the_flag_back() 
     // any more, so it goes back rather than staying at 10% unjudged.
     let unruled = json!({"spec": {"environments": [production]}});
     merge(&s.entries(), "checkout-flags", unruled).await;
-    let failed = change_in(&s.changes(), "on-for-some", ChangePhase::Failed).await;
+    split_put_back(&s, "on-for-some", "declares no rollout").await;
+}
+
+/// Waits for split `name` to end `Failed` as `SplitRolledBack` for a reason containing
+/// `why`, with the flag put back and the audit trail saying so.
+async fn split_put_back(s: &support::Tenant, name: &str, why: &str) {
+    let failed = change_in(&s.changes(), name, ChangePhase::Failed).await;
     let status = failed.status.expect("status");
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
     let ready = ready.expect("Ready");
     assert_eq!(ready.reason, "SplitRolledBack", "{}", ready.message);
-    assert!(
-        ready.message.contains("declares no rollout"),
-        "{}",
-        ready.message
-    );
+    assert!(ready.message.contains(why), "{}", ready.message);
+    let projection = "checkout-flags-production";
     wait_for(&s.config_maps(), projection, "the flag put back", |c| {
         let flags = c.data.as_ref().and_then(|d| d.get("flags.json"));
         flags.is_some_and(|f| !f.contains("fractional"))
     })
     .await;
-    assert_eq!(steps_taken(&s).await, ["splitStep", "splitRolledBack"]);
+    assert_eq!(steps_taken(s).await, ["splitStep", "splitRolledBack"]);
 }
 
 /// The split rows of the entry's audit trail, a row repeated in a row counted once: a
@@ -444,22 +447,7 @@ async fn a_split_that_is_no_longer_approved_puts_the_flag_back() {
         "rollout": {"canaryTargets": [{"kind": "Deployment", "name": "checkout-api"}],
                     "bakeTime": "10m"}}]}});
     merge(&s.entries(), "checkout-flags", stricter).await;
-    let failed = change_in(&s.changes(), "on-for-some", ChangePhase::Failed).await;
-    let status = failed.status.expect("status");
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-    let ready = ready.expect("Ready");
-    assert_eq!(ready.reason, "SplitRolledBack", "{}", ready.message);
-    assert!(
-        ready.message.contains("no longer approved"),
-        "{}",
-        ready.message
-    );
-    wait_for(&s.config_maps(), projection, "the flag put back", |c| {
-        let flags = c.data.as_ref().and_then(|d| d.get("flags.json"));
-        flags.is_some_and(|f| !f.contains("fractional"))
-    })
-    .await;
-    assert_eq!(steps_taken(&s).await, ["splitStep", "splitRolledBack"]);
+    split_put_back(&s, "on-for-some", "no longer approved").await;
 }
 
 /// The split rows of the entry's audit trail, oldest first.
